@@ -1,0 +1,51 @@
+# One-command set-up: every target installs what it needs, and skips what is already done.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.8
+export TONGBAN_HOME ?= $(CURDIR)/var
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
+AIRFLOW_DB := $(TONGBAN_HOME)/airflow/.migrated-3.3.2
+
+.PHONY: help venv airflow-db run ui test lint e2e bench lock clean
+help:
+	@echo "make run   - start the simulators, run cross_province_sync once with Airflow, print the result"
+	@echo "make ui    - the same data in the Airflow UI (airflow standalone), login admin/admin"
+	@echo "make test  - ruff + the whole test suite"
+	@echo "make lock  - recompile requirements.txt from requirements.in"
+
+venv: $(STAMP)
+$(STAMP):
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version}"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	rm -f $(VENV)/.installed-*; touch $@
+
+airflow-db: $(AIRFLOW_DB)
+$(AIRFLOW_DB): $(STAMP)
+	$(PY) -m scripts.localenv db migrate > /dev/null
+	touch $@
+
+run: venv airflow-db
+	$(PY) -m scripts.run_local
+
+ui: venv airflow-db
+	$(PY) -m scripts.run_local --ui
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: lint airflow-db
+	$(VENV)/bin/pytest
+
+bench: venv
+	$(PY) -m bench
+
+lock: venv
+	$(VENV)/bin/uv pip compile --quiet --python-version 3.11 --no-header requirements.in -o requirements.txt
+
+clean:
+	rm -rf $(TONGBAN_HOME)

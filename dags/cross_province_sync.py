@@ -1,0 +1,187 @@
+"""cross_province_sync: the nightly 跨省通办 service-item sync. The pipeline's table of contents.
+
+All business logic lives in the ``tongban`` package (``include/``); each task here only turns Airflow
+context (run id, params, Connections, object storage) into a call of one stage and returns that
+stage's small summary. Nothing heavy is imported or read at parse time.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import BaseHook, ObjectStoragePath, Param, TriggerRule, dag, get_current_context, task, task_group
+from airflow.sdk.exceptions import AirflowFailException
+
+DOC_MD = """
+### 跨省通办事项清单夜间同步 (cross-province service-item sync)
+
+Every night at 02:00 Asia/Shanghai, for each partner region in the registry (one mapped task group per
+partner, shown by its division code):
+
+1. **fetch** the partner's catalogue page by page; every raw response is archived first;
+2. **normalise** it to the canonical item model; unparseable or unmappable records are quarantined;
+3. **validate** the 五级N同 elements with the Great Expectations suite in `expectations/`;
+4. **reconcile** the accepted items against what the provincial platform (省一体化平台) holds;
+5. **publish** the changes in idempotent batches, then read them back;
+6. **report** to the partner: `$TONGBAN_HOME/reports/<run id>/<division>/report.{json,html}`.
+
+**summarise** writes `reports/<run id>/summary.json` and fails the run if any partner failed.
+One partner's failure never stops the others. Params: `partners` (division codes; empty = all),
+`dry_run` (reconcile and report without pushing).
+"""
+
+DEFAULT_ARGS = {
+    "owner": "tongban",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(hours=1),
+}
+
+
+def _storage() -> ObjectStoragePath:
+    import os
+
+    from tongban.config import storage_url
+
+    return ObjectStoragePath(storage_url(), conn_id=os.environ.get("TONGBAN_STORAGE_CONN_ID"))
+
+
+def _partner(division: str) -> Any:
+    """The registry entry of ``division``; labels the mapped task instance in the UI."""
+    from tongban.registry import load_registry
+
+    partner = load_registry().partner(division)
+    get_current_context()["partner_label"] = f"{partner.division} {partner.name}"  # type: ignore[literal-required]
+    return partner
+
+
+def _run_dir(division: str) -> ObjectStoragePath:
+    from tongban.storage import run_dir
+
+    return run_dir(_storage(), get_current_context()["run_id"], division)
+
+
+def _platform() -> Any:
+    from tongban.connections import PLATFORM_CONN_ID, base_url
+    from tongban.publish import PlatformClient
+
+    conn = BaseHook.get_connection(PLATFORM_CONN_ID)
+    return PlatformClient(base_url(conn.host, conn.port, conn.schema))
+
+
+PARTNER_TASK = {"map_index_template": "{{ partner_label }}"}
+
+
+@dag(
+    dag_id="cross_province_sync",
+    schedule="0 2 * * *",
+    start_date=pendulum.datetime(2026, 11, 1, tz="Asia/Shanghai"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    dagrun_timeout=timedelta(hours=4),
+    tags=["tongban", "跨省通办", "nightly"],
+    doc_md=DOC_MD,
+    params={
+        "partners": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": r"^\d{6}$"},
+            description="Division codes to sync; empty = every partner in the registry",
+        ),
+        "dry_run": Param(False, type="boolean", description="Reconcile and report, push nothing"),
+    },
+)
+def cross_province_sync() -> None:
+    @task
+    def plan() -> list[str]:
+        """The partners of this run: the registry, or the subset given in params."""
+        from tongban.registry import load_registry
+
+        registry = load_registry()
+        wanted = get_current_context()["params"]["partners"]
+        for division in wanted:
+            registry.partner(division)  # raises naming an unknown division
+        return [p.division for p in registry.partners if not wanted or p.division in wanted]
+
+    @task(**PARTNER_TASK)
+    def fetch(division: str) -> dict[str, Any]:
+        from tongban import pipeline
+        from tongban.connections import base_url
+
+        partner = _partner(division)
+        conn = BaseHook.get_connection(partner.conn_id)
+        return pipeline.fetch(partner, base_url(conn.host, conn.port, conn.schema), _run_dir(division))
+
+    @task(**PARTNER_TASK)
+    def normalise(fetched: dict[str, Any]) -> dict[str, Any]:
+        from tongban import pipeline
+
+        return pipeline.normalise(_partner(fetched["partner"]), _run_dir(fetched["partner"]))
+
+    @task(**PARTNER_TASK)
+    def validate(normalised: dict[str, Any]) -> dict[str, Any]:
+        from tongban import pipeline
+
+        return pipeline.validate(_partner(normalised["partner"]), _run_dir(normalised["partner"]))
+
+    @task(**PARTNER_TASK)
+    def reconcile(validated: dict[str, Any]) -> dict[str, Any]:
+        from tongban import pipeline
+
+        division = validated["partner"]
+        return pipeline.reconcile_partner(_partner(division), _run_dir(division), _platform())
+
+    @task(**PARTNER_TASK)
+    def publish(reconciled: dict[str, Any]) -> dict[str, Any]:
+        from tongban import pipeline
+
+        division = reconciled["partner"]
+        context = get_current_context()
+        return pipeline.publish_partner(
+            _partner(division), _run_dir(division), _platform(), context["run_id"], context["params"]["dry_run"]
+        )
+
+    @task(**PARTNER_TASK)
+    def report(published: dict[str, Any]) -> dict[str, Any]:
+        from tongban import pipeline
+        from tongban.storage import report_dir
+
+        division = published["partner"]
+        run_id = get_current_context()["run_id"]
+        return pipeline.write_report(
+            _partner(division), _run_dir(division), report_dir(_storage(), run_id, division), run_id
+        )
+
+    @task_group(group_id="partner")
+    def sync_partner(division: str) -> None:
+        report(publish(reconcile(validate(normalise(fetch(division))))))
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+    def summarise(divisions: list[str]) -> dict[str, Any]:
+        """Run summary over all partners; fails the run (after writing it) if a partner failed."""
+        from tongban import report as reports
+        from tongban.registry import load_registry
+        from tongban.storage import REPORTS
+
+        registry = load_registry()
+        run_id = get_current_context()["run_id"]
+        summary = reports.summarise(_storage() / REPORTS, run_id, [registry.partner(d) for d in divisions])
+        print(reports.summary_table(summary))
+        if summary["failed"]:
+            raise AirflowFailException(
+                f"partners failed this run (no report written): {', '.join(summary['failed'])}; "
+                "their previous lists stay on the platform. See each partner's task logs."
+            )
+        return {"run_id": run_id, "totals": summary["totals"], "failed": summary["failed"]}
+
+    divisions = plan()
+    synced = sync_partner.expand(division=divisions)
+    synced >> summarise(divisions)
+
+
+cross_province_sync()

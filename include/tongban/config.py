@@ -1,0 +1,15 @@
+"""Where runtime state lives. Everything is under one folder, ``$TONGBAN_HOME`` (default ``./var``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    return Path(os.environ.get("TONGBAN_HOME", "var")).resolve()
+
+
+def storage_url() -> str:
+    """Root of the object store that tasks pass files through (``file://`` by default, or ``s3://``)."""
+    return os.environ.get("TONGBAN_STORAGE_URL", home().as_uri())

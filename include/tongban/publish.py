@@ -1,0 +1,136 @@
+"""Push reconciled changes to the provincial platform, safely and exactly once.
+
+Each batch carries an idempotency key derived from run, partner and the batch's content: a retried
+request, a re-run task or a crash between push and acknowledgement replays the same key and the
+platform applies the batch at most once. After pushing, the platform's list is read back and must
+equal what was meant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import requests
+
+from tongban.ingest import http_session
+from tongban.model import content_hash
+from tongban.reconcile import Reconciliation
+
+
+class PublishError(RuntimeError):
+    """The platform did not end up holding what was meant; the message says what differs."""
+
+
+@dataclass
+class PublishResult:
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def published(self) -> int:
+        return len(self.accepted)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "published": self.published}
+
+
+class PlatformClient:
+    """The provincial platform's item API."""
+
+    def __init__(self, base_url: str, session: requests.Session | None = None, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session or http_session()
+        self.timeout = timeout
+
+    def _url(self, division: str, tail: str) -> str:
+        return f"{self.base_url}/api/v1/regions/{division}/{tail}"
+
+    def items(self, division: str) -> list[dict[str, Any]]:
+        response = self.session.get(self._url(division, "items"), timeout=self.timeout)
+        _raise_for(response, f"reading region {division}'s items")
+        return list(response.json()["items"])
+
+    def push(
+        self, division: str, key: str, upserts: Sequence[Mapping[str, Any]], deletes: Sequence[str]
+    ) -> dict[str, Any]:
+        response = self.session.post(
+            self._url(division, "batches"),
+            json={"upserts": list(upserts), "deletes": list(deletes)},
+            headers={"Idempotency-Key": key},
+            timeout=self.timeout,
+        )
+        _raise_for(response, f"pushing batch {key} for region {division}")
+        return dict(response.json())
+
+
+def _raise_for(response: requests.Response, what: str) -> None:
+    if response.status_code >= 400:
+        raise PublishError(f"platform answered {response.status_code} {what}: {response.text[:300]}")
+
+
+def idempotency_key(run_id: str, division: str, upserts: Sequence[Mapping[str, Any]], deletes: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for part in (run_id, division, *(content_hash(r) + r["task_code"] for r in upserts), "|", *deletes):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return f"{division}-{digest.hexdigest()[:32]}"
+
+
+def publish(
+    client: PlatformClient,
+    division: str,
+    run_id: str,
+    recon: Reconciliation,
+    *,
+    batch_size: int = 500,
+    dry_run: bool = False,
+) -> PublishResult:
+    """Push added and changed items as upserts and removed ones as deletes, then verify by read-back."""
+    upserts = [*recon.added, *(c.record for c in recon.changed)]
+    deletes = [r["task_code"] for r in recon.removed]
+    result = PublishResult(dry_run=dry_run)
+    if dry_run:
+        return result
+    ops: list[tuple[str, Any]] = [("upsert", r) for r in upserts] + [("delete", c) for c in deletes]
+    for start in range(0, len(ops), batch_size):
+        chunk = ops[start : start + batch_size]
+        ups = [r for op, r in chunk if op == "upsert"]
+        dels = [c for op, c in chunk if op == "delete"]
+        key = idempotency_key(run_id, division, ups, dels)
+        answer = client.push(division, key, ups, dels)
+        result.batches.append(
+            {"key": key, "batch_id": answer.get("batch_id"), "replayed": answer.get("replayed"), "size": len(chunk)}
+        )
+        for item in answer["results"]:
+            (result.accepted if item["status"] == "accepted" else result.rejected).append(item)
+    verify(client, division, recon, result)
+    return result
+
+
+def verify(client: PlatformClient, division: str, recon: Reconciliation, result: PublishResult) -> None:
+    """Read the platform's list back and check it holds exactly the intended items."""
+    before = {
+        *recon.unchanged,
+        *recon.held,
+        *(c.task_code for c in recon.changed),
+        *(r["task_code"] for r in recon.removed),
+    }
+    upserted = {r["task_code"]: content_hash(r) for r in [*recon.added, *(c.record for c in recon.changed)]}
+    accepted = {(a["op"], a["task_code"]) for a in result.accepted}
+    intended = {code: h for code, h in upserted.items() if ("upsert", code) in accepted}
+    expected = (before - {code for op, code in accepted if op == "delete"}) | intended.keys()
+    actual = {r["task_code"]: content_hash(r) for r in client.items(division)}
+    problems = []
+    if missing := sorted(expected - actual.keys()):
+        problems.append(f"missing {len(missing)}: {', '.join(missing[:5])}")
+    if extra := sorted(actual.keys() - expected):
+        problems.append(f"unexpected {len(extra)}: {', '.join(extra[:5])}")
+    if wrong := sorted(code for code, h in intended.items() if code in actual and actual[code] != h):
+        problems.append(f"different content {len(wrong)}: {', '.join(wrong[:5])}")
+    if problems:
+        raise PublishError(f"read-back of region {division} differs from what was published: " + "; ".join(problems))

@@ -1,0 +1,163 @@
+"""Per-partner reconciliation reports (JSON for machines, HTML for people) and the run summary.
+
+The report is one plain dict built here; the JSON file is that dict and the HTML page is rendered
+from the same dict by a Jinja2 template, so both always say the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cache
+from typing import Any
+
+import jinja2
+from upath import UPath
+
+from tongban.model import LABELS
+from tongban.reconcile import Reconciliation
+from tongban.registry import Partner, label
+from tongban.storage import read_json, write_json
+
+COUNT_KEYS = ("fetched", "quarantined", "rejected", "added", "changed", "removed", "unchanged", "published")
+COUNT_LABELS = {
+    "fetched": "拉取",
+    "quarantined": "隔离（无法解析或映射）",
+    "rejected": "退回（未通过关键校验）",
+    "added": "新增",
+    "changed": "变更",
+    "removed": "删除",
+    "unchanged": "未变",
+    "published": "已推送",
+    "warnings": "待核（警告）",
+    "held": "保留平台原版本",
+    "platform_rejected": "平台拒收",
+}
+
+
+def _brief(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "task_code": record["task_code"],
+        "name": record["name"],
+        "level": record["level"],
+        "level_label": label("level", record["level"]),
+    }
+
+
+def _finding(f: Mapping[str, Any]) -> dict[str, Any]:
+    return {**f, "label": LABELS.get(f["element"], f["element"])}
+
+
+def build(
+    *,
+    partner: Partner,
+    run_id: str,
+    fetched: int,
+    quarantined: Sequence[Mapping[str, Any]],
+    rejected: Sequence[Mapping[str, Any]],
+    warnings: Sequence[Mapping[str, Any]],
+    recon: Reconciliation,
+    publish: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Everything a partner needs to know about one run, as one JSON-safe dict."""
+    report: dict[str, Any] = {
+        "partner": partner.division,
+        "partner_name": partner.name,
+        "run_id": run_id,
+        "dry_run": bool(publish.get("dry_run")),
+        "quarantined": [
+            {"position": q["position"], "task_code": q.get("task_code"), "problems": q["problems"]} for q in quarantined
+        ],
+        "rejected": [{**_brief(r["record"]), "findings": [_finding(f) for f in r["findings"]]} for r in rejected],
+        "warnings": [{**_brief(w["record"]), "findings": [_finding(f) for f in w["findings"]]} for w in warnings],
+        "added": [_brief(r) for r in recon.added],
+        "changed": [
+            {
+                "task_code": c.task_code,
+                "name": c.name,
+                "changes": [{"element": e.element, "label": e.label, "old": e.old, "new": e.new} for e in c.changes],
+            }
+            for c in recon.changed
+        ],
+        "removed": [_brief(r) for r in recon.removed],
+        "unchanged": list(recon.unchanged),
+        "held": list(recon.held),
+        "published": [{"task_code": a["task_code"], "op": a["op"]} for a in publish.get("accepted", [])],
+        "platform_rejected": list(publish.get("rejected", [])),
+    }
+    report["counts"] = {"fetched": fetched} | {
+        key: len(report[key]) for key in (*COUNT_KEYS[1:], "warnings", "held", "platform_rejected")
+    }
+    return report
+
+
+@cache
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("tongban", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return env
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    return _templates().get_template("report.html.j2").render(r=report, count_labels=COUNT_LABELS)
+
+
+def write(report: Mapping[str, Any], out: UPath) -> dict[str, str]:
+    """Write report.json and report.html into ``out``; returns their paths."""
+    json_path = write_json(out / "report.json", report)
+    html_path = out / "report.html"
+    html_path.write_bytes(render_html(report).encode())
+    return {"report_json": str(json_path), "report_html": str(html_path)}
+
+
+def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> dict[str, Any]:
+    """The run summary over all partners: their counts, or that no report was written (failed)."""
+    rows = []
+    for partner in partners:
+        path = reports_root / run_id / partner.division / "report.json"
+        if path.exists():
+            rows.append(
+                {
+                    "partner": partner.division,
+                    "name": partner.name,
+                    "status": "ok",
+                    "counts": read_json(path)["counts"],
+                    "report": str(path),
+                }
+            )
+        else:
+            rows.append(
+                {"partner": partner.division, "name": partner.name, "status": "failed", "counts": None, "report": None}
+            )
+    totals = {k: sum(r["counts"][k] for r in rows if r["counts"]) for k in COUNT_KEYS}
+    summary = {
+        "run_id": run_id,
+        "partners": rows,
+        "totals": totals,
+        "failed": [r["partner"] for r in rows if r["status"] != "ok"],
+    }
+    write_json(reports_root / run_id / "summary.json", summary)
+    return summary
+
+
+def summary_table(summary: Mapping[str, Any], extra: Sequence[str] = ()) -> str:
+    """A plain-text table of the run summary (for logs and the terminal); ``extra``: more row keys to show."""
+    head = ["partner", "name", "status", *COUNT_KEYS, *extra]
+    lines = [head]
+    for row in summary["partners"]:
+        counts = row["counts"] or {}
+        cells = [str(counts.get(k, "-")) for k in COUNT_KEYS] + [str(row.get(k, "-")) for k in extra]
+        lines.append([row["partner"], row["name"], row["status"], *cells])
+    totals = [str(summary["totals"][k]) for k in COUNT_KEYS]
+    lines.append(["total", "", "", *totals, *(str(sum(r.get(k) or 0 for r in summary["partners"])) for k in extra)])
+    widths = [max(_width(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(cell + " " * (w - _width(cell)) for cell, w in zip(line, widths, strict=True)) for line in lines
+    )
+
+
+def _width(text: str) -> int:
+    """Display width: CJK characters take two columns."""
+    return sum(2 if ord(ch) > 0x2E80 else 1 for ch in text)

@@ -1,0 +1,56 @@
+"""Files that stages pass to each other, addressed by path objects of any filesystem.
+
+Stages take a ``upath.UPath`` (Airflow's ``ObjectStoragePath`` is one), so the same code writes to a
+local folder or to an S3-compatible store and no task relies on a worker's local disk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from upath import UPath
+
+RUNS = "runs"
+REPORTS = "reports"
+
+
+def run_dir(base: UPath, run_id: str, division: str) -> UPath:
+    """Working files of one partner in one run."""
+    return base / RUNS / run_id / division
+
+
+def report_dir(base: UPath, run_id: str, division: str) -> UPath:
+    return base / REPORTS / run_id / division
+
+
+def write_json(path: UPath, value: Any) -> UPath:
+    """Write JSON whole: a reader never sees a half-written file on object stores (one PUT)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(value, ensure_ascii=False, indent=1, default=str).encode()
+    path.write_bytes(data)
+    return path
+
+
+def read_json(path: UPath) -> Any:
+    return json.loads(path.read_bytes())
+
+
+def write_jsonl(path: UPath, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows as JSON Lines; returns how many were written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with path.open("wb") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, default=str).encode())
+            fh.write(b"\n")
+            count += 1
+    return count
+
+
+def read_jsonl(path: UPath) -> Iterator[dict[str, Any]]:
+    with path.open("rb") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)

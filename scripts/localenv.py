@@ -1,0 +1,55 @@
+"""The environment of the embedded, single-machine deployment: Airflow on SQLite under $TONGBAN_HOME.
+
+Used by `make run`, `make ui` and the tests, so all three run Airflow the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DAG_ID = "cross_province_sync"
+
+
+def tongban_home() -> Path:
+    return Path(os.environ.get("TONGBAN_HOME", REPO / "var")).resolve()
+
+
+def airflow_env(home: Path | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """os.environ plus what the embedded deployment needs (existing values are kept)."""
+    home = home or tongban_home()
+    airflow_home = home / "airflow"
+    defaults = {
+        "TONGBAN_HOME": str(home),
+        "TONGBAN_EXPECTATIONS_DIR": str(REPO / "expectations"),
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DEFAULT_TIMEZONE": "Asia/Shanghai",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "NO_PROXY": "*",
+    }
+    env = dict(os.environ)
+    for key, value in defaults.items():
+        env.setdefault(key, value)
+    env.update(extra or {})
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def airflow(*args: str, env: dict[str, str] | None = None, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run the `airflow` CLI of this virtualenv with the embedded deployment's environment."""
+    exe = str(Path(sys.executable).with_name("airflow"))
+    return subprocess.run([exe, *args], env=env or airflow_env(), text=True, check=False, **kwargs)  # type: ignore[call-overload]
+
+
+if __name__ == "__main__":  # `python -m scripts.localenv db migrate` == airflow with this environment
+    sys.exit(airflow(*sys.argv[1:]).returncode)

@@ -1,0 +1,97 @@
+"""`make run` / `make ui`: the whole sync on one machine, against the local simulators.
+
+Starts the partner and platform simulators on loopback, points the Airflow Connections at them
+(``AIRFLOW_CONN_*``), runs ``cross_province_sync`` once with ``airflow dags test`` (or serves the UI
+with ``airflow standalone``), stops the simulators and prints a per-partner summary that it checks
+against the reports and against what the platform simulator holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from scripts.localenv import DAG_ID, airflow, airflow_env, tongban_home
+from tongban.connections import simulator_connections
+from tongban.publish import PlatformClient
+from tongban.registry import load_registry
+from tongban.report import summary_table
+from tongban.simulators.launcher import running_simulators
+
+
+def newest_summary(reports: Path, since: float) -> Path | None:
+    found = [p for p in reports.glob("*/summary.json") if p.stat().st_mtime >= since]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def check_against_platform(summary: dict, platform_url: str) -> list[str]:
+    """Each partner's platform list must be what its report says was kept, added or changed."""
+    client = PlatformClient(platform_url)
+    problems = []
+    for row in summary["partners"]:
+        if row["status"] != "ok":
+            continue
+        report = json.loads(Path(row["report"]).read_text(encoding="utf-8"))
+        removed = {r["task_code"] for r in report["removed"]}
+        expected = {*report["unchanged"], *report["held"], *(c["task_code"] for c in report["changed"]), *removed}
+        if not report["dry_run"]:
+            refused = {(p["op"], p["task_code"]) for p in report["platform_rejected"]}
+            expected -= {c for c in removed if ("delete", c) not in refused}
+            expected |= {a["task_code"] for a in report["added"] if ("upsert", a["task_code"]) not in refused}
+        held = {r["task_code"] for r in client.items(row["partner"])}
+        row["platform"] = len(held)
+        if held != expected:
+            problems.append(f"{row['partner']}: platform holds {len(held)} items, the report implies {len(expected)}")
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ui", action="store_true", help="serve the Airflow UI (airflow standalone) instead")
+    args = parser.parse_args()
+
+    home = tongban_home()
+    registry = load_registry()
+    log_dir = home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with running_simulators(home / "simulators") as urls:
+        env = airflow_env(
+            home, simulator_connections(urls.partners, urls.platform, [p.division for p in registry.partners])
+        )
+        print(f"simulators: partners {urls.partners}  platform {urls.platform}")
+        if args.ui:
+            print("Airflow UI on http://127.0.0.1:8080 (login admin / admin); Ctrl-C stops it and the simulators.")
+            with contextlib.suppress(KeyboardInterrupt):
+                airflow("standalone", env=env)
+            return 0
+        started = time.time()
+        log = log_dir / f"dags-test-{time.strftime('%Y%m%dT%H%M%S')}.log"
+        print(f"running {DAG_ID} with `airflow dags test` (log: {log}) …", flush=True)
+        with log.open("w") as fh:
+            result = airflow("dags", "test", DAG_ID, env=env, stdout=fh, stderr=fh)
+        summary_path = newest_summary(home / "reports", started)
+        if summary_path is None:
+            print(log.read_text(errors="replace")[-6000:])
+            print(f"\nthe run wrote no summary (airflow exited {result.returncode}); full log: {log}")
+            return 1
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        problems = check_against_platform(summary, urls.platform)
+    print()
+    print(summary_table(summary, extra=("platform",)))
+    print(f"\nrun {summary['run_id']}: reports in {summary_path.parent}/<division>/report.{{json,html}}")
+    print(f"summary: {summary_path}\nAirflow log: {log}")
+    if summary["failed"]:
+        print(f"FAILED partners: {', '.join(summary['failed'])}")
+    for problem in problems:
+        print(f"MISMATCH {problem}")
+    if not problems:
+        print("platform check: every partner's platform list matches its report")
+    return 0 if result.returncode == 0 and not problems and not summary["failed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import json
+
+from upath import UPath
+
+from tests.conftest import make_record
+from tongban import report
+from tongban.reconcile import Reconciliation, reconcile
+from tongban.registry import load_registry
+
+
+def rec(catalog: str, **overrides):
+    return make_record(catalog_code=catalog, **overrides)
+
+
+A, B, C, D = (rec(f"00010400{i}000") for i in range(1, 5))
+
+
+def test_classifies_added_changed_removed_unchanged() -> None:
+    b2 = {**B, "promised_limit": 3, "version": "4"}
+    result = reconcile([A, b2, D], [A, B, C])
+    assert [r["task_code"] for r in result.added] == [D["task_code"]]
+    assert [r["task_code"] for r in result.removed] == [C["task_code"]]
+    assert result.unchanged == [A["task_code"]]
+    [changed] = result.changed
+    [change] = changed.changes
+    assert change.element == "time_limit" and change.label == "办结时限"
+    assert change.old["promised_limit"] == 5 and change.new["promised_limit"] == 3
+
+
+def test_bookkeeping_only_differences_are_not_changes() -> None:
+    result = reconcile([{**A, "version": "99", "source_ref": "x", "updated_at": "2026-11-20T00:00:00+08:00"}], [A])
+    assert result.unchanged == [A["task_code"]] and not result.changed
+
+
+def test_held_items_are_not_removed() -> None:
+    result = reconcile([A], [A, B], held_codes=[B["task_code"]])
+    assert result.held == [B["task_code"]] and not result.removed
+
+
+def test_attribute_changes_are_reported_too() -> None:
+    moved = {**A, "dept_name": "广州市政务服务数据管理局"}
+    [changed] = reconcile([moved], [A]).changed
+    assert [c.element for c in changed.changes] == ["department"]
+
+
+def test_deterministic_and_serialisable() -> None:
+    one = reconcile([D, A, {**B, "name": "失业登记（变更）"}], [C, B, A])
+    two = reconcile([A, {**B, "name": "失业登记（变更）"}, D], [A, B, C])
+    assert one.as_dict() == two.as_dict()
+    again = Reconciliation.from_dict(json.loads(json.dumps(one.as_dict(), ensure_ascii=False)))
+    assert again.as_dict() == one.as_dict()
+
+
+def _report(tmp_path, recon, **kw):
+    partner = load_registry().partner("440100")
+    built = report.build(
+        partner=partner,
+        run_id="manual__2026-11-28T02:00:00+08:00",
+        fetched=kw.get("fetched", 4),
+        quarantined=kw.get("quarantined", []),
+        rejected=kw.get("rejected", []),
+        warnings=kw.get("warnings", []),
+        recon=recon,
+        publish=kw.get("publish", {}),
+    )
+    paths = report.write(built, UPath(tmp_path))
+    return built, paths
+
+
+def test_report_counts_match_its_lists_and_html_says_the_same(tmp_path) -> None:
+    recon = reconcile([A, {**B, "name": "失业登记（新）"}, D], [A, B, C])
+    publish = {
+        "accepted": [
+            {"task_code": D["task_code"], "op": "upsert"},
+            {"task_code": B["task_code"], "op": "upsert"},
+            {"task_code": C["task_code"], "op": "delete"},
+        ],
+        "rejected": [],
+    }
+    rejected = [
+        {
+            "record": rec("000104009000"),
+            "findings": [
+                {
+                    "row": 4,
+                    "task_code": "x",
+                    "element": "legal_basis",
+                    "expectation": "e",
+                    "severity": "critical",
+                    "message": "设定依据为空",
+                }
+            ],
+        }
+    ]
+    built, paths = _report(tmp_path, recon, publish=publish, rejected=rejected)
+    counts = built["counts"]
+    assert {k: counts[k] for k in report.COUNT_KEYS} == {
+        "fetched": 4,
+        "quarantined": 0,
+        "rejected": 1,
+        "added": 1,
+        "changed": 1,
+        "removed": 1,
+        "unchanged": 1,
+        "published": 3,
+    }
+    on_disk = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert on_disk == json.loads(json.dumps(built, ensure_ascii=False, default=str))
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "失业登记（新）" in html and "设定依据为空" in html and "变更（1）" in html
+    assert paths["report_json"].endswith("report.json")
+
+
+def test_html_escapes_partner_text(tmp_path) -> None:
+    evil = rec("000104005000", name='<script>alert(1)</script>=HYPERLINK("http://x","y")')
+    _, _ = _report(tmp_path, reconcile([evil], []))
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+
+
+def test_summary_marks_partners_without_report_failed(tmp_path) -> None:
+    registry = load_registry()
+    recon = reconcile([A], [])
+    partner = registry.partner("440100")
+    built = report.build(
+        partner=partner,
+        run_id="r1",
+        fetched=1,
+        quarantined=[],
+        rejected=[],
+        warnings=[],
+        recon=recon,
+        publish={"accepted": [{"task_code": A["task_code"], "op": "upsert"}]},
+    )
+    report.write(built, UPath(tmp_path) / "r1" / "440100")
+    summary = report.summarise(UPath(tmp_path), "r1", [partner, registry.partner("440300")])
+    assert summary["failed"] == ["440300"]
+    assert summary["totals"]["published"] == 1 and summary["totals"]["added"] == 1
+    assert (tmp_path / "r1" / "summary.json").exists()
+    table = report.summary_table(summary)
+    assert "440300" in table and "failed" in table
