@@ -1,0 +1,521 @@
+"""Deterministic generator of a partner's canonical item catalogue, with a few deliberate defects.
+
+``generate_catalogue(registry, partner)`` depends only on ``registry.seed``, the partner's division
+code and size, and which other partners share its province: the same registry gives the same
+records in any process. Items are grouped by 基本编码: each group is one catalogue entry implemented
+at one or more levels (2 省, 3 市, 4 区县, 5 乡镇) whose ten 五级N同 elements are identical, except
+where a ``five_level_diff`` defect says otherwise. ``defects(registry, partner)`` lists the broken
+records by 实施编码.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tongban.codes import USCC_ALPHABET, make_task_code, make_uscc
+from tongban.model import Item, Material
+from tongban.registry import Partner, Registry, divisions
+from tongban.simulators import content
+from tongban.simulators.content import LAWS, Template
+
+DEFECT_KINDS: tuple[str, ...] = (
+    "bad_uscc_check",  # last USCC character wrong (dept_uscc and task_code agree on the wrong one)
+    "empty_legal_basis",  # 设定依据 empty
+    "promised_over_legal",  # 承诺时限 longer than 法定时限 (same unit)
+    "level_mismatch",  # level digit inside task_code differs from the level field
+    "five_level_diff",  # one element differs from the other implementations of its 基本编码
+    "unmappable_code",  # item_type has no code in any wire format: the wire carries "ZZ"
+)
+UNMAPPABLE_ITEM_TYPE = "ZZ"
+DEFECT_RATE = 0.015  # share of a partner's records that get a defect (at least 2 per partner)
+_AVERAGE_GROUP = 2.2  # implementations per 基本编码 the generator aims at
+_STREETS_PER_DISTRICT = 2
+_TOWNS_PER_CITY = 6  # for cities without a county level (东莞, 中山)
+_DIGITS = "零一二三四五六七八九"
+CHINA_TZ = ZoneInfo("Asia/Shanghai")  # partner systems keep local time without an offset
+
+
+def reference_time(seed: int) -> datetime:
+    """The fixed "now" of a seed: the seed read as YYYYMMDD at midnight China time, else a day derived
+    from it. Generated items are updated before it; admin changes on the simulator land after it.
+    """
+    try:
+        day = datetime.strptime(str(seed), "%Y%m%d")
+    except ValueError:
+        day = datetime(2023, 1, 1) + timedelta(days=seed % 3650)
+    return day.replace(tzinfo=CHINA_TZ)
+
+
+def generate_catalogue(registry: Registry, partner: Partner) -> list[dict[str, Any]]:
+    """The partner's catalogue: ``partner.items`` canonical records (``Item.record()``), by task_code."""
+    return copy.deepcopy(list(_build(registry, partner)[0]))
+
+
+def defects(registry: Registry, partner: Partner) -> dict[str, str]:
+    """The deliberately broken records of the partner's catalogue: task_code -> kind (DEFECT_KINDS)."""
+    return dict(_build(registry, partner)[1])
+
+
+def _build(registry: Registry, partner: Partner) -> tuple[tuple[dict[str, Any], ...], dict[str, str]]:
+    peers = tuple(sorted(p.division for p in registry.partners if p.province == partner.province))
+    return _build_cached(registry.seed, partner, peers, registry.home.get("name", ""))
+
+
+@lru_cache(maxsize=64)
+def _build_cached(
+    seed: int, partner: Partner, province_peers: tuple[str, ...], home_name: str
+) -> tuple[tuple[dict[str, Any], ...], dict[str, str]]:
+    generator = _Generator(seed, partner, province_peers, home_name)
+    records, broken = generator.run()
+    return tuple(records), broken
+
+
+# --- places and departments -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an implementing department sits: a level plus, below the city, a district and town."""
+
+    level: str
+    district: str | None = None
+    town: str | None = None
+
+    def fields(self, province: str, city: str) -> dict[str, str]:
+        district = self.district or ""
+        branch = district if district.endswith("区") else district[:-1]
+        county = city + district if district.endswith("区") else (district or city)
+        police_county = f"{city}公安局{district}分局" if district.endswith("区") else f"{district}公安局"
+        town = self.town or ""
+        stem = town.removesuffix("街道").removesuffix("镇")
+        town_office = f"{county}{town}办事处" if town.endswith("街道") else f"{county}{town}人民政府"
+        if self.district:
+            police_town = f"{police_county}{stem}派出所"
+            market_town = f"{county}市场监督管理局{stem}市场监督管理所"
+        else:  # a city whose towns sit directly under it
+            police_town = f"{city}公安局{stem}分局"
+            market_town = f"{city}市场监督管理局{stem}分局"
+        return {
+            "province": province,
+            "city": city,
+            "district": district,
+            "branch": branch,
+            "county": county,
+            "police_county": police_county,
+            "town_office": town_office,
+            "police_town": police_town,
+            "market_town": market_town,
+        }
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def _cn_number(n: int) -> str:
+    """Chinese numerals for article numbers (1-9999): 19 -> 十九, 209 -> 二百零九, 1049 -> 一千零四十九."""
+    if n < 10:
+        return _DIGITS[n]
+    if n < 20:
+        return "十" + (_DIGITS[n % 10] if n % 10 else "")
+    parts: list[str] = []
+    gap = False
+    for value, unit in ((1000, "千"), (100, "百"), (10, "十"), (1, "")):
+        digit = n // value % 10
+        if digit:
+            if gap and parts:
+                parts.append("零")
+            parts.append(_DIGITS[digit] + unit)
+            gap = False
+        else:
+            gap = True
+    return "".join(parts)
+
+
+def _citation(key: str, article: int | None, clause: str) -> str:
+    law = LAWS[key]
+    doc = content.LAW_DOC_NUMBERS.get(key)
+    title = f"《{law.title}》" + (f"（{doc}）" if doc else "")
+    where = f"第{_cn_number(article)}条" if article is not None else ""
+    return f"{title}{where}：“{clause}”"
+
+
+# --- the generator ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    template: Template
+    name: str
+    catalog_code: str
+    candidates: list[Place]
+    size: int = 1
+
+
+class _Generator:
+    def __init__(self, seed: int, partner: Partner, province_peers: tuple[str, ...], home_name: str) -> None:
+        self.seed = seed
+        self.partner = partner
+        self.province_peers = province_peers
+        self.home_name = home_name or "本地"
+        self.rng = random.Random(seed ^ int(partner.division))
+        known = divisions()
+        self.city = known["divisions"].get(partner.division, partner.name)
+        self.province = known["provinces"].get(partner.province, "")
+        self.portal = content.PORTALS.get(partner.division[:2], f"{self.province}政务服务网")
+        self.reference = reference_time(seed)
+        self.usccs: dict[tuple[str, str], str] = {}
+
+    def run(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        groups = self._groups()
+        records: list[dict[str, Any]] = []
+        members: list[list[int]] = []
+        for group in groups:
+            shared = self._shared(group)
+            members.append([])
+            for place in group.candidates[: group.size]:
+                members[-1].append(len(records))
+                records.append(self._implementation(group, place, shared))
+        broken = self._inject_defects(records, members)
+        checked = [Item(**r).record() for r in records]
+        checked.sort(key=lambda r: r["task_code"])
+        codes = [r["task_code"] for r in checked]
+        if len(set(codes)) != len(codes):
+            raise RuntimeError(f"duplicate task codes generated for partner {self.partner.division}")
+        return checked, dict(sorted(broken.items()))
+
+    # -- groups: which 基本编码 and at which places --
+
+    def _places(self) -> tuple[list[Place], list[Place]]:
+        """The partner's county-level and township-level places."""
+        division = self.partner.division
+        if division in content.TOWNS:
+            towns = self.rng.sample(content.TOWNS[division], _TOWNS_PER_CITY)
+            return [], [Place("5", None, t) for t in towns]
+        districts = content.DISTRICTS.get(division, content.FALLBACK_DISTRICTS)
+        towns = [Place("5", d, t) for d in districts for t in self.rng.sample(content.STREETS, _STREETS_PER_DISTRICT)]
+        return [Place("4", d) for d in districts], towns
+
+    def _owns_province_item(self, catalog_code: str) -> bool:
+        """Whether this partner lists the provincial implementation of a 基本编码.
+
+        A provincial department is shared by all partners of a province; giving each provincial
+        implementation to one of them keeps task codes unique across the registry.
+        """
+        peers = self.province_peers
+        owner = peers[_digest(f"{self.seed}|{self.partner.province}|{catalog_code}") % len(peers)]
+        return owner == self.partner.division
+
+    def _groups(self) -> list[_Group]:
+        counties, towns = self._places()
+        pool: list[_Group] = []
+        for template in content.TEMPLATES:
+            source = self.partner.division[:2] if template.local else "00"
+            names = template.subs or (template.name,)
+            for index, name in enumerate(names, start=1 if template.subs else 0):
+                code = f"{source}{template.item_type}{template.main}{index:03d}"
+                places = self._candidates(template, code, counties, towns)
+                if places:
+                    pool.append(_Group(template, name, code, places))
+        self.rng.shuffle(pool)
+        total = self.partner.items
+        count = min(len(pool), max(1, round(total / _AVERAGE_GROUP)))
+        while count < len(pool) and sum(len(g.candidates) for g in pool[:count]) < total:
+            count += 1
+        chosen = pool[:count] if total else []
+        if sum(len(g.candidates) for g in chosen) < total:
+            raise ValueError(f"partner {self.partner.division}: {total} items exceed what the simulator can generate")
+        for _ in range(total - len(chosen)):
+            open_groups = [g for g in chosen if g.size < len(g.candidates)]
+            self.rng.choice(open_groups).size += 1
+        return chosen
+
+    def _candidates(
+        self, template: Template, catalog_code: str, counties: list[Place], towns: list[Place]
+    ) -> list[Place]:
+        levels = set(template.levels) & set(content.DEPARTMENTS[template.domain][1])
+        places: list[Place] = []
+        if "2" in levels and self._owns_province_item(catalog_code):
+            places.append(Place("2"))
+        if "3" in levels:
+            places.append(Place("3"))
+        if "4" in levels:
+            places.extend(counties)
+        if "5" in levels:
+            places.extend(towns)
+        if not places:
+            return []
+        primary = next((p for p in places if p.level == "3"), None) or self.rng.choice(places)
+        rest = [p for p in places if p != primary]
+        self.rng.shuffle(rest)
+        return [primary, *rest]
+
+    # -- content shared by all implementations of one 基本编码 --
+
+    def _shared(self, group: _Group) -> dict[str, Any]:
+        t = group.template
+        rng = self.rng
+        legal_limit, legal_unit, promised, promised_unit = self._limits(t)
+        mode = rng.choice(t.modes)
+        handle_type: str | None = "1" if t.instant else "2"
+        if rng.random() < 0.03:
+            handle_type = None
+        return {
+            "catalog_code": group.catalog_code,
+            "name": group.name,
+            "legal_basis": self._legal_basis(t),
+            "item_type": t.item_type,
+            "accept_conditions": self._conditions(t),
+            "service_objects": t.objects.split(","),
+            "procedure": self._procedure(mode),
+            "materials": self._materials(t),
+            "legal_limit": legal_limit,
+            "legal_limit_unit": legal_unit,
+            "promised_limit": promised,
+            "promised_limit_unit": promised_unit,
+            "result": t.result,
+            "handling_mode": mode,
+            "handle_type": handle_type,
+        }
+
+    def _legal_basis(self, t: Template) -> str:
+        rng = self.rng
+        chosen: list[tuple[str, int | None, str]] = []
+        spare: list[tuple[str, int | None, str]] = []
+        for ref in t.laws:
+            key, _, numbers = ref.partition(":")
+            articles = list(LAWS[key].articles)
+            if numbers:
+                wanted = {int(n) for n in numbers.split(",")}
+                articles = [a for a in articles if a[0] in wanted]
+            if not articles:
+                raise ValueError(f"{t.name}: law reference {ref!r} cites no known article")
+            keep = sorted(rng.sample(range(len(articles)), rng.randint(1, min(2, len(articles)))))
+            chosen += [(key, *articles[i]) for i in keep]
+            spare += [(key, *a) for i, a in enumerate(articles) if i not in keep]
+        policies = [(key, *a) for key in t.extra_laws for a in LAWS[key].articles]
+        if rng.random() < 0.5:
+            chosen += policies
+        else:
+            spare += policies
+
+        def text(citations: Sequence[tuple[str, int | None, str]]) -> str:
+            return "；".join(_citation(*c) for c in citations)
+
+        while len(text(chosen)) < 100 and spare:
+            chosen.append(spare.pop(0))
+        while len(text(chosen)) > 400 and len(chosen) > 1:
+            chosen.pop()
+        return text(chosen)
+
+    def _conditions(self, t: Template) -> str:
+        clauses = [t.condition]
+        common = list(content.COMMON_CONDITIONS)
+        self.rng.shuffle(common)
+        for clause in common:
+            candidate = [*clauses, clause]
+            if len(_numbered(candidate)) > 300:
+                break
+            clauses = candidate
+            if len(_numbered(clauses)) >= 100 and self.rng.random() < 0.4:
+                break
+        return _numbered(clauses)
+
+    def _procedure(self, mode: str) -> str:
+        steps = {
+            "1": (
+                f"申请：申请人登录{self.portal}“跨省通办”服务专区，在线填写申请信息并上传申请材料",
+                "受理：实施机关在1个工作日内对申请材料进行预审，材料齐全、符合法定形式的予以受理，不予受理的一次性告知理由",
+                "审查：实施机关对申请材料进行审查，必要时进行核查",
+                "决定：作出准予办理或者不予办理的决定",
+                "送达：通过电子证照、短信或者邮寄方式送达办理结果",
+            ),
+            "2": (
+                f"申请：申请人向{self.home_name}政务服务中心“跨省通办”窗口或者办理地窗口提交申请材料",
+                "收件：收件地窗口核验申请人身份和材料原件，出具收件凭证",
+                "转递：收件地通过一体化平台推送电子材料，并将纸质材料邮寄至办理地",
+                "受理审查：办理地实施机关受理并审查申请材料",
+                "办结：办理结果通过邮寄送达申请人或者由收件地窗口发放",
+            ),
+            "3": (
+                "申请：申请人在办理地或者户籍（居住）地任一“跨省通办”窗口提出申请",
+                "协同：两地窗口通过一体化平台共享申请信息和材料，申请人无需往返两地",
+                "审核：两地实施机关分别完成各自环节的审核，办理地出具意见后推送另一地",
+                "办结：两地同步完成业务办理，结果由申请地窗口告知并发放",
+            ),
+        }[mode]
+        text = _numbered(list(steps))
+        if self.rng.random() < 0.5:
+            text += f"办理进度可通过{self.portal}查询。"
+        return text
+
+    def _materials(self, t: Template) -> list[dict[str, Any]]:
+        rng = self.rng
+        names = list(t.materials)
+        count = rng.randint(1, min(6, len(names)))
+        picked = [names[0], *[names[i] for i in sorted(rng.sample(range(1, len(names)), count - 1))]]
+        materials = []
+        for position, name in enumerate(picked):
+            form = rng.choice(("paper", "electronic", "both"))
+            materials.append(
+                Material(
+                    name=name,
+                    required=position == 0 or rng.random() < 0.75,
+                    form=form,
+                    copies=None if form == "electronic" else rng.choice((1, 1, 1, 2)),
+                    source=_material_source(name),
+                ).model_dump()
+            )
+        return materials
+
+    def _limits(self, t: Template) -> tuple[int | None, str | None, int, str]:
+        rng = self.rng
+        if t.legal is None:
+            return None, None, 1 if t.instant else rng.choice((3, 5, 7, 10)), "WD"
+        days, unit = t.legal
+        promised = 1 if t.instant else max(1, round(days * rng.choice((0.2, 0.3, 0.5, 0.6))))
+        return days, unit, promised, unit
+
+    # -- one implementation --
+
+    def _implementation(self, group: _Group, place: Place, shared: dict[str, Any]) -> dict[str, Any]:
+        category, names = content.DEPARTMENTS[group.template.domain]
+        dept_name = names[place.level].format(**place.fields(self.province, self.city))
+        division = self.partner.province if place.level == "2" else self.partner.division
+        uscc = self._uscc(division, category, dept_name)
+        updated = self.reference - timedelta(
+            days=self.rng.randint(1, 540), seconds=self.rng.randint(8 * 3600, 18 * 3600)
+        )
+        return {
+            "partner": self.partner.division,
+            "task_code": make_task_code(uscc, place.level, group.catalog_code),
+            **copy.deepcopy(shared),
+            "level": place.level,
+            "dept_name": dept_name,
+            "dept_uscc": uscc,
+            "version": str(self.rng.randint(1, 5)),
+            "updated_at": updated,
+        }
+
+    def _uscc(self, division: str, category: str, dept_name: str) -> str:
+        """A valid USCC of a government body: ``1`` + category + division + hashed 组织机构代码 body."""
+        key = (division, dept_name)
+        if key not in self.usccs:
+            taken = set(self.usccs.values())
+            salt = 0
+            while True:
+                body = f"{_digest(f'{self.seed}|{division}|{dept_name}|{salt}') % 10**8:08d}"
+                uscc = make_uscc("1", category, division, body)
+                if uscc not in taken:
+                    break
+                salt += 1
+            self.usccs[key] = uscc
+        return self.usccs[key]
+
+    # -- defects --
+
+    def _inject_defects(self, records: list[dict[str, Any]], members: list[list[int]]) -> dict[str, str]:
+        rng = self.rng
+        total = len(records)
+        if total == 0:
+            return {}
+        wanted = max(2, round(total * DEFECT_RATE))
+        offset = rng.randrange(len(DEFECT_KINDS))
+        used_groups: set[int] = set()
+        broken: dict[int, str] = {}
+        group_of = {i: g for g, idx in enumerate(members) for i in idx}
+        for n in range(wanted):
+            kind = DEFECT_KINDS[(offset + n) % len(DEFECT_KINDS)]
+            candidates = [
+                i for i in range(total) if group_of[i] not in used_groups and _fits(kind, i, records, members, group_of)
+            ]
+            if not candidates:
+                continue
+            index = rng.choice(candidates)
+            used_groups.add(group_of[index])
+            broken[index] = kind
+            self._break(kind, records[index])
+        codes = {records[i]["task_code"] for i in range(total)}
+        if len(codes) != total:
+            raise RuntimeError(f"defect injection produced duplicate task codes for {self.partner.division}")
+        return {records[i]["task_code"]: kind for i, kind in broken.items()}
+
+    def _break(self, kind: str, record: dict[str, Any]) -> None:
+        rng = self.rng
+        if kind == "bad_uscc_check":
+            good = record["dept_uscc"]
+            wrong = USCC_ALPHABET[(USCC_ALPHABET.index(good[17]) + rng.randint(1, 30)) % len(USCC_ALPHABET)]
+            record["dept_uscc"] = good[:17] + wrong
+            record["task_code"] = make_task_code(record["dept_uscc"], record["level"], record["catalog_code"])
+        elif kind == "empty_legal_basis":
+            record["legal_basis"] = ""
+        elif kind == "promised_over_legal":
+            record["promised_limit"] = record["legal_limit"] + rng.randint(1, 10)
+            record["promised_limit_unit"] = record["legal_limit_unit"]
+        elif kind == "level_mismatch":
+            digit = "4" if record["level"] != "4" else "3"
+            record["task_code"] = make_task_code(record["dept_uscc"], digit, record["catalog_code"])
+        elif kind == "five_level_diff":
+            changes = ["accept_conditions", "materials", "result"]
+            if record["promised_limit"] > 1:
+                changes.append("promised_limit")
+            change = rng.choice(changes)
+            if change == "accept_conditions":
+                conditions = record["accept_conditions"].removesuffix("。")
+                record["accept_conditions"] = conditions + "；本级另需提交单位证明。"
+            elif change == "materials":
+                record["materials"].append(
+                    Material(
+                        name="其他补充材料", required=False, form="paper", copies=1, source="申请人自备"
+                    ).model_dump()
+                )
+            elif change == "result":
+                record["result"] += "（加盖本级印章）"
+            else:
+                record["promised_limit"] -= 1
+        elif kind == "unmappable_code":
+            record["item_type"] = UNMAPPABLE_ITEM_TYPE
+        else:  # pragma: no cover - DEFECT_KINDS is closed
+            raise ValueError(kind)
+
+
+def _fits(
+    kind: str, index: int, records: list[dict[str, Any]], members: list[list[int]], group_of: dict[int, int]
+) -> bool:
+    """Whether a record can carry a defect of this kind without breaking anything else.
+
+    Element defects go to single-implementation groups (so they do not also show as 五级N同 gaps);
+    ``five_level_diff`` goes to a non-first member of a group of three or more, so the odd one out
+    is clear.
+    """
+    group = members[group_of[index]]
+    record = records[index]
+    if kind in ("empty_legal_basis", "unmappable_code"):
+        return len(group) == 1
+    if kind == "promised_over_legal":
+        return len(group) == 1 and record["legal_limit"] is not None
+    if kind == "five_level_diff":
+        return len(group) >= 3 and group[0] != index
+    return True
+
+
+def _numbered(parts: list[str]) -> str:
+    return "；".join(f"{i}.{p}" for i, p in enumerate(parts, start=1)) + "。"
+
+
+def _material_source(name: str) -> str:
+    if any(k in name for k in ("申请", "表", "承诺", "声明", "委托书", "照片", "名单", "方案", "说明")):
+        return "申请人自备"
+    if any(k in name for k in ("身份证", "户口簿", "执照", "证书", "驾驶证", "行驶证", "结婚证", "凭证", "证明")):
+        return "政府部门核发"
+    if "报告" in name:
+        return "中介机构或法定机构产生"
+    return "申请人自备"

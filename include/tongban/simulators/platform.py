@@ -1,0 +1,262 @@
+"""The provincial integrated platform (省一体化平台): holds each region's items, takes batches.
+
+State lives in ``state_dir/platform.db`` (SQLite through SQLAlchemy 2), so it survives restarts.
+A batch is applied in one transaction and recorded under its ``Idempotency-Key``: the same key with
+the same body replays the stored answer and changes nothing; with another body it is refused (409).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import JSON, DateTime, String, create_engine, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from tongban.codes import TASK_CODE_LENGTH
+
+DB_FILE = "platform.db"
+_DIVISION = re.compile(r"^\d{6}$")
+_MAX_KEY_LENGTH = 200
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class StoredItem(Base):
+    """One item as the platform holds it: the full canonical record of its region."""
+
+    __tablename__ = "items"
+
+    region: Mapped[str] = mapped_column(String(6), primary_key=True)
+    task_code: Mapped[str] = mapped_column(String(TASK_CODE_LENGTH), primary_key=True)
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+    batch_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Batch(Base):
+    """A received batch and the answer given to it, kept for idempotent replays."""
+
+    __tablename__ = "batches"
+
+    batch_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(_MAX_KEY_LENGTH), unique=True)
+    region: Mapped[str] = mapped_column(String(6), index=True)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    upserts: list[dict[str, Any]] = Field(default_factory=list)
+    deletes: list[str] = Field(default_factory=list)
+
+
+class PlatformError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def platform_engine(state_dir: Path) -> Engine:
+    """The platform's SQLite engine, tables created; WAL and a busy timeout for concurrent requests."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        f"sqlite:///{state_dir / DB_FILE}",
+        connect_args={"check_same_thread": False, "timeout": 30},
+        json_serializer=lambda v: json.dumps(v, ensure_ascii=False),
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(connection: Any, _: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def _code_problem(task_code: Any) -> str | None:
+    if isinstance(task_code, str) and len(task_code) == TASK_CODE_LENGTH:
+        return None
+    length = len(task_code) if isinstance(task_code, str) else 0
+    return f"实施编码应为{TASK_CODE_LENGTH}位，实际为{length}位"
+
+
+def _rejection(region: str, record: dict[str, Any]) -> str | None:
+    """Why the platform refuses an upserted record (in Chinese), or None when it takes it."""
+    if problem := _code_problem(record.get("task_code")):
+        return problem
+    if record.get("partner") != region:
+        return f"事项所属地区（{record.get('partner')}）与批次地区（{region}）不一致"
+    name = record.get("name")
+    if not isinstance(name, str) or not name.strip():
+        return "事项名称为空"
+    return None
+
+
+class Platform:
+    """The platform's operations over its database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def items(self, region: str) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            rows = session.scalars(select(StoredItem).where(StoredItem.region == region).order_by(StoredItem.task_code))
+            return [row.record for row in rows]
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        with self.sessions() as session:
+            row = session.get(Batch, batch_id)
+            if row is None:
+                raise PlatformError(404, f"批次不存在：{batch_id}")
+            received = row.received_at.replace(tzinfo=row.received_at.tzinfo or UTC)  # SQLite drops the offset
+            return {**row.response, "received_at": received.isoformat()}
+
+    def apply(self, region: str, key: str, body: BatchIn) -> dict[str, Any]:
+        digest = hashlib.sha256(_json({"region": region, **body.model_dump()}).encode()).hexdigest()
+        try:
+            with self.sessions.begin() as session:
+                replay = self._replay(session, key, digest)
+                if replay is not None:
+                    return replay
+                return self._apply(session, region, key, digest, body)
+        except IntegrityError:
+            # the same key committed by a concurrent request in the meantime: answer as a replay
+            with self.sessions() as session:
+                replay = self._replay(session, key, digest)
+            if replay is None:  # pragma: no cover - an integrity error that is not the key
+                raise
+            return replay
+
+    def _replay(self, session: Session, key: str, digest: str) -> dict[str, Any] | None:
+        previous = session.scalar(select(Batch).where(Batch.idempotency_key == key))
+        if previous is None:
+            return None
+        if previous.body_sha256 != digest:
+            raise PlatformError(409, f"幂等键 {key} 已用于内容不同的批次 {previous.batch_id}")
+        return {**previous.response, "replayed": True}
+
+    def _apply(self, session: Session, region: str, key: str, digest: str, body: BatchIn) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        batch_id = uuid.uuid4().hex
+        results: list[dict[str, Any]] = []
+        for record in body.upserts:
+            reason = _rejection(region, record)
+            code = record.get("task_code")
+            results.append(_result(code, "upsert", reason))
+            if reason is not None:
+                continue
+            row = session.get(StoredItem, (region, code))
+            if row is None:
+                session.add(
+                    StoredItem(
+                        region=region, task_code=code, record=record, batch_id=batch_id, created_at=now, updated_at=now
+                    )
+                )
+            else:
+                row.record, row.batch_id, row.updated_at = record, batch_id, now
+        for code in body.deletes:
+            reason = _code_problem(code)
+            results.append(_result(code, "delete", reason))
+            if reason is None:
+                row = session.get(StoredItem, (region, code))
+                if row is not None:  # deleting what is not held is accepted: deletes are idempotent
+                    session.delete(row)
+        response = {
+            "batch_id": batch_id,
+            "idempotency_key": key,
+            "region": region,
+            "replayed": False,
+            "results": results,
+        }
+        session.add(
+            Batch(
+                batch_id=batch_id,
+                idempotency_key=key,
+                region=region,
+                body_sha256=digest,
+                response=response,
+                received_at=now,
+            )
+        )
+        session.flush()
+        return response
+
+
+def _result(task_code: Any, op: str, reason: str | None) -> dict[str, Any]:
+    return {
+        "task_code": task_code if isinstance(task_code, str) else None,
+        "op": op,
+        "status": "accepted" if reason is None else "rejected",
+        "reason": reason,
+    }
+
+
+def _region(division: str) -> str:
+    if not _DIVISION.match(division):
+        raise PlatformError(400, f"地区编码应为6位数字：{division}")
+    return division
+
+
+def create_platform_app(state_dir: Path) -> FastAPI:
+    """The platform simulator app, with its database in ``state_dir/platform.db``."""
+    platform = Platform(platform_engine(Path(state_dir)))
+    app = FastAPI(title="省一体化政务服务平台事项接口模拟器", redoc_url=None)
+    app.state.platform = platform
+
+    @app.exception_handler(PlatformError)
+    async def _refused(_: Request, exc: PlatformError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/v1/regions/{division}/items")
+    def region_items(division: str) -> JSONResponse:
+        items = platform.items(_region(division))
+        return JSONResponse({"region": division, "count": len(items), "items": items})
+
+    @app.post("/api/v1/regions/{division}/batches")
+    def post_batch(
+        division: str,
+        body: BatchIn,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    ) -> JSONResponse:
+        region = _region(division)
+        key = (idempotency_key or "").strip()
+        if not key:
+            raise PlatformError(400, "缺少请求头 Idempotency-Key")
+        if len(key) > _MAX_KEY_LENGTH:
+            raise PlatformError(400, f"Idempotency-Key 过长（最多{_MAX_KEY_LENGTH}个字符）")
+        return JSONResponse(platform.apply(region, key, body))
+
+    @app.get("/api/v1/batches/{batch_id}")
+    def get_batch(batch_id: str) -> dict[str, Any]:
+        return platform.batch(batch_id)
+
+    return app

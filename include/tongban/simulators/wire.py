@@ -1,0 +1,85 @@
+"""Canonical record -> partner wire record, driven by a :class:`~tongban.registry.WireFormat`.
+
+The reverse of what the pipeline's normaliser does: field names through ``fields`` and
+``material_fields``, coded values through ``WireFormat.to_wire(<dictionary>)``, datetimes through
+``datetime_format`` in China local time. A canonical value the format has no wire code for goes out
+unchanged, which is how an ``unmappable_code`` defect reaches the wire.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from tongban.registry import WireFormat
+from tongban.simulators.catalogue import CHINA_TZ
+
+# canonical field -> dictionary name in formats.yaml
+CODED_FIELDS: dict[str, str] = {
+    "item_type": "item_type",
+    "level": "level",
+    "handling_mode": "handling_mode",
+    "handle_type": "handle_type",
+    "legal_limit_unit": "time_unit",
+    "promised_limit_unit": "time_unit",
+}
+MULTI_VALUED_FIELDS: dict[str, str] = {"service_objects": "service_object"}
+NUMBER_FIELDS: frozenset[str] = frozenset({"legal_limit", "promised_limit"})
+DATETIME_FIELDS: frozenset[str] = frozenset({"updated_at"})
+MATERIAL_CODED_FIELDS: dict[str, str] = {"required": "material_required", "form": "material_form"}
+MATERIAL_NUMBER_FIELDS: frozenset[str] = frozenset({"copies"})
+# Formats whose systems send every number as a JSON string (not declared in formats.yaml).
+NUMBERS_AS_TEXT: frozenset[str] = frozenset({"pinyin_json"})
+
+
+class WireEncoder:
+    """Encodes canonical records (``Item.record()`` dicts) into one wire format."""
+
+    def __init__(self, wire_format: WireFormat) -> None:
+        self.format = wire_format
+        names = {*CODED_FIELDS.values(), *MULTI_VALUED_FIELDS.values(), *MATERIAL_CODED_FIELDS.values()}
+        self.codes: dict[str, dict[Any, str]] = {name: wire_format.to_wire(name) for name in names}
+        self.numbers_as_text = wire_format.name in NUMBERS_AS_TEXT
+
+    def encode(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {wire: self._value(field, record.get(field)) for field, wire in self.format.fields.items()}
+
+    def _code(self, dictionary: str, value: Any) -> Any:
+        if value is None:
+            return None
+        return self.codes[dictionary].get(value, value)
+
+    def _number(self, value: int | None) -> int | str | None:
+        if value is None:
+            return None
+        return str(value) if self.numbers_as_text else int(value)
+
+    def _value(self, field: str, value: Any) -> Any:
+        if field in CODED_FIELDS:
+            return self._code(CODED_FIELDS[field], value)
+        if field in MULTI_VALUED_FIELDS:
+            dictionary = MULTI_VALUED_FIELDS[field]
+            return self.format.multi_value_separator.join(str(self._code(dictionary, v)) for v in value or [])
+        if field in NUMBER_FIELDS:
+            return self._number(value)
+        if field in DATETIME_FIELDS:
+            if value is None:
+                return None
+            moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+            if moment.tzinfo is not None:  # partner systems send China local time without an offset
+                moment = moment.astimezone(CHINA_TZ)
+            return moment.strftime(self.format.datetime_format)
+        if field == "materials":
+            return [self._material(m) for m in value or []]
+        return value
+
+    def _material(self, material: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for field, wire in self.format.material_fields.items():
+            value = material.get(field)
+            if field in MATERIAL_CODED_FIELDS:
+                value = self._code(MATERIAL_CODED_FIELDS[field], value)
+            elif field in MATERIAL_NUMBER_FIELDS:
+                value = self._number(value)
+            out[wire] = value
+        return out

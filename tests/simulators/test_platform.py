@@ -1,0 +1,134 @@
+"""The platform simulator over real HTTP: batches, idempotency, rejections, persistence."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tongban.registry import Registry
+from tongban.simulators import generate_catalogue
+from tongban.simulators.launcher import SimulatorURLs
+from tongban.simulators.platform import DB_FILE, create_platform_app
+
+REGION = "440100"
+
+
+@pytest.fixture(scope="module")
+def records(registry: Registry) -> list[dict[str, Any]]:
+    return generate_catalogue(registry, registry.partner(REGION))[:6]
+
+
+@pytest.fixture
+def platform(tmp_path: Path, serve: Callable[..., Any]) -> Iterator[str]:
+    with serve(create_platform_app(tmp_path)) as url:
+        yield url
+
+
+def push(url: str, body: dict[str, Any], key: str | None, region: str = REGION) -> requests.Response:
+    headers = {"Idempotency-Key": key} if key is not None else {}
+    return requests.post(f"{url}/api/v1/regions/{region}/batches", json=body, headers=headers, timeout=10)
+
+
+def held(url: str, region: str = REGION) -> list[dict[str, Any]]:
+    answer = requests.get(f"{url}/api/v1/regions/{region}/items", timeout=10)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["region"] == region and body["count"] == len(body["items"])
+    return list(body["items"])
+
+
+def test_batch_upserts_and_deletes_and_holds_full_records(platform: str, records: list[dict[str, Any]]) -> None:
+    first = push(platform, {"upserts": records[:4]}, "k1")
+    assert first.status_code == 200, first.text
+    answer = first.json()
+    assert answer["idempotency_key"] == "k1" and answer["replayed"] is False and answer["batch_id"]
+    assert [(r["task_code"], r["op"], r["status"], r["reason"]) for r in answer["results"]] == [
+        (r["task_code"], "upsert", "accepted", None) for r in records[:4]
+    ]
+    assert held(platform) == sorted(records[:4], key=lambda r: r["task_code"])
+
+    changed = {**records[0], "promised_limit": 1}
+    unknown = records[5]["task_code"]  # never pushed: deleting it is accepted
+    second = push(platform, {"upserts": [changed], "deletes": [records[1]["task_code"], unknown]}, "k2").json()
+    assert [(r["op"], r["status"]) for r in second["results"]] == [("upsert", "accepted")] + [
+        ("delete", "accepted")
+    ] * 2
+    assert held(platform) == sorted([changed, records[2], records[3]], key=lambda r: r["task_code"])
+    assert held(platform, "440300") == []
+
+    stored = requests.get(f"{platform}/api/v1/batches/{second['batch_id']}", timeout=10).json()
+    assert stored["results"] == second["results"] and stored["region"] == REGION and stored["received_at"]
+    assert requests.get(f"{platform}/api/v1/batches/nope", timeout=10).status_code == 404
+
+
+def test_same_key_replays_without_applying_and_other_body_conflicts(
+    platform: str, records: list[dict[str, Any]]
+) -> None:
+    body = {"upserts": records[:2], "deletes": []}
+    original = push(platform, body, "run-1").json()
+    push(platform, {"deletes": [records[0]["task_code"]]}, "run-2")  # a later batch removes one
+
+    replay = push(platform, {"deletes": [], "upserts": records[:2]}, "run-1")  # same content, other key order
+    assert replay.status_code == 200
+    assert replay.json() == {**original, "replayed": True}
+    assert [r["task_code"] for r in held(platform)] == [records[1]["task_code"]]  # not re-applied
+
+    conflict = push(platform, {"upserts": records[:3]}, "run-1")
+    assert conflict.status_code == 409 and "run-1" in conflict.json()["error"]
+    assert push(platform, body, "run-1", region="440300").status_code == 409  # same key, other region
+    assert [r["task_code"] for r in held(platform)] == [records[1]["task_code"]]
+
+
+@pytest.mark.parametrize("key", [None, ""])
+def test_missing_idempotency_key_is_refused(platform: str, records: list[dict[str, Any]], key: str | None) -> None:
+    answer = push(platform, {"upserts": records[:1]}, key)
+    assert answer.status_code == 400 and "Idempotency-Key" in answer.json()["error"]
+    assert held(platform) == []
+
+
+def test_platform_rejections_say_why_in_chinese(platform: str, records: list[dict[str, Any]]) -> None:
+    good = records[0]
+    short = {**records[1], "task_code": records[1]["task_code"][:30]}
+    elsewhere = {**records[2], "partner": "370100"}
+    nameless = {**records[3], "name": "  "}
+    answer = push(platform, {"upserts": [good, short, elsewhere, nameless], "deletes": ["123"]}, "mixed").json()
+    statuses = [(r["status"], r["reason"]) for r in answer["results"]]
+    assert statuses[0] == ("accepted", None)
+    assert statuses[1][0] == "rejected" and "31" in statuses[1][1] and "30" in statuses[1][1]
+    assert statuses[2][0] == "rejected" and "370100" in statuses[2][1] and "不一致" in statuses[2][1]
+    assert statuses[3] == ("rejected", "事项名称为空")
+    assert statuses[4][0] == "rejected" and answer["results"][4]["op"] == "delete"
+    assert [r["task_code"] for r in held(platform)] == [good["task_code"]]
+
+
+def test_malformed_body_applies_nothing(platform: str, records: list[dict[str, Any]]) -> None:
+    answer = push(platform, {"upserts": records[:1], "surprise": True}, "bad-body")
+    assert answer.status_code == 422
+    assert held(platform) == []
+    assert push(platform, {"upserts": records[:1]}, "bad-body").json()["replayed"] is False  # key not used up
+
+
+def test_data_and_keys_survive_a_restart(
+    tmp_path: Path, serve: Callable[..., Any], records: list[dict[str, Any]]
+) -> None:
+    body = {"upserts": records[:3]}
+    with serve(create_platform_app(tmp_path)) as url:
+        original = push(url, body, "persist").json()
+        before = held(url)
+    assert (tmp_path / DB_FILE).exists()
+    with serve(create_platform_app(tmp_path)) as url:  # a new app and engine on the same database
+        assert held(url) == before
+        assert push(url, body, "persist").json() == {**original, "replayed": True}
+        assert push(url, {"upserts": records[:1]}, "persist").status_code == 409
+
+
+def test_launched_platform_answers(live: SimulatorURLs, records: list[dict[str, Any]]) -> None:
+    """The subprocess the launcher starts is the same app (own state, shared by the session)."""
+    assert requests.get(f"{live.platform}/healthz", timeout=10).json() == {"status": "ok"}
+    answer = push(live.platform, {"upserts": records[:1]}, "launched").json()
+    assert answer["results"][0]["status"] == "accepted"
+    assert records[0]["task_code"] in {r["task_code"] for r in held(live.platform)}
