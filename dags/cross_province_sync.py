@@ -73,6 +73,20 @@ def _platform() -> Any:
     return PlatformClient(base_url(conn.host, conn.port, conn.schema))
 
 
+def _store() -> Any:
+    """The item store: the `tongban_db` Connection when defined, else TONGBAN_DB_URL or SQLite."""
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from tongban.store import DB_CONN_ID, default_url, url_from_uri
+    from tongban.store.repo import ItemStore
+
+    try:
+        url = url_from_uri(BaseHook.get_connection(DB_CONN_ID).get_uri())
+    except AirflowNotFoundException:
+        url = default_url()
+    return ItemStore(url)
+
+
 PARTNER_TASK = {"map_index_template": "{{ partner_label }}"}
 
 
@@ -134,7 +148,8 @@ def cross_province_sync() -> None:
         from tongban import pipeline
 
         division = validated["partner"]
-        return pipeline.reconcile_partner(_partner(division), _run_dir(division), _platform())
+        run_id = get_current_context()["run_id"]
+        return pipeline.reconcile_partner(_partner(division), _run_dir(division), _platform(), _store(), run_id)
 
     @task(**PARTNER_TASK)
     def publish(reconciled: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +158,12 @@ def cross_province_sync() -> None:
         division = reconciled["partner"]
         context = get_current_context()
         return pipeline.publish_partner(
-            _partner(division), _run_dir(division), _platform(), context["run_id"], context["params"]["dry_run"]
+            _partner(division),
+            _run_dir(division),
+            _platform(),
+            _store(),
+            context["run_id"],
+            context["params"]["dry_run"],
         )
 
     @task(**PARTNER_TASK)
@@ -154,7 +174,7 @@ def cross_province_sync() -> None:
         division = published["partner"]
         run_id = get_current_context()["run_id"]
         return pipeline.write_report(
-            _partner(division), _run_dir(division), report_dir(_storage(), run_id, division), run_id
+            _partner(division), _run_dir(division), report_dir(_storage(), run_id, division), run_id, _store()
         )
 
     @task_group(group_id="partner")

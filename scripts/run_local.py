@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from upath import UPath
+
 from scripts.localenv import DAG_ID, airflow, airflow_env, tongban_home
 from tongban.connections import simulator_connections
 from tongban.publish import PlatformClient
@@ -35,7 +37,7 @@ def check_against_platform(summary: dict, platform_url: str) -> list[str]:
     for row in summary["partners"]:
         if row["status"] != "ok":
             continue
-        report = json.loads(Path(row["report"]).read_text(encoding="utf-8"))
+        report = json.loads(UPath(row["report"]).read_bytes())
         removed = {r["task_code"] for r in report["removed"]}
         expected = {*report["unchanged"], *report["held"], *(c["task_code"] for c in report["changed"]), *removed}
         if not report["dry_run"]:

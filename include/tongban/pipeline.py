@@ -19,6 +19,7 @@ from tongban.publish import PlatformClient, publish
 from tongban.reconcile import Reconciliation, reconcile
 from tongban.registry import Partner, wire_formats
 from tongban.storage import read_json, read_jsonl, write_json, write_jsonl
+from tongban.store.repo import ItemStore
 
 RAW = "raw"
 ITEMS = "items.jsonl"
@@ -29,6 +30,7 @@ WARNINGS = "warnings.jsonl"
 GX_RESULT = "gx_validation_result.json"
 RECONCILIATION = "reconciliation.json"
 PUBLISH = "publish.json"
+FETCH = "fetch.json"
 
 
 def fetch(partner: Partner, base_url: str, run: UPath) -> dict[str, Any]:
@@ -83,21 +85,32 @@ def held_codes(run: UPath) -> set[str]:
     return codes
 
 
-def reconcile_partner(partner: Partner, run: UPath, client: PlatformClient) -> dict[str, Any]:
+def is_full_pull(run: UPath) -> bool:
+    """Whether this run's pull was a full one (a run folder without fetch.json predates incremental pulls)."""
+    path = run / FETCH
+    return not path.exists() or read_json(path).get("mode", "full") == "full"
+
+
+def reconcile_partner(
+    partner: Partner, run: UPath, client: PlatformClient, store: ItemStore, run_id: str
+) -> dict[str, Any]:
     current = client.items(partner.division)
-    recon = reconcile(read_jsonl(run / ACCEPTED), current, held_codes(run))
+    recon = reconcile(read_jsonl(run / ACCEPTED), current, held_codes(run), full=is_full_pull(run))
     write_json(run / RECONCILIATION, recon.as_dict())
-    return {"partner": partner.division, "platform_before": len(current), **recon.counts()}
+    store.record_reconciliation(run_id, partner.division, recon.counts())
+    return {"partner": partner.division, "platform_before": len(current), "full": recon.full, **recon.counts()}
 
 
-def publish_partner(partner: Partner, run: UPath, client: PlatformClient, run_id: str, dry_run: bool) -> dict[str, Any]:
+def publish_partner(
+    partner: Partner, run: UPath, client: PlatformClient, store: ItemStore, run_id: str, dry_run: bool
+) -> dict[str, Any]:
     recon = Reconciliation.from_dict(read_json(run / RECONCILIATION))
-    result = publish(client, partner.division, run_id, recon, dry_run=dry_run)
+    result = publish(client, partner.division, run_id, recon, store, dry_run=dry_run)
     write_json(run / PUBLISH, result.as_dict())
     return {"partner": partner.division, "published": result.published, "platform_rejected": len(result.rejected)}
 
 
-def write_report(partner: Partner, run: UPath, out: UPath, run_id: str) -> dict[str, Any]:
+def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: ItemStore) -> dict[str, Any]:
     report = report_mod.build(
         partner=partner,
         run_id=run_id,
@@ -109,4 +122,12 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str) -> dict[
         publish=read_json(run / PUBLISH),
     )
     paths = report_mod.write(report, out)
+    counts = report["counts"]
+    store.record_pull(
+        run_id,
+        partner.division,
+        fetched=counts["fetched"],
+        quarantined=counts["quarantined"],
+        rejected=counts["rejected"],
+    )
     return {"partner": partner.division, "counts": report["counts"], **paths}

@@ -18,6 +18,7 @@ import requests
 from tongban.ingest import http_session
 from tongban.model import content_hash
 from tongban.reconcile import Reconciliation
+from tongban.store.repo import ItemStore
 
 
 class PublishError(RuntimeError):
@@ -86,29 +87,47 @@ def publish(
     division: str,
     run_id: str,
     recon: Reconciliation,
+    store: ItemStore,
     *,
     batch_size: int = 500,
     dry_run: bool = False,
 ) -> PublishResult:
-    """Push added and changed items as upserts and removed ones as deletes, then verify by read-back."""
-    upserts = [*recon.added, *(c.record for c in recon.changed)]
-    deletes = [r["task_code"] for r in recon.removed]
+    """Push upserts and deletes in batches, each noted in the ledger before it is sent; then read back.
+
+    A batch the ledger already holds as acknowledged is not sent again; a pending one (pushed, then
+    crashed before the answer was recorded) is sent again under the same key and the platform
+    answers with what it applied the first time.
+    """
     result = PublishResult(dry_run=dry_run)
     if dry_run:
         return result
-    ops: list[tuple[str, Any]] = [("upsert", r) for r in upserts] + [("delete", c) for c in deletes]
-    for start in range(0, len(ops), batch_size):
+    ops: list[tuple[str, Any]] = [("upsert", r) for r in recon.upserts()] + [("delete", c) for c in recon.deletes()]
+    for batch_no, start in enumerate(range(0, len(ops), batch_size), start=1):
         chunk = ops[start : start + batch_size]
         ups = [r for op, r in chunk if op == "upsert"]
         dels = [c for op, c in chunk if op == "delete"]
         key = idempotency_key(run_id, division, ups, dels)
-        answer = client.push(division, key, ups, dels)
+        entry = store.ledger_entry(key)
+        if entry and entry["status"] == "acked":
+            answer = {"batch_id": entry["platform_batch_id"], "replayed": True, "results": entry["results"]}
+        else:
+            store.ledger_pending(key, run_id, division, batch_no, len(chunk))
+            answer = client.push(division, key, ups, dels)
+            store.ledger_ack(key, answer)
         result.batches.append(
             {"key": key, "batch_id": answer.get("batch_id"), "replayed": answer.get("replayed"), "size": len(chunk)}
         )
         for item in answer["results"]:
             (result.accepted if item["status"] == "accepted" else result.rejected).append(item)
     verify(client, division, recon, result)
+    accepted = {(a["op"], a["task_code"]) for a in result.accepted}
+    store.apply(
+        run_id,
+        division,
+        [r for r in recon.upserts() if ("upsert", r["task_code"]) in accepted],
+        [c for c in recon.deletes() if ("delete", c) in accepted],
+        [(r.old_code, r.task_code) for r in recon.recoded if ("upsert", r.task_code) in accepted],
+    )
     return result
 
 
@@ -119,10 +138,10 @@ def verify(client: PlatformClient, division: str, recon: Reconciliation, result:
         *recon.held,
         *(c.task_code for c in recon.changed),
         *(r["task_code"] for r in recon.removed),
+        *(r.old_code for r in recon.recoded),
     }
-    upserted = {r["task_code"]: content_hash(r) for r in [*recon.added, *(c.record for c in recon.changed)]}
     accepted = {(a["op"], a["task_code"]) for a in result.accepted}
-    intended = {code: h for code, h in upserted.items() if ("upsert", code) in accepted}
+    intended = {r["task_code"]: content_hash(r) for r in recon.upserts() if ("upsert", r["task_code"]) in accepted}
     expected = (before - {code for op, code in accepted if op == "delete"}) | intended.keys()
     actual = {r["task_code"]: content_hash(r) for r in client.items(division)}
     problems = []

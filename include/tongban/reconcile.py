@@ -2,11 +2,16 @@
 
 Deterministic and idempotent: the same inputs give the same result, every list sorted by 实施编码.
 Items that were rejected or quarantined this run are *held*: the platform keeps its version of
-them; they are neither changed nor removed because of a bad record.
+them; they are neither changed nor removed because of a bad record. An item that disappears under
+one 实施编码 while an item with the same 基本编码, name and department appears under another is a
+*re-code*, not a removal plus an addition. An incremental pull (only items updated since the last
+pull) never removes anything: removals are found by full pulls only.
 """
 
 from __future__ import annotations
 
+import unicodedata
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,15 +36,34 @@ class Changed:
 
 
 @dataclass
+class Recoded:
+    old_code: str
+    task_code: str
+    name: str
+    changes: list[ElementChange]
+    record: dict[str, Any] = field(repr=False)
+
+
+@dataclass
 class Reconciliation:
     added: list[dict[str, Any]] = field(default_factory=list)
     changed: list[Changed] = field(default_factory=list)
     removed: list[dict[str, Any]] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
+    recoded: list[Recoded] = field(default_factory=list)
+    full: bool = True
 
     def counts(self) -> dict[str, int]:
-        return {k: len(getattr(self, k)) for k in ("added", "changed", "removed", "unchanged", "held")}
+        return {k: len(getattr(self, k)) for k in ("added", "changed", "removed", "unchanged", "held", "recoded")}
+
+    def upserts(self) -> list[dict[str, Any]]:
+        """Records the platform must hold anew: added, changed and re-coded items."""
+        return [*self.added, *(c.record for c in self.changed), *(r.record for r in self.recoded)]
+
+    def deletes(self) -> list[str]:
+        """实施编码 the platform must drop: removed items and the old codes of re-coded ones."""
+        return [*(r["task_code"] for r in self.removed), *(r.old_code for r in self.recoded)]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,7 +74,13 @@ class Reconciliation:
             Changed(c["task_code"], c["name"], [ElementChange(**e) for e in c["changes"]], c["record"])
             for c in data["changed"]
         ]
-        return cls(data["added"], changed, data["removed"], data["unchanged"], data["held"])
+        recoded = [
+            Recoded(r["old_code"], r["task_code"], r["name"], [ElementChange(**e) for e in r["changes"]], r["record"])
+            for r in data.get("recoded", [])
+        ]
+        return cls(
+            data["added"], changed, data["removed"], data["unchanged"], data["held"], recoded, data.get("full", True)
+        )
 
 
 def diff_elements(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[ElementChange]:
@@ -63,32 +93,66 @@ def diff_elements(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Elemen
     ]
 
 
+def _identity(record: Mapping[str, Any]) -> tuple[str, str, str]:
+    """What stays the same when an item is re-coded: 基本编码, normalised name and department."""
+
+    def norm(text: str) -> str:
+        return "".join(unicodedata.normalize("NFKC", text or "").split())
+
+    return record["catalog_code"], norm(record["name"]), norm(record["dept_name"])
+
+
+def _pair_recodes(result: Reconciliation) -> None:
+    removed_by_identity: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for old in result.removed:
+        removed_by_identity[_identity(old)].append(old)
+    still_added = []
+    for new in result.added:
+        candidates = removed_by_identity.get(_identity(new))
+        if candidates:
+            old = candidates.pop(0)
+            result.recoded.append(
+                Recoded(old["task_code"], new["task_code"], new["name"], diff_elements(old, new), new)
+            )
+        else:
+            still_added.append(new)
+    paired = {r.old_code for r in result.recoded}
+    result.added = still_added
+    result.removed = [r for r in result.removed if r["task_code"] not in paired]
+
+
 def reconcile(
     candidates: Iterable[Mapping[str, Any]],
     current: Iterable[Mapping[str, Any]],
     held_codes: Iterable[str] = (),
+    *,
+    full: bool = True,
 ) -> Reconciliation:
-    """Classify each item as added, changed, removed, unchanged or held.
+    """Classify each item as added, changed, re-coded, removed, unchanged or held.
 
     ``candidates``: the partner's accepted items this run; ``current``: the platform's list;
-    ``held_codes``: 实施编码 of records rejected or quarantined this run.
+    ``held_codes``: 实施编码 of records rejected or quarantined this run; ``full``: whether the pull
+    was a full one (otherwise items it did not deliver are kept as they are).
     """
     new = {r["task_code"]: dict(r) for r in candidates}
     old = {r["task_code"]: dict(r) for r in current}
     held = set(held_codes) - set(new)
-    result = Reconciliation()
+    result = Reconciliation(full=full)
     for code in sorted(new.keys() | old.keys()):
         if code in new and code not in old:
             result.added.append(new[code])
         elif code in old and code not in new:
             if code in held:
                 result.held.append(code)
-            else:
+            elif full:
                 result.removed.append(old[code])
+            else:
+                result.unchanged.append(code)
         else:
             changes = diff_elements(old[code], new[code])
             if changes:
                 result.changed.append(Changed(code, new[code]["name"], changes, new[code]))
             else:
                 result.unchanged.append(code)
+    _pair_recodes(result)
     return result

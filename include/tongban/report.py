@@ -30,6 +30,7 @@ COUNT_LABELS = {
     "published": "已推送",
     "warnings": "待核（警告）",
     "held": "保留平台原版本",
+    "recoded": "编码变更（同一事项换用新实施编码）",
     "platform_rejected": "平台拒收",
 }
 
@@ -79,6 +80,16 @@ def build(
             for c in recon.changed
         ],
         "removed": [_brief(r) for r in recon.removed],
+        "recoded": [
+            {
+                "old_code": r.old_code,
+                "task_code": r.task_code,
+                "name": r.name,
+                "changes": [{"element": e.element, "label": e.label, "old": e.old, "new": e.new} for e in r.changes],
+            }
+            for r in recon.recoded
+        ],
+        "full_pull": recon.full,
         "unchanged": list(recon.unchanged),
         "held": list(recon.held),
         "published": [{"task_code": a["task_code"], "op": a["op"]} for a in publish.get("accepted", [])],

@@ -3,6 +3,10 @@
 State lives in ``state_dir/platform.db`` (SQLite through SQLAlchemy 2), so it survives restarts.
 A batch is applied in one transaction and recorded under its ``Idempotency-Key``: the same key with
 the same body replays the stored answer and changes nothing; with another body it is refused (409).
+
+Faults, set through ``PUT /admin/faults``, make it misbehave the way real platforms do: fail in the
+middle of a batch (half applied, nothing recorded, 500), time out after applying a batch (the answer
+comes too late for the client), or reject given items with a reason.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +73,17 @@ class BatchIn(BaseModel):
     deletes: list[str] = Field(default_factory=list)
 
 
+class Faults(BaseModel):
+    """Misbehaviour to show on the next batches; each counter is used up one batch at a time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fail_mid_batch: int = Field(default=0, ge=0)
+    timeout_after_apply: int = Field(default=0, ge=0)
+    timeout_seconds: float = Field(default=5.0, ge=0, le=120)
+    reject: dict[str, str] = Field(default_factory=dict)
+
+
 class PlatformError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -105,10 +122,12 @@ def _code_problem(task_code: Any) -> str | None:
     return f"实施编码应为{TASK_CODE_LENGTH}位，实际为{length}位"
 
 
-def _rejection(region: str, record: dict[str, Any]) -> str | None:
+def _rejection(region: str, record: dict[str, Any], refused: dict[str, str]) -> str | None:
     """Why the platform refuses an upserted record (in Chinese), or None when it takes it."""
     if problem := _code_problem(record.get("task_code")):
         return problem
+    if record.get("task_code") in refused:
+        return refused[record["task_code"]]
     if record.get("partner") != region:
         return f"事项所属地区（{record.get('partner')}）与批次地区（{region}）不一致"
     name = record.get("name")
@@ -122,6 +141,16 @@ class Platform:
 
     def __init__(self, engine: Engine) -> None:
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.faults = Faults()
+        self._faults_lock = threading.Lock()
+
+    def _take(self, counter: str) -> bool:
+        """Use up one unit of a fault counter; True when the fault is to happen now."""
+        with self._faults_lock:
+            left = getattr(self.faults, counter)
+            if left > 0:
+                setattr(self.faults, counter, left - 1)
+            return left > 0
 
     def items(self, region: str) -> list[dict[str, Any]]:
         with self.sessions() as session:
@@ -143,7 +172,17 @@ class Platform:
                 replay = self._replay(session, key, digest)
                 if replay is not None:
                     return replay
-                return self._apply(session, region, key, digest, body)
+                if self._take("fail_mid_batch"):
+                    half = BatchIn(
+                        upserts=body.upserts[: len(body.upserts) // 2], deletes=body.deletes[: len(body.deletes) // 2]
+                    )
+                    self._apply(session, region, key, digest, half, remember=False)
+                    session.commit()
+                    raise PlatformError(500, "模拟故障：批次处理到一半中断，已处理部分未登记")
+                answer = self._apply(session, region, key, digest, body)
+            if self._take("timeout_after_apply"):
+                time.sleep(self.faults.timeout_seconds)
+            return answer
         except IntegrityError:
             # the same key committed by a concurrent request in the meantime: answer as a replay
             with self.sessions() as session:
@@ -160,12 +199,14 @@ class Platform:
             raise PlatformError(409, f"幂等键 {key} 已用于内容不同的批次 {previous.batch_id}")
         return {**previous.response, "replayed": True}
 
-    def _apply(self, session: Session, region: str, key: str, digest: str, body: BatchIn) -> dict[str, Any]:
+    def _apply(
+        self, session: Session, region: str, key: str, digest: str, body: BatchIn, remember: bool = True
+    ) -> dict[str, Any]:
         now = datetime.now(UTC)
         batch_id = uuid.uuid4().hex
         results: list[dict[str, Any]] = []
         for record in body.upserts:
-            reason = _rejection(region, record)
+            reason = _rejection(region, record, self.faults.reject)
             code = record.get("task_code")
             results.append(_result(code, "upsert", reason))
             if reason is not None:
@@ -193,6 +234,8 @@ class Platform:
             "replayed": False,
             "results": results,
         }
+        if not remember:  # a failed half batch leaves no trace under its key
+            return response
         session.add(
             Batch(
                 batch_id=batch_id,
@@ -254,6 +297,15 @@ def create_platform_app(state_dir: Path) -> FastAPI:
         if len(key) > _MAX_KEY_LENGTH:
             raise PlatformError(400, f"Idempotency-Key 过长（最多{_MAX_KEY_LENGTH}个字符）")
         return JSONResponse(platform.apply(region, key, body))
+
+    @app.put("/admin/faults")
+    def set_faults(faults: Faults) -> dict[str, Any]:
+        platform.faults = faults
+        return faults.model_dump()
+
+    @app.get("/admin/faults")
+    def get_faults() -> dict[str, Any]:
+        return platform.faults.model_dump()
 
     @app.get("/api/v1/batches/{batch_id}")
     def get_batch(batch_id: str) -> dict[str, Any]:

@@ -1,0 +1,52 @@
+"""The item store: runs, pulls, current items and their history, reconciliations and the publish ledger.
+
+SQLite under ``$TONGBAN_HOME`` by default; PostgreSQL (or any SQLAlchemy URL) through
+``TONGBAN_DB_URL`` or the Airflow Connection ``tongban_db``. The schema is managed by Alembic.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from importlib import resources
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine
+
+from tongban.config import home
+
+DB_CONN_ID = "tongban_db"
+
+
+def default_url() -> str:
+    return os.environ.get("TONGBAN_DB_URL") or f"sqlite:///{home() / 'tongban.db'}"
+
+
+def url_from_uri(uri: str) -> str:
+    """A SQLAlchemy URL from an Airflow Connection URI (``postgres://`` names no driver there)."""
+    for scheme in ("postgres://", "postgresql://"):
+        if uri.startswith(scheme):
+            return "postgresql+psycopg2://" + uri[len(scheme) :]
+    return uri
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("tongban.store").joinpath("migrations")))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str) -> None:
+    """Bring the store's schema at ``url`` up to the newest revision (idempotent)."""
+    if url.startswith("sqlite:///"):
+        home().mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(url), "head")
+
+
+@cache
+def engine(url: str) -> Engine:
+    """One engine per URL and process, schema migrated on first use."""
+    migrate(url)
+    return create_engine(url, pool_pre_ping=True)

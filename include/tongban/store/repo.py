@@ -1,0 +1,169 @@
+"""Reading and writing the item store. Every write is an idempotent upsert keyed by run and partner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from tongban.model import content_hash
+from tongban.reconcile import diff_elements
+from tongban.store import default_url, engine
+from tongban.store.schema import CurrentItem, ItemChange, LedgerEntry, Pull, ReconciliationRow, Run
+
+
+class ItemStore:
+    def __init__(self, url: str | None = None) -> None:
+        self.engine: Engine = engine(url or default_url())
+
+    def _session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def ensure_run(self, run_id: str) -> None:
+        with self._session() as s, s.begin():
+            if s.get(Run, run_id) is None:
+                s.add(Run(run_id=run_id))
+
+    def record_pull(self, run_id: str, partner: str, *, fetched: int, quarantined: int, rejected: int) -> None:
+        self.ensure_run(run_id)
+        with self._session() as s, s.begin():
+            row = s.scalar(select(Pull).where(Pull.run_id == run_id, Pull.partner == partner))
+            row = row or Pull(run_id=run_id, partner=partner)
+            row.fetched, row.quarantined, row.rejected = fetched, quarantined, rejected
+            s.add(row)
+
+    def record_reconciliation(self, run_id: str, partner: str, counts: Mapping[str, int]) -> None:
+        self.ensure_run(run_id)
+        with self._session() as s, s.begin():
+            row = s.scalar(
+                select(ReconciliationRow).where(
+                    ReconciliationRow.run_id == run_id, ReconciliationRow.partner == partner
+                )
+            )
+            row = row or ReconciliationRow(run_id=run_id, partner=partner)
+            row.counts = dict(counts)
+            s.add(row)
+
+    # -- publish ledger -------------------------------------------------------------------------------
+    def ledger_entry(self, key: str) -> dict[str, Any] | None:
+        with self._session() as s:
+            row = s.get(LedgerEntry, key)
+            return _as_dict(row) if row else None
+
+    def ledger_pending(self, key: str, run_id: str, partner: str, batch_no: int, size: int) -> None:
+        """Note a batch before pushing it, so a crash leaves a trace to resume from."""
+        self.ensure_run(run_id)
+        with self._session() as s, s.begin():
+            if s.get(LedgerEntry, key) is None:
+                s.add(
+                    LedgerEntry(key=key, run_id=run_id, partner=partner, batch_no=batch_no, size=size, status="pending")
+                )
+
+    def ledger_ack(self, key: str, answer: Mapping[str, Any]) -> None:
+        results = list(answer["results"])
+        with self._session() as s, s.begin():
+            row = s.get(LedgerEntry, key)
+            if row is None:
+                raise KeyError(f"ledger has no batch {key}")
+            row.status = "acked"
+            row.platform_batch_id = answer.get("batch_id")
+            row.replayed = bool(answer.get("replayed"))
+            row.results = results
+            row.accepted = sum(r["status"] == "accepted" for r in results)
+            row.rejected = len(results) - row.accepted
+            row.acked_at = func.now()
+
+    def ledger(self, run_id: str, partner: str) -> list[dict[str, Any]]:
+        with self._session() as s:
+            rows = s.scalars(
+                select(LedgerEntry)
+                .where(LedgerEntry.run_id == run_id, LedgerEntry.partner == partner)
+                .order_by(LedgerEntry.batch_no)
+            )
+            return [_as_dict(r) for r in rows]
+
+    # -- current items and history --------------------------------------------------------------------
+    def apply(
+        self,
+        run_id: str,
+        partner: str,
+        upserted: Iterable[Mapping[str, Any]],
+        deleted: Iterable[str],
+        recoded: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Record what the platform accepted in this run; writing the same run again changes nothing."""
+        self.ensure_run(run_id)
+        with self._session() as s, s.begin():
+            for old_code, new_code in recoded:
+                if not s.scalar(
+                    select(ItemChange.id).where(
+                        ItemChange.run_id == run_id, ItemChange.task_code == new_code, ItemChange.kind == "recoded"
+                    )
+                ):
+                    s.add(
+                        ItemChange(
+                            run_id=run_id,
+                            partner=partner,
+                            task_code=new_code,
+                            kind="recoded",
+                            element="code",
+                            old=old_code,
+                            new=new_code,
+                        )
+                    )
+            for record in upserted:
+                code = record["task_code"]
+                row = s.get(CurrentItem, (partner, code))
+                digest = content_hash(record)
+                if row is None or row.removed_run is not None:
+                    if row is None:
+                        row = CurrentItem(partner=partner, task_code=code, first_run=run_id)
+                    s.add(ItemChange(run_id=run_id, partner=partner, task_code=code, kind="added", element=""))
+                elif row.content_hash != digest:
+                    for change in diff_elements(row.record, record):
+                        s.add(
+                            ItemChange(
+                                run_id=run_id,
+                                partner=partner,
+                                task_code=code,
+                                kind="changed",
+                                element=change.element,
+                                old=change.old,
+                                new=change.new,
+                            )
+                        )
+                else:
+                    continue
+                row.catalog_code = record["catalog_code"]
+                row.record = dict(record)
+                row.content_hash = digest
+                row.last_changed_run = run_id
+                row.removed_run = None
+                s.add(row)
+            for code in deleted:
+                row = s.get(CurrentItem, (partner, code))
+                if row is not None and row.removed_run is None:
+                    row.removed_run = run_id
+                    s.add(ItemChange(run_id=run_id, partner=partner, task_code=code, kind="removed", element=""))
+
+    def current(self, partner: str) -> dict[str, dict[str, Any]]:
+        with self._session() as s:
+            rows = s.scalars(
+                select(CurrentItem).where(CurrentItem.partner == partner, CurrentItem.removed_run.is_(None))
+            )
+            return {r.task_code: r.record for r in rows}
+
+    def history(self, partner: str, task_code: str) -> list[dict[str, Any]]:
+        with self._session() as s:
+            rows = s.scalars(
+                select(ItemChange)
+                .where(ItemChange.partner == partner, ItemChange.task_code == task_code)
+                .order_by(ItemChange.id)
+            )
+            return [_as_dict(r) for r in rows]
+
+
+def _as_dict(row: Any) -> dict[str, Any]:
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns}

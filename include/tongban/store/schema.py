@@ -1,0 +1,94 @@
+"""The item store's tables (SQLAlchemy 2). The schema itself is created and evolved by Alembic."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, UniqueConstraint, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Run(Base):
+    """One run of the sync (an Airflow DAG run)."""
+
+    __tablename__ = "runs"
+    run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Pull(Base):
+    """What one partner delivered in one run."""
+
+    __tablename__ = "pulls"
+    __table_args__ = (UniqueConstraint("run_id", "partner"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"))
+    partner: Mapped[str] = mapped_column(String(6))
+    fetched: Mapped[int]
+    quarantined: Mapped[int]
+    rejected: Mapped[int]
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CurrentItem(Base):
+    """The latest accepted version of each item; ``removed_run`` is set once it left the catalogue."""
+
+    __tablename__ = "items"
+    partner: Mapped[str] = mapped_column(String(6), primary_key=True)
+    task_code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    catalog_code: Mapped[str] = mapped_column(String(32), index=True)
+    content_hash: Mapped[str] = mapped_column(String(32))
+    record: Mapped[dict[str, Any]]
+    first_run: Mapped[str] = mapped_column(ForeignKey("runs.run_id"))
+    last_changed_run: Mapped[str] = mapped_column(ForeignKey("runs.run_id"))
+    removed_run: Mapped[str | None] = mapped_column(ForeignKey("runs.run_id"), nullable=True)
+
+
+class ItemChange(Base):
+    """Item history: every addition, removal, re-code and element change, with the run that saw it."""
+
+    __tablename__ = "item_history"
+    __table_args__ = (UniqueConstraint("run_id", "partner", "task_code", "kind", "element"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+    partner: Mapped[str] = mapped_column(String(6))
+    task_code: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # added | changed | removed | recoded
+    element: Mapped[str] = mapped_column(String(32), default="")
+    old: Mapped[Any] = mapped_column(JSON, nullable=True)
+    new: Mapped[Any] = mapped_column(JSON, nullable=True)
+
+
+class ReconciliationRow(Base):
+    """Counts of one partner's reconciliation in one run."""
+
+    __tablename__ = "reconciliations"
+    __table_args__ = (UniqueConstraint("run_id", "partner"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"))
+    partner: Mapped[str] = mapped_column(String(6))
+    counts: Mapped[dict[str, Any]]
+
+
+class LedgerEntry(Base):
+    """The publish ledger: one row per batch, written before the push and completed on acknowledgement."""
+
+    __tablename__ = "publish_ledger"
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+    partner: Mapped[str] = mapped_column(String(6))
+    batch_no: Mapped[int]
+    size: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16))  # pending | acked
+    platform_batch_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    replayed: Mapped[bool] = mapped_column(default=False)
+    accepted: Mapped[int] = mapped_column(default=0)
+    rejected: Mapped[int] = mapped_column(default=0)
+    results: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
