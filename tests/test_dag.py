@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def test_schedule_and_run_settings(dagbag) -> None:
 def test_per_partner_chain_is_one_mapped_group(dagbag) -> None:
     dag = dagbag.dags["cross_province_sync"]
     chain = ["fetch", "normalise", "validate", "reconcile", "publish", "report"]
-    for upstream, downstream in zip(chain, chain[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(chain):
         assert f"partner.{downstream}" in dag.get_task(f"partner.{upstream}").downstream_task_ids
     group = dag.task_group_dict["partner"]
     assert type(group).__name__ == "MappedTaskGroup"

@@ -141,3 +141,24 @@ def test_summary_marks_partners_without_report_failed(tmp_path) -> None:
     assert (tmp_path / "r1" / "summary.json").exists()
     table = report.summary_table(summary)
     assert "440300" in table and "failed" in table
+
+
+def test_recode_is_matched_by_catalog_code_name_and_department() -> None:
+    moved = make_record(catalog_code=A["catalog_code"], level="4", name=" 失业登记 ")  # new 实施编码, same item
+    result = reconcile([moved, D], [A, C])
+    assert [(r.old_code, r.task_code) for r in result.recoded] == [(A["task_code"], moved["task_code"])]
+    assert [r["task_code"] for r in result.added] == [D["task_code"]]
+    assert [r["task_code"] for r in result.removed] == [C["task_code"]]
+    assert result.upserts()[-1] == moved and result.deletes() == [C["task_code"], A["task_code"]]
+
+
+def test_a_different_department_is_not_a_recode() -> None:
+    other = make_record(catalog_code=A["catalog_code"], level="4", dept_name="深圳市人力资源和社会保障局")
+    result = reconcile([other], [A])
+    assert not result.recoded and len(result.added) == 1 and len(result.removed) == 1
+
+
+def test_incremental_pull_never_removes() -> None:
+    result = reconcile([{**B, "result": "新证明"}], [A, B, C], full=False)
+    assert not result.removed and sorted(result.unchanged) == sorted([A["task_code"], C["task_code"]])
+    assert [c.task_code for c in result.changed] == [B["task_code"]]
