@@ -35,13 +35,18 @@ def airflow_env(home: Path | None = None, extra: dict[str, str] | None = None) -
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__API__HOST": "127.0.0.1",
         "NO_PROXY": "*",
     }
     env = dict(os.environ)
     for key, value in defaults.items():
         env.setdefault(key, value)
     env.update(extra or {})
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # standalone runs `airflow …`
     airflow_home.mkdir(parents=True, exist_ok=True)
+    passwords = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+    if not passwords.exists():  # a known login for the local UI; Airflow generates one otherwise
+        passwords.write_text('{"admin": "admin"}', encoding="utf-8")
     return env
 
 
