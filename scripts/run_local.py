@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,6 +54,24 @@ def check_against_platform(summary: dict, platform_url: str) -> list[str]:
     return problems
 
 
+def serve_ui(env: dict[str, str]) -> None:
+    """`airflow standalone` in its own process group, stopped whole (scheduler, workers, …) on exit."""
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("airflow")), "standalone"], env=env, start_new_session=True
+    )
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=20)
+                break
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ui", action="store_true", help="serve the Airflow UI (airflow standalone) instead")
@@ -67,8 +88,7 @@ def main() -> int:
         print(f"simulators: partners {urls.partners}  platform {urls.platform}")
         if args.ui:
             print("Airflow UI on http://127.0.0.1:8080 (login admin / admin); Ctrl-C stops it and the simulators.")
-            with contextlib.suppress(KeyboardInterrupt):
-                airflow("standalone", env=env)
+            serve_ui(env)
             return 0
         started = time.time()
         log = log_dir / f"dags-test-{time.strftime('%Y%m%dT%H%M%S')}.log"
