@@ -162,3 +162,22 @@ def test_incremental_pull_never_removes() -> None:
     result = reconcile([{**B, "result": "新证明"}], [A, B, C], full=False)
     assert not result.removed and sorted(result.unchanged) == sorted([A["task_code"], C["task_code"]])
     assert [c.task_code for c in result.changed] == [B["task_code"]]
+
+
+def test_xlsx_holds_the_json_numbers_and_formulas_come_out_inert(tmp_path) -> None:
+    from openpyxl import load_workbook
+
+    evil = rec("000104006000", name='=HYPERLINK("http://x","y")')
+    built, paths = _report(tmp_path, reconcile([evil, A], [C]))
+    book = load_workbook(tmp_path / "report.xlsx")
+    assert book.sheetnames == ["汇总", "新增", "变更", "编码变更", "删除", "退回", "隔离", "待核"]
+    summary = {row[0]: row[1] for row in book["汇总"].iter_rows(min_row=2, values_only=True)}
+    for key, value in built["counts"].items():
+        assert summary[report.COUNT_LABELS[key]] == value
+    added = {row[0].value: row[1] for row in book["新增"].iter_rows(min_row=2)}
+    cell = added[evil["task_code"]]
+    assert cell.data_type == "s" and cell.value == "'" + evil["name"]
+    assert book["删除"].max_row == 2  # heading + C
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "=HYPERLINK(&#34;http://x&#34;,&#34;y&#34;)" in html
+    assert paths["report_xlsx"].endswith("report.xlsx")

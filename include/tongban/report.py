@@ -6,6 +6,8 @@ from the same dict by a Jinja2 template, so both always say the same.
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
@@ -115,12 +117,100 @@ def render_html(report: Mapping[str, Any]) -> str:
     return _templates().get_template("report.html.j2").render(r=report, count_labels=COUNT_LABELS)
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula (=, +, -, @ …) made inert with a leading apostrophe."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    if isinstance(value, dict | list):
+        return spreadsheet_safe(json.dumps(value, ensure_ascii=False))
+    return value
+
+
+def _sheets(report: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """Sheet name -> (headings, rows): the workbook's content, taken from the report dict only."""
+    counts = report["counts"]
+    return {
+        "汇总": (
+            ["类别", "数量"],
+            [["合作地区", f"{report['partner_name']}（{report['partner']}）"], ["运行编号", report["run_id"]]]
+            + [[COUNT_LABELS.get(k, k), v] for k, v in counts.items()],
+        ),
+        "新增": (
+            ["实施编码", "事项名称", "行使层级"],
+            [[i["task_code"], i["name"], i["level_label"]] for i in report["added"]],
+        ),
+        "变更": (
+            ["实施编码", "事项名称", "要素", "原值", "新值"],
+            [
+                [c["task_code"], c["name"], e["label"], e["old"], e["new"]]
+                for c in report["changed"]
+                for e in c["changes"]
+            ],
+        ),
+        "编码变更": (
+            ["原实施编码", "新实施编码", "事项名称"],
+            [[c["old_code"], c["task_code"], c["name"]] for c in report["recoded"]],
+        ),
+        "删除": (
+            ["实施编码", "事项名称", "行使层级"],
+            [[i["task_code"], i["name"], i["level_label"]] for i in report["removed"]],
+        ),
+        "退回": (
+            ["实施编码", "事项名称", "要素", "校验规则", "原因"],
+            [
+                [i["task_code"], i["name"], f["label"], f["expectation"], f["message"]]
+                for i in report["rejected"]
+                for f in i["findings"]
+                if f["severity"] == "critical"
+            ],
+        ),
+        "隔离": (
+            ["位置", "实施编码", "字段", "原因"],
+            [
+                [q["position"], q["task_code"] or "", p["wire_field"], p["reason"]]
+                for q in report["quarantined"]
+                for p in q["problems"]
+            ],
+        ),
+        "待核": (
+            ["实施编码", "事项名称", "要素", "说明"],
+            [[i["task_code"], i["name"], f["label"], f["message"]] for i in report["warnings"] for f in i["findings"]],
+        ),
+    }
+
+
+def write_xlsx(report: Mapping[str, Any], path: UPath) -> UPath:
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    workbook = Workbook()
+    workbook.remove(workbook.active)
+    for title, (headings, rows) in _sheets(report).items():
+        sheet = workbook.create_sheet(title)
+        sheet.append(headings)
+        for cell in sheet[1]:
+            cell.font = Font(bold=True)
+        for row in rows:
+            sheet.append([spreadsheet_safe(v) for v in row])
+            for cell in sheet[sheet.max_row]:
+                if isinstance(cell.value, str):
+                    cell.data_type = "s"  # never a formula, whatever the text
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
 def write(report: Mapping[str, Any], out: UPath) -> dict[str, str]:
-    """Write report.json and report.html into ``out``; returns their paths."""
+    """Write report.json, report.html and report.xlsx into ``out``; returns their paths."""
     json_path = write_json(out / "report.json", report)
     html_path = out / "report.html"
     html_path.write_bytes(render_html(report).encode())
-    return {"report_json": str(json_path), "report_html": str(html_path)}
+    xlsx_path = write_xlsx(report, out / "report.xlsx")
+    return {"report_json": str(json_path), "report_html": str(html_path), "report_xlsx": str(xlsx_path)}
 
 
 def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> dict[str, Any]:
