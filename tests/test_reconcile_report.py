@@ -181,3 +181,8 @@ def test_xlsx_holds_the_json_numbers_and_formulas_come_out_inert(tmp_path) -> No
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "=HYPERLINK(&#34;http://x&#34;,&#34;y&#34;)" in html
     assert paths["report_xlsx"].endswith("report.xlsx")
+
+
+def test_key_order_of_read_back_records_does_not_make_a_change() -> None:
+    reordered = {**A, "materials": [dict(reversed(list(m.items()))) for m in A["materials"]]}
+    assert reconcile([A], [reordered]).unchanged == [A["task_code"]]

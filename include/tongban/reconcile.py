@@ -14,7 +14,10 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from tongban.model import COMPARED, LABELS, element_hashes, element_value
 
@@ -83,6 +86,41 @@ class Reconciliation:
         )
 
 
+@dataclass
+class HashComparison:
+    """Which task codes were added, removed, unchanged, and which elements of the others changed."""
+
+    added: list[str]
+    removed: list[str]
+    unchanged: list[str]
+    changed: dict[str, list[str]]  # task code -> keys of the elements that differ
+
+
+def compare_hashes(new: pd.DataFrame, old: pd.DataFrame) -> HashComparison:
+    """Compare two frames of per-element content hashes (index: 实施编码, one column per element).
+
+    Only hashes are joined and compared, never the texts, so a million items cost a few hundred MB;
+    the values of changed elements are looked up afterwards for the changed rows alone.
+    """
+    import numpy as np
+
+    columns = list(new.columns)
+    common = new.index.intersection(old.index)
+    differs = new.loc[common, columns].to_numpy() != old.loc[common, columns].to_numpy()
+    rows = differs.any(axis=1)
+    changed_codes = common[rows]
+    changed = {
+        code: [columns[i] for i in np.flatnonzero(mask)]
+        for code, mask in zip(changed_codes, differs[rows], strict=True)
+    }
+    return HashComparison(
+        added=sorted(new.index.difference(old.index)),
+        removed=sorted(old.index.difference(new.index)),
+        unchanged=sorted(common[~rows]),
+        changed=changed,
+    )
+
+
 def diff_elements(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[ElementChange]:
     """The compared elements whose content differs, with old and new values."""
     old_h, new_h = element_hashes(old), element_hashes(new)
@@ -91,6 +129,17 @@ def diff_elements(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Elemen
         for e in COMPARED
         if old_h[e.key] != new_h[e.key]
     ]
+
+
+def _hash_frame(records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    from tongban.hashing import element_hash_frame
+
+    fields = [f for e in COMPARED for f in e.fields]
+    frame = pd.DataFrame.from_records(list(records.values()), columns=fields)
+    frame.index = pd.Index(list(records), dtype=object)
+    return element_hash_frame(frame)
 
 
 def _identity(record: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -137,22 +186,25 @@ def reconcile(
     new = {r["task_code"]: dict(r) for r in candidates}
     old = {r["task_code"]: dict(r) for r in current}
     held = set(held_codes) - set(new)
+    compared = compare_hashes(_hash_frame(new), _hash_frame(old))
     result = Reconciliation(full=full)
-    for code in sorted(new.keys() | old.keys()):
-        if code in new and code not in old:
-            result.added.append(new[code])
-        elif code in old and code not in new:
-            if code in held:
-                result.held.append(code)
-            elif full:
-                result.removed.append(old[code])
-            else:
-                result.unchanged.append(code)
+    result.added = [new[code] for code in compared.added]
+    for code in compared.removed:
+        if code in held:
+            result.held.append(code)
+        elif full:
+            result.removed.append(old[code])
         else:
-            changes = diff_elements(old[code], new[code])
-            if changes:
-                result.changed.append(Changed(code, new[code]["name"], changes, new[code]))
-            else:
-                result.unchanged.append(code)
+            result.unchanged.append(code)
+    result.unchanged = sorted([*result.unchanged, *compared.unchanged])
+    by_key = {e.key: e for e in COMPARED}
+    for code in sorted(compared.changed):
+        changes = [
+            ElementChange(
+                key, LABELS[key], element_value(old[code], by_key[key]), element_value(new[code], by_key[key])
+            )
+            for key in compared.changed[code]
+        ]
+        result.changed.append(Changed(code, new[code]["name"], changes, new[code]))
     _pair_recodes(result)
     return result
