@@ -8,6 +8,8 @@ export TONGBAN_HOME ?= $(CURDIR)/var
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 AIRFLOW_DB := $(TONGBAN_HOME)/airflow/.migrated-3.3.2
 
+include mk/ui.mk
+
 .PHONY: help venv airflow-db run ui test lint e2e bench lock clean
 help:
 	@echo "make run   - start the simulators, run cross_province_sync once with Airflow, print the result"
@@ -38,7 +40,7 @@ ui: venv airflow-db
 lint: venv
 	$(VENV)/bin/ruff check .
 
-test: lint airflow-db
+test: lint airflow-db chromium
 	$(VENV)/bin/pytest
 
 bench: venv

@@ -38,9 +38,21 @@ def airflow_env(home: Path | None = None, extra: dict[str, str] | None = None) -
         "AIRFLOW__API__HOST": "127.0.0.1",
         "NO_PROXY": "*",
     }
+    # Everything that lives under the home follows the home asked for, whatever the caller's environment says.
+    under_home = {
+        "TONGBAN_HOME",
+        "AIRFLOW_HOME",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER",
+    }
+    if "sqlite" in os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite"):
+        under_home.add("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
     env = dict(os.environ)
     for key, value in defaults.items():
-        env.setdefault(key, value)
+        if key in under_home:
+            env[key] = value
+        else:
+            env.setdefault(key, value)
     env.update(extra or {})
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # standalone runs `airflow …`
     airflow_home.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,135 @@
+"""The plugin's web app, mounted by Airflow's API server under ``/tongban``: built by ``create_app``.
+
+Every route needs an Airflow login allowed to read the sync DAG's runs (Airflow's own
+``requires_access_dag`` dependency: the ``_token`` cookie the UI sets, or an ``Authorization: Bearer``
+JWT from ``POST /auth/token``). A browser without a login is sent to Airflow's login page; anything
+else gets 401/403. Every response carries a Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from collections.abc import Awaitable, Callable, Iterable
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tongban_ui.pages import CSP, error_page, overview_page, run_page
+from tongban_ui.settings import Settings
+from tongban_ui.store import (
+    DATA_DOCS,
+    GX_RESULT,
+    REPORT_HTML,
+    REPORT_JSON,
+    REPORTS,
+    RUNS,
+    GxStats,
+    NotFound,
+    ReportStore,
+    latest_by_partner,
+)
+
+log = logging.getLogger(__name__)
+
+# Files written by the pipeline: no script may run in them, and they may only be framed by Airflow.
+ARTIFACT_CSP = (
+    "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox allow-same-origin allow-popups"
+)
+JSON_CSP = "default-src 'none'; frame-ancestors 'self'; sandbox"
+FILES = {  # name -> (area, media type, policy)
+    REPORT_HTML: (REPORTS, "text/html; charset=utf-8", ARTIFACT_CSP),
+    REPORT_JSON: (REPORTS, "application/json", JSON_CSP),
+    GX_RESULT: (RUNS, "application/json", JSON_CSP),
+}
+MESSAGES = {
+    401: "未登录或登录已过期：请先登录 Airflow。",
+    403: "无权查看：需要读取该 DAG 运行记录的权限。",
+    404: "未找到：运行编号、地区代码或文件名无效，或该文件不存在。",
+    405: "不支持此请求方法。",
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    # Airflow's API-server modules: imported here, so only the API server pays for them.
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+    from airflow.sdk import ObjectStoragePath
+
+    settings = settings or Settings.from_airflow()
+    store = ReportStore(ObjectStoragePath(settings.storage_url, conn_id=settings.storage_conn_id))
+    can_read_runs = requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=settings.dag_id)
+    app = FastAPI(
+        title="tongban",
+        dependencies=[Depends(can_read_runs)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        redirect_slashes=False,  # no redirect for a path that is not valid: only /runs/<valid id> -> …/
+    )
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        try:
+            response = await call_next(request)
+        except Exception:
+            log.exception("tongban UI: %s failed", request.url.path)
+            response = HTMLResponse(error_page(500, "服务器内部错误，详见 API server 日志。"), status_code=500)
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 401 and "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
+        message = MESSAGES.get(exc.status_code, str(exc.detail))
+        return HTMLResponse(error_page(exc.status_code, message), status_code=exc.status_code)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> Response:
+        return HTMLResponse(error_page(404, MESSAGES[404]), status_code=404)
+
+    def checks(keys: Iterable[tuple[str, str]]) -> tuple[dict[tuple[str, str], GxStats | None], set[tuple[str, str]]]:
+        keys = list(keys)
+        return {k: store.gx_stats(*k) for k in keys}, {k for k in keys if store.has_data_docs(*k)}
+
+    @app.get("/", response_class=HTMLResponse)
+    def overview() -> HTMLResponse:
+        runs = store.recent_runs(settings.trend_runs)
+        partners = latest_by_partner(runs)
+        gx, docs = checks((p.run_id, p.division) for p in partners)
+        return HTMLResponse(overview_page(settings.dag_id, runs, partners, gx, docs, settings.timezone))
+
+    @app.get("/runs/{run_id}")
+    def run_without_slash(run_id: str) -> RedirectResponse:
+        store.path(REPORTS, run_id)  # the id must be valid; the page's relative links need the slash
+        return RedirectResponse(f"{quote(run_id, safe='')}/", status_code=307)
+
+    @app.get("/runs/{run_id}/", response_class=HTMLResponse)
+    def run(run_id: str) -> HTMLResponse:
+        summary = store.summary(run_id)
+        gx, docs = checks((run_id, str(p.get("partner"))) for p in summary.partners)
+        return HTMLResponse(run_page(summary, gx, docs, settings.timezone))
+
+    @app.get("/runs/{run_id}/{division}/{name}")
+    def run_file(run_id: str, division: str, name: str) -> Response:
+        if name not in FILES:
+            raise NotFound(name)
+        area, media_type, policy = FILES[name]
+        body = store.read(store.path(area, run_id, division, [name]))
+        return Response(body, media_type=media_type, headers={"Content-Security-Policy": policy})
+
+    @app.get("/runs/{run_id}/{division}/data_docs/{doc_path:path}")
+    def data_docs(run_id: str, division: str, doc_path: str) -> Response:
+        path = store.path(RUNS, run_id, division, [DATA_DOCS, *doc_path.split("/")])
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return Response(store.read(path), media_type=media_type, headers={"Content-Security-Policy": ARTIFACT_CSP})
+
+    return app

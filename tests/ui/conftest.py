@@ -1,0 +1,312 @@
+"""A real Airflow API server with the tongban plugin, over a TONGBAN_HOME holding two finished runs.
+
+The runs are written by the pipeline's own report code (``tongban.report.build/write/summarise``), so
+summary.json, report.json and report.html have exactly the shape a real run leaves. The newer run has a
+failed partner, a partner whose name is markup, and items named ``<script>…`` and ``=HYPERLINK(…)``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from upath import UPath
+
+from scripts.localenv import REPO, airflow, airflow_env
+from tests.conftest import make_record
+from tongban import report
+from tongban.reconcile import Reconciliation
+from tongban.registry import Partner, load_registry
+
+sys.path.insert(0, str(REPO / "plugins"))  # as Airflow does for plugins/: the unit tests import tongban_ui
+
+OLD_RUN = "scheduled__2026-11-26T18:00:00+00:00"
+NEW_RUN = "manual__2026-11-27T09:30:00.123456+00:00"
+EVIL_NAME = '<script>alert("名")</script>=HYPERLINK("http://x","y")'
+EVIL_ITEM = "<script>alert(1)</script>"
+FORMULA_ITEM = '=HYPERLINK("http://x","y")'
+SECRET = "TOP-SECRET-OUTSIDE-REPORTS"
+CHROMIUM = "/usr/bin/chromium"
+MISSING = {"field": "task_code", "wire_field": "task_code", "reason": "缺少实施编码，无法识别事项"}
+
+
+@dataclass
+class Spec:
+    """What one partner's run looked like."""
+
+    fetched: int
+    quarantined: int
+    rejected: list[str]  # item names
+    added: list[str]
+    unchanged: int = 0
+    name: str | None = None  # override the registry name
+
+
+def _items(partner: Partner, names: list[str], start: int) -> list[dict[str, Any]]:
+    return [
+        make_record(partner=partner.division, name=name, catalog_code=f"{start + i:012d}")
+        for i, name in enumerate(names)
+    ]
+
+
+def _write_partner(root: UPath, run_id: str, partner: Partner, spec: Spec) -> Partner:
+    partner = partner.model_copy(update={"name": spec.name}) if spec.name else partner
+    rejected = [
+        {
+            "record": record,
+            "findings": [
+                {
+                    "row": i,
+                    "task_code": record["task_code"],
+                    "element": "code",
+                    "expectation": "task_code_level",
+                    "severity": "critical",
+                    "message": f"实施编码「{record['task_code']}」第 19 位行使层级与事项的行使层级不一致",
+                }
+            ],
+        }
+        for i, record in enumerate(_items(partner, spec.rejected, 1000))
+    ]
+    added = _items(partner, spec.added, 2000)
+    unchanged = [r["task_code"] for r in _items(partner, ["未变事项"] * spec.unchanged, 3000)]
+    built = report.build(
+        partner=partner,
+        run_id=run_id,
+        fetched=spec.fetched,
+        quarantined=[
+            {"position": f"第1页第{i + 1}条", "task_code": None, "problems": [MISSING]} for i in range(spec.quarantined)
+        ],
+        rejected=rejected,
+        warnings=[],
+        recon=Reconciliation(added=added, unchanged=unchanged),
+        publish={"dry_run": False, "accepted": [{"task_code": a["task_code"], "op": "upsert"} for a in added]},
+    )
+    report.write(built, root / "reports" / run_id / partner.division)
+    gx = {"success": not rejected, "statistics": {"evaluated_expectations": 33, "successful_expectations": 31}}
+    (root / "runs" / run_id / partner.division).mkdir(parents=True, exist_ok=True)
+    (root / "runs" / run_id / partner.division / "gx_validation_result.json").write_text(json.dumps(gx))
+    return partner
+
+
+def write_run(home: Path, run_id: str, specs: dict[str, Spec | None]) -> dict[str, Any]:
+    """A finished run: a report per partner with a spec, none (failed) for None; returns summary.json."""
+    registry = load_registry()
+    root = UPath(home.as_uri())
+    partners = []
+    for division, spec in specs.items():
+        partner = registry.partner(division)
+        partners.append(_write_partner(root, run_id, partner, spec) if spec else partner)
+    return report.summarise(root / "reports", run_id, partners)
+
+
+def make_home(home: Path) -> dict[str, dict[str, Any]]:
+    old = write_run(
+        home,
+        OLD_RUN,
+        {
+            "440100": Spec(12, 1, ["退回事项甲"], [f"新增事项{i}" for i in range(10)]),
+            "440300": Spec(8, 0, ["退回事项乙", "退回事项丙"], [f"新增事项{i}" for i in range(6)]),
+            "370100": Spec(5, 0, [], [f"新增事项{i}" for i in range(5)]),
+        },
+    )
+    new = write_run(
+        home,
+        NEW_RUN,
+        {
+            "440100": Spec(12, 2, [EVIL_ITEM, "退回事项甲", "退回事项丁"], [FORMULA_ITEM], unchanged=6),
+            "440300": Spec(9, 0, ["退回事项乙"], [f"新增事项{i}" for i in range(8)], name=EVIL_NAME),
+            "370100": None,  # failed: no report
+        },
+    )
+    old_summary = home / "reports" / OLD_RUN / "summary.json"
+    os.utime(old_summary, (time.time() - 86400, time.time() - 86400))  # runs are ordered by when they finished
+    docs = home / "runs" / NEW_RUN / "440100" / "data_docs"
+    docs.mkdir(parents=True)
+    (docs / "index.html").write_text("<html><body><h1>GX Data Docs 440100</h1></body></html>", encoding="utf-8")
+    (home / "secret.txt").write_text(SECRET, encoding="utf-8")
+    (home / "runs" / NEW_RUN / "440100" / "items.jsonl").write_text(SECRET, encoding="utf-8")
+    (docs / "leak.html").symlink_to(home / "secret.txt")  # inside data_docs by name, outside once resolved
+    return {OLD_RUN: old, NEW_RUN: new}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    base: str
+    port: int
+    token: str
+    summaries: dict[str, dict[str, Any]]
+    home: Path
+
+    def get(
+        self, path: str, *, auth: bool = True, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], str]:
+        """GET ``path`` byte for byte (no client-side ``..`` clean-up), with the UI's cookie when ``auth``."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        sent = {"Cookie": f"_token={self.token}"} if auth else {}
+        conn.request("GET", path, headers=sent | (headers or {}))
+        answer = conn.getresponse()
+        body = answer.read().decode("utf-8", errors="replace")
+        conn.close()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, body
+
+
+def run_path(run_id: str, rest: str = "") -> str:
+    return f"/tongban/runs/{quote(run_id, safe='')}/{rest}"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("tongban-ui")
+    summaries = make_home(home)
+    with pytest.MonkeyPatch.context() as mp:  # this deployment only: none of the caller's Airflow/tongban settings
+        for key in list(os.environ):
+            if key.startswith(("AIRFLOW", "TONGBAN_")):
+                mp.delenv(key)
+        env = airflow_env(home, {"AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32)})
+    migrated = airflow("db", "migrate", env=env, capture_output=True)
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    port = _free_port()
+    log = (home / "api-server.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("airflow")), "api-server", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(port, proc, home / "api-server.log")
+        yield Server(base, port, _token(port), summaries, home)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # its own process group: the server and its workers
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=3)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        log.close()
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"api-server exited {proc.returncode}:\n{log.read_text()[-4000:]}"
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/api/v2/monitor/health")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"api-server not healthy after {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+def _token(port: int) -> str:
+    """A JWT as the login page gets it: POST /auth/token with the simple auth manager's admin/admin."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    body = json.dumps({"username": "admin", "password": "admin"})
+    conn.request("POST", "/auth/token", body=body, headers={"Content-Type": "application/json"})
+    answer = conn.getresponse()
+    assert answer.status == 201, answer.read()
+    return str(json.loads(answer.read())["access_token"])
+
+
+class _Login(BaseHTTPRequestHandler):
+    """Sets the ``_token`` cookie and sends the browser on, as Airflow's login page does.
+
+    Chromium's command line cannot take a cookie. Cookies belong to a host, not a port, so the cookie
+    this relay on 127.0.0.1 sets is the one the browser then sends to the API server on 127.0.0.1.
+    """
+
+    token = ""
+    target = ""
+
+    def do_GET(self) -> None:
+        self.send_response(302)
+        if self.token:
+            self.send_header("Set-Cookie", f"_token={self.token}; Path=/; HttpOnly; SameSite=Lax")
+        self.send_header("Location", self.target + self.path)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class Browser:
+    """Debian's Chromium, headless, one fresh profile per page: returns the DOM after load."""
+
+    server: Server
+    profiles: Path
+
+    def dom(self, path: str, *, logged_in: bool = True) -> str:
+        handler = type(
+            "Login", (_Login,), {"token": self.server.token if logged_in else "", "target": self.server.base}
+        )
+        relay = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=relay.serve_forever, daemon=True).start()
+        profile = self.profiles / secrets.token_hex(4)
+        try:
+            done = subprocess.run(
+                [
+                    CHROMIUM,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                    f"--user-data-dir={profile}",
+                    "--dump-dom",
+                    f"http://127.0.0.1:{relay.server_address[1]}{path}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            relay.shutdown()
+            relay.server_close()
+            shutil.rmtree(profile, ignore_errors=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} missing in CI: `make chromium` (mk/ui.mk) installs Debian's chromium package")
+        pytest.skip(f"{CHROMIUM} not installed (Debian package `chromium`; `make chromium` installs it)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def browser(chromium: str, server: Server, tmp_path_factory: pytest.TempPathFactory) -> Browser:
+    return Browser(server, tmp_path_factory.mktemp("chromium"))

@@ -1,0 +1,201 @@
+"""Acceptance of the Airflow UI plugin (issue 6, item 3) against a real API server and real Chromium.
+
+The page must show the right numbers for a finished run; an unauthenticated request is refused; a
+``../`` path (also URL-encoded) is refused; report content comes out escaped; every answer has a CSP.
+"""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+
+from tests.ui.conftest import (
+    EVIL_ITEM,
+    EVIL_NAME,
+    FORMULA_ITEM,
+    NEW_RUN,
+    OLD_RUN,
+    SECRET,
+    Browser,
+    Server,
+    run_path,
+)
+
+COUNT_KEYS = ("fetched", "quarantined", "rejected", "added", "changed", "removed", "unchanged", "published")
+
+
+class Rows(HTMLParser):
+    """Cells of every ``<tr data-partner>``: its data-count / data-status / data-rate / data-run cells, and links."""
+
+    def __init__(self, dom: str) -> None:
+        super().__init__()
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.scripts = 0
+        self._row: dict[str, Any] | None = None
+        self._cell: str | None = None
+        self.feed(dom)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "script":
+            self.scripts += 1
+        elif tag == "tr" and a.get("data-partner"):
+            self._row = self.rows.setdefault(str(a["data-partner"]), {"links": [], "text": ""})
+        elif self._row is not None and tag == "td":
+            for key in ("data-count", "data-status", "data-rate"):
+                if key in a:
+                    self._cell = f"{key}:{a[key] or ''}"
+                    self._row[self._cell] = ""
+        elif self._row is not None and tag == "a":
+            self._row["links"].append(a.get("href"))
+            if a.get("data-run"):
+                self._row["run"] = a["data-run"]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self._cell = None
+        elif tag == "tr":
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._row is not None:
+            self._row["text"] += data
+            if self._cell:
+                self._row[self._cell] += data.strip()
+
+
+def _row(summary: dict[str, Any], division: str) -> dict[str, Any]:
+    return next(r for r in summary["partners"] if r["partner"] == division)
+
+
+def _rate(counts: dict[str, int]) -> str:
+    return f"{counts['rejected'] / (counts['fetched'] - counts['quarantined']):.2%}"
+
+
+def test_sync_page_shows_each_partners_newest_run(server: Server, browser: Browser) -> None:
+    page = Rows(browser.dom("/tongban/"))
+    new = server.summaries[NEW_RUN]
+    assert set(page.rows) == {"440100", "440300", "370100"}
+    for division in ("440100", "440300"):
+        row, expected = page.rows[division], _row(new, division)
+        assert row["run"] == NEW_RUN and row["data-status:ok"] == "成功"
+        for key in COUNT_KEYS:
+            assert row[f"data-count:{key}"] == str(expected["counts"][key]), (division, key)
+        assert row["data-rate:"] == _rate(expected["counts"])
+    # concrete numbers, so the test cannot pass on two equal mistakes: 3 rejected of 12 - 2 parseable
+    assert page.rows["440100"]["data-count:rejected"] == "3" and page.rows["440100"]["data-rate:"] == "30.00%"
+    failed = page.rows["370100"]
+    assert failed["run"] == NEW_RUN and failed["data-status:failed"].startswith("失败")
+    assert failed["data-count:fetched"] == "–" and failed["data-rate:"] == "–"
+    # links: the report (HTML, JSON), the GX result, and Data Docs where the run wrote them
+    links = page.rows["440100"]["links"]
+    folder = run_path(NEW_RUN, "440100/").removeprefix("/tongban/")
+    for name in ("report.html", "report.json", "gx_validation_result.json", "data_docs/index.html"):
+        assert folder + name in links
+    assert not any("data_docs" in str(link) for link in page.rows["440300"]["links"])
+    assert not any("report" in str(link) for link in failed["links"])
+
+
+def test_run_page_shows_that_runs_numbers_and_totals(server: Server, browser: Browser) -> None:
+    page = Rows(browser.dom(run_path(OLD_RUN)))
+    old = server.summaries[OLD_RUN]
+    for division in ("440100", "440300", "370100"):
+        expected = _row(old, division)["counts"]
+        for key in COUNT_KEYS:
+            assert page.rows[division][f"data-count:{key}"] == str(expected[key]), (division, key)
+        assert page.rows[division]["data-rate:"] == _rate(expected)
+    for key in COUNT_KEYS:
+        assert page.rows["total"][f"data-count:{key}"] == str(old["totals"][key])
+    assert page.rows["440300"]["data-count:rejected"] == "2" and page.rows["440300"]["data-rate:"] == "25.00%"
+
+
+def test_trend_covers_the_recent_runs(server: Server) -> None:
+    status, _, body = server.get("/tongban/")
+    assert status == 200
+    for run_id in (OLD_RUN, NEW_RUN):  # each bar's tooltip names its run and its numbers
+        counts = _row(server.summaries[run_id], "440100")["counts"]
+        assert f"{run_id}：已推送 {counts['published']}，退回 {counts['rejected']}" in body
+    assert f"{NEW_RUN}：失败" in body  # 370100 failed in the newer run
+
+
+def test_markup_from_the_data_is_shown_as_text(server: Server, browser: Browser) -> None:
+    page = Rows(browser.dom("/tongban/"))
+    assert page.scripts == 0
+    assert EVIL_NAME in page.rows["440300"]["text"]  # the partner name, as text
+    report = Rows(browser.dom(run_path(NEW_RUN, "440100/report.html")))
+    assert report.scripts == 0
+    status, headers, raw = server.get(run_path(NEW_RUN, "440100/report.html"))
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert "<script" not in raw and "&lt;script&gt;alert(1)&lt;/script&gt;" in raw
+    assert "=HYPERLINK(&#34;http://x&#34;,&#34;y&#34;)" in raw  # inert text, not markup
+    status, _, raw_page = server.get("/tongban/")
+    assert "<script" not in raw_page and "&lt;script&gt;alert(&quot;名&quot;)&lt;/script&gt;" in raw_page
+    assert EVIL_ITEM and FORMULA_ITEM  # the item names planted by conftest
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/tongban/", run_path(NEW_RUN), run_path(NEW_RUN, "440100/report.html"), run_path(NEW_RUN, "440100/report.json")],
+)
+def test_unauthenticated_requests_are_refused(server: Server, path: str) -> None:
+    status, headers, body = server.get(path, auth=False)
+    assert status == 401 and SECRET not in body and "data-partner" not in body
+    assert "content-security-policy" in headers
+    status, headers, _ = server.get(path, auth=False, headers={"Accept": "text/html"})  # a browser: to the login
+    assert status == 303 and headers["location"].startswith("/auth/login?next=")
+    status, _, body = server.get(path, auth=False, headers={"Cookie": "_token=not-a-jwt"})
+    assert status in (401, 403) and "data-partner" not in body
+
+
+def test_browser_without_login_lands_on_the_login_page(server: Server, browser: Browser) -> None:
+    dom = browser.dom("/tongban/", logged_in=False)
+    assert "data-partner" not in dom and "跨省通办事项同步" not in dom
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/tongban/runs/../../secret.txt",
+        "/tongban/runs/%2e%2e/%2e%2e/secret.txt",
+        "/tongban/runs/..%2f..%2fsecret.txt/440100/report.html",
+        "/tongban/runs/%2e%2e/440100/report.json",
+        "/tongban/runs/..",
+        "/tongban/runs/%2e%2e",
+        run_path(NEW_RUN, "..%2F..%2F..%2Fsecret.txt"),
+        run_path(NEW_RUN, "440100/items.jsonl"),
+        run_path(NEW_RUN, "440100/data_docs/../../../../secret.txt"),
+        run_path(NEW_RUN, "440100/data_docs/%2e%2e/%2e%2e/%2e%2e/%2e%2e/secret.txt"),
+        run_path(NEW_RUN, "440100/data_docs/%2E%2E%2F%2E%2E%2Fitems.jsonl"),
+        run_path(NEW_RUN, "440100/data_docs/leak.html"),  # a symlink out of data_docs
+        run_path(NEW_RUN, "..%2F440100/report.json"),
+        run_path(NEW_RUN, "4401/report.json"),
+    ],
+)
+def test_paths_outside_the_reports_are_refused(server: Server, path: str) -> None:
+    status, headers, body = server.get(path)
+    assert status == 404, (path, status)
+    assert SECRET not in body and "content-security-policy" in headers
+
+
+def test_files_are_served_with_a_policy_and_the_right_type(server: Server) -> None:
+    cases = {
+        run_path(NEW_RUN, "440100/report.html"): ("text/html", "sandbox"),
+        run_path(NEW_RUN, "440100/report.json"): ("application/json", "sandbox"),
+        run_path(NEW_RUN, "440100/gx_validation_result.json"): ("application/json", "sandbox"),
+        run_path(NEW_RUN, "440100/data_docs/index.html"): ("text/html", "sandbox"),
+        run_path(NEW_RUN): ("text/html", "style-src 'sha256-"),
+        "/tongban/": ("text/html", "style-src 'sha256-"),
+    }
+    for path, (media_type, policy) in cases.items():
+        status, headers, _ = server.get(path)
+        assert status == 200, path
+        assert headers["content-type"].startswith(media_type)
+        csp = headers["content-security-policy"]
+        assert "default-src 'none'" in csp and policy in csp
+        assert headers["x-content-type-options"] == "nosniff"
+    status, headers, _ = server.get(run_path(NEW_RUN).rstrip("/"))  # the run page's relative links need the slash
+    assert status == 307 and headers["location"] == run_path(NEW_RUN).removeprefix("/tongban/runs/")
+    status, _, body = server.get(run_path(NEW_RUN, "440100/report.json"))
+    assert status == 200 and '"rejected": 3' in body.replace("\n", " ").replace("  ", " ")

@@ -1,0 +1,112 @@
+"""The plugin's parts on their own, without a server: path rules, the rate, the trend, the task link.
+
+``tongban_ui`` is importable because tests/ui/conftest.py puts plugins/ on sys.path, as Airflow does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from upath import UPath
+
+from tongban_ui import links
+from tongban_ui.pages import trend_svg
+from tongban_ui.store import RUN_ID, NotFound, ReportStore, critical_failure_rate
+
+
+@pytest.mark.parametrize(
+    "run_id",
+    [
+        "manual__2026-11-28T13:35:01.915496+00:00",
+        "scheduled__2026-11-26T18:00:00+00:00",
+        "asset_triggered__2026-11-26T18:00:00+00:00",
+        "backfill__2026-11-26T18:00:00+00:00",
+        "replay-2026_11_26~b",
+    ],
+)
+def test_airflow_run_ids_are_accepted(run_id: str) -> None:
+    assert RUN_ID.fullmatch(run_id)
+
+
+@pytest.mark.parametrize(
+    "run_id",
+    [
+        "",
+        ".",
+        "..",
+        "../x",
+        "a/../b",
+        "a/b",
+        ".hidden",
+        "x..y",
+        "%2e%2e",
+        "a b",
+        "x\n",
+        "x\n\n",
+        "٣٣",
+        "a\\b",
+        "r" * 251,
+    ],
+)
+def test_anything_else_is_not(run_id: str) -> None:
+    assert not RUN_ID.fullmatch(run_id)
+
+
+def test_paths_stay_in_their_area(tmp_path: Path) -> None:
+    store = ReportStore(UPath(tmp_path.as_uri()))
+    run = "manual__2026-11-28T13:35:01.915496+00:00"
+    assert store.path("reports", run, "440100", ["report.json"]).path == f"{tmp_path}/reports/{run}/440100/report.json"
+    for area, division, names in [
+        ("reports", "44010", ["report.json"]),
+        ("reports", "../../x", ["report.json"]),
+        ("secrets", "440100", ["report.json"]),
+        ("runs", "440100", ["data_docs", "..", "items.jsonl"]),
+        ("runs", "440100", ["data_docs", ".hidden"]),
+        ("runs", "440100", ["data_docs", "a/b"]),
+        ("runs", "440100", ["d"] * 13),
+    ]:
+        with pytest.raises(NotFound):
+            store.path(area, run, division, names)
+    docs = tmp_path / "runs" / run / "440100" / "data_docs"
+    docs.mkdir(parents=True)
+    (tmp_path / "outside.txt").write_text("x")
+    (docs / "link.html").symlink_to(tmp_path / "outside.txt")
+    with pytest.raises(NotFound):
+        store.path("runs", run, "440100", ["data_docs", "link.html"])
+
+
+def test_critical_failure_rate() -> None:
+    assert critical_failure_rate({"fetched": 12, "quarantined": 2, "rejected": 3}) == 0.3
+    assert critical_failure_rate({"fetched": 2, "quarantined": 2, "rejected": 0}) is None
+    assert critical_failure_rate(None) is None
+
+
+def test_trend_is_inline_svg_with_escaped_tooltips() -> None:
+    svg = trend_svg([("<b>", {"published": 4, "rejected": 1}), ("r2", None), ("r3", {"published": 0, "rejected": 0})])
+    assert svg.startswith("<svg") and "<b>" not in svg and "&lt;b&gt;：已推送 4，退回 1" in svg
+    assert "r2：失败" in svg and svg.count("<rect") == 5
+
+
+class Key:
+    def __init__(self, task_id: str, map_index: int = 3, dag_id: str = "cross_province_sync") -> None:
+        self.dag_id, self.task_id, self.map_index = dag_id, task_id, map_index
+        self.run_id, self.try_number = "manual__2026-11-28T13:35:01.915496+00:00", 1
+
+
+def test_task_link_points_partner_tasks_to_their_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(links, "division_of", lambda key: "441900")
+    link = links.PartnerReportLink()
+    url = link.get_link(None, ti_key=Key("partner.publish"))  # type: ignore[arg-type]
+    assert url.endswith("/tongban/runs/manual__2026-11-28T13%3A35%3A01.915496%2B00%3A00/441900/report.html")
+    for key in (Key("plan", -1), Key("summarise", -1), Key("partner.fetch", -1), Key("partner.fetch", dag_id="other")):
+        assert link.get_link(None, ti_key=key) == ""  # type: ignore[arg-type]
+    monkeypatch.setattr(links, "division_of", lambda key: None)
+    assert link.get_link(None, ti_key=Key("partner.report")) == ""  # type: ignore[arg-type]
+
+
+def test_task_link_reads_the_division_from_the_rendered_map_index() -> None:
+    found: Any = links.LABEL.match("440100 广州市")
+    assert found and found.group(1) == "440100"
+    assert links.LABEL.match("3") is None and links.LABEL.match("4401001 x") is None
