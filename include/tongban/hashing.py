@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,12 +36,22 @@ def _plain(s: pd.Series) -> pd.Series:
     return s.astype(object) if isinstance(s.dtype, pd.ArrowDtype) else s
 
 
-def element_hash_frame(frame: pd.DataFrame, elements: Sequence[Element] = COMPARED) -> pd.DataFrame:
-    """One uint64 column per element key, on the index of ``frame`` (canonical item columns)."""
+def element_hash_frame(
+    frame: pd.DataFrame, elements: Sequence[Element] = COMPARED, list_digests: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
+    """One uint64 column per element key, on the index of ``frame`` (canonical item columns).
+
+    ``list_digests``: already computed stand-ins for list-valued fields (one hashable value per row,
+    equal exactly when the lists are), for callers that have them; otherwise canonical JSON is used.
+    """
+    digests = dict(list_digests or {})
+    for name in LIST_FIELDS:
+        if name not in digests and any(name in e.fields for e in elements):
+            digests[name] = _serialised(frame[name])
     out: dict[str, pd.Series] = {}
     for element in elements:
         parts = pd.DataFrame(
-            {f: _serialised(frame[f]) if f in LIST_FIELDS else _plain(frame[f]) for f in element.fields},
+            {f: digests[f] if f in digests else _plain(frame[f]) for f in element.fields},
             index=frame.index,
         )
         out[element.key] = pd.util.hash_pandas_object(parts, index=False).astype(np.uint64)

@@ -294,3 +294,17 @@ def test_rows_are_positions_even_with_duplicate_task_codes(run: tuple[Validation
     outcome, offsets = run
     start = offsets["task_code_unique"]
     assert {f.row for f in outcome.findings if f.expectation == "task_code_unique"} == {start, start + 1}
+
+
+def test_empty_and_malformed_input(partner: Partner) -> None:
+    empty = validate_items([], partner)
+    assert empty.findings == [] and empty.summary()["critical_rate"] == 0
+    junk = {**make_record(1), "service_objects": "1,3", "materials": ["身份证"], "legal_limit": "二十", "extra": 1}
+    del junk["result"]
+    messages = {f.expectation: f.message for f in validate_items([junk], partner).findings}
+    assert messages == {
+        "service_objects_known": "服务对象「1,3」中的代码「1,3」不在标准服务对象字典中",
+        "materials_named": "申请材料共 1 项，其中 1 项没有材料名称",
+        "legal_limit_value": "法定办结时限「二十」不是非负整数",
+        "result_present": "办理结果为空",
+    }

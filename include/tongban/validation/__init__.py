@@ -1,0 +1,40 @@
+"""Validation of canonical service items with a GX Core expectation suite.
+
+``import tongban.validation`` is cheap: no pandas, no GX. They are imported when
+:func:`validate_items` first runs (GX alone takes seconds to import), so a DAG file may import
+this package at top level.
+
+    from tongban.validation import validate_items
+    outcome = validate_items([item.record() for item in items], partner)
+    outcome.findings, outcome.rejected_rows, outcome.summary(), outcome.gx_result
+
+The suite is ``expectations/items.json`` (``$TONGBAN_EXPECTATIONS_DIR/items.json`` when set),
+read on every call; each call builds its own in-memory GX context and runs one validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tongban.validation.outcome import Finding, Severity, ValidationOutcome
+
+if TYPE_CHECKING:
+    from tongban.registry import Partner
+
+__all__ = ["Finding", "Severity", "ValidationOutcome", "validate_items"]
+
+
+def validate_items(
+    records: Sequence[Mapping[str, Any]], partner: Partner, suite_path: Path | None = None
+) -> ValidationOutcome:
+    """Validate item records (``Item.record()`` dicts) of one partner, or of several partners of
+    one province (the province check uses ``partner.province``).
+
+    Rows are positions in ``records``. Raises ``tongban.validation.suite.SuiteError`` when the
+    suite file is malformed or GX cannot evaluate one of its expectations.
+    """
+    from tongban.validation.runner import validate_items as run
+
+    return run(records, partner, suite_path)

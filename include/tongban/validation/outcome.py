@@ -1,0 +1,73 @@
+"""What a validation run hands back: findings per row, the rows to reject, a summary, GX's result.
+
+Plain dataclasses with no pandas or GX imports, so the Airflow side can import them cheaply.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["critical", "warning"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One failed check on one input row.
+
+    ``row`` is the position in the validated ``records`` list; ``element`` an element or
+    attribute key of :mod:`tongban.model` (``LABELS``); ``expectation`` the suite's stable
+    check name (``meta.check`` in ``expectations/items.json``); ``message`` Chinese text for
+    the partner, naming the element and the offending value.
+    """
+
+    row: int
+    task_code: str
+    element: str
+    expectation: str
+    severity: Severity
+    message: str
+
+
+@dataclass
+class ValidationOutcome:
+    rows: int
+    findings: list[Finding]
+    gx_result: dict[str, Any] = field(repr=False)
+    rejected_rows: set[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rejected_rows = {f.row for f in self.findings if f.severity == "critical"}
+
+    @property
+    def success(self) -> bool:
+        """No critical finding (warnings do not block publishing)."""
+        return not self.rejected_rows
+
+    def summary(self) -> dict[str, Any]:
+        """A small JSON-safe digest for logs, XCom and the run report."""
+        per_severity = Counter(f.severity for f in self.findings)
+        per_check: dict[str, dict[str, Any]] = {}
+        for f in self.findings:
+            entry = per_check.setdefault(f.expectation, {"severity": f.severity, "elements": set(), "rows": set()})
+            entry["elements"].add(f.element)
+            entry["rows"].add(f.row)
+        stats = self.gx_result.get("statistics", {})
+        return {
+            "success": self.success,
+            "gx_success": bool(self.gx_result.get("success", False)),
+            "rows": self.rows,
+            "rejected_rows": len(self.rejected_rows),
+            "critical_rate": round(len(self.rejected_rows) / self.rows, 6) if self.rows else 0.0,
+            "findings": {s: per_severity.get(s, 0) for s in SEVERITIES},
+            "failures": {
+                check: {"severity": e["severity"], "elements": sorted(e["elements"]), "rows": len(e["rows"])}
+                for check, e in sorted(per_check.items())
+            },
+            "expectations": {
+                "evaluated": stats.get("evaluated_expectations"),
+                "unsuccessful": stats.get("unsuccessful_expectations"),
+            },
+        }

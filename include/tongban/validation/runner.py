@@ -1,0 +1,216 @@
+"""One GX validation run over a frame of items, and its result turned into per-row findings.
+
+Imports pandas at module level and GX only inside :func:`run_gx`; import this module lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tongban.registry import Partner, label
+from tongban.validation.derived import items_frame, validation_frame
+from tongban.validation.outcome import Finding, ValidationOutcome
+from tongban.validation.suite import (
+    FIVE_LEVEL_TYPE,
+    Check,
+    Suite,
+    SuiteError,
+    expectation_parameters,
+    load_suite,
+    message_extras,
+)
+
+# COMPLETE so that every failing row is listed (unexpected_index_list holds the frame index,
+# which is the row position); the pandas query string for those rows is not needed.
+RESULT_FORMAT: dict[str, Any] = {
+    "result_format": "COMPLETE",
+    "partial_unexpected_count": 20,
+    "return_unexpected_index_query": False,
+}
+EMPTY = "（空）"
+log = logging.getLogger(__name__)
+_MAX_SHOWN = 60
+
+
+def validate_items(
+    records: Sequence[Mapping[str, Any]], partner: Partner, suite_path: Path | None = None
+) -> ValidationOutcome:
+    started = time.perf_counter()
+    frame = items_frame(records)
+    log.debug("built a frame of %d records in %.2fs", len(frame), time.perf_counter() - started)
+    return validate_frame(frame, partner, suite_path)
+
+
+def validate_frame(frame: pd.DataFrame, partner: Partner, suite_path: Path | None = None) -> ValidationOutcome:
+    """Validate a frame of item records (columns ``model.ITEM_FIELDS``, index = row position)."""
+    started = time.perf_counter()
+    suite = load_suite(suite_path)
+    derived = validation_frame(frame)
+    columns = suite.columns()
+    missing = [c for c in columns if c not in derived.columns]
+    if missing:
+        raise SuiteError(f"{suite.path}: expectations read columns that are not derived: {missing}")
+    derived_at = time.perf_counter()
+    result = run_gx(derived[columns], suite, expectation_parameters(partner))
+    gx_at = time.perf_counter()
+    findings = _Findings(frame, derived, suite, message_extras(partner)).collect(result)
+    outcome = ValidationOutcome(rows=len(frame), findings=findings, gx_result=result)
+    log.info(
+        "validated %d rows of %s with %s: %d rejected, %d findings (derive %.2fs, GX %.2fs, findings %.2fs)",
+        len(frame),
+        partner.division,
+        suite.path.name,
+        len(outcome.rejected_rows),
+        len(findings),
+        derived_at - started,
+        gx_at - derived_at,
+        time.perf_counter() - gx_at,
+    )
+    return outcome
+
+
+def run_gx(df: pd.DataFrame, suite: Suite, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``df`` with the suite in a throwaway in-memory GX context; the result as JSON."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    from tongban.validation import five_level  # noqa: F401  (registers the custom expectation)
+
+    context = gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            progress_bars=ProgressBarsConfig(globally=False),
+            analytics_enabled=False,
+        ),
+    )
+    batch_definition = (
+        context.data_sources.add_pandas("tongban")
+        .add_dataframe_asset("items")
+        .add_batch_definition_whole_dataframe("all_rows")
+    )
+    document = suite.document
+    try:
+        gx_suite = context.suites.add(
+            gx.ExpectationSuite(
+                name=document["name"],
+                expectations=document["expectations"],
+                meta=dict(document.get("meta") or {}),
+                notes=document.get("notes"),
+            )
+        )
+    except Exception as exc:  # GX raises pydantic, marshmallow and its own errors here
+        raise SuiteError(f"{suite.path}: GX refused the suite: {exc}") from exc
+    if len(gx_suite.expectations) != len(suite.checks):  # GX logs and drops unknown expectation types
+        raise SuiteError(f"{suite.path}: GX accepted {len(gx_suite.expectations)} of {len(suite.checks)} expectations")
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name="tongban_items", data=batch_definition, suite=gx_suite)
+    )
+    result = definition.run(
+        batch_parameters={"dataframe": df}, expectation_parameters=dict(parameters), result_format=RESULT_FORMAT
+    )
+    return result.to_json_dict()
+
+
+class _Findings:
+    """Maps a GX result back to rows, wording each failure in Chinese from the check's template."""
+
+    def __init__(self, frame: pd.DataFrame, derived: pd.DataFrame, suite: Suite, extras: Mapping[str, str]) -> None:
+        self.frame, self.derived, self.suite, self.extras = frame, derived, suite, extras
+        self._arrays: dict[str, Any] = {}
+        self._task_codes = frame["task_code"].to_numpy(dtype=object)
+
+    def collect(self, result: Mapping[str, Any]) -> list[Finding]:
+        errors = [e for r in result["results"] for e in _errors(r)]
+        if errors:
+            raise SuiteError("GX could not evaluate: " + "; ".join(errors))
+        order = {name: i for i, name in enumerate(self.suite.checks)}
+        findings: list[Finding] = []
+        for r in result["results"]:
+            if r["success"]:
+                continue
+            check = self.suite.checks[r["expectation_config"]["meta"]["check"]]
+            findings.extend(
+                self._five_level(check, r["result"])
+                if check.type == FIVE_LEVEL_TYPE
+                else self._per_row(check, r["result"])
+            )
+        findings.sort(key=lambda f: (f.row, order[f.expectation]))
+        return findings
+
+    def _per_row(self, check: Check, result: Mapping[str, Any]) -> list[Finding]:
+        rows = result.get("unexpected_index_list")
+        if rows is None:
+            raise SuiteError(f"check {check.name!r} failed without naming rows: {result}")
+        return [self._finding(check, int(row), check.element, {}) for row in rows]
+
+    def _five_level(self, check: Check, result: Mapping[str, Any]) -> list[Finding]:
+        out: list[Finding] = []
+        for diff in result["details"]["differences"]:
+            ref = diff["reference"]
+            for where in diff["differing"]:
+                extra = {
+                    "element_label": diff["label"],
+                    "level_label": label("level", where["level"]),
+                    "reference_level_label": label("level", ref["level"]),
+                    "reference_task_code": _shown(ref["id"]),
+                }
+                out.append(self._finding(check, int(where["row"]), diff["element"], extra))
+        return out
+
+    def _finding(self, check: Check, row: int, element: str, extra: Mapping[str, str]) -> Finding:
+        values = {**self.extras, **extra}
+        for name in check.placeholders:
+            if name not in values:
+                values[name] = _shown(self._column(name)[row])
+        task_code = self._task_codes[row]
+        return Finding(
+            row=row,
+            task_code=task_code if isinstance(task_code, str) else "",
+            element=element,
+            expectation=check.name,
+            severity=check.severity,
+            message=check.message_zh.format_map(values),
+        )
+
+    def _column(self, name: str) -> Any:
+        if name not in self._arrays:
+            source = self.derived if name.startswith("_") or name not in self.frame else self.frame
+            if name not in source:
+                raise SuiteError(f"message placeholder {{{name}}} is neither a record field nor derived")
+            self._arrays[name] = source[name].to_numpy(dtype=object)
+        return self._arrays[name]
+
+
+def _errors(result: Mapping[str, Any]) -> list[str]:
+    info = result.get("exception_info") or {}
+    entries = [info] if "raised_exception" in info else list(info.values())
+    check = (result.get("expectation_config") or {}).get("meta", {}).get("check", "?")
+    return [
+        f"{check}: {e.get('exception_message')}" for e in entries if isinstance(e, dict) and e.get("raised_exception")
+    ]
+
+
+def _shown(value: Any) -> str:
+    """A value as partners read it: empty as （空）, lists joined, long text cut."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return EMPTY
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | tuple):
+        return ",".join(_shown(v) for v in value) or EMPTY
+    text = str(value)
+    if not text:
+        return EMPTY
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "…"
