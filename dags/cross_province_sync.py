@@ -7,12 +7,15 @@ stage's small summary. Nothing heavy is imported or read at parse time.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
 import pendulum
 from airflow.sdk import BaseHook, ObjectStoragePath, Param, TriggerRule, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
+
+log = logging.getLogger(__name__)
 
 DOC_MD = """
 ### 跨省通办事项清单夜间同步 (cross-province service-item sync)
@@ -88,6 +91,7 @@ def _store() -> Any:
 
 
 PARTNER_TASK = {"map_index_template": "{{ partner_label }}"}
+PARTNER_API_POOL = "partner_api"  # tongban.pools.PARTNER_API_POOL; one pool for all (see tongban/pools.py)
 
 
 @dag(
@@ -108,6 +112,12 @@ PARTNER_TASK = {"map_index_template": "{{ partner_label }}"}
             description="Division codes to sync; empty = every partner in the registry",
         ),
         "dry_run": Param(False, type="boolean", description="Reconcile and report, push nothing"),
+        "full_resync": Param(
+            False,
+            type="boolean",
+            description="Pull every partner's whole catalogue (detects removals) instead of the changes since the "
+            "last published pull; a full pull also happens by itself every partner's full_resync_days (7)",
+        ),
     },
 )
 def cross_province_sync() -> None:
@@ -122,14 +132,31 @@ def cross_province_sync() -> None:
             registry.partner(division)  # raises naming an unknown division
         return [p.division for p in registry.partners if not wanted or p.division in wanted]
 
-    @task(**PARTNER_TASK)
+    @task(**PARTNER_TASK, pool=PARTNER_API_POOL)
     def fetch(division: str) -> dict[str, Any]:
+        """Pull one partner (full or incremental) into the raw archive. Retried by Airflow only when the
+        partner was unreachable; a refusal that will not change by itself fails the task at once."""
         from tongban import pipeline
         from tongban.connections import base_url
+        from tongban.ingest import FetchError
 
         partner = _partner(division)
         conn = BaseHook.get_connection(partner.conn_id)
-        return pipeline.fetch(partner, base_url(conn.host, conn.port, conn.schema), _run_dir(division))
+        context = get_current_context()
+        try:
+            return pipeline.fetch(
+                partner,
+                base_url(conn.host, conn.port, conn.schema),
+                _run_dir(division),
+                secret=conn.password,
+                root=_storage(),
+                run_id=context["run_id"],
+                full_resync=bool(context["params"].get("full_resync", False)),
+            )
+        except FetchError as exc:
+            if not exc.retryable:
+                raise AirflowFailException(str(exc)) from exc
+            raise
 
     @task(**PARTNER_TASK)
     def normalise(fetched: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +168,7 @@ def cross_province_sync() -> None:
     def validate(normalised: dict[str, Any]) -> dict[str, Any]:
         from tongban import pipeline
 
-        return pipeline.validate(_partner(normalised["partner"]), _run_dir(normalised["partner"]))
+        return pipeline.validate(_partner(normalised["partner"]), _run_dir(normalised["partner"]), _store())
 
     @task(**PARTNER_TASK)
     def reconcile(validated: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +219,12 @@ def cross_province_sync() -> None:
         run_id = get_current_context()["run_id"]
         summary = reports.summarise(_storage() / REPORTS, run_id, [registry.partner(d) for d in divisions])
         print(reports.summary_table(summary))
+        if summary["held_back"]:
+            log.warning(
+                "HELD BACK this run (critical-failure rate above the threshold; the platform keeps their "
+                "previous lists): %s",
+                ", ".join(summary["held_back"]),
+            )
         if summary["failed"]:
             raise AirflowFailException(
                 f"partners failed this run (no report written): {', '.join(summary['failed'])}; "

@@ -68,5 +68,25 @@ def airflow(*args: str, env: dict[str, str] | None = None, **kwargs: object) -> 
     return subprocess.run([exe, *args], env=env or airflow_env(), text=True, check=False, **kwargs)  # type: ignore[call-overload]
 
 
+def ensure_pools(env: dict[str, str] | None = None, divisions: list[str] | None = None) -> int:
+    """Create or resize the ``partner_api`` pool the fetch tasks run in (idempotent); returns its slots.
+
+    ``airflow dags test`` runs tasks one by one and ignores pools; the scheduler (``make ui``, a real
+    deployment) does not schedule a task whose pool is missing.
+    """
+    from tongban.pools import DESCRIPTION, PARTNER_API_POOL, SLOTS_PER_PROVINCE, partner_api_slots
+
+    if divisions is None:
+        from tongban.registry import load_registry
+
+        divisions = [p.division for p in load_registry().partners]
+    slots = partner_api_slots(divisions)
+    text = DESCRIPTION.format(per=SLOTS_PER_PROVINCE, provinces=len({d[:2] for d in divisions}))
+    done = airflow("pools", "set", PARTNER_API_POOL, str(slots), text, env=env, capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"could not create pool {PARTNER_API_POOL}: {done.stderr[-2000:]}")
+    return slots
+
+
 if __name__ == "__main__":  # `python -m scripts.localenv db migrate` == airflow with this environment
     sys.exit(airflow(*sys.argv[1:]).returncode)

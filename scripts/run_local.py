@@ -20,11 +20,12 @@ from pathlib import Path
 
 from upath import UPath
 
-from scripts.localenv import DAG_ID, airflow, airflow_env, tongban_home
+from scripts.localenv import DAG_ID, airflow, airflow_env, ensure_pools, tongban_home
 from tongban.connections import simulator_connections
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
 from tongban.report import summary_table
+from tongban.simulators.credentials import partner_secrets
 from tongban.simulators.launcher import running_simulators
 
 
@@ -38,7 +39,7 @@ def check_against_platform(summary: dict, platform_url: str) -> list[str]:
     client = PlatformClient(platform_url)
     problems = []
     for row in summary["partners"]:
-        if row["status"] != "ok":
+        if row["status"] == "failed":
             continue
         report = json.loads(UPath(row["report"]).read_bytes())
         removed = {r["task_code"] for r in report["removed"]}
@@ -82,9 +83,10 @@ def main() -> int:
     log_dir = home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     with running_simulators(home / "simulators") as urls:
-        env = airflow_env(
-            home, simulator_connections(urls.partners, urls.platform, [p.division for p in registry.partners])
-        )
+        divisions = [p.division for p in registry.partners]
+        secrets = partner_secrets(home / "simulators", registry)
+        env = airflow_env(home, simulator_connections(urls.partners, urls.platform, divisions, secrets))
+        ensure_pools(env, divisions)
         print(f"simulators: partners {urls.partners}  platform {urls.platform}")
         if args.ui:
             print("Airflow UI on http://127.0.0.1:8080 (login admin / admin); Ctrl-C stops it and the simulators.")

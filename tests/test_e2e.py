@@ -16,12 +16,13 @@ import pytest
 import requests
 from upath import UPath
 
-from scripts.localenv import DAG_ID, airflow, airflow_env
+from scripts.localenv import DAG_ID, airflow, airflow_env, ensure_pools
 from scripts.run_local import check_against_platform, newest_summary
 from tongban.connections import simulator_connections
 from tongban.model import content_hash
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
+from tongban.simulators.credentials import partner_secrets
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +35,8 @@ class Deployment:
         self.home = home
         self.urls = urls
         divisions = [p.division for p in REGISTRY.partners]
-        self.env = airflow_env(home, simulator_connections(urls.partners, urls.platform, divisions))
+        secrets = partner_secrets(home / "simulators", REGISTRY)
+        self.env = airflow_env(home, simulator_connections(urls.partners, urls.platform, divisions, secrets))
         self.platform = PlatformClient(urls.platform)
 
     def run(self, conf: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -64,6 +66,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         deployment = Deployment(home, urls)
         migrated = airflow("db", "migrate", env=deployment.env, capture_output=True)
         assert migrated.returncode == 0, migrated.stderr[-3000:]
+        ensure_pools(deployment.env, [p.division for p in REGISTRY.partners])
         yield deployment
 
 
@@ -110,7 +113,7 @@ def test_defects_in_partner_data_are_caught(first: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def second(deployment: Deployment, first: dict[str, Any]) -> dict[str, Any]:
-    return deployment.run()
+    return deployment.run({"full_resync": True})  # a full pull: removals would show too
 
 
 def test_unchanged_rerun_publishes_nothing(first: dict[str, Any], second: dict[str, Any]) -> None:
@@ -153,3 +156,37 @@ def test_one_changed_item_is_published_alone_with_old_and_new_values(
     assert now[target["task_code"]]["promised_limit"] == new_limit
     html = (UPath(third["partners"][0]["report"]).parent / "report.html").read_text(encoding="utf-8")
     assert target["task_code"] in html and "办结时限" in html
+
+
+def test_partner_above_the_critical_rate_is_held_back_while_others_publish(
+    deployment: Deployment, second: dict[str, Any]
+) -> None:
+    bad, good = "370300", "370100"
+    before = {r["task_code"]: content_hash(r) for r in deployment.platform.items(bad)}
+    for record in deployment.platform.items(bad)[:20]:  # 20% of 淄博's items lose their legal basis
+        answer = requests.patch(
+            f"{deployment.urls.partners}/admin/partners/{bad}/items/{record['task_code']}",
+            json={"legal_basis": ""},
+            timeout=30,
+        )
+        answer.raise_for_status()
+    target = deployment.platform.items(good)[0]
+    requests.patch(
+        f"{deployment.urls.partners}/admin/partners/{good}/items/{target['task_code']}",
+        json={"result": "新的办理结果名称"},
+        timeout=30,
+    ).raise_for_status()
+
+    deployment.env["TONGBAN_MAX_CRITICAL_RATE"] = "0.1"
+    try:
+        summary = deployment.run({"partners": [bad, good], "full_resync": True})
+    finally:
+        del deployment.env["TONGBAN_MAX_CRITICAL_RATE"]
+    assert summary["held_back"] == [bad] and summary["failed"] == []
+    held = deployment.report(summary, bad)
+    assert held["held_back"] is True and held["counts"]["published"] == 0
+    assert held["counts"]["rejected"] >= 20
+    assert {r["task_code"]: content_hash(r) for r in deployment.platform.items(bad)} == before
+    published = deployment.report(summary, good)
+    assert published["counts"]["published"] == 1
+    assert [c["task_code"] for c in published["changed"]] == [target["task_code"]]

@@ -6,12 +6,13 @@ from typing import Any
 
 from tests.conftest import make_record
 from tongban.model import Item
-from tongban.normalise import Quarantined, normalise_records
+from tongban.normalise import Quarantined, normalise_catalogue, normalise_records
 from tongban.registry import load_registry, wire_formats
 
 GOOD = make_record()
 PARTNER = load_registry().partner("440100")
 SHENZHEN = load_registry().partner("440300")
+HUIZHOU = load_registry().partner("441300")  # csv_gbk
 
 
 def national(**overrides: Any) -> dict[str, Any]:
@@ -78,6 +79,35 @@ def pinyin(**overrides: Any) -> dict[str, Any]:
     return record
 
 
+def csv_row(**overrides: Any) -> dict[str, Any]:
+    """A CSV export row as the reader gives it: every value text, empty for none."""
+    record = {
+        "unifyId": GOOD["task_code"],
+        "rightsCode": GOOD["catalog_code"],
+        "unifyName": GOOD["name"],
+        "setBasis": GOOD["legal_basis"],
+        "typeName": "公共服务",
+        "acceptCondition": GOOD["accept_conditions"],
+        "serveObject": "1",
+        "handleFlow": GOOD["procedure"],
+        "materialList": "居民身份证|Y|纸质|1|申请人自备",
+        "approveLimit": "15",
+        "approveLimitUnit": "G",  # G = 工作日 here
+        "commitmentLimit": "5",
+        "commitmentLimitUnit": "G",
+        "resultName": GOOD["result"],
+        "exerciseLevel": "市级",
+        "orgName": GOOD["dept_name"],
+        "orgCode": GOOD["dept_uscc"],
+        "handleMode": "01",
+        "projectType": "承诺件",
+        "version": "3",
+        "updateTime": "2026/11/01 08:00:00",
+    }
+    record.update(overrides)
+    return record
+
+
 def run(fmt: str, *records: Any, partner=PARTNER) -> list[Item | Quarantined]:
     return list(normalise_records([(1, list(records))], wire_formats()[fmt], partner))
 
@@ -86,13 +116,15 @@ def canonical(item: Item) -> dict[str, Any]:
     return {k: v for k, v in item.record().items() if k not in ("source_ref",)}
 
 
-def test_both_formats_give_the_same_canonical_item() -> None:
+def test_every_format_gives_the_same_canonical_item() -> None:
     [a] = run("national_json", national())
     [b] = run("pinyin_json", pinyin())
-    assert isinstance(a, Item) and isinstance(b, Item)
+    [c] = run("csv_gbk", csv_row())
+    assert isinstance(a, Item) and isinstance(b, Item) and isinstance(c, Item)
     expected = {k: v for k, v in Item(**GOOD).record().items() if k != "source_ref"}
     assert canonical(a) == expected
     assert canonical(b) == expected
+    assert canonical(c) == expected
     assert a.source_ref == "第1页第1条"
 
 
@@ -139,3 +171,56 @@ def test_empty_text_passes_through_for_validation_to_judge() -> None:
     # an empty legal basis is well-formed wire data; rejecting it is the validation stage's job
     [item] = run("national_json", national(by_law=""))
     assert isinstance(item, Item) and item.legal_basis == ""
+
+
+def test_csv_cells_empty_values_and_packed_materials() -> None:
+    [item] = run(
+        "csv_gbk",
+        csv_row(
+            approveLimit="",
+            approveLimitUnit="",
+            projectType="",
+            serveObject="2,3",
+            materialList="申请表|Y|电子||申请人自备;营业执照|N|纸质及电子|2|政府部门核发",
+        ),
+    )
+    assert isinstance(item, Item)
+    assert (item.legal_limit, item.legal_limit_unit, item.handle_type) == (None, None, None)
+    assert item.service_objects == ["2", "3"]
+    assert [(m.name, m.required, m.form, m.copies) for m in item.materials] == [
+        ("申请表", True, "electronic", None),
+        ("营业执照", False, "both", 2),
+    ]
+    [empty] = run("csv_gbk", csv_row(materialList=""))
+    assert isinstance(empty, Item) and empty.materials == []
+
+
+def test_a_malformed_materials_cell_is_quarantined_naming_the_entry() -> None:
+    [q] = run("csv_gbk", csv_row(materialList="居民身份证|Y|纸质|1|申请人自备;户口簿|Y"), partner=HUIZHOU)
+    assert isinstance(q, Quarantined) and q.partner == "441300"
+    [problem] = q.problems
+    assert problem.wire_field == "materialList" and "第 2 项应有 5 段" in problem.reason
+
+
+def test_a_missing_optional_field_is_a_problem_not_a_silent_null() -> None:
+    raw = pinyin()
+    del raw["BJLX"]
+    [q] = run("pinyin_json", raw)
+    assert isinstance(q, Quarantined) and q.problems[0].reason == "缺少字段 BJLX"
+
+
+def test_exact_repeats_count_once_and_conflicting_copies_are_all_quarantined() -> None:
+    other = national(task_code=GOOD["task_code"][:-3] + "999")
+    changed = national(result_name="另一个办理结果")
+    pages = [(1, [national(), other]), (2, [national(), changed])]
+    result = normalise_catalogue(pages, wire_formats()["national_json"], PARTNER)
+    [dup] = result.duplicates
+    assert (dup["position"], dup["first_position"], dup["task_code"]) == ("第2页第1条", "第1页第1条", GOOD["task_code"])
+    items = [o for o in result.outcomes if isinstance(o, Item)]
+    held = [o for o in result.outcomes if isinstance(o, Quarantined)]
+    assert [i.task_code for i in items] == [other["task_code"]]
+    assert [(q.position, q.task_code) for q in held] == [
+        ("第1页第1条", GOOD["task_code"]),
+        ("第2页第2条", GOOD["task_code"]),
+    ]
+    assert "出现 2 次且内容不同" in held[0].problems[0].reason

@@ -186,3 +186,10 @@ def test_xlsx_holds_the_json_numbers_and_formulas_come_out_inert(tmp_path) -> No
 def test_key_order_of_read_back_records_does_not_make_a_change() -> None:
     reordered = {**A, "materials": [dict(reversed(list(m.items()))) for m in A["materials"]]}
     assert reconcile([A], [reordered]).unchanged == [A["task_code"]]
+
+
+def test_a_missing_limit_elsewhere_does_not_make_numbers_differ() -> None:
+    no_limit = {**B, "legal_limit": None, "legal_limit_unit": None}
+    # on one side a None in the column, on the other none: 15 must still equal 15
+    assert reconcile([A, no_limit], [A]).unchanged == [A["task_code"]]
+    assert reconcile([A], [A, no_limit]).unchanged == [A["task_code"]]

@@ -13,3 +13,8 @@ def home() -> Path:
 def storage_url() -> str:
     """Root of the object store that tasks pass files through (``file://`` by default, or ``s3://``)."""
     return os.environ.get("TONGBAN_STORAGE_URL", home().as_uri())
+
+
+def max_critical_rate() -> float:
+    """Above this share of records failing a critical check, a partner is held back whole for the run."""
+    return float(os.environ.get("TONGBAN_MAX_CRITICAL_RATE", "0.2"))

@@ -1,54 +1,162 @@
-"""Pull a partner's catalogue page by page and archive every raw response before it is parsed."""
+"""Pull a partner's catalogue page by page; archive every raw response before anything parses it.
+
+One request attempt at a time: fresh authentication headers (a retried signed request gets a new
+timestamp and nonce), a connect and a read timeout, the body streamed and cut off above
+``max_response_bytes``, the body archived (:mod:`tongban.archive`) and the attempt written to the
+manifest, then the answer judged. Connection errors, timeouts, 429 and 5xx (honouring
+``Retry-After``) and pages that arrive damaged are retried with exponential backoff and jitter by one
+mechanism, urllib3's :class:`~urllib3.util.Retry` (also what :func:`http_session` mounts for the
+platform client); anything else fails at once, with a message that names the partner, the request
+and the partner's own reason. TLS verification is never switched off.
+
+Paging is checked against what the partner declares: page paging must deliver exactly the declared
+total of distinct records (a short or empty page before the total is retried, then fails as missing
+records); cursor paging stops at the last cursor and checks the total where the format declares
+one. Exact duplicate records are not counted twice (:class:`tongban.normalise.Deduper`).
+"""
 
 from __future__ import annotations
 
-import hashlib
+import codecs
+import csv
+import io
 import json
-from dataclasses import dataclass
+import logging
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from upath import UPath
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import InvalidHeader, MaxRetryError
 from urllib3.util import Retry
 
+from tongban.archive import Archive
+from tongban.auth import MissingSecret, redact, request_headers
+from tongban.normalise import CHINA_TZ, Deduper
 from tongban.registry import Partner, WireFormat
-from tongban.storage import write_json
+
+log = logging.getLogger(__name__)
 
 MAX_PAGES = 10_000
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+KEPT_RESPONSE_HEADERS = ("content-type", "content-length", "content-encoding", "retry-after", "date")
+TRANSIENT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+    Urllib3Error,
+)
+# decode with the superset: a GBK export may carry GB18030-only characters
+DECODE_AS = {"gbk": "gb18030", "gb2312": "gb18030", "utf-8": "utf-8-sig", "utf8": "utf-8-sig"}
 
 
 class FetchError(RuntimeError):
-    """A partner's catalogue could not be pulled; the message names the partner and the request."""
+    """A partner's catalogue could not be pulled; the message names the partner, the request and why.
+
+    ``retryable``: whether trying again later may help (the partner is down or overloaded), as
+    opposed to an answer that will not change by itself (refused credentials, schema drift, …).
+    ``exchanges``: the manifest of the attempts made, for the record.
+    """
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.exchanges: list[dict[str, Any]] = []
+
+
+class PageError(ValueError):
+    """A body that is not a usable page of the format; ``retryable`` if it looks damaged in transit."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class ResponseTooLarge(Exception):
+    def __init__(self, limit: int, read: bytes, declared: int | None) -> None:
+        super().__init__(limit)
+        self.limit, self.read, self.declared = limit, read, declared
+
+
+class PartnerRetry(Retry):
+    """urllib3's Retry whose backoff starts at the first retry: ``backoff × 2^(n−1)`` plus up to
+    ``backoff_jitter`` seconds at random, capped at ``backoff_max`` (urllib3 retries the first time at
+    once, which is what a partner in trouble least needs)."""
+
+    def get_backoff_time(self) -> float:
+        consecutive = 0
+        for entry in reversed(self.history):
+            if entry.redirect_location is not None:
+                break
+            consecutive += 1
+        if consecutive == 0:
+            return 0.0
+        value = self.backoff_factor * (2 ** (consecutive - 1))
+        if self.backoff_jitter:
+            value += random.random() * self.backoff_jitter
+        return float(max(0.0, min(self.backoff_max, value)))
 
 
 @dataclass(frozen=True)
-class RawPage:
-    number: int
-    url: str
-    params: dict[str, Any]
-    status: int
-    sha256: str
-    size: int
-    records: int
-    path: str
+class FetchSettings:
+    """HTTP behaviour of a pull. Defaults suit the nightly run; tests shorten the waits."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retries: int = 5  # further attempts of one request after the first
+    backoff: float = 1.0  # seconds before the first retry, doubled for each consecutive one
+    backoff_max: float = 60.0
+    jitter: float = 1.0  # up to this many seconds added at random to each wait
+    max_retry_after: float = 300.0  # a partner asking for a longer wait fails the pull instead
+    max_response_bytes: int = 32 * 1024 * 1024
+    page_size: int | None = None  # ask for pages of this size instead of the format's
+    extra_pages: int = 3  # page paging: pages tolerated past the declared total (repeated pages)
+    cursor_repeats: int = 2  # cursor paging: times one cursor may come back before paging is stuck
+
+    def retry(self) -> PartnerRetry:
+        return retry_policy(self.retries, self.backoff, self.backoff_max, self.jitter)
 
 
-def http_session(retries: int = 4, backoff: float = 0.5) -> requests.Session:
-    """A session that retries connection errors, 429 and 5xx with exponential backoff and jitter,
-    honouring Retry-After. TLS verification stays on (requests' default)."""
-    retry = Retry(
+def retry_policy(retries: int, backoff: float, backoff_max: float = 60.0, jitter: float = 0.25) -> PartnerRetry:
+    """The one retry policy: connection errors, timeouts, 429 and 5xx, Retry-After honoured."""
+    return PartnerRetry(
         total=retries,
         connect=retries,
         read=retries,
         status=retries,
+        other=retries,
         backoff_factor=backoff,
-        backoff_jitter=0.25,
-        status_forcelist=(429, 500, 502, 503, 504),
+        backoff_jitter=jitter,
+        backoff_max=backoff_max,
+        status_forcelist=RETRY_STATUSES,
         allowed_methods=None,  # retry POST too: publishing is made safe by idempotency keys
         respect_retry_after_header=True,
         raise_on_status=False,
     )
+
+
+def http_session(retries: int = 4, backoff: float = 0.5) -> requests.Session:
+    """A session whose adapter retries with :func:`retry_policy` (used by the platform client).
+    TLS verification stays on (requests' default)."""
+    return _session(retry_policy(retries, backoff))
+
+
+def fetch_session() -> requests.Session:
+    """A session that does not retry by itself: :func:`fetch_catalogue` drives each attempt with the
+    same policy, because every attempt must be authenticated anew."""
+    return _session(Retry(total=0, read=False, redirect=False))
+
+
+def _session(retry: Retry) -> requests.Session:
     session = requests.Session()
     adapter = HTTPAdapter(max_retries=retry)
     session.mount("http://", adapter)
@@ -56,80 +164,463 @@ def http_session(retries: int = 4, backoff: float = 0.5) -> requests.Session:
     return session
 
 
+# --- reading and parsing one answer -------------------------------------------------------------
+
+
+def read_capped(response: requests.Response, limit: int) -> bytes:
+    """The (decompressed) body of a streamed response; ResponseTooLarge above ``limit`` bytes."""
+    declared = response.headers.get("Content-Length")
+    size = int(declared) if declared and declared.isdigit() else None
+    if size is not None and size > limit and not response.headers.get("Content-Encoding"):
+        raise ResponseTooLarge(limit, b"", size)
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise ResponseTooLarge(limit, bytes(body[:limit]), size)
+    return bytes(body)
+
+
+@dataclass
+class ParsedPage:
+    rows: list[Any]
+    total: int | None = None
+    next_cursor: str | None = None
+    unexpected_fields: list[str] = field(default_factory=list)
+
+
+def decode(fmt: WireFormat, body: bytes) -> str:
+    """The body as text in the format's encoding, strictly. Raises PageError."""
+    declared = codecs.lookup(fmt.encoding).name
+    if declared not in ("utf-8", "ascii") and not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            raise PageError(f"正文是 UTF-8 编码，而该格式约定为 {fmt.encoding.upper()} 编码", retryable=False)
+    codec = DECODE_AS.get(declared, declared)
+    try:
+        return body.decode(codec)
+    except UnicodeDecodeError as exc:
+        if exc.end >= len(body) - 1 and exc.start >= len(body) - 4:
+            raise PageError(f"正文在第 {exc.start} 字节处中断（内容不完整）", retryable=True) from exc
+        raise PageError(
+            f"正文不是 {fmt.encoding.upper()} 编码（第 {exc.start} 字节 0x{body[exc.start]:02x} 无法解码）",
+            retryable=False,
+        ) from exc
+
+
+def parse_page(fmt: WireFormat, body: bytes, headers: Mapping[str, str]) -> ParsedPage:
+    """One answer of the format: its records (JSON objects, or CSV rows as dicts), the declared total,
+    the next cursor. Raises PageError for a body that is not such a page."""
+    if body.lstrip()[:1] == b"<":  # an error or maintenance page from a gateway, whatever its encoding
+        kind = "JSON" if fmt.media == "json" else "CSV"
+        preview = body[:120].decode("utf-8", errors="replace")
+        raise PageError(f"正文不是{kind}，而是 HTML 页面：{preview!r}", retryable=True)
+    text = decode(fmt, body)
+    page = _parse_csv(fmt, text, headers) if fmt.media == "csv" else _parse_json(fmt, text)
+    _check_fields(fmt, page)
+    return page
+
+
+def _parse_json(fmt: WireFormat, text: str) -> ParsedPage:
+    paging = fmt.paging
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise PageError(f"JSON 无法解析（内容可能不完整）：{exc}", retryable=True) from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get(paging.items_field), list):
+        raise PageError(f"应答缺少记录列表 {paging.items_field}：{text[:160]!r}", retryable=True)
+    total = _total(payload.get(paging.total_field)) if paging.total_field else None
+    if paging.kind == "page" and total is None:
+        raise PageError(f"应答缺少总数 {paging.total_field}", retryable=True)
+    cursor = payload.get(paging.next_field) if paging.next_field else None
+    if cursor is not None and not isinstance(cursor, str):
+        raise PageError(f"游标 {paging.next_field} 不是字符串：{cursor!r}", retryable=False)
+    return ParsedPage(payload[paging.items_field], total, cursor or None)
+
+
+def _parse_csv(fmt: WireFormat, text: str, headers: Mapping[str, str]) -> ParsedPage:
+    paging = fmt.paging
+    lines = [row for row in csv.reader(io.StringIO(text, newline=""), strict=True) if row]
+    if not lines:
+        raise PageError("CSV 为空（连表头都没有）", retryable=True)
+    header = [h.strip() for h in lines[0]]
+    if len(set(header)) != len(header):
+        raise PageError(f"CSV 表头有重复列：{header}", retryable=False)
+    rows = []
+    for number, values in enumerate(lines[1:], start=2):
+        if len(values) != len(header):
+            raise PageError(
+                f"CSV 第 {number} 行有 {len(values)} 列，表头 {len(header)} 列（内容可能不完整）", retryable=True
+            )
+        rows.append(dict(zip(header, values, strict=True)))
+    total = None
+    if paging.total_header:
+        lowered = {k.lower(): v for k, v in headers.items()}
+        total = _total(lowered.get(paging.total_header.lower()))
+        if total is None:
+            raise PageError(f"应答头缺少总数 {paging.total_header}", retryable=True)
+    elif paging.total_field:
+        raise PageError("CSV 格式只能在应答头中给出总数", retryable=False)
+    page = ParsedPage(rows, total)
+    page.unexpected_fields = sorted(set(header) - set(fmt.fields.values()))
+    missing = [f for f in fmt.fields.values() if f not in header]
+    if missing:
+        raise PageError(_drift(missing, page.unexpected_fields), retryable=False)
+    return page
+
+
+def _total(value: Any) -> int | None:
+    try:
+        total = int(str(value).strip())
+    except ValueError:
+        return None
+    return total if total >= 0 else None
+
+
+def _drift(missing: list[str], unexpected: list[str]) -> str:
+    extra = f"；出现未约定的字段 {', '.join(unexpected)}" if unexpected else ""
+    return f"接口字段结构变化：缺少约定字段 {', '.join(missing)}{extra}"
+
+
+def _check_fields(fmt: WireFormat, page: ParsedPage) -> None:
+    """Schema drift: a declared field missing from every record of a page fails the pull (retrying
+    will not help); fields the format does not declare are noted and ignored."""
+    if fmt.media == "csv":
+        return
+    objects = [r for r in page.rows if isinstance(r, dict)]
+    if not objects:
+        return
+    declared = set(fmt.fields.values())
+    page.unexpected_fields = sorted({k for r in objects for k in r} - declared)
+    missing = [f for f in fmt.fields.values() if all(f not in r for r in objects)]
+    if missing:
+        raise PageError(_drift(missing, page.unexpected_fields), retryable=False)
+
+
+def updated_at(fmt: WireFormat, row: Any) -> datetime | None:
+    """A record's update time (partner local time, China), or None when it has none readable."""
+    if not isinstance(row, dict):
+        return None
+    value = row.get(fmt.fields["updated_at"])
+    try:
+        return datetime.strptime(str(value), fmt.datetime_format).replace(tzinfo=CHINA_TZ)
+    except ValueError:
+        return None
+
+
+# --- the pull -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FetchResult:
+    exchanges: list[dict[str, Any]]  # the manifest: one entry per request attempt
+    pages: int
+    fetched: int  # records taken (exact duplicates counted once)
+    duplicates: int
+    declared_total: int | None
+    watermark: datetime | None  # the latest update time among the records taken
+    unexpected_fields: list[str]
+
+
+class _Puller:
+    def __init__(
+        self,
+        partner: Partner,
+        fmt: WireFormat,
+        base_url: str,
+        archive: Archive,
+        secret: str | None,
+        settings: FetchSettings,
+        session: requests.Session,
+        clock: Callable[[], float],
+    ) -> None:
+        self.partner, self.fmt, self.archive, self.secret = partner, fmt, archive, secret
+        self.settings, self.session, self.clock = settings, session, clock
+        self.url = base_url.rstrip("/") + fmt.path
+        self.path = urlsplit(self.url).path
+        self.who = f"partner {partner.division} ({partner.name})"
+        self.exchanges: list[dict[str, Any]] = []
+        self.dedupe = Deduper(fmt.fields["task_code"])
+        self.unexpected: set[str] = set()
+        self.watermark: datetime | None = None
+        self.total: int | None = None
+
+    # one request, all its attempts
+    def page(self, number: int, params: dict[str, Any], check: Callable[[ParsedPage], str | None]) -> ParsedPage:
+        retry = self.settings.retry()
+        attempt = 0
+        while True:
+            attempt += 1
+            entry: dict[str, Any] = {"page": number, "attempt": attempt, "method": "GET", "url": self.url}
+            entry.update(params=dict(params), records=0)
+            self.exchanges.append(entry)
+            try:
+                headers = request_headers(self.fmt.auth, self.secret, "GET", self.path, clock=self.clock)
+            except MissingSecret as exc:
+                raise self._fail(entry, f"{self.who}: no credentials: {exc}", retryable=False) from exc
+            entry["headers"] = redact(self.fmt.auth, headers)
+            entry["requested_at"] = datetime.now(UTC).isoformat()
+            started = time.monotonic()
+            response = None
+            try:
+                response = self.session.get(
+                    self.url,
+                    params=params,
+                    headers=headers,
+                    timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                    stream=True,
+                    allow_redirects=False,
+                )
+                with response:
+                    body = read_capped(response, self.settings.max_response_bytes)
+            except ResponseTooLarge as exc:
+                self._record(entry, response, exc.read, started, truncated=True)
+                size = f"声明 {exc.declared} 字节" if exc.declared else f"已读 {len(exc.read)} 字节仍未结束"
+                message = (
+                    f"{self.who}: GET {self.url} {params}: response over the {exc.limit}-byte cap ({size}); "
+                    "the partner must page smaller"
+                )
+                raise self._fail(entry, message, retryable=False) from None
+            except requests.exceptions.SSLError as exc:
+                entry.update(status=None, elapsed_ms=_ms(started), error=f"TLS: {exc}")
+                message = f"{self.who}: GET {self.url}: TLS verification failed (it is never switched off): {exc}"
+                raise self._fail(entry, message, retryable=False) from None
+            except TRANSIENT as exc:
+                entry.update(status=None, elapsed_ms=_ms(started), error=f"{type(exc).__name__}: {exc}")
+                retry = self._again(retry, entry, error=exc)
+                continue
+            except requests.RequestException as exc:
+                entry.update(status=None, elapsed_ms=_ms(started), error=f"{type(exc).__name__}: {exc}")
+                raise self._fail(entry, f"{self.who}: GET {self.url} {params}: {exc}", retryable=False) from None
+            self._record(entry, response, body, started)
+            status = response.status_code
+            if status in RETRY_STATUSES:
+                entry["error"] = f"HTTP {status}: {_reason(body)}"
+                retry = self._again(retry, entry, response=response)
+                continue
+            if status != 200:
+                entry["outcome"] = "failed"
+                message = f"{self.who}: GET {self.url} {params} answered HTTP {status}: {_reason(body)}"
+                raise self._fail(entry, message, retryable=False)
+            try:
+                parsed = parse_page(self.fmt, body, response.headers)
+                complaint = check(parsed)
+                if complaint:
+                    raise PageError(complaint, retryable=True)
+            except PageError as exc:
+                entry["error"] = str(exc)
+                if not exc.retryable:
+                    message = f"{self.who}: page {number} of {self.url} {params}: {exc}"
+                    raise self._fail(entry, message, retryable=False) from None
+                retry = self._again(retry, entry, error=exc)
+                continue
+            entry["outcome"] = "ok"
+            return parsed
+
+    def _record(
+        self, entry: dict[str, Any], response: requests.Response | None, body: bytes, started: float, **extra: Any
+    ) -> None:
+        """Archive the body (before anything parses it) and note the answer in the manifest entry."""
+        entry["status"] = response.status_code if response is not None else None
+        if response is not None:
+            kept = {k.lower(): v for k, v in response.headers.items() if k.lower() in KEPT_RESPONSE_HEADERS}
+            if self.fmt.paging.total_header and self.fmt.paging.total_header in response.headers:
+                kept[self.fmt.paging.total_header.lower()] = response.headers[self.fmt.paging.total_header]
+            entry["response_headers"] = kept
+        entry["elapsed_ms"] = _ms(started)
+        entry["sha256"] = self.archive.put(body)
+        entry["size"] = len(body)
+        entry.update(extra)
+
+    def _again(
+        self,
+        retry: Retry,
+        entry: dict[str, Any],
+        *,
+        response: requests.Response | None = None,
+        error: Exception | None = None,
+    ) -> Retry:
+        """Count a failed attempt against the policy and wait; FetchError when the policy is spent."""
+        entry["outcome"] = "retry"
+        raw = response.raw if response is not None else None
+        try:
+            retry = retry.increment("GET", self.url, response=raw, error=error)
+        except MaxRetryError:
+            entry["outcome"] = "failed"
+            attempts = entry["attempt"]
+            message = (
+                f"{self.who}: GET {self.url} {entry['params']} still failing after {attempts} attempts "
+                f"(retries with backoff exhausted); last: {entry.get('error')}"
+            )
+            raise self._fail(entry, message, retryable=True) from None
+        if response is not None and (value := response.headers.get("Retry-After")):
+            try:
+                wait = retry.parse_retry_after(value)
+            except InvalidHeader:
+                wait = None
+            if wait is not None and wait > self.settings.max_retry_after:
+                entry["outcome"] = "failed"
+                message = (
+                    f"{self.who}: GET {self.url} answered HTTP {response.status_code} asking to retry after "
+                    f"{wait:.0f} s, longer than the {self.settings.max_retry_after:.0f} s a pull waits"
+                )
+                raise self._fail(entry, message, retryable=True)
+        page, attempt, error = entry["page"], entry["attempt"], entry.get("error")
+        log.warning("%s: page %s attempt %s failed (%s); retrying", self.who, page, attempt, error)
+        retry.sleep(raw)
+        return retry
+
+    def _fail(self, entry: dict[str, Any], message: str, *, retryable: bool) -> FetchError:
+        entry["outcome"] = "failed"
+        entry.setdefault("error", message)
+        error = FetchError(message, retryable=retryable)
+        error.exchanges = self.exchanges
+        return error
+
+    # records of an accepted page
+    def take(self, number: int, page: ParsedPage) -> int:
+        """Count the page's records in; returns how many were new (not exact duplicates)."""
+        entry = self.exchanges[-1]
+        new = dup = 0
+        for index, row in enumerate(page.rows, start=1):
+            if self.dedupe.add(row, (number, index)) == "duplicate":
+                dup += 1
+                continue
+            new += 1
+            stamp = updated_at(self.fmt, row)
+            if stamp is not None and (self.watermark is None or stamp > self.watermark):
+                self.watermark = stamp
+        entry.update(rows=len(page.rows), records=new, duplicates=dup)
+        self.unexpected |= set(page.unexpected_fields)
+        if page.unexpected_fields:
+            entry["unexpected_fields"] = page.unexpected_fields
+        if page.total is not None:
+            self.total = page.total
+        return new
+
+    def fail(self, message: str) -> FetchError:
+        error = FetchError(f"{self.who}: {message}", retryable=False)
+        error.exchanges = self.exchanges
+        return error
+
+
 def fetch_catalogue(
     partner: Partner,
     fmt: WireFormat,
     base_url: str,
-    raw_dir: UPath,
+    archive: Archive,
     *,
+    secret: str | None = None,
+    since: datetime | None = None,
+    settings: FetchSettings | None = None,
     session: requests.Session | None = None,
-    timeout: float = 30.0,
-) -> list[RawPage]:
-    """Fetch every page of ``partner``'s catalogue into ``raw_dir``; returns the page manifest.
+    clock: Callable[[], float] = time.time,
+) -> FetchResult:
+    """Pull every page of ``partner``'s catalogue (only records changed since ``since`` when given).
 
-    Each response body is stored byte for byte (``page-00001.json``, …) before anything else reads it.
+    Every answer is archived before it is parsed; the returned manifest lists every attempt. Raises
+    FetchError (with ``exchanges`` set) when the pull cannot be completed exactly.
     """
-    session = session or http_session()
-    url = base_url.rstrip("/") + fmt.path
+    settings = settings or FetchSettings()
+    session = session or fetch_session()
+    if session.verify is False:
+        raise ValueError("TLS verification must stay on for partner APIs")
+    puller = _Puller(partner, fmt, base_url, archive, secret, settings, session, clock)
     paging = fmt.paging
-    pages: list[RawPage] = []
-    params: dict[str, Any] = {paging.size_param: paging.page_size}
+    size = settings.page_size or paging.page_size
+    params: dict[str, Any] = {paging.size_param: size}
+    if since is not None:
+        if fmt.incremental is None:
+            raise ValueError(f"format {fmt.name} has no incremental parameter")
+        params[fmt.incremental.param] = since.astimezone(CHINA_TZ).strftime(fmt.incremental.format)
+    pages = 0
     if paging.kind == "page":
-        params[paging.page_param or "page"] = paging.first_page
-    seen_cursors: set[str] = set()
-    received = 0
-    while len(pages) < MAX_PAGES:
-        number = len(pages) + 1
-        try:
-            response = session.get(url, params=params, timeout=timeout)
-        except requests.RequestException as exc:
-            raise FetchError(f"partner {partner.division} ({partner.name}): GET {url} {params} failed: {exc}") from exc
-        body = response.content
-        path = raw_dir / f"page-{number:05d}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body)
-        if response.status_code != 200:
-            raise FetchError(
-                f"partner {partner.division} ({partner.name}): GET {url} {params} answered "
-                f"{response.status_code}: {body[:200].decode(errors='replace')} (raw kept at {path})"
-            )
-        try:
-            payload = json.loads(body)
-            rows = payload[paging.items_field]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise FetchError(
-                f"partner {partner.division} ({partner.name}): page {number} of {url} is not the expected "
-                f"{fmt.name} payload ({exc!r}; raw kept at {path})"
-            ) from exc
-        pages.append(
-            RawPage(
-                number,
-                url,
-                dict(params),
-                response.status_code,
-                hashlib.sha256(body).hexdigest(),
-                len(body),
-                len(rows),
-                str(path),
-            )
-        )
-        received += len(rows)
-        if paging.kind == "page":
-            total = int(payload[paging.total_field or "total"])
-            if received >= total or not rows:
+        assert paging.page_param
+        params[paging.page_param] = paging.first_page
+
+        def complete(page: ParsedPage) -> str | None:
+            new = puller.dedupe.count_new(page.rows)
+            have, total = puller.dedupe.distinct + new, page.total or 0
+            if len(page.rows) < size and have < total:
+                what = "为空" if not page.rows else f"只有 {len(page.rows)} 条（每页 {size} 条）"
+                return f"第 {params[paging.page_param]} 页{what}，声明总数 {total}，累计仅 {have} 条：页面缺失或不完整"
+            return None
+
+        while True:
+            pages += 1
+            page = puller.page(pages, params, complete)
+            puller.take(pages, page)
+            total = puller.total or 0
+            if puller.dedupe.distinct >= total:
                 break
-            params[paging.page_param or "page"] += 1
-        else:
-            cursor = payload.get(paging.next_field or "nextCursor")
-            if not cursor or not rows:
-                break
-            if cursor in seen_cursors:
-                raise FetchError(
-                    f"partner {partner.division} ({partner.name}): cursor {cursor!r} repeats at page {number}"
+            expected_pages = math.ceil(total / size)
+            if pages >= expected_pages + settings.extra_pages or pages >= MAX_PAGES:
+                raise puller.fail(
+                    f"paged {pages} pages of {size} and got {puller.dedupe.distinct} distinct records "
+                    f"of the {total} declared: pages repeat or are missing"
                 )
-            seen_cursors.add(cursor)
-            params[paging.cursor_param or "cursor"] = cursor
+            params[paging.page_param] += 1
     else:
-        raise FetchError(f"partner {partner.division} ({partner.name}): more than {MAX_PAGES} pages")
-    write_json(raw_dir / "manifest.json", [p.__dict__ for p in pages])
+        assert paging.cursor_param
+        requested: Counter[str] = Counter()
+        while True:
+            pages += 1
+            page = puller.page(pages, params, lambda _page: None)
+            puller.take(pages, page)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+            requested[cursor] += 1
+            if requested[cursor] > 1 + settings.cursor_repeats:
+                raise puller.fail(f"cursor {cursor!r} came back {requested[cursor]} times: paging does not advance")
+            if pages >= MAX_PAGES:
+                raise puller.fail(f"more than {MAX_PAGES} pages")
+            params[paging.cursor_param] = cursor
+    total, distinct = puller.total, puller.dedupe.distinct
+    if total is not None and distinct != total:
+        lost = f"{total - distinct} records missing" if distinct < total else f"{distinct - total} more than declared"
+        raise puller.fail(
+            f"received {distinct} distinct records but the partner declared {total} ({lost}); "
+            "a page was skipped or the catalogue changed while paging"
+        )
+    return FetchResult(
+        exchanges=puller.exchanges,
+        pages=pages,
+        fetched=distinct,
+        duplicates=puller.dedupe.duplicates,
+        declared_total=total,
+        watermark=puller.watermark,
+        unexpected_fields=sorted(puller.unexpected),
+    )
+
+
+def _ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+def _reason(body: bytes) -> str:
+    """The partner's own error message, from a JSON ``error``/``message``/``msg`` or the body's start."""
+    text = body[:2000].decode("utf-8", errors="replace")
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return text[:200].strip() or "(empty body)"
+    if isinstance(payload, dict):
+        for key in ("error", "message", "msg", "errmsg"):
+            if payload.get(key):
+                return str(payload[key])
+    return text[:200]
+
+
+def archived_pages(manifest: list[dict[str, Any]], archive: Archive, fmt: WireFormat) -> list[tuple[int, list[Any]]]:
+    """(page number, records) of a run's accepted answers, read back from the archive only."""
+    pages = []
+    for entry in manifest:
+        if entry.get("outcome") != "ok":
+            continue
+        body = archive.get(entry["sha256"])
+        pages.append((entry["page"], parse_page(fmt, body, entry.get("response_headers", {})).rows))
     return pages

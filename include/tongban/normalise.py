@@ -2,10 +2,16 @@
 
 A record that cannot be parsed or mapped is quarantined with its partner, position, field and reason;
 it is never dropped silently. Reasons are in Chinese: partners read them in their reports.
+
+Repeated records (a page served twice): an exact copy of a record already read is counted once and
+listed as a duplicate; copies of one 实施编码 that differ are all quarantined, since nothing says
+which one is current (:class:`Deduper`, :func:`normalise_catalogue`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -67,12 +73,12 @@ class _Mapper:
         problems: list[Problem] = []
         out: dict[str, Any] = {"partner": self.partner.division, "source_ref": position}
         for canonical, wire in self.fmt.fields.items():
-            value = raw.get(wire)
-            if value is None or value == "":
-                if canonical not in OPTIONAL_FIELDS and wire not in raw:
-                    problems.append(Problem(canonical, wire, f"缺少字段 {wire}"))
-                    continue
-                value = None if canonical in OPTIONAL_FIELDS else value
+            if wire not in raw:  # even an optional field must be there (null or empty when it has no value)
+                problems.append(Problem(canonical, wire, f"缺少字段 {wire}"))
+                continue
+            value = raw[wire]
+            if (value is None or value == "") and canonical in OPTIONAL_FIELDS:
+                value = None
             try:
                 out[canonical] = self._convert(canonical, value)
             except ValueError as exc:
@@ -121,7 +127,26 @@ class _Mapper:
             return str(value)
         return value
 
+    def _cell(self, wire: str, value: Any) -> list[dict[str, Any]]:
+        """Materials packed in one text cell: entries, each with its parts in material_fields order."""
+        cell = self.fmt.materials_cell
+        assert cell is not None
+        names = list(self.fmt.material_fields.values())
+        entries = []
+        for i, entry in enumerate(str(value or "").split(cell.entry_separator), start=1):
+            if not entry.strip():
+                continue
+            parts = entry.split(cell.field_separator)
+            if len(parts) != len(names):
+                raise ValueError(
+                    f"字段 {wire} 第 {i} 项应有 {len(names)} 段（以“{cell.field_separator}”分隔），实际 {len(parts)} 段"
+                )
+            entries.append(dict(zip(names, (p.strip() for p in parts), strict=True)))
+        return entries
+
     def _materials(self, wire: str, value: Any) -> list[dict[str, Any]]:
+        if self.fmt.materials_cell is not None:
+            value = self._cell(wire, value)
         if not isinstance(value, list):
             raise ValueError(f"字段 {wire} 应为材料列表，实际为 {type(value).__name__}")
         mf = self.fmt.material_fields
@@ -130,6 +155,10 @@ class _Mapper:
             if not isinstance(entry, dict):
                 raise ValueError(f"字段 {wire} 第 {i} 项不是对象")
             copies = entry.get(mf["copies"])
+            try:
+                copies = int(copies) if copies not in (None, "") else None
+            except (TypeError, ValueError):
+                raise ValueError(f"字段 {wire}[{i}].{mf['copies']} 的值 {copies!r} 不是整数") from None
             out.append(
                 {
                     "name": entry.get(mf["name"]),
@@ -137,8 +166,8 @@ class _Mapper:
                         "material_required", f"{wire}[{i}].{mf['required']}", entry.get(mf["required"])
                     ),
                     "form": self._code("material_form", f"{wire}[{i}].{mf['form']}", entry.get(mf["form"])),
-                    "copies": int(copies) if copies not in (None, "") else None,
-                    "source": entry.get(mf["source"]),
+                    "copies": copies,
+                    "source": entry.get(mf["source"]) or None,
                 }
             )
         return out
@@ -152,3 +181,111 @@ def normalise_records(
     for number, records in pages:
         for index, raw in enumerate(records, start=1):
             yield mapper.map(raw, f"第{number}页第{index}条")
+
+
+Position = Any  # where a record sits in a pull: "第2页第7条" here, (page, index) while fetching
+
+
+class Deduper:
+    """Recognises records already read in the same pull.
+
+    A record's identity is its 实施编码 plus a digest of its whole raw content: an exact copy is a
+    ``duplicate`` (counted once); a second, different record with the same 实施编码 is ``new`` here
+    and shows in :meth:`conflicts`. Records without a usable 实施编码 are always new (they are
+    quarantined for it later).
+    """
+
+    def __init__(self, key_field: str) -> None:
+        self.key_field = key_field
+        self.first: dict[tuple[str, str], Position] = {}
+        self.positions: dict[str, list[Position]] = {}
+        self.distinct = 0
+        self.duplicates = 0
+
+    def identity(self, row: Any) -> tuple[str, str] | None:
+        if not isinstance(row, dict):
+            return None
+        code = row.get(self.key_field)
+        if not isinstance(code, str) or not code.strip():
+            return None
+        content = json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode()
+        return code.strip(), hashlib.sha256(content).hexdigest()
+
+    def add(self, row: Any, position: Position) -> str:
+        """``new`` or ``duplicate``; remembers a new record."""
+        ident = self.identity(row)
+        if ident is not None and ident in self.first:
+            self.duplicates += 1
+            return "duplicate"
+        if ident is not None:
+            self.first[ident] = position
+            self.positions.setdefault(ident[0], []).append(position)
+        self.distinct += 1
+        return "new"
+
+    def count_new(self, rows: Iterable[Any]) -> int:
+        """How many of ``rows`` :meth:`add` would take as new (without remembering them)."""
+        seen: set[tuple[str, str]] = set()
+        new = 0
+        for row in rows:
+            ident = self.identity(row)
+            if ident is None:
+                new += 1
+            elif ident not in self.first and ident not in seen:
+                seen.add(ident)
+                new += 1
+        return new
+
+    def first_position(self, row: Any) -> Position:
+        ident = self.identity(row)
+        return self.first.get(ident) if ident else None
+
+    def conflicts(self) -> dict[str, list[Position]]:
+        """实施编码 read more than once with different content -> where each copy was."""
+        return {code: places for code, places in self.positions.items() if len(places) > 1}
+
+
+@dataclass
+class Normalised:
+    outcomes: list[Item | Quarantined]
+    duplicates: list[dict[str, Any]]  # exact copies left out, each naming where the first one was
+
+
+def normalise_catalogue(pages: Iterable[tuple[int, list[Any]]], fmt: WireFormat, partner: Partner) -> Normalised:
+    """A whole pull: repeated records recognised (:class:`Deduper`), then each record mapped."""
+    key = fmt.fields["task_code"]
+    dedupe = Deduper(key)
+    kept: list[tuple[str, Any]] = []
+    duplicates: list[dict[str, Any]] = []
+    for number, records in pages:
+        for index, raw in enumerate(records, start=1):
+            position = f"第{number}页第{index}条"
+            if dedupe.add(raw, position) == "duplicate":
+                first = dedupe.first_position(raw)
+                code = raw.get(key)
+                duplicates.append(
+                    {
+                        "partner": partner.division,
+                        "position": position,
+                        "task_code": code,
+                        "first_position": first,
+                        "reason": f"与{first}的记录完全相同（重复分页），只计一次",
+                    }
+                )
+            else:
+                kept.append((position, raw))
+    conflicts = dedupe.conflicts()
+    mapper = _Mapper(fmt, partner)
+    outcomes: list[Item | Quarantined] = []
+    for position, raw in kept:
+        ident = dedupe.identity(raw)
+        if ident is not None and ident[0] in conflicts:
+            places = conflicts[ident[0]]
+            reason = (
+                f"实施编码 {ident[0]} 在本次拉取中出现 {len(places)} 次且内容不同（{'、'.join(places)}），"
+                "无法判断以哪条为准"
+            )
+            outcomes.append(Quarantined(partner.division, position, ident[0], [Problem("task_code", key, reason)], raw))
+        else:
+            outcomes.append(mapper.map(raw, position))
+    return Normalised(outcomes, duplicates)

@@ -7,14 +7,20 @@ share no process state, so each may run on a different machine.
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
 from typing import Any
 
+import requests
 from upath import UPath
 
 from tongban import report as report_mod
-from tongban.ingest import fetch_catalogue
+from tongban import watermark
+from tongban.archive import Archive
+from tongban.config import max_critical_rate
+from tongban.ingest import FetchError, FetchSettings, archived_pages, fetch_catalogue
 from tongban.model import Item
-from tongban.normalise import normalise_records
+from tongban.normalise import normalise_catalogue
 from tongban.publish import PlatformClient, publish
 from tongban.reconcile import Reconciliation, reconcile
 from tongban.registry import Partner, wire_formats
@@ -28,40 +34,136 @@ ACCEPTED = "accepted.jsonl"
 REJECTED = "rejected.jsonl"
 WARNINGS = "warnings.jsonl"
 GX_RESULT = "gx_validation_result.json"
+VALIDATION = "validation.json"
 RECONCILIATION = "reconciliation.json"
 PUBLISH = "publish.json"
 FETCH = "fetch.json"
 
 
-def fetch(partner: Partner, base_url: str, run: UPath) -> dict[str, Any]:
-    pages = fetch_catalogue(partner, wire_formats()[partner.format], base_url, run / RAW)
-    return {"partner": partner.division, "pages": len(pages), "fetched": sum(p.records for p in pages)}
+_log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"  # in RAW: every request of the pull, with the sha256 of its archived answer
+DUPLICATES = "duplicates.jsonl"
 
 
-def normalise(partner: Partner, run: UPath) -> dict[str, Any]:
+def _root(run: UPath) -> UPath:
+    """The storage root of a run folder (``<root>/runs/<run id>/<division>``)."""
+    return run.parent.parent.parent
+
+
+def fetch(
+    partner: Partner,
+    base_url: str,
+    run: UPath,
+    *,
+    secret: str | None = None,
+    root: UPath | None = None,
+    run_id: str | None = None,
+    full_resync: bool = False,
+    settings: FetchSettings | None = None,
+    session: requests.Session | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Pull the partner's catalogue (full or incremental, ``watermark.plan``) into the archive.
+
+    Writes ``raw/manifest.json`` (every attempt, also when the pull fails) and ``fetch.json`` (mode,
+    counts, status); records the pull's watermark only after it succeeded. A failed pull raises
+    FetchError saying since when the partner's list on the platform is stale.
+    """
+    root = _root(run) if root is None else root
+    run_id = run_id or run.parent.name
     fmt = wire_formats()[partner.format]
-    manifest = read_json(run / RAW / "manifest.json")
-    pages = ((p["number"], read_json(UPath(p["path"]))[fmt.paging.items_field]) for p in manifest)
+    started = now or datetime.now(UTC)
+    pull = watermark.plan(
+        root, partner, run_id, now=started, full_resync=full_resync, incremental=fmt.incremental is not None
+    )
+    info: dict[str, Any] = {
+        "partner": partner.division,
+        "run_id": run_id,
+        "format": fmt.name,
+        **pull.as_dict(),
+        "started_at": started.isoformat(),
+    }
+    _log.info("partner %s: %s pull (%s)", partner.division, pull.mode, pull.reason)
+    try:
+        result = fetch_catalogue(
+            partner, fmt, base_url, Archive(root), secret=secret, since=pull.since, settings=settings, session=session
+        )
+    except FetchError as exc:
+        stale = watermark.stale_since(root, partner.division)
+        write_json(run / RAW / MANIFEST, exc.exchanges)
+        write_json(run / FETCH, {**info, "status": "failed", "error": str(exc), "stale_since": stale})
+        since = f"its list on the platform is as of the pull at {stale}" if stale else "it was never pulled before"
+        raise FetchError(f"{exc} — partner not refreshed this run; {since}", retryable=exc.retryable) from exc
+    write_json(run / RAW / MANIFEST, result.exchanges)
+    marks = [m for m in (result.watermark, pull.base and datetime.fromisoformat(pull.base["watermark"])) if m]
+    mark = max(marks).isoformat() if marks else None
+    counts = {
+        "pages": result.pages,
+        "requests": len(result.exchanges),
+        "fetched": result.fetched,
+        "declared_total": result.declared_total,
+        "duplicates": result.duplicates,
+        "unexpected_fields": result.unexpected_fields,
+    }
+    finished = datetime.now(UTC).isoformat()
+    write_json(run / FETCH, {**info, "status": "ok", "finished_at": finished, **counts, "watermark": mark})
+    watermark.record(
+        root,
+        partner.division,
+        run_id,
+        {"mode": pull.mode, "since": info["since"], "pulled_at": info["started_at"], "finished_at": finished}
+        | {"watermark": mark, "fetched": result.fetched},
+    )
+    return {"partner": partner.division, "mode": pull.mode, "since": info["since"], **counts}
+
+
+def normalise(partner: Partner, run: UPath, root: UPath | None = None) -> dict[str, Any]:
+    """Map the pull onto canonical items, reading the raw answers from the archive only (replayable)."""
+    fmt = wire_formats()[partner.format]
+    archive = Archive(_root(run) if root is None else root)
+    pages = archived_pages(read_json(run / RAW / MANIFEST), archive, fmt)
+    result = normalise_catalogue(pages, fmt, partner)
     items: list[dict[str, Any]] = []
     quarantined: list[dict[str, Any]] = []
-    for outcome in normalise_records(pages, fmt, partner):
+    for outcome in result.outcomes:
         if isinstance(outcome, Item):
             items.append(outcome.record())
         else:
             quarantined.append(outcome.record())
     write_jsonl(run / ITEMS, items)
     write_jsonl(run / QUARANTINE, quarantined)
-    return {"partner": partner.division, "items": len(items), "quarantined": len(quarantined)}
+    write_jsonl(run / DUPLICATES, result.duplicates)
+    return {
+        "partner": partner.division,
+        "items": len(items),
+        "quarantined": len(quarantined),
+        "duplicates": len(result.duplicates),
+    }
 
 
-def validate(partner: Partner, run: UPath) -> dict[str, Any]:
+def five_level_context(
+    partner: Partner, run: UPath, records: list[dict[str, Any]], store: ItemStore
+) -> list[dict[str, Any]]:
+    """For an incremental pull: the published items that share a 基本编码 with a delivered one, so that
+    五级N同 is judged against the whole group, not only the part that changed."""
+    if is_full_pull(run):
+        return []
+    delivered = {r["task_code"] for r in records}
+    groups = {r["catalog_code"] for r in records}
+    current = store.current(partner.division)
+    return [r for code, r in sorted(current.items()) if code not in delivered and r["catalog_code"] in groups]
+
+
+def validate(partner: Partner, run: UPath, store: ItemStore) -> dict[str, Any]:
     from tongban.validation import validate_items  # GX is heavy: imported when validating only
 
     records = list(read_jsonl(run / ITEMS))
-    outcome = validate_items(records, partner)
+    context = five_level_context(partner, run, records, store)
+    outcome = validate_items(records + context, partner)
     by_row: dict[int, list[dict[str, Any]]] = {}
     for finding in outcome.findings:
-        by_row.setdefault(finding.row, []).append(finding.__dict__)
+        if finding.row < len(records):  # context rows were judged in earlier runs
+            by_row.setdefault(finding.row, []).append(finding.__dict__)
     accepted, rejected, warned = [], [], []
     for row, record in enumerate(records):
         findings = by_row.get(row, [])
@@ -75,7 +177,25 @@ def validate(partner: Partner, run: UPath) -> dict[str, Any]:
     write_jsonl(run / REJECTED, rejected)
     write_jsonl(run / WARNINGS, warned)
     write_json(run / GX_RESULT, outcome.gx_result)
-    return {"partner": partner.division, **outcome.summary(), "accepted": len(accepted), "rejected": len(rejected)}
+    limit = max_critical_rate()
+    critical_rate = round(len(rejected) / len(records), 6) if records else 0.0
+    summary = {
+        "partner": partner.division,
+        **outcome.summary(),
+        "context_rows": len(context),
+        "accepted": len(accepted),
+        "rejected": len(rejected),
+        "critical_rate": critical_rate,
+        "max_critical_rate": limit,
+        "held_back": critical_rate > limit,
+    }
+    write_json(run / VALIDATION, summary)
+    return summary
+
+
+def held_back(run: UPath) -> bool:
+    """Whether validation held the whole partner back this run (too many critical failures)."""
+    return bool(read_json(run / VALIDATION)["held_back"])
 
 
 def held_codes(run: UPath) -> set[str]:
@@ -95,7 +215,11 @@ def reconcile_partner(
     partner: Partner, run: UPath, client: PlatformClient, store: ItemStore, run_id: str
 ) -> dict[str, Any]:
     current = client.items(partner.division)
-    recon = reconcile(read_jsonl(run / ACCEPTED), current, held_codes(run), full=is_full_pull(run))
+    if held_back(run):  # the platform keeps the partner's previous list whole
+        recon = reconcile([], current, [r["task_code"] for r in current], full=is_full_pull(run))
+        recon.held_back = True
+    else:
+        recon = reconcile(read_jsonl(run / ACCEPTED), current, held_codes(run), full=is_full_pull(run))
     write_json(run / RECONCILIATION, recon.as_dict())
     store.record_reconciliation(run_id, partner.division, recon.counts())
     return {"partner": partner.division, "platform_before": len(current), "full": recon.full, **recon.counts()}

@@ -56,6 +56,7 @@ class Reconciliation:
     held: list[str] = field(default_factory=list)
     recoded: list[Recoded] = field(default_factory=list)
     full: bool = True
+    held_back: bool = False  # the whole partner held back by validation: nothing changes on the platform
 
     def counts(self) -> dict[str, int]:
         return {k: len(getattr(self, k)) for k in ("added", "changed", "removed", "unchanged", "held", "recoded")}
@@ -82,7 +83,14 @@ class Reconciliation:
             for r in data.get("recoded", [])
         ]
         return cls(
-            data["added"], changed, data["removed"], data["unchanged"], data["held"], recoded, data.get("full", True)
+            data["added"],
+            changed,
+            data["removed"],
+            data["unchanged"],
+            data["held"],
+            recoded,
+            data.get("full", True),
+            data.get("held_back", False),
         )
 
 
@@ -137,8 +145,11 @@ def _hash_frame(records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     from tongban.hashing import element_hash_frame
 
     fields = [f for e in COMPARED for f in e.fields]
-    frame = pd.DataFrame.from_records(list(records.values()), columns=fields)
-    frame.index = pd.Index(list(records), dtype=object)
+    index = pd.Index(list(records), dtype=object)
+    # object columns keep each value's own type: a column with a None must not turn 15 into 15.0
+    frame = pd.DataFrame(
+        {f: pd.Series([r.get(f) for r in records.values()], index=index, dtype=object) for f in fields}, index=index
+    )
     return element_hash_frame(frame)
 
 

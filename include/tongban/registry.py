@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 IDENTITY = "identity"
 
@@ -40,25 +40,73 @@ def divisions() -> dict[str, Any]:
 
 
 class Paging(BaseModel):
+    """How a format pages: ``page`` (page number + size, a declared total in the body or a header) or
+    ``cursor`` (an opaque cursor from each answer; a declared total is optional)."""
+
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["page", "cursor"]
     page_size: int = Field(gt=0)
-    items_field: str
+    items_field: str | None = None  # JSON formats: the list of records in the body
     size_param: str
     page_param: str | None = None
     first_page: int = 1
-    total_field: str | None = None
+    total_field: str | None = None  # the declared total in the body ...
+    total_header: str | None = None  # ... or in a response header (CSV exports)
     cursor_param: str | None = None
     next_field: str | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> Paging:
-        needed = ("page_param", "total_field") if self.kind == "page" else ("cursor_param", "next_field")
+        needed = ("page_param",) if self.kind == "page" else ("cursor_param", "next_field")
         missing = [n for n in needed if getattr(self, n) is None]
+        if self.kind == "page" and self.total_field is None and self.total_header is None:
+            missing.append("total_field or total_header")
         if missing:
             raise ValueError(f"{self.kind} paging needs {', '.join(missing)}")
         return self
+
+
+class Auth(BaseModel):
+    """How a format authenticates requests; the secret itself is the Connection's ``password``.
+
+    ``none``; ``api_key`` (the secret in ``header``); ``bearer`` (``Authorization: Bearer <secret>``);
+    ``hmac_sha256`` (a signature over method, path, timestamp and nonce, docs/partner-formats.md).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheme: Literal["none", "api_key", "bearer", "hmac_sha256"] = "none"
+    header: str | None = None  # api_key: the header carrying the key
+    timestamp_header: str = "X-Timestamp"  # hmac_sha256 only, from here on
+    nonce_header: str = "X-Nonce"
+    signature_header: str = "X-Signature"
+    max_skew_seconds: int = Field(300, gt=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Auth:
+        if self.scheme == "api_key" and not self.header:
+            raise ValueError("api_key auth needs header")
+        return self
+
+
+class Incremental(BaseModel):
+    """The query parameter asking for records changed since a moment, and how that moment is written."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    param: str
+    format: str
+
+
+class MaterialsCell(BaseModel):
+    """Materials packed into one text cell (CSV): entries joined by ``entry_separator``, each entry's
+    parts (in ``material_fields`` order) joined by ``field_separator``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entry_separator: str = Field(min_length=1)
+    field_separator: str = Field(min_length=1)
 
 
 class WireFormat(BaseModel):
@@ -69,12 +117,30 @@ class WireFormat(BaseModel):
     name: str
     title: str
     path: str
+    media: Literal["json", "csv"] = "json"
+    encoding: str = "utf-8"
+    auth: Auth = Auth()
     paging: Paging
+    incremental: Incremental | None = None
     multi_value_separator: str
     datetime_format: str
+    numbers_as_text: bool = False  # the system sends every number as a string
     fields: dict[str, str]
     material_fields: dict[str, str]
+    materials_cell: MaterialsCell | None = None
     dictionaries: dict[str, dict[str, Any] | Literal["identity"]]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WireFormat:
+        if self.media == "json" and not self.paging.items_field:
+            raise ValueError(f"format {self.name}: JSON paging needs items_field")
+        if self.media == "csv" and self.materials_cell is None:
+            raise ValueError(f"format {self.name}: CSV needs materials_cell (materials in one cell)")
+        try:
+            "".encode(self.encoding)
+        except LookupError as exc:
+            raise ValueError(f"format {self.name}: unknown encoding {self.encoding!r}") from exc
+        return self
 
     def to_canonical(self, dictionary: str) -> dict[str, Any]:
         """wire code -> canonical code for one dictionary."""
@@ -88,6 +154,50 @@ class WireFormat(BaseModel):
         return {v: k for k, v in self.to_canonical(dictionary).items()}
 
 
+FAULT_KINDS = (
+    "slow",  # answer after ``delay`` seconds
+    "server_error",  # answer ``status`` (5xx)
+    "rate_limit",  # answer 429 with ``Retry-After: retry_after``
+    "truncated",  # a 200 whose body is cut in the middle
+    "invalid_json",  # a 200 whose body is an HTML error page
+    "wrong_encoding",  # the body in another encoding than the format's (UTF-8 <-> GBK)
+    "duplicate_page",  # one page served twice (docs/partner-formats.md: how, per paging kind)
+    "missing_page",  # one page's records never served
+    "schema_drift",  # fields renamed (``rename``) and/or added (``add``) in every record
+    "oversized",  # the body padded to ``size`` bytes
+    "bad_signature",  # 401: the partner refuses our credentials
+)
+
+
+class Fault(BaseModel):
+    """A fault the partner simulator injects into its catalogue answers (the pipeline never reads it).
+
+    ``times``: how many matching requests get it (then the partner behaves again); None = all.
+    ``page``: only requests for this page (1-based, in paging order); None = every page.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal[FAULT_KINDS]  # type: ignore[valid-type]
+    times: int | None = Field(None, ge=1)
+    page: int | None = Field(None, ge=1)
+    delay: float = Field(2.0, ge=0)
+    status: int = Field(503, ge=500, le=599)
+    retry_after: int = Field(1, ge=0)
+    size: int = Field(64 * 1024 * 1024, gt=0)
+    rename: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+
+    @field_validator("rename", "add", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        return tuple(value.items()) if isinstance(value, dict) else value
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-safe form (what the admin API takes and returns)."""
+        return {**self.model_dump(), "rename": dict(self.rename), "add": dict(self.add)}
+
+
 class Partner(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -95,6 +205,8 @@ class Partner(BaseModel):
     name: str
     items: int = Field(ge=0)
     format: str
+    full_resync_days: int = Field(7, ge=1)  # a full pull at least this often; incremental pulls between
+    faults: tuple[Fault, ...] = ()  # simulator only: faults its catalogue API starts with
 
     @property
     def province(self) -> str:

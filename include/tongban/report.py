@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 from upath import UPath
 
+from tongban import watermark
 from tongban.model import LABELS
 from tongban.reconcile import Reconciliation
 from tongban.registry import Partner, label
@@ -92,6 +93,7 @@ def build(
             for r in recon.recoded
         ],
         "full_pull": recon.full,
+        "held_back": recon.held_back,
         "unchanged": list(recon.unchanged),
         "held": list(recon.held),
         "published": [{"task_code": a["task_code"], "op": a["op"]} for a in publish.get("accepted", [])],
@@ -219,12 +221,13 @@ def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> 
     for partner in partners:
         path = reports_root / run_id / partner.division / "report.json"
         if path.exists():
+            report = read_json(path)
             rows.append(
                 {
                     "partner": partner.division,
                     "name": partner.name,
-                    "status": "ok",
-                    "counts": read_json(path)["counts"],
+                    "status": "held_back" if report.get("held_back") else "ok",
+                    "counts": report["counts"],
                     "report": str(path),
                 }
             )
@@ -232,12 +235,16 @@ def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> 
             rows.append(
                 {"partner": partner.division, "name": partner.name, "status": "failed", "counts": None, "report": None}
             )
+            # stale: the platform's list of this partner is as of its last published pull (None: never)
+            rows[-1]["stale_since"] = watermark.stale_since(reports_root.parent, partner.division)
     totals = {k: sum(r["counts"][k] for r in rows if r["counts"]) for k in COUNT_KEYS}
     summary = {
         "run_id": run_id,
         "partners": rows,
         "totals": totals,
-        "failed": [r["partner"] for r in rows if r["status"] != "ok"],
+        "failed": [r["partner"] for r in rows if r["status"] == "failed"],
+        "held_back": [r["partner"] for r in rows if r["status"] == "held_back"],
+        "stale": {r["partner"]: r["stale_since"] for r in rows if r["status"] == "failed"},
     }
     write_json(reports_root / run_id / "summary.json", summary)
     return summary

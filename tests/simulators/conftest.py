@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 import uvicorn
 from fastapi import FastAPI
 
+from tongban.auth import request_headers
 from tongban.registry import Registry, WireFormat, load_registry
 from tongban.simulators.__main__ import base_url, bind
+from tongban.simulators.credentials import partner_secrets
 from tongban.simulators.launcher import SimulatorURLs, running_simulators
 
 
@@ -24,10 +31,21 @@ def registry() -> Registry:
 
 
 @pytest.fixture(scope="session")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorURLs]:
+def live_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("live-simulators")
+
+
+@pytest.fixture(scope="session")
+def live(live_state: Path) -> Iterator[SimulatorURLs]:
     """Both simulators as real subprocesses (through the launcher), with their own state folder."""
-    with running_simulators(tmp_path_factory.mktemp("live-simulators")) as urls:
+    with running_simulators(live_state) as urls:
         yield urls
+
+
+@pytest.fixture(scope="session")
+def secrets(live: SimulatorURLs, live_state: Path, registry: Registry) -> dict[str, str]:
+    """The live partner simulator's secrets (what the partners' Connections carry)."""
+    return partner_secrets(live_state, registry)
 
 
 @contextmanager
@@ -54,28 +72,48 @@ def serve() -> Callable[[FastAPI], Any]:
     return serving
 
 
-def fetch_all(base: str, fmt: WireFormat, size: int | None = None) -> tuple[list[dict[str, Any]], list[Any]]:
+def signed_get(url: str, fmt: WireFormat, secret: str | None, **kwargs: Any) -> requests.Response:
+    """GET with the format's authentication (a fresh timestamp and nonce for a signed format)."""
+    headers = request_headers(fmt.auth, secret, "GET", urlsplit(url).path) if secret else {}
+    return requests.get(url, headers={**headers, **kwargs.pop("headers", {})}, timeout=30, **kwargs)
+
+
+def page_rows(fmt: WireFormat, answer: requests.Response) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(records, the rest of the answer) of one page; CSV decoded from the format's encoding."""
+    if fmt.media == "csv":
+        assert answer.headers["Content-Type"].lower().startswith("text/csv")
+        text = answer.content.decode(fmt.encoding)
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        total = answer.headers[fmt.paging.total_header or ""]
+        return rows, {"total": int(total)}
+    body = json.loads(answer.content.decode(fmt.encoding))
+    return body[fmt.paging.items_field], body
+
+
+def fetch_all(
+    base: str, fmt: WireFormat, size: int | None = None, secret: str | None = None, **extra: Any
+) -> tuple[list[dict[str, Any]], list[Any]]:
     """Page through a partner's API the way a client must; returns (rows, the page-level markers).
 
     For page paging the markers are the reported totals, for cursor paging the cursors received.
     """
     paging = fmt.paging
     url = base + fmt.path
-    params: dict[str, Any] = {paging.size_param: size or paging.page_size}
+    params: dict[str, Any] = {paging.size_param: size or paging.page_size, **extra}
     rows: list[dict[str, Any]] = []
     markers: list[Any] = []
     if paging.kind == "page":
-        assert paging.page_param and paging.total_field
+        assert paging.page_param
         params[paging.page_param] = paging.first_page
     for _ in range(10_000):
-        answer = requests.get(url, params=params, timeout=30)
+        answer = signed_get(url, fmt, secret, params=params)
         assert answer.status_code == 200, answer.text
-        body = answer.json()
-        page = body[paging.items_field]
+        page, body = page_rows(fmt, answer)
         rows += page
         if paging.kind == "page":
-            markers.append(body[paging.total_field])
-            if not page or len(rows) >= body[paging.total_field]:
+            total = body["total"] if fmt.media == "csv" else body[paging.total_field or "total"]
+            markers.append(total)
+            if not page or len(rows) >= total:
                 return rows, markers
             params[paging.page_param] += 1
         else:

@@ -1,4 +1,4 @@
-"""The partner simulator over real HTTP: paging both formats, wire codes, errors, admin changes."""
+"""The partner simulator over real HTTP: paging every format, wire codes, errors, admin changes."""
 
 from __future__ import annotations
 
@@ -13,23 +13,25 @@ import requests
 
 from tongban.registry import Registry, wire_formats
 from tongban.simulators.catalogue import CHINA_TZ, UNMAPPABLE_ITEM_TYPE, defects
+from tongban.simulators.credentials import partner_secrets
 from tongban.simulators.launcher import SimulatorURLs, partner_base_url
 from tongban.simulators.partners import OVERRIDES_FILE, create_partner_app
 
-from .conftest import fetch_all, ground_truth
+from .conftest import fetch_all, ground_truth, signed_get
 
-NATIONAL, PINYIN = "440100", "440300"  # partners.yaml: national_json and pinyin_json
+NATIONAL, PINYIN, CSV = "440100", "440300", "441300"  # partners.yaml: national_json, pinyin_json, csv_gbk
 
 
 @pytest.mark.parametrize("size", [None, 37, 500])
 def test_every_partner_pages_to_exactly_its_ground_truth(
-    registry: Registry, live: SimulatorURLs, size: int | None
+    registry: Registry, live: SimulatorURLs, secrets: dict[str, str], size: int | None
 ) -> None:
-    partners = registry.partners if size is None else [registry.partner(NATIONAL), registry.partner(PINYIN)]
+    chosen = (NATIONAL, PINYIN, CSV)
+    partners = registry.partners if size is None else [registry.partner(d) for d in chosen]
     for partner in partners:
         fmt = wire_formats()[partner.format]
         truth = ground_truth(live.partners, partner.division)
-        rows, markers = fetch_all(partner_base_url(live, partner.division), fmt, size)
+        rows, markers = fetch_all(partner_base_url(live, partner.division), fmt, size, secrets[partner.division])
         codes = [row[fmt.fields["task_code"]] for row in rows]
         assert len(codes) == len(set(codes)) == partner.items, partner.division
         assert codes == [r["task_code"] for r in truth]  # same set, stable sorted order
@@ -45,10 +47,12 @@ def _decode(fmt_name: str, dictionary: str, wire: Any) -> Any:
     return wire_formats()[fmt_name].to_canonical(dictionary)[wire]
 
 
-def test_pinyin_rows_carry_pinyin_codes_strings_and_local_time(registry: Registry, live: SimulatorURLs) -> None:
+def test_pinyin_rows_carry_pinyin_codes_strings_and_local_time(
+    registry: Registry, live: SimulatorURLs, secrets: dict[str, str]
+) -> None:
     fmt = wire_formats()["pinyin_json"]
     truth = {r["task_code"]: r for r in ground_truth(live.partners, PINYIN)}
-    rows, _ = fetch_all(partner_base_url(live, PINYIN), fmt)
+    rows, _ = fetch_all(partner_base_url(live, PINYIN), fmt, secret=secrets[PINYIN])
     listed = requests.get(f"{live.partners}/admin/partners/{PINYIN}/defects", timeout=10).json()["defects"]
     assert listed == defects(registry, registry.partner(PINYIN))
     broken = {c for c, k in listed.items() if k == "unmappable_code"}
@@ -87,10 +91,10 @@ def test_pinyin_rows_carry_pinyin_codes_strings_and_local_time(registry: Registr
     assert seen_handle_types == {"1", "2"}
 
 
-def test_national_rows_carry_national_codes_ints_and_local_time(live: SimulatorURLs) -> None:
+def test_national_rows_carry_national_codes_ints_and_local_time(live: SimulatorURLs, secrets: dict[str, str]) -> None:
     fmt = wire_formats()["national_json"]
     truth = {r["task_code"]: r for r in ground_truth(live.partners, NATIONAL)}
-    rows, _ = fetch_all(partner_base_url(live, NATIONAL), fmt)
+    rows, _ = fetch_all(partner_base_url(live, NATIONAL), fmt, secret=secrets[NATIONAL])
     for row in rows:
         r = truth[row["task_code"]]
         assert row["task_name"] == r["name"] and row["use_level"] == r["level"]
@@ -114,19 +118,32 @@ def test_national_rows_carry_national_codes_ints_and_local_time(live: SimulatorU
         ("/partners/440100/api/v1/items", {"pageSize": 0}, 400),
         ("/partners/440100/api/v1/items", {"page": 0}, 400),
         ("/partners/440100/api/v1/items", {"page": "x"}, 400),
+        ("/partners/440100/api/v1/items", {"updated_since": "yesterday"}, 400),
         ("/partners/440300/api/sx/list", {"limit": 501}, 400),
         ("/partners/440300/api/sx/list", {"cursor": "not-a-cursor"}, 400),
         ("/partners/440300/api/sx/list", {"cursor": base64.urlsafe_b64encode(b"123").decode()}, 400),
+        ("/partners/441300/export/items.csv", {"pageNo": 0}, 400),
     ],
 )
-def test_bad_requests_get_json_errors(live: SimulatorURLs, path: str, params: dict[str, Any], status: int) -> None:
-    answer = requests.get(live.partners + path, params=params, timeout=10)
+def test_bad_requests_get_json_errors(
+    registry: Registry,
+    live: SimulatorURLs,
+    secrets: dict[str, str],
+    path: str,
+    params: dict[str, Any],
+    status: int,
+) -> None:
+    division = path.split("/")[2]
+    fmt = wire_formats()[registry.partner(division).format] if division in secrets else wire_formats()["national_json"]
+    answer = signed_get(live.partners + path, fmt, secrets.get(division, "x"), params=params)
     assert answer.status_code == status
     assert answer.json()["error"]
 
 
-def test_page_past_the_end_is_empty_with_the_total(live: SimulatorURLs) -> None:
-    body = requests.get(f"{live.partners}/partners/{NATIONAL}/api/v1/items", params={"page": 99}, timeout=10).json()
+def test_page_past_the_end_is_empty_with_the_total(live: SimulatorURLs, secrets: dict[str, str]) -> None:
+    fmt = wire_formats()["national_json"]
+    url = f"{live.partners}/partners/{NATIONAL}/api/v1/items"
+    body = signed_get(url, fmt, secrets[NATIONAL], params={"page": 99}).json()
     assert body["data"] == [] and body["total"] == 420 and body["page"] == 99
 
 
@@ -149,7 +166,8 @@ def test_admin_changes_are_served_and_survive_a_restart(
         assert requests.delete(f"{admin}/{doomed['task_code']}", timeout=10).status_code == 200
         assert requests.delete(f"{admin}/{doomed['task_code']}", timeout=10).status_code == 404
         expected = ground_truth(url, PINYIN)
-        rows, _ = fetch_all(partner_base_url(SimulatorURLs(url, ""), PINYIN), fmt)
+        secret = partner_secrets(tmp_path, registry)[PINYIN]
+        rows, _ = fetch_all(partner_base_url(SimulatorURLs(url, ""), PINYIN), fmt, secret=secret)
         assert [r["SSBM"] for r in rows] == [r["task_code"] for r in expected]
         served = {r["SSBM"]: r for r in rows}
         assert served[target["task_code"]]["CNBJSX"] == "1" and served[target["task_code"]]["BBH"] == new["version"]

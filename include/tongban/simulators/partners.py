@@ -1,9 +1,16 @@
 """The partner catalogue APIs: one FastAPI app serving every partner of the registry.
 
 Each partner answers under ``/partners/{division}`` + its wire format's ``path``, with that
-format's field names, codes and paging. What it serves is the generated catalogue
-(:mod:`tongban.simulators.catalogue`) plus the changes made through the admin API, which persist
-in ``state_dir/partner_overrides.json``. Admin routes speak canonical records.
+format's field names, codes, encoding, paging and authentication (API key, bearer token or
+HMAC-SHA256 signature; the secrets in ``state_dir/partner_secrets.json``, see
+:mod:`.credentials`). It honours the format's incremental parameter (records updated at or after
+the given moment). What it serves is the generated catalogue (:mod:`tongban.simulators.catalogue`)
+plus the changes made through the admin API, which persist in ``state_dir/partner_overrides.json``.
+Admin routes speak canonical records and need no credentials.
+
+Fault profiles (``registry.Fault``) make a partner misbehave the way real systems do: each partner
+starts with its registry ``faults:``; ``PUT /admin/partners/{division}/faults`` replaces them
+(persisted in ``state_dir/partner_faults.json``), ``DELETE`` clears them.
 """
 
 from __future__ import annotations
@@ -14,21 +21,27 @@ import bisect
 import json
 import os
 import threading
-from datetime import timedelta
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Body, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from tongban.auth import verify_signature
 from tongban.model import ITEM_FIELDS, Item
-from tongban.registry import Partner, Registry, wire_formats
-from tongban.simulators.catalogue import defects, generate_catalogue, reference_time
-from tongban.simulators.wire import WireEncoder
+from tongban.registry import Fault, Partner, Registry, WireFormat, wire_formats
+from tongban.simulators.catalogue import CHINA_TZ, defects, generate_catalogue, reference_time
+from tongban.simulators.credentials import partner_secrets
+from tongban.simulators.wire import WireEncoder, csv_text
 
 MAX_PAGE_SIZE = 500
 OVERRIDES_FILE = "partner_overrides.json"
+FAULTS_FILE = "partner_faults.json"
+MAINTENANCE_PAGE = "<html><head><title>系统维护</title></head><body><h1>系统维护中，请稍后再试</h1></body></html>"
 _CURSOR_PREFIX = "after:"
 
 
@@ -218,47 +231,246 @@ def _int_param(request: Request, name: str | None, default: int, low: int, high:
     return value
 
 
-def _page(encoder: WireEncoder, items: list[dict[str, Any]], request: Request) -> dict[str, Any]:
-    """One page of page/pageSize paging: ``{"code": 200, "total": N, "page": p, "pageSize": s, "data": [...]}``."""
-    paging = encoder.format.paging
-    page_param, total_field = paging.page_param or "page", paging.total_field or "total"
-    size = _int_param(request, paging.size_param, paging.page_size, 1, MAX_PAGE_SIZE)
-    page = _int_param(request, page_param, paging.first_page, paging.first_page)
-    start = (page - paging.first_page) * size
-    return {
-        "code": 200,
-        total_field: len(items),
-        page_param: page,
-        paging.size_param: size,
-        paging.items_field: [encoder.encode(r) for r in items[start : start + size]],
-    }
+# --- authentication -----------------------------------------------------------------------------
 
 
-def _cursor_page(encoder: WireEncoder, items: list[dict[str, Any]], request: Request) -> dict[str, Any]:
-    """One page of cursor paging: ``{"success": true, "rows": [...], "nextCursor": "…" | null}``.
+class Gatekeeper:
+    """Checks each catalogue request against the partner's secret, as its format's ``auth`` says.
 
-    The cursor names the last task_code served (keyset paging), so a client paging through while the
-    catalogue changes neither repeats nor skips the records that stay.
+    HMAC-signed requests must carry a timestamp within ``max_skew_seconds`` of the simulator's clock
+    and a nonce not seen within twice that window (replays are refused).
     """
-    paging = encoder.format.paging
-    size = _int_param(request, paging.size_param, paging.page_size, 1, MAX_PAGE_SIZE)
-    cursor = request.query_params.get(paging.cursor_param or "cursor")
-    start = bisect.bisect_right([r["task_code"] for r in items], decode_cursor(cursor)) if cursor else 0
-    rows = items[start : start + size]
-    more = start + size < len(items)
-    return {
-        "success": True,
-        paging.items_field: [encoder.encode(r) for r in rows],
-        paging.next_field or "nextCursor": encode_cursor(rows[-1]["task_code"]) if more and rows else None,
-    }
+
+    def __init__(self, secrets: dict[str, str], clock: Callable[[], float] = time.time) -> None:
+        self.secrets = secrets
+        self.clock = clock
+        self._nonces: dict[str, dict[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, division: str, fmt: WireFormat, request: Request) -> None:
+        auth, secret, headers = fmt.auth, self.secrets[division], request.headers
+        if auth.scheme == "none":
+            return
+        if auth.scheme == "api_key":
+            assert auth.header
+            given = headers.get(auth.header)
+            if not given:
+                raise SimulatorError(401, f"缺少 API 密钥（请求头 {auth.header}）")
+            if given != secret:
+                raise SimulatorError(401, "API 密钥无效")
+            return
+        if auth.scheme == "bearer":
+            scheme, _, token = headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise SimulatorError(401, "缺少访问令牌（Authorization: Bearer <令牌>）")
+            if token.strip() != secret:
+                raise SimulatorError(401, "访问令牌无效")
+            return
+        names = (auth.timestamp_header, auth.nonce_header, auth.signature_header)
+        stamp, nonce, given = (headers.get(n) for n in names)
+        if not (stamp and nonce and given):
+            raise SimulatorError(401, f"缺少签名请求头（{'、'.join(names)}）")
+        try:
+            moment = int(stamp)
+        except ValueError:
+            raise SimulatorError(401, f"时间戳 {stamp!r} 不是整数秒") from None
+        now = self.clock()
+        if abs(now - moment) > auth.max_skew_seconds:
+            raise SimulatorError(
+                401, f"时间戳超出允许偏差（±{auth.max_skew_seconds} 秒）：请求 {moment}，服务器 {int(now)}"
+            )
+        if not verify_signature(secret, request.method, request.url.path, stamp, nonce, given):
+            raise SimulatorError(401, "签名校验失败")
+        with self._lock:
+            seen = self._nonces.setdefault(division, {})
+            for old in [n for n, expiry in seen.items() if expiry < now]:
+                del seen[old]
+            if nonce in seen:
+                raise SimulatorError(401, f"nonce {nonce} 已使用（重放请求被拒绝）")
+            seen[nonce] = now + 2 * auth.max_skew_seconds
 
 
-def create_partner_app(registry: Registry, state_dir: Path) -> FastAPI:
-    """The partner simulator app; admin overrides persist under ``state_dir``."""
-    store = PartnerStore(registry, Path(state_dir) / OVERRIDES_FILE)
+# --- fault profiles -----------------------------------------------------------------------------
+
+ANSWERING_FAULTS = ("bad_signature", "server_error", "rate_limit")  # replace the answer, in this order
+
+
+class FaultBook:
+    """Each partner's fault profiles: the registry's, or those set through the admin API (persisted).
+
+    A fault with ``times`` affects that many matching requests, then the partner behaves again;
+    setting a partner's faults restarts the count.
+    """
+
+    def __init__(self, registry: Registry, path: Path) -> None:
+        self.registry = registry
+        self.path = path
+        self._lock = threading.Lock()
+        self._set: dict[str, list[Fault]] = {}
+        if path.exists():
+            try:
+                stored = json.loads(path.read_text(encoding="utf-8"))
+                self._set = {d: [Fault(**f) for f in faults] for d, faults in stored.items()}
+            except (ValueError, TypeError, ValidationError) as exc:
+                raise RuntimeError(f"cannot read simulator faults {path}: {exc}") from exc
+        self._left: dict[str, list[int | None]] = {}
+
+    def faults(self, division: str) -> list[Fault]:
+        if division in self._set:
+            return self._set[division]
+        return list(next((p.faults for p in self.registry.partners if p.division == division), ()))
+
+    def put(self, division: str, faults: list[Fault]) -> None:
+        with self._lock:
+            self._set[division] = faults
+            self._left.pop(division, None)
+            self._save()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._set = {}
+            self._left = {}
+            self._save()
+
+    def draw(self, division: str, page: int) -> list[Fault]:
+        """The faults that hit this request (for page ``page``), counted."""
+        with self._lock:
+            faults = self.faults(division)
+            left = self._left.setdefault(division, [f.times for f in faults])
+            hit = []
+            for i, fault in enumerate(faults):
+                if fault.page is not None and fault.page != page:
+                    continue
+                if fault.kind == "duplicate_page" and page < 2:
+                    continue
+                if left[i] is not None:
+                    if left[i] <= 0:
+                        continue
+                    left[i] -= 1
+                hit.append(fault)
+            return hit
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        data = {d: [f.spec() for f in faults] for d, faults in self._set.items()}
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+# --- one catalogue answer -----------------------------------------------------------------------
+
+
+def _since(fmt: WireFormat, request: Request) -> datetime | None:
+    if fmt.incremental is None:
+        return None
+    raw = request.query_params.get(fmt.incremental.param)
+    if not raw:
+        return None
+    try:
+        return datetime.strptime(raw, fmt.incremental.format).replace(tzinfo=CHINA_TZ)
+    except ValueError:
+        expected = fmt.incremental.format
+        raise SimulatorError(400, f"参数 {fmt.incremental.param} 应为 {expected} 格式，收到 {raw!r}") from None
+
+
+class _Slice:
+    """Which records one request asks for: page number (1-based), start index, size."""
+
+    def __init__(self, fmt: WireFormat, items: list[dict[str, Any]], request: Request) -> None:
+        paging = fmt.paging
+        self.size = _int_param(request, paging.size_param, paging.page_size, 1, MAX_PAGE_SIZE)
+        if paging.kind == "page":
+            self.number_param = _int_param(request, paging.page_param, paging.first_page, paging.first_page)
+            self.start = (self.number_param - paging.first_page) * self.size
+        else:
+            cursor = request.query_params.get(paging.cursor_param or "cursor")
+            codes = [r["task_code"] for r in items]
+            self.start = bisect.bisect_right(codes, decode_cursor(cursor)) if cursor else 0
+        self.page = self.start // self.size + 1
+        self.end = self.start + self.size
+
+
+def _answer(encoder: WireEncoder, items: list[dict[str, Any]], request: Request, faults: list[Fault]) -> Response:
+    """The page the request asks for, as the format writes it, with the drawn faults applied."""
+    fmt = encoder.format
+    paging = fmt.paging
+    where = _Slice(fmt, items, request)
+    kinds = {f.kind: f for f in faults}
+    rows = items[where.start : where.end]
+    more = where.end < len(items)
+    if "duplicate_page" in kinds and where.start > 0:
+        rows = items[max(0, where.start - where.size) : where.start] + rows  # the page before, again
+    if "missing_page" in kinds:
+        rows = []
+    wire = [encoder.encode(r) for r in rows]
+    columns = list(fmt.fields.values())
+    if drift := kinds.get("schema_drift"):
+        renamed, added = dict(drift.rename), dict(drift.add)
+        wire = [{renamed.get(k, k): v for k, v in row.items()} | added for row in wire]
+        columns = [renamed.get(c, c) for c in columns] + [c for c in added if c not in columns]
+    headers: dict[str, str] = {}
+    if fmt.media == "csv":
+        text = csv_text(columns, wire)
+        media = f"text/csv; charset={fmt.encoding.upper()}"
+        if paging.total_header:
+            headers[paging.total_header] = str(len(items))
+    else:
+        if paging.kind == "page":
+            payload: dict[str, Any] = {"code": 200, paging.total_field or "total": len(items)}
+            payload |= {paging.page_param or "page": where.number_param, paging.size_param: where.size}
+        else:
+            payload = {"success": True}
+            if paging.total_field:
+                payload[paging.total_field] = len(items)
+            last = items[where.end - 1]["task_code"] if more and where.end - 1 < len(items) else None
+            payload[paging.next_field or "nextCursor"] = encode_cursor(last) if last else None
+        payload[paging.items_field or "data"] = wire
+        text = json.dumps(payload, ensure_ascii=False)
+        media = f"application/json; charset={fmt.encoding}"
+    encoding = fmt.encoding
+    if "wrong_encoding" in kinds:
+        encoding = "utf-8" if fmt.encoding.lower() != "utf-8" else "gbk"
+    body = text.encode(encoding)
+    if "truncated" in kinds:
+        body = body[: max(1, len(body) // 2)]
+    if "invalid_json" in kinds:
+        body, media = MAINTENANCE_PAGE.encode(), "text/html; charset=utf-8"
+    if oversized := kinds.get("oversized"):
+        return StreamingResponse(_padded(body, oversized.size), media_type=media, headers=headers)
+    return Response(body, media_type=media, headers=headers)
+
+
+def _padded(body: bytes, size: int) -> Iterator[bytes]:
+    """The body followed by blanks up to ``size`` bytes (valid JSON; just far too big)."""
+    yield body
+    chunk = b" " * (256 * 1024)
+    left = size - len(body)
+    while left > 0:
+        yield chunk[: min(left, len(chunk))]
+        left -= len(chunk)
+
+
+def _refusal(fault: Fault, fmt: WireFormat) -> JSONResponse:
+    if fault.kind == "bad_signature":
+        reason = "签名校验失败" if fmt.auth.scheme == "hmac_sha256" else "凭证无效"
+        return JSONResponse({"error": reason}, status_code=401)
+    if fault.kind == "rate_limit":
+        headers = {"Retry-After": str(fault.retry_after)}
+        return JSONResponse({"error": "请求过于频繁，请稍后再试"}, status_code=429, headers=headers)
+    return JSONResponse({"error": "服务暂不可用"}, status_code=fault.status)
+
+
+def create_partner_app(registry: Registry, state_dir: Path, clock: Callable[[], float] = time.time) -> FastAPI:
+    """The partner simulator app; admin overrides, fault profiles and secrets live under ``state_dir``."""
+    state_dir = Path(state_dir)
+    store = PartnerStore(registry, state_dir / OVERRIDES_FILE)
+    book = FaultBook(registry, state_dir / FAULTS_FILE)
+    gate = Gatekeeper(partner_secrets(state_dir, registry), clock)
     encoders = {name: WireEncoder(fmt) for name, fmt in wire_formats().items()}
     app = FastAPI(title="跨省通办合作地区事项接口模拟器", docs_url="/docs", redoc_url=None)
     app.state.store = store
+    app.state.faults = book
 
     @app.exception_handler(SimulatorError)
     async def _refused(_: Request, exc: SimulatorError) -> JSONResponse:
@@ -269,15 +481,25 @@ def create_partner_app(registry: Registry, state_dir: Path) -> FastAPI:
         return {"status": "ok", "partners": len(registry.partners)}
 
     @app.get("/partners/{division}/{path:path}")
-    def catalogue(division: str, path: str, request: Request) -> JSONResponse:
+    def catalogue(division: str, path: str, request: Request) -> Response:
         encoder = encoders[store.partner(division).format]
         wire = encoder.format
         if "/" + path.strip("/") != wire.path.rstrip("/"):
             raise SimulatorError(404, f"合作地区 {division} 没有接口 /{path}（应为 {wire.path}）")
+        gate.check(division, wire, request)
         items = store.items(division)
-        if wire.paging.kind == "page":
-            return JSONResponse(_page(encoder, items, request))
-        return JSONResponse(_cursor_page(encoder, items, request))
+        since = _since(wire, request)
+        if since is not None:
+            items = [r for r in items if datetime.fromisoformat(r["updated_at"]) >= since]
+        faults = book.draw(division, _Slice(wire, items, request).page)
+        for fault in faults:
+            if fault.kind == "slow":
+                time.sleep(fault.delay)
+        for kind in ANSWERING_FAULTS:
+            refusal = next((f for f in faults if f.kind == kind), None)
+            if refusal is not None:
+                return _refusal(refusal, wire)
+        return _answer(encoder, items, request, faults)
 
     @app.get("/admin/partners/{division}/items")
     def admin_items(division: str) -> JSONResponse:
@@ -287,6 +509,27 @@ def create_partner_app(registry: Registry, state_dir: Path) -> FastAPI:
     @app.get("/admin/partners/{division}/defects")
     def admin_defects(division: str) -> dict[str, Any]:
         return {"partner": division, "defects": store.defects(division)}
+
+    @app.get("/admin/partners/{division}/faults")
+    def admin_faults(division: str) -> dict[str, Any]:
+        store.partner(division)
+        return {"partner": division, "faults": [f.spec() for f in book.faults(division)]}
+
+    @app.put("/admin/partners/{division}/faults")
+    def admin_set_faults(division: str, faults: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        store.partner(division)
+        try:
+            parsed = [Fault(**f) for f in faults]
+        except (ValidationError, TypeError) as exc:
+            raise SimulatorError(422, f"故障配置不合法：{exc}") from exc
+        book.put(division, parsed)
+        return {"partner": division, "faults": [f.spec() for f in parsed]}
+
+    @app.delete("/admin/partners/{division}/faults")
+    def admin_clear_faults(division: str) -> dict[str, Any]:
+        store.partner(division)
+        book.put(division, [])
+        return {"partner": division, "faults": []}
 
     @app.patch("/admin/partners/{division}/items/{task_code}")
     def admin_patch(division: str, task_code: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +546,9 @@ def create_partner_app(registry: Registry, state_dir: Path) -> FastAPI:
 
     @app.post("/admin/reset")
     def admin_reset() -> dict[str, Any]:
+        """Drop every admin change and every fault set through the admin API."""
         store.reset()
+        book.reset()
         return {"reset": True}
 
     return app

@@ -3,11 +3,16 @@
 The reverse of what the pipeline's normaliser does: field names through ``fields`` and
 ``material_fields``, coded values through ``WireFormat.to_wire(<dictionary>)``, datetimes through
 ``datetime_format`` in China local time. A canonical value the format has no wire code for goes out
-unchanged, which is how an ``unmappable_code`` defect reaches the wire.
+unchanged, which is how an ``unmappable_code`` defect reaches the wire. CSV formats get every value
+as text (empty for none) and the materials packed in one cell (``materials_cell``); :func:`csv_text`
+renders the rows.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,8 +33,6 @@ NUMBER_FIELDS: frozenset[str] = frozenset({"legal_limit", "promised_limit"})
 DATETIME_FIELDS: frozenset[str] = frozenset({"updated_at"})
 MATERIAL_CODED_FIELDS: dict[str, str] = {"required": "material_required", "form": "material_form"}
 MATERIAL_NUMBER_FIELDS: frozenset[str] = frozenset({"copies"})
-# Formats whose systems send every number as a JSON string (not declared in formats.yaml).
-NUMBERS_AS_TEXT: frozenset[str] = frozenset({"pinyin_json"})
 
 
 class WireEncoder:
@@ -39,10 +42,14 @@ class WireEncoder:
         self.format = wire_format
         names = {*CODED_FIELDS.values(), *MULTI_VALUED_FIELDS.values(), *MATERIAL_CODED_FIELDS.values()}
         self.codes: dict[str, dict[Any, str]] = {name: wire_format.to_wire(name) for name in names}
-        self.numbers_as_text = wire_format.name in NUMBERS_AS_TEXT
+        self.numbers_as_text = wire_format.numbers_as_text or wire_format.media == "csv"
+        self.csv = wire_format.media == "csv"
 
     def encode(self, record: dict[str, Any]) -> dict[str, Any]:
-        return {wire: self._value(field, record.get(field)) for field, wire in self.format.fields.items()}
+        row = {wire: self._value(field, record.get(field)) for field, wire in self.format.fields.items()}
+        if self.csv:
+            row = {k: "" if v is None else str(v) for k, v in row.items()}
+        return row
 
     def _code(self, dictionary: str, value: Any) -> Any:
         if value is None:
@@ -70,8 +77,21 @@ class WireEncoder:
                 moment = moment.astimezone(CHINA_TZ)
             return moment.strftime(self.format.datetime_format)
         if field == "materials":
-            return [self._material(m) for m in value or []]
+            materials = [self._material(m) for m in value or []]
+            return self._cell(materials) if self.format.materials_cell else materials
         return value
+
+    def _cell(self, materials: list[dict[str, Any]]) -> str:
+        cell = self.format.materials_cell
+        assert cell is not None
+        entries = []
+        for material in materials:
+            parts = ["" if v is None else str(v) for v in material.values()]
+            for part in parts:
+                if cell.entry_separator in part or cell.field_separator in part:
+                    raise ValueError(f"material value {part!r} contains a separator of {self.format.name}")
+            entries.append(cell.field_separator.join(parts))
+        return cell.entry_separator.join(entries)
 
     def _material(self, material: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -83,3 +103,13 @@ class WireEncoder:
                 value = self._number(value)
             out[wire] = value
         return out
+
+
+def csv_text(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
+    """A CSV export: a header row, then one line per record (CRLF line ends, quoted where needed)."""
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    return out.getvalue()

@@ -1,0 +1,71 @@
+"""Replay a run's normalisation offline, from the raw archive only (no partner is called).
+
+``replay(root, run_id, partner)`` copies the run's fetch manifest to
+``<root>/replays/<run id>/<division>/`` and normalises from the archived answers there, so the
+original run folder is untouched; the items, quarantine and duplicates it writes must equal the
+run's own. ``python -m tongban.replay RUN_ID [DIVISION …]`` does it for the configured storage and
+says, per partner, whether the replay matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from upath import UPath
+
+from tongban import pipeline
+from tongban.registry import Partner, load_registry
+from tongban.storage import read_json, run_dir, write_json
+
+REPLAYS = "replays"
+COMPARED = (pipeline.ITEMS, pipeline.QUARANTINE, pipeline.DUPLICATES)
+
+
+def replay(root: UPath, run_id: str, partner: Partner, out: UPath | None = None) -> dict[str, Any]:
+    """Re-normalise ``partner`` of ``run_id`` from the archive into ``out``; returns the stage summary."""
+    source = run_dir(root, run_id, partner.division)
+    target = out if out is not None else root / REPLAYS / run_id / partner.division
+    manifest = source / pipeline.RAW / pipeline.MANIFEST
+    if not manifest.exists():
+        raise FileNotFoundError(f"run {run_id} has no fetch manifest for {partner.division} ({manifest})")
+    write_json(target / pipeline.RAW / pipeline.MANIFEST, read_json(manifest))
+    if (source / pipeline.FETCH).exists():
+        write_json(target / pipeline.FETCH, read_json(source / pipeline.FETCH))
+    return pipeline.normalise(partner, target, root=root)
+
+
+def differences(root: UPath, run_id: str, division: str, out: UPath | None = None) -> list[str]:
+    """Files of the replay that differ from the run's own (empty: the replay is identical)."""
+    source = run_dir(root, run_id, division)
+    target = out if out is not None else root / REPLAYS / run_id / division
+    return [
+        name
+        for name in COMPARED
+        if (source / name).exists() and (source / name).read_bytes() != (target / name).read_bytes()
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tongban.config import storage_url
+
+    parser = argparse.ArgumentParser(prog="python -m tongban.replay", description=__doc__.splitlines()[0])
+    parser.add_argument("run_id")
+    parser.add_argument("divisions", nargs="*", help="partners to replay (default: every partner of the run)")
+    args = parser.parse_args(argv)
+    root = UPath(storage_url())
+    registry = load_registry()
+    divisions = args.divisions or sorted(p.name for p in (root / "runs" / args.run_id).iterdir())
+    failed = 0
+    for division in divisions:
+        summary = replay(root, args.run_id, registry.partner(division))
+        diff = differences(root, args.run_id, division)
+        failed += bool(diff)
+        print(f"{division}: {summary} — {'differs: ' + ', '.join(diff) if diff else 'identical to the run'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

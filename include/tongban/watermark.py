@@ -1,0 +1,137 @@
+"""Per-partner pull state: which pulls succeeded, up to which update time, and what the next pull is.
+
+``<storage root>/state/<division>/watermark.json`` holds the successful pulls keyed by run id (so a
+re-run of a run's fetch rewrites its own entry and never builds on itself). Each entry has the
+pull's mode, when it ran, and its watermark: the latest update time among the records it took,
+in the partner's own clock (never ours, so clock skew between systems does not lose changes).
+
+A pull *counts* for the next run only once its run has really published for that partner
+(``runs/<run>/<division>/publish.json`` exists and was not a dry run): a run that fetched but failed
+later, or a dry run, must not move the next incremental pull past changes nobody published.
+
+The next pull is **full** when asked for (the DAG param ``full_resync``), when no pull counts yet,
+when the format has no incremental parameter, or when the last counting full pull is older than the
+partner's ``full_resync_days`` (7 by default); otherwise **incremental** from the latest counting
+watermark minus ``OVERLAP`` (records changed in that window come again; publishing is idempotent).
+Removals show only in full pulls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from upath import UPath
+
+from tongban.registry import Partner
+from tongban.storage import read_json, run_dir, write_json
+
+STATE = "state"
+WATERMARK_FILE = "watermark.json"
+PUBLISH_FILE = "publish.json"  # pipeline.PUBLISH: the publish stage's output in the run folder
+OVERLAP = timedelta(minutes=10)
+KEEP = 60  # pull entries kept per partner
+
+
+@dataclass(frozen=True)
+class PullPlan:
+    mode: Literal["full", "incremental"]
+    since: datetime | None
+    reason: str
+    base: dict[str, Any] | None = None  # the counting pull an incremental one builds on
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "since": self.since.isoformat() if self.since else None,
+            "reason": self.reason,
+            "base_run": self.base["run_id"] if self.base else None,
+        }
+
+
+def state_path(root: UPath, division: str) -> UPath:
+    return root / STATE / division / WATERMARK_FILE
+
+
+def load(root: UPath, division: str) -> dict[str, Any]:
+    path = state_path(root, division)
+    if not path.exists():
+        return {"partner": division, "pulls": {}}
+    return read_json(path)
+
+
+def committed(root: UPath, run_id: str, division: str) -> bool:
+    """Whether ``run_id`` published ``division``'s pull for real (not a dry run)."""
+    path = run_dir(root, run_id, division) / PUBLISH_FILE
+    if not path.exists():
+        return False
+    try:
+        return not read_json(path).get("dry_run", False)
+    except (ValueError, OSError):
+        return False
+
+
+def counting_pulls(root: UPath, division: str, exclude_run: str | None = None) -> list[dict[str, Any]]:
+    """The successful pulls of published runs, oldest first."""
+    pulls = [
+        p
+        for run_id, p in load(root, division)["pulls"].items()
+        if run_id != exclude_run and committed(root, run_id, division)
+    ]
+    return sorted(pulls, key=lambda p: p["pulled_at"])
+
+
+def plan(
+    root: UPath,
+    partner: Partner,
+    run_id: str,
+    *,
+    now: datetime,
+    full_resync: bool = False,
+    incremental: bool = True,
+) -> PullPlan:
+    """What this run's pull of ``partner`` is (the same answer however often the run is retried)."""
+    if full_resync:
+        return PullPlan("full", None, "full resync requested (DAG param full_resync)")
+    if not incremental:
+        return PullPlan("full", None, "the partner's format has no incremental parameter")
+    pulls = counting_pulls(root, partner.division, exclude_run=run_id)
+    if not pulls:
+        return PullPlan("full", None, "no earlier pull was published")
+    fulls = [p for p in pulls if p["mode"] == "full"]
+    every = timedelta(days=partner.full_resync_days)
+    if not fulls:
+        return PullPlan("full", None, "no earlier full pull was published")
+    last_full = datetime.fromisoformat(fulls[-1]["pulled_at"])
+    if now - last_full >= every:
+        return PullPlan(
+            "full", None, f"periodic full resync: last full pull {last_full:%Y-%m-%d %H:%M} (every {every.days} d)"
+        )
+    marked = [p for p in pulls if p.get("watermark")]
+    if not marked:
+        return PullPlan("full", None, "earlier pulls took no dated records")
+    base = max(marked, key=lambda p: p["watermark"])
+    since = datetime.fromisoformat(base["watermark"]) - OVERLAP
+    return PullPlan("incremental", since, f"changes since {since.isoformat()} (run {base['run_id']})", base)
+
+
+def record(root: UPath, division: str, run_id: str, entry: dict[str, Any]) -> None:
+    """Note a successful pull of ``run_id`` (replacing that run's earlier entry)."""
+    state = load(root, division)
+    state["pulls"][run_id] = {**entry, "run_id": run_id}
+    newest = sorted(state["pulls"].values(), key=lambda p: p["pulled_at"])[-KEEP:]
+    state["pulls"] = {p["run_id"]: p for p in newest}
+    write_json(state_path(root, division), state)
+
+
+def last_counting(root: UPath, division: str) -> dict[str, Any] | None:
+    """The latest pull whose data reached the platform: the partner's list there is as of its time."""
+    pulls = counting_pulls(root, division)
+    return pulls[-1] if pulls else None
+
+
+def stale_since(root: UPath, division: str) -> str | None:
+    """When the platform's list of ``division`` was last refreshed from a pull (ISO), or None if never."""
+    last = last_counting(root, division)
+    return last["pulled_at"] if last else None

@@ -1,0 +1,56 @@
+"""Stages that combine several parts: validation of incremental pulls, and holding a partner back."""
+
+from __future__ import annotations
+
+import pytest
+from upath import UPath
+
+from tests.validation.item_fixtures import CITY_USCC, DISTRICT_USCC, make_record
+from tongban import pipeline
+from tongban.registry import load_registry
+from tongban.storage import read_json, read_jsonl, write_json, write_jsonl
+from tongban.store.repo import ItemStore
+
+PARTNER = load_registry().partner("440100")
+
+
+@pytest.fixture
+def run(tmp_path) -> UPath:
+    return UPath(tmp_path) / "run"
+
+
+@pytest.fixture
+def store(tmp_path) -> ItemStore:
+    return ItemStore(f"sqlite:///{tmp_path / 'items.db'}")
+
+
+def test_incremental_pull_is_checked_against_the_published_group(run: UPath, store: ItemStore) -> None:
+    city, district = make_record(1, uscc=CITY_USCC, level="3"), make_record(1, uscc=DISTRICT_USCC, level="4")
+    store.apply("run-0", PARTNER.division, [city, district], [])
+    changed = make_record(1, uscc=DISTRICT_USCC, level="4", result="另一个办理结果")  # differs from the city's
+    write_json(run / pipeline.FETCH, {"mode": "incremental"})
+    write_jsonl(run / pipeline.ITEMS, [changed])
+
+    summary = pipeline.validate(PARTNER, run, store)
+
+    assert summary["context_rows"] == 1 and summary["rejected"] == 1
+    [rejected] = list(read_jsonl(run / pipeline.REJECTED))
+    assert {f["element"] for f in rejected["findings"] if f["severity"] == "critical"} == {"result"}
+
+
+def test_full_pull_is_judged_on_its_own_and_can_hold_the_partner_back(
+    run: UPath, store: ItemStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = [make_record(i) for i in range(1, 5)]
+    bad = make_record(9, legal_basis="")
+    write_json(run / pipeline.FETCH, {"mode": "full"})
+    write_jsonl(run / pipeline.ITEMS, [*good, bad])
+
+    monkeypatch.setenv("TONGBAN_MAX_CRITICAL_RATE", "0.25")
+    summary = pipeline.validate(PARTNER, run, store)
+    assert (summary["context_rows"], summary["rejected"], summary["critical_rate"]) == (0, 1, 0.2)
+    assert summary["held_back"] is False
+
+    monkeypatch.setenv("TONGBAN_MAX_CRITICAL_RATE", "0.1")
+    assert pipeline.validate(PARTNER, run, store)["held_back"] is True
+    assert read_json(run / pipeline.VALIDATION)["held_back"] is True
