@@ -15,6 +15,7 @@ help:
 	@echo "make run   - start the simulators, run cross_province_sync once with Airflow, print the result"
 	@echo "make ui    - the same data in the Airflow UI (airflow standalone), login admin/admin"
 	@echo "make test  - ruff + the whole test suite"
+	@echo "make bench - validation and reconciliation benchmarks (bench/*.py --help for larger sizes)"
 	@echo "make lock  - recompile requirements.txt from requirements.in"
 
 venv: $(STAMP)
@@ -44,7 +45,8 @@ test: lint airflow-db chromium
 	$(VENV)/bin/pytest
 
 bench: venv
-	$(PY) -m bench
+	$(PY) bench/bench_validation.py
+	$(PY) bench/bench_reconcile.py
 
 lock: venv
 	$(VENV)/bin/uv pip compile --quiet --python-version 3.11 --no-header requirements.in -o requirements.txt
