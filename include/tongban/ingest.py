@@ -40,7 +40,8 @@ from urllib3.util import Retry
 
 from tongban.archive import Archive
 from tongban.auth import MissingSecret, redact, request_headers
-from tongban.normalise import CHINA_TZ, Deduper
+from tongban.config import CHINA_TZ
+from tongban.normalise import Deduper
 from tongban.registry import Partner, WireFormat
 
 log = logging.getLogger(__name__)

@@ -16,24 +16,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
+from tongban.config import CHINA_TZ
 from tongban.model import Item
-from tongban.registry import Partner, WireFormat
+from tongban.registry import CODED_FIELDS, Partner, WireFormat
 
-CHINA_TZ = ZoneInfo("Asia/Shanghai")
-
-# canonical field -> canonical dictionary its coded values belong to
-CODED_FIELDS: dict[str, str] = {
-    "item_type": "item_type",
-    "level": "level",
-    "handling_mode": "handling_mode",
-    "handle_type": "handle_type",
-    "legal_limit_unit": "time_unit",
-    "promised_limit_unit": "time_unit",
-}
 INT_FIELDS = ("legal_limit", "promised_limit")
 OPTIONAL_FIELDS = frozenset({"handle_type", *INT_FIELDS, "legal_limit_unit", "promised_limit_unit"})
 

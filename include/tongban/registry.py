@@ -16,6 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 IDENTITY = "identity"
 
+# canonical field -> the canonical dictionary its coded values belong to
+CODED_FIELDS: dict[str, str] = {
+    "item_type": "item_type",
+    "level": "level",
+    "handling_mode": "handling_mode",
+    "handle_type": "handle_type",
+    "legal_limit_unit": "time_unit",
+    "promised_limit_unit": "time_unit",
+}
+
 
 def _data_file(name: str) -> Any:
     return yaml.safe_load(resources.files("tongban").joinpath("data", name).read_text(encoding="utf-8"))

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from tongban.codes import USCC_ALPHABET, make_task_code, make_uscc
+from tongban.config import CHINA_TZ
 from tongban.model import Item, Material
 from tongban.registry import Partner, Registry, divisions
 from tongban.simulators import content
@@ -40,7 +40,6 @@ _AVERAGE_GROUP = 2.2  # implementations per 基本编码 the generator aims at
 _STREETS_PER_DISTRICT = 2
 _TOWNS_PER_CITY = 6  # for cities without a county level (东莞, 中山)
 _DIGITS = "零一二三四五六七八九"
-CHINA_TZ = ZoneInfo("Asia/Shanghai")  # partner systems keep local time without an offset
 
 
 def reference_time(seed: int) -> datetime:

@@ -16,18 +16,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from tongban.registry import WireFormat
-from tongban.simulators.catalogue import CHINA_TZ
+from tongban.config import CHINA_TZ
+from tongban.registry import CODED_FIELDS, WireFormat
 
-# canonical field -> dictionary name in formats.yaml
-CODED_FIELDS: dict[str, str] = {
-    "item_type": "item_type",
-    "level": "level",
-    "handling_mode": "handling_mode",
-    "handle_type": "handle_type",
-    "legal_limit_unit": "time_unit",
-    "promised_limit_unit": "time_unit",
-}
 MULTI_VALUED_FIELDS: dict[str, str] = {"service_objects": "service_object"}
 NUMBER_FIELDS: frozenset[str] = frozenset({"legal_limit", "promised_limit"})
 DATETIME_FIELDS: frozenset[str] = frozenset({"updated_at"})
