@@ -7,8 +7,11 @@ share no process state, so each may run on a different machine.
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -18,13 +21,14 @@ from tongban import report as report_mod
 from tongban import watermark
 from tongban.archive import Archive
 from tongban.config import max_critical_rate
+from tongban.delivery import DeliveryError, DeliverySettings, report_url, send_report
 from tongban.ingest import FetchError, FetchSettings, archived_pages, fetch_catalogue
 from tongban.model import Item
 from tongban.normalise import normalise_catalogue
 from tongban.publish import PlatformClient, publish
 from tongban.reconcile import Reconciliation, reconcile
 from tongban.registry import Partner, wire_formats
-from tongban.storage import read_json, read_jsonl, write_json, write_jsonl
+from tongban.storage import read_json, read_jsonl, upload_tree, write_json, write_jsonl
 from tongban.store.repo import ItemStore
 
 RAW = "raw"
@@ -35,6 +39,7 @@ REJECTED = "rejected.jsonl"
 WARNINGS = "warnings.jsonl"
 GX_RESULT = "gx_validation_result.json"
 VALIDATION = "validation.json"
+DATA_DOCS = "data_docs"  # GX Data Docs of the run's validation (index.html)
 RECONCILIATION = "reconciliation.json"
 PUBLISH = "publish.json"
 FETCH = "fetch.json"
@@ -159,7 +164,9 @@ def validate(partner: Partner, run: UPath, store: ItemStore) -> dict[str, Any]:
 
     records = list(read_jsonl(run / ITEMS))
     context = five_level_context(partner, run, records, store)
-    outcome = validate_items(records + context, partner)
+    with tempfile.TemporaryDirectory(prefix="tongban-data-docs-") as docs:
+        outcome = validate_items(records + context, partner, docs_dir=Path(docs))
+        upload_tree(Path(docs), run / DATA_DOCS)
     by_row: dict[int, list[dict[str, Any]]] = {}
     for finding in outcome.findings:
         if finding.row < len(records):  # context rows were judged in earlier runs
@@ -255,3 +262,68 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
         rejected=counts["rejected"],
     )
     return {"partner": partner.division, "counts": report["counts"], **paths}
+
+
+DELIVERY = "delivery.json"  # in the report folder: every delivery attempt of the partner's report
+REPORT_JSON = "report.json"
+
+
+def deliver(
+    partner: Partner,
+    run: UPath,
+    report_dir: UPath,
+    run_id: str,
+    base_url: str,
+    secret: str | None = None,
+    *,
+    root: UPath | None = None,
+    dry_run: bool | None = None,
+    settings: DeliverySettings | None = None,
+    session: requests.Session | None = None,
+) -> dict[str, Any]:
+    """Send the partner its report of this run (``tongban.delivery``) and record the delivery.
+
+    The report is read from the run-scoped ``reports/<run id>/<division>/report.json`` and must name
+    this run and partner; its bytes are archived (content-addressed, ``tongban.archive``) and sent with
+    their SHA-256 and the run id. ``delivery.json`` in the report folder keeps every delivery (status,
+    time, checksum, attempts). A dry run (as the publish stage recorded it) delivers nothing.
+    """
+    where = f"partner {partner.division}, run {run_id}"
+    if (report_dir.name, report_dir.parent.name) != (partner.division, run_id) or run.parent.name != run_id:
+        raise DeliveryError(f"{where}: report folder {report_dir} is not this run's", retryable=False)
+    body = (report_dir / REPORT_JSON).read_bytes()
+    report = json.loads(body)
+    if (report.get("run_id"), report.get("partner")) != (run_id, partner.division):
+        found = f"run {report.get('run_id')}, partner {report.get('partner')}"
+        raise DeliveryError(f"{where}: {report_dir / REPORT_JSON} is the report of {found}", retryable=False)
+    archive = Archive(_root(run) if root is None else root)
+    digest = archive.put(body)
+    if dry_run is None:
+        dry_run = bool(read_json(run / PUBLISH).get("dry_run", False))
+    record: dict[str, Any] = {
+        "partner": partner.division,
+        "run_id": run_id,
+        "checksum": digest,
+        "bytes": len(body),
+        "url": report_url(base_url),
+        "archived": str(archive.path(digest)),
+        "at": datetime.now(UTC).isoformat(),
+    }
+    path = report_dir / DELIVERY
+    history = read_json(path)["deliveries"] if path.exists() else []
+    if dry_run:
+        record |= {"status": "skipped", "reason": "dry run: nothing was published, nothing is delivered"}
+    else:
+        try:
+            sent = send_report(partner, base_url, body, run_id, secret=secret, settings=settings, session=session)
+        except DeliveryError as exc:
+            record |= {"status": "failed", "error": str(exc), "attempts": len(exc.attempts), "log": exc.attempts}
+            write_json(path, {**record, "deliveries": [*history, record]})
+            raise
+        status = "delivered" if sent.status == "received" else "already_received"
+        record |= {"status": status, "http_status": sent.http_status, "attempts": len(sent.attempts)}
+        record |= {"log": sent.attempts, "receipt": sent.answer}
+    write_json(path, {**record, "deliveries": [*history, record]})
+    _log.info("partner %s: report of run %s %s (sha256 %s)", partner.division, run_id, record["status"], digest)
+    keys = ("partner", "run_id", "status", "checksum", "attempts")
+    return {k: record[k] for k in keys if k in record}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from upath import UPath
@@ -31,6 +32,17 @@ def write_json(path: UPath, value: Any) -> UPath:
     data = json.dumps(value, ensure_ascii=False, indent=1, default=str).encode()
     path.write_bytes(data)
     return path
+
+
+def upload_tree(local: Path, dest: UPath) -> int:
+    """Copy a local folder's files under ``dest`` (any filesystem); returns how many were copied."""
+    count = 0
+    for file in sorted(p for p in local.rglob("*") if p.is_file()):
+        target = dest / file.relative_to(local).as_posix()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(file.read_bytes())
+        count += 1
+    return count
 
 
 def read_json(path: UPath) -> Any:

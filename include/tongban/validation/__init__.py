@@ -27,14 +27,18 @@ __all__ = ["Finding", "Severity", "ValidationOutcome", "validate_items"]
 
 
 def validate_items(
-    records: Sequence[Mapping[str, Any]], partner: Partner, suite_path: Path | None = None
+    records: Sequence[Mapping[str, Any]],
+    partner: Partner,
+    suite_path: Path | None = None,
+    docs_dir: Path | None = None,
 ) -> ValidationOutcome:
     """Validate item records (``Item.record()`` dicts) of one partner, or of several partners of
     one province (the province check uses ``partner.province``).
 
-    Rows are positions in ``records``. Raises ``tongban.validation.suite.SuiteError`` when the
+    Rows are positions in ``records``. With ``docs_dir``, GX Data Docs of this validation are built
+    there (a static site: ``index.html``). Raises ``tongban.validation.suite.SuiteError`` when the
     suite file is malformed or GX cannot evaluate one of its expectations.
     """
     from tongban.validation.runner import validate_items as run
 
-    return run(records, partner, suite_path)
+    return run(records, partner, suite_path, docs_dir)

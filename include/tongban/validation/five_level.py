@@ -54,7 +54,7 @@ class ExpectFiveLevelElementsIdentical(BatchExpectation):
     level_column: str = "level"
     id_column: str = "task_code"
 
-    metric_dependencies: ClassVar[tuple[str, ...]] = (METRIC,)
+    metric_dependencies: ClassVar[tuple[str, ...]] = (METRIC, "table.row_count")
     success_keys: ClassVar[tuple[str, ...]] = _VALUE_KEYS
     args_keys: ClassVar[tuple[str, ...]] = ("element_columns",)
 
@@ -78,9 +78,12 @@ class ExpectFiveLevelElementsIdentical(BatchExpectation):
         rows = sorted({d["row"] for diff in differences for d in diff["differing"]})
         partial = int(result_format["partial_unexpected_count"])
         complete = result_format["result_format"] == "COMPLETE"
+        total = int(metrics.get("table.row_count") or 0)
         result: dict[str, Any] = {
             "observed_value": len(differences),
+            "element_count": total,
             "unexpected_count": len(rows),
+            "unexpected_percent": 100.0 * len(rows) / total if total else 0.0,
             "partial_unexpected_list": [_brief(d) for d in differences[:partial]],
             "details": {"differences": differences if complete else differences[:partial]},
         }

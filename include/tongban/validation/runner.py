@@ -40,15 +40,20 @@ _MAX_SHOWN = 60
 
 
 def validate_items(
-    records: Sequence[Mapping[str, Any]], partner: Partner, suite_path: Path | None = None
+    records: Sequence[Mapping[str, Any]],
+    partner: Partner,
+    suite_path: Path | None = None,
+    docs_dir: Path | None = None,
 ) -> ValidationOutcome:
     started = time.perf_counter()
     frame = items_frame(records)
     log.debug("built a frame of %d records in %.2fs", len(frame), time.perf_counter() - started)
-    return validate_frame(frame, partner, suite_path)
+    return validate_frame(frame, partner, suite_path, docs_dir)
 
 
-def validate_frame(frame: pd.DataFrame, partner: Partner, suite_path: Path | None = None) -> ValidationOutcome:
+def validate_frame(
+    frame: pd.DataFrame, partner: Partner, suite_path: Path | None = None, docs_dir: Path | None = None
+) -> ValidationOutcome:
     """Validate a frame of item records (columns ``model.ITEM_FIELDS``, index = row position)."""
     started = time.perf_counter()
     suite = load_suite(suite_path)
@@ -58,7 +63,7 @@ def validate_frame(frame: pd.DataFrame, partner: Partner, suite_path: Path | Non
     if missing:
         raise SuiteError(f"{suite.path}: expectations read columns that are not derived: {missing}")
     derived_at = time.perf_counter()
-    result = run_gx(derived[columns], suite, expectation_parameters(partner))
+    result = run_gx(derived[columns], suite, expectation_parameters(partner), docs_dir)
     gx_at = time.perf_counter()
     findings = _Findings(frame, derived, suite, message_extras(partner)).collect(result)
     outcome = ValidationOutcome(rows=len(frame), findings=findings, gx_result=result)
@@ -76,8 +81,14 @@ def validate_frame(frame: pd.DataFrame, partner: Partner, suite_path: Path | Non
     return outcome
 
 
-def run_gx(df: pd.DataFrame, suite: Suite, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate ``df`` with the suite in a throwaway in-memory GX context; the result as JSON."""
+def run_gx(
+    df: pd.DataFrame, suite: Suite, parameters: Mapping[str, Any], docs_dir: Path | None = None
+) -> dict[str, Any]:
+    """Validate ``df`` with the suite in a throwaway in-memory GX context; the result as JSON.
+
+    With ``docs_dir`` the run goes through a checkpoint whose UpdateDataDocsAction writes GX Data
+    Docs for it into that folder (nothing else of GX's touches a disk, so workers share no state).
+    """
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -93,6 +104,7 @@ def run_gx(df: pd.DataFrame, suite: Suite, parameters: Mapping[str, Any]) -> dic
             store_backend_defaults=InMemoryStoreBackendDefaults(),
             progress_bars=ProgressBarsConfig(globally=False),
             analytics_enabled=False,
+            data_docs_sites=_docs_site(docs_dir),
         ),
     )
     batch_definition = (
@@ -117,10 +129,38 @@ def run_gx(df: pd.DataFrame, suite: Suite, parameters: Mapping[str, Any]) -> dic
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name="tongban_items", data=batch_definition, suite=gx_suite)
     )
-    result = definition.run(
-        batch_parameters={"dataframe": df}, expectation_parameters=dict(parameters), result_format=RESULT_FORMAT
+    if docs_dir is None:
+        result = definition.run(
+            batch_parameters={"dataframe": df}, expectation_parameters=dict(parameters), result_format=RESULT_FORMAT
+        )
+        return result.to_json_dict()
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name="tongban_items",
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])],
+            result_format=RESULT_FORMAT,
+        )
     )
-    return result.to_json_dict()
+    run = checkpoint.run(batch_parameters={"dataframe": df}, expectation_parameters=dict(parameters))
+    [validation] = run.run_results.values()
+    return validation.to_json_dict()
+
+
+DOCS_SITE = "run"
+
+
+def _docs_site(docs_dir: Path | None) -> dict[str, Any] | None:
+    if docs_dir is None:
+        return None
+    return {
+        DOCS_SITE: {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+    }
 
 
 class _Findings:
