@@ -8,11 +8,24 @@ stage's small summary. Nothing heavy is imported or read at parse time.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import BaseHook, ObjectStoragePath, Param, TriggerRule, dag, get_current_context, task, task_group
+from airflow.sdk import (
+    AsyncCallback,
+    BaseHook,
+    DeadlineAlert,
+    DeadlineReference,
+    ObjectStoragePath,
+    Param,
+    TriggerRule,
+    dag,
+    get_current_context,
+    task,
+    task_group,
+)
 from airflow.sdk.exceptions import AirflowFailException
 
 log = logging.getLogger(__name__)
@@ -29,11 +42,27 @@ partner, shown by its division code):
 4. **reconcile** the accepted items against what the provincial platform (省一体化平台) holds;
 5. **publish** the changes in idempotent batches, then read them back;
 6. **report** to the partner: `$TONGBAN_HOME/reports/<run id>/<division>/report.{json,html}`.
+7. **deliver** the report to the partner (checksummed, idempotent per run; recorded in `delivery.json`).
 
 **summarise** writes `reports/<run id>/summary.json` and fails the run if any partner failed.
 One partner's failure never stops the others. Params: `partners` (division codes; empty = all),
 `dry_run` (reconcile and report without pushing).
 """
+
+
+def _on_task_failure(context: Any) -> None:
+    """Failure alerts through the `tongban_alerts` Connection (plugins/tongban_alerts.py, imported when
+    alerting only: parsing stays light); without the Connection, one log line and nothing else."""
+    from tongban_alerts import notify_task_failure
+
+    notify_task_failure(context)
+
+
+def _on_dag_failure(context: Any) -> None:
+    from tongban_alerts import notify_dag_failure
+
+    notify_dag_failure(context)
+
 
 DEFAULT_ARGS = {
     "owner": "tongban",
@@ -42,12 +71,25 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(hours=1),
+    "on_failure_callback": _on_task_failure,
 }
 
 
-def _storage() -> ObjectStoragePath:
-    import os
+# the nightly run (02:00 Asia/Shanghai) must be done by 06:00: logical date + 4 h, alert in the triggerer
+DEADLINE = DeadlineAlert(
+    reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+    interval=timedelta(hours=4),
+    callback=AsyncCallback("tongban_alerts.deadline_missed"),
+    name="nightly sync not finished by 06:00",
+)
+# TONGBAN_DEADLINE_ALERT=off leaves it out; `make run` and the e2e test set it for `airflow dags test`:
+# Airflow 3.3.2's Dag.test() builds its scheduler Dag from the in-memory serialisation, whose deadlines
+# are not yet the UUIDs that DagRun.update_state looks up when the run succeeds ("'dict' object has no
+# attribute 'hex'"); and `dags test` has no triggerer to run the alert anyway.
+_DEADLINE_ON = os.environ.get("TONGBAN_DEADLINE_ALERT", "on") != "off"
 
+
+def _storage() -> ObjectStoragePath:
     from tongban.config import storage_url
 
     return ObjectStoragePath(storage_url(), conn_id=os.environ.get("TONGBAN_STORAGE_CONN_ID"))
@@ -102,6 +144,8 @@ PARTNER_API_POOL = "partner_api"  # tongban.pools.PARTNER_API_POOL; one pool for
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     dagrun_timeout=timedelta(hours=4),
+    on_failure_callback=_on_dag_failure,
+    deadline=DEADLINE if _DEADLINE_ON else None,
     tags=["tongban", "跨省通办", "nightly"],
     doc_md=DOC_MD,
     params={
@@ -204,9 +248,36 @@ def cross_province_sync() -> None:
             _partner(division), _run_dir(division), report_dir(_storage(), run_id, division), run_id, _store()
         )
 
+    @task(**PARTNER_TASK, pool=PARTNER_API_POOL)
+    def deliver(reported: dict[str, Any]) -> dict[str, Any]:
+        """Send the partner its report of this run (checksummed, idempotent per run; see tongban.delivery)."""
+        from tongban import pipeline
+        from tongban.connections import base_url
+        from tongban.delivery import DeliveryError
+        from tongban.storage import report_dir
+
+        division = reported["partner"]
+        partner = _partner(division)
+        conn = BaseHook.get_connection(partner.conn_id)
+        run_id = get_current_context()["run_id"]
+        try:
+            return pipeline.deliver(
+                partner,
+                _run_dir(division),
+                report_dir(_storage(), run_id, division),
+                run_id,
+                base_url(conn.host, conn.port, conn.schema),
+                secret=conn.password,
+                root=_storage(),
+            )
+        except DeliveryError as exc:
+            if not exc.retryable:
+                raise AirflowFailException(str(exc)) from exc
+            raise
+
     @task_group(group_id="partner")
     def sync_partner(division: str) -> None:
-        report(publish(reconcile(validate(normalise(fetch(division))))))
+        deliver(report(publish(reconcile(validate(normalise(fetch(division)))))))
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
     def summarise(divisions: list[str]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from upath import UPath
 
-from scripts.localenv import DAG_ID, airflow, airflow_env, ensure_pools, tongban_home
+from scripts.localenv import DAG_ID, airflow_env, dags_test, ensure_pools, tongban_home
 from tongban.connections import simulator_connections
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
@@ -96,7 +96,7 @@ def main() -> int:
         log = log_dir / f"dags-test-{time.strftime('%Y%m%dT%H%M%S')}.log"
         print(f"running {DAG_ID} with `airflow dags test` (log: {log}) …", flush=True)
         with log.open("w") as fh:
-            result = airflow("dags", "test", DAG_ID, env=env, stdout=fh, stderr=fh)
+            result = dags_test(env, stdout=fh, stderr=fh)
         summary_path = newest_summary(home / "reports", started)
         if summary_path is None:
             print(log.read_text(errors="replace")[-6000:])

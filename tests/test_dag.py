@@ -45,14 +45,14 @@ def test_schedule_and_run_settings(dagbag) -> None:
 
 def test_per_partner_chain_is_one_mapped_group(dagbag) -> None:
     dag = dagbag.dags["cross_province_sync"]
-    chain = ["fetch", "normalise", "validate", "reconcile", "publish", "report"]
+    chain = ["fetch", "normalise", "validate", "reconcile", "publish", "report", "deliver"]
     for upstream, downstream in itertools.pairwise(chain):
         assert f"partner.{downstream}" in dag.get_task(f"partner.{upstream}").downstream_task_ids
     group = dag.task_group_dict["partner"]
     assert type(group).__name__ == "MappedTaskGroup"
     summarise = dag.get_task("summarise")
     assert summarise.trigger_rule == "all_done"
-    assert "partner.report" in summarise.upstream_task_ids
+    assert "partner.deliver" in summarise.upstream_task_ids
 
 
 def test_parsing_imports_nothing_heavy() -> None:
@@ -65,3 +65,16 @@ def test_parsing_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code, str(REPO / "dags")], env=airflow_env(), text=True, capture_output=True, check=True
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_failure_alerts_and_0600_deadline(dagbag) -> None:
+    from airflow.sdk import AsyncCallback, DeadlineReference
+
+    dag = dagbag.dags["cross_province_sync"]
+    assert dag.on_failure_callback is not None  # the run's
+    assert all(t.on_failure_callback for t in dag.tasks)  # every task's, through default_args
+    [alert] = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
+    assert alert.reference == DeadlineReference.DAGRUN_LOGICAL_DATE
+    assert alert.interval.total_seconds() == 4 * 3600  # the 02:00 run must be done by 06:00 Asia/Shanghai
+    assert isinstance(alert.callback, AsyncCallback)
+    assert alert.callback.path == "tongban_alerts.deadline_missed"

@@ -16,7 +16,7 @@ import pytest
 import requests
 from upath import UPath
 
-from scripts.localenv import DAG_ID, airflow, airflow_env, ensure_pools
+from scripts.localenv import airflow, airflow_env, dags_test, ensure_pools
 from scripts.run_local import check_against_platform, newest_summary
 from tongban.connections import simulator_connections
 from tongban.model import content_hash
@@ -41,8 +41,7 @@ class Deployment:
 
     def run(self, conf: dict[str, Any] | None = None) -> dict[str, Any]:
         started = time.time()
-        args = ["dags", "test", DAG_ID] + (["-c", json.dumps(conf)] if conf else [])
-        done = airflow(*args, env=self.env, capture_output=True)
+        done = dags_test(self.env, conf, capture_output=True)
         summary_path = newest_summary(self.home / "reports", started)
         assert done.returncode == 0 and summary_path, done.stdout[-4000:] + done.stderr[-4000:]
         return json.loads(summary_path.read_text(encoding="utf-8"))

@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import hashlib
+import hmac
 import json
 import os
 import threading
@@ -32,6 +34,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from tongban.auth import verify_signature
+from tongban.delivery import CHECKSUM_HEADER, REPORT_PATH, RUN_HEADER
 from tongban.model import ITEM_FIELDS, Item
 from tongban.registry import Fault, Partner, Registry, WireFormat, wire_formats
 from tongban.simulators.catalogue import CHINA_TZ, defects, generate_catalogue, reference_time
@@ -551,4 +554,81 @@ def create_partner_app(registry: Registry, state_dir: Path, clock: Callable[[], 
         book.reset()
         return {"reset": True}
 
+    # -- report delivery (tongban.delivery): each partner receives its run reports --
+
+    received = ReportInbox(state_dir / REPORTS_FILE)
+    app.state.reports = received
+
+    @app.post("/partners/{division}/" + REPORT_PATH)
+    async def receive_report(division: str, request: Request) -> JSONResponse:
+        """A partner's report for one run, authenticated like that partner's catalogue API.
+
+        The body is the report JSON exactly as sent, ``X-Tongban-Run-Id`` its run and
+        ``X-Content-SHA256`` the SHA-256 of the body. Idempotent per (run, checksum).
+        """
+        wire = encoders[store.partner(division).format].format
+        gate.check(division, wire, request)
+        body = await request.body()
+        run_id = request.headers.get(RUN_HEADER, "").strip()
+        given = request.headers.get(CHECKSUM_HEADER, "").strip().lower()
+        if not run_id or not given:
+            raise SimulatorError(400, f"缺少请求头 {RUN_HEADER} 或 {CHECKSUM_HEADER}")
+        actual = hashlib.sha256(body).hexdigest()
+        if not hmac.compare_digest(actual, given):
+            raise SimulatorError(400, f"校验和不符：请求头 {given}，正文 {actual}（报告在传输中被改动？）")
+        try:
+            report = json.loads(body)
+        except ValueError as exc:
+            raise SimulatorError(400, f"报告不是合法的 JSON：{exc}") from exc
+        if not isinstance(report, dict) or report.get("partner") != division:
+            raise SimulatorError(409, f"报告不属于合作地区 {division}")
+        if report.get("run_id") != run_id:
+            stated = report.get("run_id")
+            raise SimulatorError(409, f"报告的运行编号 {stated!r} 与请求头 {RUN_HEADER} {run_id!r} 不一致")
+        status, entry = received.put(division, run_id, actual, len(body), report.get("counts"))
+        if status == "conflict":
+            raise SimulatorError(409, f"运行 {run_id} 的报告已收到（校验和 {entry['sha256']}），内容不同，拒收")
+        message = "已收到（重复投递）" if status == "duplicate" else "已接收"
+        code = 200 if status == "duplicate" else 201
+        return JSONResponse({"status": status, "message": message, **entry}, status_code=code)
+
+    @app.get("/admin/partners/{division}/reports")
+    def admin_reports(division: str) -> dict[str, Any]:
+        store.partner(division)
+        entries = received.list(division)
+        return {"partner": division, "count": len(entries), "reports": entries}
+
     return app
+
+
+REPORTS_FILE = "partner_reports.json"
+
+
+class ReportInbox:
+    """The reports each partner received: one per (partner, run), persisted in ``state_dir``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._got: dict[str, dict[str, dict[str, Any]]] = {}
+        if path.exists():
+            self._got = json.loads(path.read_text(encoding="utf-8"))
+
+    def put(self, division: str, run_id: str, sha256: str, size: int, counts: Any) -> tuple[str, dict[str, Any]]:
+        """``received``, ``duplicate`` (same run and checksum) or ``conflict`` (same run, other content)."""
+        with self._lock:
+            runs = self._got.setdefault(division, {})
+            if (known := runs.get(run_id)) is not None:
+                return ("duplicate" if known["sha256"] == sha256 else "conflict"), known
+            entry = {"run_id": run_id, "sha256": sha256, "bytes": size, "counts": counts}
+            entry["received_at"] = datetime.now(CHINA_TZ).isoformat()
+            runs[run_id] = entry
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(self._got, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, self.path)
+            return "received", entry
+
+    def list(self, division: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return sorted(self._got.get(division, {}).values(), key=lambda e: e["received_at"])
