@@ -296,10 +296,15 @@ def cross_province_sync() -> None:
                 "previous lists): %s",
                 ", ".join(summary["held_back"]),
             )
-        if summary["failed"]:
+        if summary["undelivered"]:
+            log.error(
+                "reports NOT delivered to: %s (see each partner's deliver task)", ", ".join(summary["undelivered"])
+            )
+        if summary["failed"] or summary["undelivered"]:
             raise AirflowFailException(
-                f"partners failed this run (no report written): {', '.join(summary['failed'])}; "
-                "their previous lists stay on the platform. See each partner's task logs."
+                f"partners failed this run (no report written): {', '.join(summary['failed']) or 'none'}; "
+                f"reports not delivered: {', '.join(summary['undelivered']) or 'none'}. Failed partners' previous "
+                "lists stay on the platform. See each partner's task logs."
             )
         return {"run_id": run_id, "totals": summary["totals"], "failed": summary["failed"]}
 

@@ -193,3 +193,25 @@ def test_a_missing_limit_elsewhere_does_not_make_numbers_differ() -> None:
     # on one side a None in the column, on the other none: 15 must still equal 15
     assert reconcile([A, no_limit], [A]).unchanged == [A["task_code"]]
     assert reconcile([A], [A, no_limit]).unchanged == [A["task_code"]]
+
+
+def test_summary_lists_reports_that_were_not_delivered(tmp_path) -> None:
+    registry = load_registry()
+    partners = [registry.partner("440100"), registry.partner("440300")]
+    for partner, status in zip(partners, ("delivered", "failed"), strict=True):
+        built = report.build(
+            partner=partner,
+            run_id="r2",
+            fetched=0,
+            quarantined=[],
+            rejected=[],
+            warnings=[],
+            recon=reconcile([], []),
+            publish={},
+        )
+        folder = UPath(tmp_path) / "r2" / partner.division
+        report.write(built, folder)
+        (folder / "delivery.json").write_text(json.dumps({"status": status}), encoding="utf-8")
+    summary = report.summarise(UPath(tmp_path), "r2", partners)
+    assert summary["undelivered"] == ["440300"] and summary["failed"] == []
+    assert [r["delivery"] for r in summary["partners"]] == ["delivered", "failed"]

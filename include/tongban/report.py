@@ -215,6 +215,15 @@ def write(report: Mapping[str, Any], out: UPath) -> dict[str, str]:
     return {"report_json": str(json_path), "report_html": str(html_path), "report_xlsx": str(xlsx_path)}
 
 
+DELIVERED = ("delivered", "already_received", "skipped")
+
+
+def _delivery_status(folder: UPath) -> str:
+    """The last delivery status of a report (``delivery.json`` beside it), or ``not_delivered``."""
+    path = folder / "delivery.json"
+    return str(read_json(path)["status"]) if path.exists() else "not_delivered"
+
+
 def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> dict[str, Any]:
     """The run summary over all partners: their counts, or that no report was written (failed)."""
     rows = []
@@ -229,6 +238,7 @@ def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> 
                     "status": "held_back" if report.get("held_back") else "ok",
                     "counts": report["counts"],
                     "report": str(path),
+                    "delivery": _delivery_status(path.parent),
                 }
             )
         else:
@@ -244,6 +254,7 @@ def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> 
         "totals": totals,
         "failed": [r["partner"] for r in rows if r["status"] == "failed"],
         "held_back": [r["partner"] for r in rows if r["status"] == "held_back"],
+        "undelivered": [r["partner"] for r in rows if r["counts"] and r["delivery"] not in DELIVERED],
         "stale": {r["partner"]: r["stale_since"] for r in rows if r["status"] == "failed"},
     }
     write_json(reports_root / run_id / "summary.json", summary)
