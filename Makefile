@@ -53,3 +53,9 @@ lock: venv
 
 clean:
 	rm -rf $(TONGBAN_HOME)
+
+# The scale-out topology without Docker: CeleryExecutor on the local PostgreSQL and Redis, scheduler,
+# dag-processor, api-server and two Celery workers; triggers the DAG through the REST API.
+.PHONY: celery-e2e
+celery-e2e: venv
+	$(PY) -m scripts.celery_local
