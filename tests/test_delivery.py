@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,11 @@ import pytest
 import requests
 from upath import UPath
 
+from tests.ingest.conftest import Partners
 from tongban import pipeline
 from tongban.archive import Archive
 from tongban.delivery import DeliveryError, DeliverySettings, checksum, send_report
-from tongban.registry import Registry, load_registry
-from tongban.simulators.credentials import partner_secrets
+from tongban.registry import load_registry
 from tongban.simulators.partners import create_partner_app
 from tongban.storage import read_json, report_dir, run_dir, write_json
 
@@ -27,17 +26,8 @@ FAST = DeliverySettings(connect_timeout=2, read_timeout=5, retries=3, backoff=0.
 ONE_OF_EACH_AUTH = ["440100", "440300", "441300"]  # one partner of each wire format (and its auth scheme)
 
 
-@dataclass
-class Sim:
-    url: str
-    state: Path
-    registry: Registry
-
-    def base(self, division: str) -> str:
-        return f"{self.url}/partners/{division}"
-
-    def secret(self, division: str) -> str:
-        return partner_secrets(self.state, self.registry)[division]
+class Sim(Partners):
+    """The partner simulator, also asked what reports it received."""
 
     def received(self, division: str) -> list[dict[str, Any]]:
         answer = requests.get(f"{self.url}/admin/partners/{division}/reports", timeout=10)
