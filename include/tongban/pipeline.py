@@ -264,8 +264,7 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
     return {"partner": partner.division, "counts": report["counts"], **paths}
 
 
-DELIVERY = "delivery.json"  # in the report folder: every delivery attempt of the partner's report
-REPORT_JSON = "report.json"
+DELIVERY, REPORT_JSON = report_mod.DELIVERY, report_mod.REPORT_JSON
 
 
 def deliver(

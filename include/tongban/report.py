@@ -21,6 +21,8 @@ from tongban.reconcile import Reconciliation
 from tongban.registry import Partner, label
 from tongban.storage import read_json, write_json
 
+REPORT_JSON = "report.json"
+DELIVERY = "delivery.json"  # beside the report: every delivery attempt of it to the partner
 COUNT_KEYS = ("fetched", "quarantined", "rejected", "added", "changed", "removed", "unchanged", "published")
 COUNT_LABELS = {
     "fetched": "拉取",
@@ -208,7 +210,7 @@ def write_xlsx(report: Mapping[str, Any], path: UPath) -> UPath:
 
 def write(report: Mapping[str, Any], out: UPath) -> dict[str, str]:
     """Write report.json, report.html and report.xlsx into ``out``; returns their paths."""
-    json_path = write_json(out / "report.json", report)
+    json_path = write_json(out / REPORT_JSON, report)
     html_path = out / "report.html"
     html_path.write_bytes(render_html(report).encode())
     xlsx_path = write_xlsx(report, out / "report.xlsx")
@@ -220,7 +222,7 @@ DELIVERED = ("delivered", "already_received", "skipped")
 
 def _delivery_status(folder: UPath) -> str:
     """The last delivery status of a report (``delivery.json`` beside it), or ``not_delivered``."""
-    path = folder / "delivery.json"
+    path = folder / DELIVERY
     return str(read_json(path)["status"]) if path.exists() else "not_delivered"
 
 
@@ -228,7 +230,7 @@ def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> 
     """The run summary over all partners: their counts, or that no report was written (failed)."""
     rows = []
     for partner in partners:
-        path = reports_root / run_id / partner.division / "report.json"
+        path = reports_root / run_id / partner.division / REPORT_JSON
         if path.exists():
             report = read_json(path)
             rows.append(
