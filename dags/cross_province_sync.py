@@ -51,8 +51,8 @@ One partner's failure never stops the others. Params: `partners` (division codes
 
 
 def _on_task_failure(context: Any) -> None:
-    """Failure alerts through the `tongban_alerts` Connection (plugins/tongban_alerts.py, imported when
-    alerting only: parsing stays light); without the Connection, one log line and nothing else."""
+    """Failure alerts through the `tongban_alerts` (webhook) and/or `tongban_alerts_smtp` (mail) Connections
+    (plugins/tongban_alerts.py, imported when alerting only: parsing stays light); without either, one log line."""
     from tongban_alerts import notify_task_failure
 
     notify_task_failure(context)
