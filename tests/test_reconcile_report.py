@@ -8,6 +8,7 @@ from tests.conftest import make_record
 from tongban import report
 from tongban.reconcile import Reconciliation, reconcile
 from tongban.registry import load_registry
+from tongban.report_model import PartnerReport
 
 
 def rec(catalog: str, **overrides):
@@ -95,7 +96,7 @@ def test_report_counts_match_its_lists_and_html_says_the_same(tmp_path) -> None:
         }
     ]
     built, paths = _report(tmp_path, recon, publish=publish, rejected=rejected)
-    counts = built["counts"]
+    counts = built.counts.model_dump()
     assert {k: counts[k] for k in report.COUNT_KEYS} == {
         "fetched": 4,
         "quarantined": 0,
@@ -107,7 +108,13 @@ def test_report_counts_match_its_lists_and_html_says_the_same(tmp_path) -> None:
         "published": 3,
     }
     on_disk = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
-    assert on_disk == json.loads(json.dumps(built, ensure_ascii=False, default=str))
+    assert on_disk == built.model_dump(mode="json") and on_disk["counts"] == counts
+    assert PartnerReport.load((tmp_path / "report.json").read_bytes()) == built  # reads back whole
+    [changed] = on_disk["changed"]
+    assert changed["task_code"] == B["task_code"]
+    assert changed["changes"] == [{"element": "name", "label": "事项名称", "old": "失业登记", "new": "失业登记（新）"}]
+    [finding] = on_disk["rejected"][0]["findings"]
+    assert finding["label"] == "设定依据" and finding["severity"] == "critical"
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "失业登记（新）" in html and "设定依据为空" in html and "变更（1）" in html
     assert paths["report_json"].endswith("report.json")
@@ -170,9 +177,22 @@ def test_xlsx_holds_the_json_numbers_and_formulas_come_out_inert(tmp_path) -> No
     evil = rec("000104006000", name='=HYPERLINK("http://x","y")')
     built, paths = _report(tmp_path, reconcile([evil, A], [C]))
     book = load_workbook(tmp_path / "report.xlsx")
-    assert book.sheetnames == ["汇总", "新增", "变更", "编码变更", "删除", "退回", "隔离", "待核"]
+    assert book.sheetnames == [
+        "汇总",
+        "新增",
+        "变更",
+        "编码变更",
+        "删除",
+        "退回",
+        "隔离",
+        "待核",
+        "平台拒收",
+        "重复与多余字段",
+    ]
     summary = {row[0]: row[1] for row in book["汇总"].iter_rows(min_row=2, values_only=True)}
-    for key, value in built["counts"].items():
+    on_disk = json.loads((tmp_path / "report.json").read_bytes())
+    assert on_disk["counts"] == built.counts.model_dump() and len(on_disk["counts"]) == len(report.COUNT_LABELS)
+    for key, value in on_disk["counts"].items():
         assert summary[report.COUNT_LABELS[key]] == value
     added = {row[0].value: row[1] for row in book["新增"].iter_rows(min_row=2)}
     cell = added[evil["task_code"]]

@@ -242,26 +242,29 @@ def publish_partner(
 
 
 def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: ItemStore) -> dict[str, Any]:
+    manifest = read_json(run / RAW / MANIFEST)
     report = report_mod.build(
         partner=partner,
         run_id=run_id,
-        fetched=sum(p["records"] for p in read_json(run / RAW / "manifest.json")),
+        fetched=sum(p["records"] for p in manifest),
         quarantined=list(read_jsonl(run / QUARANTINE)),
         rejected=list(read_jsonl(run / REJECTED)),
         warnings=list(read_jsonl(run / WARNINGS)),
         recon=Reconciliation.from_dict(read_json(run / RECONCILIATION)),
         publish=read_json(run / PUBLISH),
+        duplicates=list(read_jsonl(run / DUPLICATES)) if (run / DUPLICATES).exists() else [],
+        unexpected=report_mod.unexpected_fields(manifest),
     )
     paths = report_mod.write(report, out)
-    counts = report["counts"]
+    counts = report.counts
     store.record_pull(
         run_id,
         partner.division,
-        fetched=counts["fetched"],
-        quarantined=counts["quarantined"],
-        rejected=counts["rejected"],
+        fetched=counts.fetched,
+        quarantined=counts.quarantined,
+        rejected=counts.rejected,
     )
-    return {"partner": partner.division, "counts": report["counts"], **paths}
+    return {"partner": partner.division, "counts": counts.model_dump(), **paths}
 
 
 DELIVERY, REPORT_JSON = report_mod.DELIVERY, report_mod.REPORT_JSON

@@ -1,14 +1,15 @@
-"""Per-partner reconciliation reports (JSON for machines, HTML for people) and the run summary.
+"""Per-partner reconciliation reports (JSON for machines, HTML and xlsx for people) and the run summary.
 
-The report is one plain dict built here; the JSON file is that dict and the HTML page is rendered
-from the same dict by a Jinja2 template, so both always say the same.
+:func:`build` makes one typed :class:`~tongban.report_model.PartnerReport`; ``report.json`` is that
+model's JSON, and ``report.html`` (Jinja2 template) and ``report.xlsx`` (openpyxl) are rendered from the
+same model, so all three always say the same.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -19,10 +20,26 @@ from tongban import watermark
 from tongban.model import LABELS
 from tongban.reconcile import Reconciliation
 from tongban.registry import Partner, label
+from tongban.report_model import (
+    Brief,
+    ChangedItem,
+    DuplicateRecord,
+    ElementChange,
+    Finding,
+    Flagged,
+    PartnerReport,
+    PlatformRejection,
+    PublishedOp,
+    QuarantinedRecord,
+    RecodedItem,
+    UnexpectedField,
+)
 from tongban.storage import read_json, write_json
 
-REPORT_JSON = "report.json"
+# the report folder of a partner in a run: reports/<run id>/<division>/
+REPORT_JSON, REPORT_HTML, REPORT_XLSX = "report.json", "report.html", "report.xlsx"
 DELIVERY = "delivery.json"  # beside the report: every delivery attempt of it to the partner
+SUMMARY_JSON = "summary.json"  # reports/<run id>/summary.json: the run over all partners
 COUNT_KEYS = ("fetched", "quarantined", "rejected", "added", "changed", "removed", "unchanged", "published")
 COUNT_LABELS = {
     "fetched": "拉取",
@@ -37,20 +54,53 @@ COUNT_LABELS = {
     "held": "保留平台原版本",
     "recoded": "编码变更（同一事项换用新实施编码）",
     "platform_rejected": "平台拒收",
+    "duplicates": "重复记录（只计一次）",
+    "unexpected_fields": "多余字段（已忽略）",
 }
 
 
-def _brief(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "task_code": record["task_code"],
-        "name": record["name"],
-        "level": record["level"],
-        "level_label": label("level", record["level"]),
-    }
+def _brief(record: Mapping[str, Any]) -> Brief:
+    return Brief(
+        task_code=record["task_code"],
+        name=record["name"],
+        level=record["level"],
+        level_label=label("level", record["level"]),
+    )
 
 
-def _finding(f: Mapping[str, Any]) -> dict[str, Any]:
-    return {**f, "label": LABELS.get(f["element"], f["element"])}
+def _flagged(entry: Mapping[str, Any]) -> Flagged:
+    findings = [
+        Finding.model_validate({**f, "label": LABELS.get(f["element"], f["element"])}) for f in entry["findings"]
+    ]
+    return Flagged(**_brief(entry["record"]).model_dump(), findings=findings)
+
+
+def page_span(pages: Iterable[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``第1–3、5页``."""
+    runs: list[list[int]] = []
+    for page in sorted(set(pages)):
+        if runs and page == runs[-1][-1] + 1:
+            runs[-1].append(page)
+        else:
+            runs.append([page])
+    return "第" + "、".join(f"{r[0]}–{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs) + "页"
+
+
+def unexpected_fields(manifest: Sequence[Mapping[str, Any]]) -> list[UnexpectedField]:
+    """Fields the pull's accepted pages carried beyond the agreed wire format (the fetch manifest notes
+    them per page), each with its pages and a reason in Chinese."""
+    pages: dict[str, set[int]] = {}
+    for entry in manifest:
+        for name in entry.get("unexpected_fields", ()):
+            pages.setdefault(name, set()).add(int(entry["page"]))
+    return [
+        UnexpectedField(
+            field=name,
+            pages=sorted(found),
+            reason=f"接口返回了格式约定之外的字段 {name}（{page_span(found)}），本次已忽略，不影响同步",
+        )
+        for name, found in sorted(pages.items())
+    ]
 
 
 def build(
@@ -63,48 +113,50 @@ def build(
     warnings: Sequence[Mapping[str, Any]],
     recon: Reconciliation,
     publish: Mapping[str, Any],
-) -> dict[str, Any]:
-    """Everything a partner needs to know about one run, as one JSON-safe dict."""
-    report: dict[str, Any] = {
-        "partner": partner.division,
-        "partner_name": partner.name,
-        "run_id": run_id,
-        "dry_run": bool(publish.get("dry_run")),
-        "quarantined": [
-            {"position": q["position"], "task_code": q.get("task_code"), "problems": q["problems"]} for q in quarantined
+    duplicates: Sequence[Mapping[str, Any]] = (),
+    unexpected: Sequence[UnexpectedField] = (),
+) -> PartnerReport:
+    """Everything a partner needs to know about one run, from the stages' files (see pipeline.write_report)."""
+    return PartnerReport(
+        partner=partner.division,
+        partner_name=partner.name,
+        run_id=run_id,
+        dry_run=bool(publish.get("dry_run")),
+        full_pull=recon.full,
+        held_back=recon.held_back,
+        fetched=fetched,
+        quarantined=[
+            QuarantinedRecord(position=q["position"], task_code=q.get("task_code"), problems=q["problems"])
+            for q in quarantined
         ],
-        "rejected": [{**_brief(r["record"]), "findings": [_finding(f) for f in r["findings"]]} for r in rejected],
-        "warnings": [{**_brief(w["record"]), "findings": [_finding(f) for f in w["findings"]]} for w in warnings],
-        "added": [_brief(r) for r in recon.added],
-        "changed": [
-            {
-                "task_code": c.task_code,
-                "name": c.name,
-                "changes": [{"element": e.element, "label": e.label, "old": e.old, "new": e.new} for e in c.changes],
-            }
+        rejected=[_flagged(r) for r in rejected],
+        warnings=[_flagged(w) for w in warnings],
+        added=[_brief(r) for r in recon.added],
+        changed=[
+            ChangedItem(
+                task_code=c.task_code,
+                name=c.name,
+                changes=[ElementChange(element=e.element, label=e.label, old=e.old, new=e.new) for e in c.changes],
+            )
             for c in recon.changed
         ],
-        "removed": [_brief(r) for r in recon.removed],
-        "recoded": [
-            {
-                "old_code": r.old_code,
-                "task_code": r.task_code,
-                "name": r.name,
-                "changes": [{"element": e.element, "label": e.label, "old": e.old, "new": e.new} for e in r.changes],
-            }
+        removed=[_brief(r) for r in recon.removed],
+        recoded=[
+            RecodedItem(
+                old_code=r.old_code,
+                task_code=r.task_code,
+                name=r.name,
+                changes=[ElementChange(element=e.element, label=e.label, old=e.old, new=e.new) for e in r.changes],
+            )
             for r in recon.recoded
         ],
-        "full_pull": recon.full,
-        "held_back": recon.held_back,
-        "unchanged": list(recon.unchanged),
-        "held": list(recon.held),
-        "published": [{"task_code": a["task_code"], "op": a["op"]} for a in publish.get("accepted", [])],
-        "platform_rejected": list(publish.get("rejected", [])),
-    }
-    report["counts"] = {"fetched": fetched} | {
-        key: len(report[key]) for key in (*COUNT_KEYS[1:], "warnings", "held", "platform_rejected")
-    }
-    return report
+        unchanged=list(recon.unchanged),
+        held=list(recon.held),
+        published=[PublishedOp(task_code=a["task_code"], op=a["op"]) for a in publish.get("accepted", [])],
+        platform_rejected=[PlatformRejection(**p) for p in publish.get("rejected", [])],
+        duplicates=[DuplicateRecord(**d) for d in duplicates],
+        unexpected_fields=list(unexpected),
+    )
 
 
 @cache
@@ -117,8 +169,12 @@ def _templates() -> jinja2.Environment:
     return env
 
 
-def render_html(report: Mapping[str, Any]) -> str:
-    return _templates().get_template("report.html.j2").render(r=report, count_labels=COUNT_LABELS)
+def render_html(report: PartnerReport) -> str:
+    return (
+        _templates()
+        .get_template("report.html.j2")
+        .render(r=report, counts=report.counts.model_dump(), count_labels=COUNT_LABELS, page_span=page_span)
+    )
 
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -133,60 +189,60 @@ def spreadsheet_safe(value: Any) -> Any:
     return value
 
 
-def _sheets(report: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
-    """Sheet name -> (headings, rows): the workbook's content, taken from the report dict only."""
-    counts = report["counts"]
+def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """Sheet name -> (headings, rows): the workbook's content, taken from the report model only."""
     return {
         "汇总": (
             ["类别", "数量"],
-            [["合作地区", f"{report['partner_name']}（{report['partner']}）"], ["运行编号", report["run_id"]]]
-            + [[COUNT_LABELS.get(k, k), v] for k, v in counts.items()],
+            [["合作地区", f"{report.partner_name}（{report.partner}）"], ["运行编号", report.run_id]]
+            + [[COUNT_LABELS[k], v] for k, v in report.counts.model_dump().items()],
         ),
         "新增": (
             ["实施编码", "事项名称", "行使层级"],
-            [[i["task_code"], i["name"], i["level_label"]] for i in report["added"]],
+            [[i.task_code, i.name, i.level_label] for i in report.added],
         ),
         "变更": (
             ["实施编码", "事项名称", "要素", "原值", "新值"],
-            [
-                [c["task_code"], c["name"], e["label"], e["old"], e["new"]]
-                for c in report["changed"]
-                for e in c["changes"]
-            ],
+            [[c.task_code, c.name, e.label, e.old, e.new] for c in report.changed for e in c.changes],
         ),
         "编码变更": (
             ["原实施编码", "新实施编码", "事项名称"],
-            [[c["old_code"], c["task_code"], c["name"]] for c in report["recoded"]],
+            [[c.old_code, c.task_code, c.name] for c in report.recoded],
         ),
         "删除": (
             ["实施编码", "事项名称", "行使层级"],
-            [[i["task_code"], i["name"], i["level_label"]] for i in report["removed"]],
+            [[i.task_code, i.name, i.level_label] for i in report.removed],
         ),
         "退回": (
             ["实施编码", "事项名称", "要素", "校验规则", "原因"],
             [
-                [i["task_code"], i["name"], f["label"], f["expectation"], f["message"]]
-                for i in report["rejected"]
-                for f in i["findings"]
-                if f["severity"] == "critical"
+                [i.task_code, i.name, f.label, f.expectation, f.message]
+                for i in report.rejected
+                for f in i.findings
+                if f.severity == "critical"
             ],
         ),
         "隔离": (
             ["位置", "实施编码", "字段", "原因"],
-            [
-                [q["position"], q["task_code"] or "", p["wire_field"], p["reason"]]
-                for q in report["quarantined"]
-                for p in q["problems"]
-            ],
+            [[q.position, q.task_code or "", p.wire_field, p.reason] for q in report.quarantined for p in q.problems],
         ),
         "待核": (
             ["实施编码", "事项名称", "要素", "说明"],
-            [[i["task_code"], i["name"], f["label"], f["message"]] for i in report["warnings"] for f in i["findings"]],
+            [[i.task_code, i.name, f.label, f.message] for i in report.warnings for f in i.findings],
+        ),
+        "平台拒收": (
+            ["实施编码", "操作", "原因"],
+            [[p.task_code or "", p.op, p.reason or ""] for p in report.platform_rejected],
+        ),
+        "重复与多余字段": (
+            ["类别", "位置", "实施编码或字段名", "说明"],
+            [["重复记录", d.position, d.task_code or "", d.reason] for d in report.duplicates]
+            + [["多余字段", page_span(u.pages), u.field, u.reason] for u in report.unexpected_fields],
         ),
     }
 
 
-def write_xlsx(report: Mapping[str, Any], path: UPath) -> UPath:
+def write_xlsx(report: PartnerReport, path: UPath) -> UPath:
     from openpyxl import Workbook
     from openpyxl.styles import Font
 
@@ -208,12 +264,14 @@ def write_xlsx(report: Mapping[str, Any], path: UPath) -> UPath:
     return path
 
 
-def write(report: Mapping[str, Any], out: UPath) -> dict[str, str]:
+def write(report: PartnerReport, out: UPath) -> dict[str, str]:
     """Write report.json, report.html and report.xlsx into ``out``; returns their paths."""
-    json_path = write_json(out / REPORT_JSON, report)
-    html_path = out / "report.html"
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / REPORT_JSON
+    json_path.write_bytes(report.to_json())
+    html_path = out / REPORT_HTML
     html_path.write_bytes(render_html(report).encode())
-    xlsx_path = write_xlsx(report, out / "report.xlsx")
+    xlsx_path = write_xlsx(report, out / REPORT_XLSX)
     return {"report_json": str(json_path), "report_html": str(html_path), "report_xlsx": str(xlsx_path)}
 
 
@@ -259,7 +317,7 @@ def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> 
         "undelivered": [r["partner"] for r in rows if r["counts"] and r["delivery"] not in DELIVERED],
         "stale": {r["partner"]: r["stale_since"] for r in rows if r["status"] == "failed"},
     }
-    write_json(reports_root / run_id / "summary.json", summary)
+    write_json(reports_root / run_id / SUMMARY_JSON, summary)
     return summary
 
 

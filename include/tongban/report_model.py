@@ -1,0 +1,194 @@
+"""The partner report as typed data: one model per run and partner, from which all renderings come.
+
+``report.json`` is :meth:`PartnerReport.model_dump_json`; ``report.html`` (a Jinja2 template) and
+``report.xlsx`` (openpyxl) are rendered from the same model by :mod:`tongban.report`, so the three
+always say the same. Field names are the JSON keys partners and our own readers use.
+
+``counts`` is computed from the lists (and the number of records fetched), so it can never disagree
+with them. Reading a report back (:meth:`PartnerReport.load`) takes ``fetched`` from ``counts``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, computed_field, model_validator
+
+
+class _Part(BaseModel):
+    # extra="ignore": a report written by a newer version still reads; frozen: a report is a record
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Brief(_Part):
+    """An item as the report names it."""
+
+    task_code: str = Field(description="实施编码")
+    name: str = Field(description="事项名称")
+    level: str = Field(description="行使层级 (canonical code)")
+    level_label: str = Field(description="行使层级 (Chinese label)")
+
+
+class Finding(_Part):
+    """One failed check of one item (from validation), with the element's Chinese label."""
+
+    row: int | None = None
+    task_code: str | None = None
+    element: str
+    label: str = Field(description="the element's Chinese label")
+    expectation: str = Field(description="the suite's check name")
+    severity: str = Field(description="critical (rejected) or warning (published, to check)")
+    message: str = Field(description="Chinese text for the partner")
+
+
+class Flagged(Brief):
+    """A rejected or warned item with every finding on it."""
+
+    findings: list[Finding]
+
+
+class ElementChange(_Part):
+    element: str
+    label: str
+    old: JsonValue
+    new: JsonValue
+
+
+class ChangedItem(_Part):
+    task_code: str
+    name: str
+    changes: list[ElementChange]
+
+
+class RecodedItem(_Part):
+    """An item that now comes under another 实施编码 (old_code -> task_code)."""
+
+    old_code: str
+    task_code: str
+    name: str
+    changes: list[ElementChange]
+
+
+class Problem(_Part):
+    field: str = Field(description="canonical field")
+    wire_field: str = Field(description="the partner's own field name")
+    reason: str
+
+
+class QuarantinedRecord(_Part):
+    """A record that could not be parsed or mapped, with where it was in the pull."""
+
+    position: str = Field(description="第N页第M条")
+    task_code: str | None = None
+    problems: list[Problem]
+
+
+class DuplicateRecord(_Part):
+    """An exact copy of a record read earlier in the same pull: counted once."""
+
+    position: str = Field(description="where the copy was: 第N页第M条")
+    task_code: str | None = None
+    first_position: str | None = Field(default=None, description="where the record was read first")
+    reason: str
+
+
+class UnexpectedField(_Part):
+    """A field the partner's answers carry that its agreed wire format does not declare (ignored)."""
+
+    field: str
+    pages: list[int] = Field(description="pages of the pull that carried it")
+    reason: str
+
+
+class PublishedOp(_Part):
+    task_code: str
+    op: str = Field(description="upsert or delete")
+
+
+class PlatformRejection(_Part):
+    """An operation the provincial platform refused, with its reason."""
+
+    task_code: str | None = None
+    op: str
+    status: str = "rejected"
+    reason: str | None = None
+
+
+class Counts(_Part):
+    """How many of each: the 汇总 of every rendering (keys in the order shown)."""
+
+    fetched: int = Field(description="distinct records fetched (duplicates counted once)")
+    quarantined: int
+    rejected: int
+    added: int
+    changed: int
+    removed: int
+    unchanged: int
+    published: int
+    warnings: int
+    held: int
+    recoded: int
+    platform_rejected: int
+    duplicates: int
+    unexpected_fields: int
+
+
+class PartnerReport(_Part):
+    """Everything a partner is told about one run."""
+
+    partner: str = Field(description="division code")
+    partner_name: str
+    run_id: str
+    dry_run: bool = False
+    full_pull: bool = True
+    held_back: bool = Field(default=False, description="the whole list held back: too many critical failures")
+    fetched: int = Field(ge=0, exclude=True)  # shown as counts.fetched
+    quarantined: list[QuarantinedRecord] = []
+    rejected: list[Flagged] = []
+    warnings: list[Flagged] = []
+    added: list[Brief] = []
+    changed: list[ChangedItem] = []
+    removed: list[Brief] = []
+    recoded: list[RecodedItem] = []
+    unchanged: list[str] = Field(default=[], description="实施编码 of items the platform already held as delivered")
+    held: list[str] = Field(default=[], description="实施编码 whose platform version is kept (rejected or quarantined)")
+    published: list[PublishedOp] = []
+    platform_rejected: list[PlatformRejection] = []
+    duplicates: list[DuplicateRecord] = []
+    unexpected_fields: list[UnexpectedField] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fetched_from_counts(cls, data: Any) -> Any:
+        """A report read back from JSON has ``fetched`` in ``counts`` only."""
+        if isinstance(data, dict) and "fetched" not in data and isinstance(data.get("counts"), dict):
+            return {**data, "fetched": data["counts"].get("fetched")}
+        return data
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def counts(self) -> Counts:
+        return Counts(
+            fetched=self.fetched,
+            quarantined=len(self.quarantined),
+            rejected=len(self.rejected),
+            added=len(self.added),
+            changed=len(self.changed),
+            removed=len(self.removed),
+            unchanged=len(self.unchanged),
+            published=len(self.published),
+            warnings=len(self.warnings),
+            held=len(self.held),
+            recoded=len(self.recoded),
+            platform_rejected=len(self.platform_rejected),
+            duplicates=len(self.duplicates),
+            unexpected_fields=len(self.unexpected_fields),
+        )
+
+    def to_json(self) -> bytes:
+        """The bytes of ``report.json`` (UTF-8, Chinese as is)."""
+        return self.model_dump_json(indent=1).encode()
+
+    @classmethod
+    def load(cls, data: bytes | str) -> PartnerReport:
+        return cls.model_validate_json(data)
