@@ -24,13 +24,13 @@ from scripts.localenv import DAG_ID, airflow_env, dags_test, ensure_pools, tongb
 from tongban.connections import simulator_connections
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
-from tongban.report import summary_table
+from tongban.report import SUMMARY_JSON, summary_table
 from tongban.simulators.credentials import partner_secrets
 from tongban.simulators.launcher import running_simulators
 
 
 def newest_summary(reports: Path, since: float) -> Path | None:
-    found = [p for p in reports.glob("*/summary.json") if p.stat().st_mtime >= since]
+    found = [p for p in reports.glob(f"*/{SUMMARY_JSON}") if p.stat().st_mtime >= since]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 

@@ -17,6 +17,14 @@ from typing import Any
 
 from upath import UPath
 
+# File and folder names as the pipeline writes them. tongban.report is already imported by the pages
+# (COUNT_LABELS) and tongban.storage imports upath only; the run folder's names stay spelled here, as
+# tongban.pipeline (their home) imports the HTTP client, the ingest and the item store (SQLAlchemy).
+from tongban.report import REPORT_HTML as REPORT_HTML  # re-exported for the app
+from tongban.report import REPORT_JSON as REPORT_JSON
+from tongban.report import SUMMARY_JSON as SUMMARY
+from tongban.storage import REPORTS, RUNS
+
 # Airflow's own run ids (manual__2026-11-28T13:35:01.915496+00:00) and its allowed_run_id_pattern
 # characters, minus anything that could name a parent folder.
 # Used with fullmatch only ('$' would let a trailing newline through).
@@ -26,9 +34,7 @@ NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # one file or folder na
 MAX_DEPTH = 12
 LOCAL = ("file", "local", "")
 
-REPORTS, RUNS = "reports", "runs"
-SUMMARY, REPORT_HTML, REPORT_JSON = "summary.json", "report.html", "report.json"
-GX_RESULT, DATA_DOCS = "gx_validation_result.json", "data_docs"
+GX_RESULT, DATA_DOCS = "gx_validation_result.json", "data_docs"  # tongban.pipeline.GX_RESULT, .DATA_DOCS
 
 
 class NotFound(LookupError):
