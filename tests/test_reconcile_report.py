@@ -65,6 +65,7 @@ def _report(tmp_path, recon, **kw):
         warnings=kw.get("warnings", []),
         recon=recon,
         publish=kw.get("publish", {}),
+        unexpected=report.unexpected_fields(kw.get("manifest", [])),
     )
     paths = report.write(built, UPath(tmp_path))
     return built, paths
@@ -175,7 +176,9 @@ def test_xlsx_holds_the_json_numbers_and_formulas_come_out_inert(tmp_path) -> No
     from openpyxl import load_workbook
 
     evil = rec("000104006000", name='=HYPERLINK("http://x","y")')
-    built, paths = _report(tmp_path, reconcile([evil, A], [C]))
+    field = '@SUM(1+1)*cmd|" /C calc"!A0'  # a field name the partner's API chose
+    manifest = [{"page": 1, "records": 2, "unexpected_fields": [field]}]
+    built, paths = _report(tmp_path, reconcile([evil, A], [C]), manifest=manifest)
     book = load_workbook(tmp_path / "report.xlsx")
     assert book.sheetnames == [
         "汇总",
@@ -198,8 +201,12 @@ def test_xlsx_holds_the_json_numbers_and_formulas_come_out_inert(tmp_path) -> No
     cell = added[evil["task_code"]]
     assert cell.data_type == "s" and cell.value == "'" + evil["name"]
     assert book["删除"].max_row == 2  # heading + C
+    [(kind, where, name, reason)] = book["重复与多余字段"].iter_rows(min_row=2)
+    assert (kind.value, where.value) == ("多余字段", "第1页") and name.data_type == reason.data_type == "s"
+    assert name.value == "'" + field and reason.value.startswith("接口返回了格式约定之外的字段 @SUM")
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "=HYPERLINK(&#34;http://x&#34;,&#34;y&#34;)" in html
+    assert "<code>@SUM(1+1)*cmd|&#34; /C calc&#34;!A0</code>" in html
     assert paths["report_xlsx"].endswith("report.xlsx")
 
 
