@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,11 @@ RAW = "raw"
 ITEMS = "items.jsonl"
 QUARANTINE = "quarantine.jsonl"
 ACCEPTED = "accepted.jsonl"
-REJECTED = "rejected.jsonl"
-WARNINGS = "warnings.jsonl"
+REJECTED = "rejected.jsonl"  # every rejected record: the partner's own checks, then the province check's
+WARNINGS = "warnings.jsonl"  # likewise for warnings
+OWN_REJECTED = "own_rejected.jsonl"  # rejected by the partner's own validation (input of the province check)
+OWN_WARNINGS = "own_warnings.jsonl"
+PROVINCE_CHECK = "province_check.json"  # the province check's findings on this partner (tongban.province)
 GX_RESULT = "gx_validation_result.json"
 VALIDATION = "validation.json"
 DATA_DOCS = "data_docs"  # GX Data Docs of the run's validation (index.html)
@@ -181,8 +185,13 @@ def validate(partner: Partner, run: UPath, store: ItemStore) -> dict[str, Any]:
             if findings:
                 warned.append({"record": record, "findings": findings})
     write_jsonl(run / ACCEPTED, accepted)
-    write_jsonl(run / REJECTED, rejected)
-    write_jsonl(run / WARNINGS, warned)
+    # The partner's own outcome, kept apart for the province check, which rewrites REJECTED and WARNINGS
+    # from it; until then (and without it) they are the same. A new validation voids the last province check.
+    for own, final, rows in ((OWN_REJECTED, REJECTED, rejected), (OWN_WARNINGS, WARNINGS, warned)):
+        write_jsonl(run / own, rows)
+        write_jsonl(run / final, rows)
+    if (run / PROVINCE_CHECK).exists():
+        (run / PROVINCE_CHECK).unlink()
     write_json(run / GX_RESULT, outcome.gx_result)
     limit = max_critical_rate()
     critical_rate = round(len(rejected) / len(records), 6) if records else 0.0
@@ -201,8 +210,22 @@ def validate(partner: Partner, run: UPath, store: ItemStore) -> dict[str, Any]:
 
 
 def held_back(run: UPath) -> bool:
-    """Whether validation held the whole partner back this run (too many critical failures)."""
-    return bool(read_json(run / VALIDATION)["held_back"])
+    """Whether validation held the whole partner back this run (too many critical failures), counting the
+    province check's rejections once it ran."""
+    path = run / PROVINCE_CHECK
+    return bool(read_json(path if path.exists() else run / VALIDATION)["held_back"])
+
+
+def province_rejected(run: UPath) -> set[str]:
+    """实施编码 of accepted records that the province check rejected (none before it ran)."""
+    path = run / PROVINCE_CHECK
+    return set(read_json(path)["rejected_codes"]) if path.exists() else set()
+
+
+def accepted_records(run: UPath) -> Iterator[dict[str, Any]]:
+    """The records that passed the partner's own validation and the province check."""
+    rejected = province_rejected(run)
+    return (r for r in read_jsonl(run / ACCEPTED) if r["task_code"] not in rejected)
 
 
 def held_codes(run: UPath) -> set[str]:
@@ -226,7 +249,7 @@ def reconcile_partner(
         recon = reconcile([], current, [r["task_code"] for r in current], full=is_full_pull(run))
         recon.held_back = True
     else:
-        recon = reconcile(read_jsonl(run / ACCEPTED), current, held_codes(run), full=is_full_pull(run))
+        recon = reconcile(accepted_records(run), current, held_codes(run), full=is_full_pull(run))
     write_json(run / RECONCILIATION, recon.as_dict())
     store.record_reconciliation(run_id, partner.division, recon.counts())
     return {"partner": partner.division, "platform_before": len(current), "full": recon.full, **recon.counts()}

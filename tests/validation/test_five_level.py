@@ -92,3 +92,47 @@ def test_several_partners_of_one_province(partner: Partner) -> None:
         finding.message
     )
     assert outcome.rejected_rows == {2}
+
+
+def _votes(rows: list[tuple[str, str, str, str, bool]]) -> list[dict]:
+    """Across partners: rows of (partner, level, task_code, result, judged) of one 基本编码."""
+    df = pd.DataFrame(rows, columns=["partner", "level", "task_code", "result", "judged"]).assign(catalog_code="A")
+    return five_level_differences(
+        df, {"result": "result"}, ["catalog_code"], "level", "task_code", vote_column="partner", judged_column="judged"
+    )
+
+
+def test_across_partners_partners_vote_not_rows() -> None:
+    # 广州 has three city-level rows with "x"; 深圳 and 佛山 one each with "y": two partners beat one
+    [diff] = _votes(
+        [
+            ("gz", "3", "gz1", "x", True),
+            ("gz", "3", "gz2", "x", True),
+            ("gz", "3", "gz3", "x", True),
+            ("sz", "3", "sz1", "y", True),
+            ("fs", "3", "fs1", "y", True),
+        ]
+    )
+    assert diff["reference"]["id"] == "sz1" and diff["votes"] == {"reference": 2, "senior": 3}
+    assert diff["contested"] is False and [d["id"] for d in diff["differing"]] == ["gz1", "gz2", "gz3"]
+
+
+def test_across_partners_a_tie_is_contested_and_every_judged_row_reported() -> None:
+    diffs = _votes([("gz", "3", "gz1", "x", True), ("gz", "4", "gz2", "x", True), ("sz", "3", "sz1", "y", True)])
+    assert all(d["contested"] and d["votes"] == {"reference": 1, "senior": 2} for d in diffs)
+    reported = {d["reference"]["id"]: [w["id"] for w in d["differing"]] for d in diffs}
+    assert reported == {"gz1": ["sz1"], "sz1": ["gz1", "gz2"]}
+
+
+def test_across_partners_rows_not_judged_vote_but_are_never_reported() -> None:
+    # two published partners hold "y": the judged "x" is at fault; a published "z" is not reported
+    [diff] = _votes(
+        [
+            ("gz", "3", "gz1", "x", True),
+            ("sz", "3", "sz1", "y", False),
+            ("fs", "3", "fs1", "y", False),
+            ("zh", "4", "zh1", "z", False),
+        ]
+    )
+    assert diff["reference"]["id"] == "sz1" and [d["id"] for d in diff["differing"]] == ["gz1"]
+    assert _votes([("gz", "3", "gz1", "x", False), ("sz", "3", "sz1", "y", False)]) == []

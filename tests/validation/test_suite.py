@@ -14,11 +14,12 @@ from item_fixtures import make_record
 
 from tongban.model import ITEM_FIELDS
 from tongban.registry import Partner
-from tongban.validation import validate_items
+from tongban.validation import validate_across_partners, validate_items
 from tongban.validation.derived import items_frame, validation_frame
 from tongban.validation.suite import (
     EXPECTATIONS_DIR_ENV,
     FIVE_LEVEL_TYPE,
+    PROVINCE_SUITE_FILE,
     SUITE_FILE,
     SuiteError,
     default_suite_path,
@@ -52,14 +53,15 @@ def test_message_placeholders_resolve(partner: Partner) -> None:
         assert set(check.placeholders) <= known | extra, check.name
 
 
-def test_file_is_gx_suite_json() -> None:
+@pytest.mark.parametrize("name", [SUITE_FILE, PROVINCE_SUITE_FILE])
+def test_file_is_gx_suite_json(name: str) -> None:
     """GX reads every expectation of the file and writes back its type, meta, severity and kwargs
     (GX leaves out kwargs that equal the expectation's defaults)."""
     import great_expectations as gx
 
     from tongban.validation import five_level  # noqa: F401  (registers the custom expectation)
 
-    document = json.loads(default_suite_path().read_text(encoding="utf-8"))
+    document = json.loads(default_suite_path(name).read_text(encoding="utf-8"))
     suite = gx.ExpectationSuite(name=document["name"], expectations=document["expectations"])
     dumped = suite.to_json_dict()["expectations"]
     assert len(dumped) == len(document["expectations"])
@@ -126,6 +128,17 @@ def test_env_dir_is_used(tmp_path: Path, partner: Partner, monkeypatch: pytest.M
     (tmp_path / SUITE_FILE).unlink()
     with pytest.raises(SuiteError, match="cannot read"):
         validate_items([make_record()], partner)
+
+
+def test_province_check_must_have_the_within_partner_five_level_severity(tmp_path: Path) -> None:
+    import pandas as pd
+
+    document = json.loads(default_suite_path(PROVINCE_SUITE_FILE).read_text(encoding="utf-8"))
+    document["expectations"][0]["severity"] = "warning"
+    path = tmp_path / PROVINCE_SUITE_FILE
+    path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(SuiteError, match="must have the severity of the within-partner 五级N同 check"):
+        validate_across_partners(pd.DataFrame(), "440000", path)
 
 
 def test_import_is_cheap() -> None:

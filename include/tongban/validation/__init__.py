@@ -10,6 +10,8 @@ this package at top level.
 
 The suite is ``expectations/items.json`` (``$TONGBAN_EXPECTATIONS_DIR/items.json`` when set),
 read on every call; each call builds its own in-memory GX context and runs one validation.
+:func:`validate_across_partners` does the same with ``expectations/province.json`` for 五级N同
+across the partners of one province.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from typing import TYPE_CHECKING, Any
 from tongban.validation.outcome import Finding, Severity, ValidationOutcome
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from tongban.registry import Partner
 
-__all__ = ["Finding", "Severity", "ValidationOutcome", "validate_items"]
+__all__ = ["Finding", "Severity", "ValidationOutcome", "validate_across_partners", "validate_items"]
 
 
 def validate_items(
@@ -42,3 +46,13 @@ def validate_items(
     from tongban.validation.runner import validate_items as run
 
     return run(records, partner, suite_path, docs_dir)
+
+
+def validate_across_partners(
+    frame: pd.DataFrame, province: str, suite_path: Path | None = None, docs_dir: Path | None = None
+) -> ValidationOutcome:
+    """五级N同 across the partners of one province: a frame of element hashes, one row per item, as
+    ``tongban.province`` builds it (``expectations/province.json``; see the runner's function)."""
+    from tongban.validation.runner import validate_across_partners as run
+
+    return run(frame, province, suite_path, docs_dir)

@@ -17,7 +17,7 @@ from great_expectations.expectations.metrics.table_metric_provider import TableM
 from tongban.validation.elements import five_level_differences
 
 METRIC = "tongban.five_level_differences"
-_VALUE_KEYS = ("element_columns", "group_columns", "level_column", "id_column")
+_VALUE_KEYS = ("element_columns", "group_columns", "level_column", "id_column", "vote_column", "judged_column")
 
 
 class FiveLevelDifferences(TableMetricProvider):
@@ -47,12 +47,19 @@ class ExpectFiveLevelElementsIdentical(BatchExpectation):
     differing (group, element) in ``details.differences`` with the reference row and the rows
     that differ from it (row index, ``id_column`` value and level), and the rows in
     ``unexpected_index_list``.
+
+    Across partners of a province: ``vote_column`` (the partner) makes the most senior level's
+    value the one held by most partners, a tie leaving the group contested (every judged row
+    reported); rows whose ``judged_column`` is false vote but are never reported. See
+    ``tongban.validation.elements``.
     """
 
     element_columns: dict[str, str]
     group_columns: list[str] = pydantic.Field(default_factory=lambda: ["catalog_code"])
     level_column: str = "level"
     id_column: str = "task_code"
+    vote_column: str | None = None
+    judged_column: str | None = None
 
     metric_dependencies: ClassVar[tuple[str, ...]] = (METRIC, "table.row_count")
     success_keys: ClassVar[tuple[str, ...]] = _VALUE_KEYS

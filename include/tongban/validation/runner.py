@@ -14,14 +14,16 @@ from typing import Any
 
 import pandas as pd
 
-from tongban.registry import Partner, label
+from tongban.registry import Partner, divisions, label
 from tongban.validation.derived import items_frame, validation_frame
 from tongban.validation.outcome import Finding, ValidationOutcome
 from tongban.validation.suite import (
     FIVE_LEVEL_TYPE,
+    PROVINCE_SUITE_FILE,
     Check,
     Suite,
     SuiteError,
+    default_suite_path,
     expectation_parameters,
     load_suite,
     message_extras,
@@ -77,6 +79,41 @@ def validate_frame(
         derived_at - started,
         gx_at - derived_at,
         time.perf_counter() - gx_at,
+    )
+    return outcome
+
+
+def validate_across_partners(
+    frame: pd.DataFrame, province: str, suite_path: Path | None = None, docs_dir: Path | None = None
+) -> ValidationOutcome:
+    """五级N同 across the partners of one province, with the province suite (``expectations/province.json``).
+
+    ``frame``: one row per item (index = row position) with the columns the suite reads (``partner``,
+    ``catalog_code``, ``level``, ``task_code``, ``_judged``, the hashes ``_h_<element>``) and those its
+    message names (``name``, ``partner_name``); see ``tongban.province``. Raises SuiteError when the
+    province check's severity is not the within-partner 五级N同 check's: both must treat a difference alike.
+    """
+    started = time.perf_counter()
+    suite = load_suite(suite_path or default_suite_path(PROVINCE_SUITE_FILE))
+    within = [c for c in load_suite().checks.values() if c.type == FIVE_LEVEL_TYPE]
+    for check in suite.checks.values():
+        if any(c.severity != check.severity for c in within):
+            raise SuiteError(f"{suite.path}: {check.name} must have the severity of the within-partner 五级N同 check")
+    columns = suite.columns()
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SuiteError(f"{suite.path}: expectations read columns the province frame lacks: {missing}")
+    result = run_gx(frame[columns], suite, {}, docs_dir)
+    names = divisions()["provinces"]
+    extras = {"partner_province": province, "partner_province_name": names.get(province, province)}
+    findings = _Findings(frame, frame, suite, extras).collect(result)
+    outcome = ValidationOutcome(rows=len(frame), findings=findings, gx_result=result)
+    log.info(
+        "province %s: compared %d rows across partners, %d findings (%.2fs)",
+        province,
+        len(frame),
+        len(findings),
+        time.perf_counter() - started,
     )
     return outcome
 
@@ -199,13 +236,24 @@ class _Findings:
         out: list[Finding] = []
         for diff in result["details"]["differences"]:
             ref = diff["reference"]
-            for where in diff["differing"]:
-                extra = {
-                    "element_label": diff["label"],
-                    "level_label": label("level", where["level"]),
-                    "reference_level_label": label("level", ref["level"]),
-                    "reference_task_code": _shown(ref["id"]),
+            shared = {
+                "element_label": diff["label"],
+                "reference_level_label": label("level", ref["level"]),
+                "reference_task_code": _shown(ref["id"]),
+            }
+            for name in check.placeholders:  # {reference_<column>}: that column on the reference row
+                column = name.removeprefix("reference_")
+                if name not in shared and column != name and name not in self.extras:
+                    shared[name] = _shown(self._column(column)[int(ref["row"])])
+            if "votes" in diff:  # across partners: how the reference was chosen (suite meta.texts_zh)
+                votes = {
+                    "reference_votes": str(diff["votes"]["reference"]),
+                    "senior_voters": str(diff["votes"]["senior"]),
                 }
+                verdict = check.texts_zh.get("contested" if diff["contested"] else "majority", "")
+                shared |= votes | {"verdict": verdict.format_map({**self.extras, **shared, **votes})}
+            for where in diff["differing"]:
+                extra = {**shared, "level_label": label("level", where["level"])}
                 out.append(self._finding(check, int(where["row"]), diff["element"], extra))
         return out
 

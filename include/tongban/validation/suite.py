@@ -13,7 +13,7 @@ import json
 import os
 import string
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,21 +22,32 @@ from tongban.registry import Partner, dictionaries, divisions
 from tongban.validation.outcome import SEVERITIES, Severity
 
 SUITE_FILE = "items.json"
+PROVINCE_SUITE_FILE = "province.json"  # 五级N同 across the partners of one province (tongban.province)
 EXPECTATIONS_DIR_ENV = "TONGBAN_EXPECTATIONS_DIR"
 FIVE_LEVEL_TYPE = "expect_five_level_elements_identical"
 
-_COLUMN_KEYS = ("column", "column_A", "column_B", "group_columns", "column_list", "level_column", "id_column")
+_COLUMN_KEYS = (
+    "column",
+    "column_A",
+    "column_B",
+    "group_columns",
+    "column_list",
+    "level_column",
+    "id_column",
+    "vote_column",
+    "judged_column",
+)
 
 
 class SuiteError(RuntimeError):
     """The suite file is malformed, or GX could not evaluate one of its expectations."""
 
 
-def default_suite_path() -> Path:
-    """``$TONGBAN_EXPECTATIONS_DIR/items.json``, else ``<repo>/expectations/items.json``."""
+def default_suite_path(name: str = SUITE_FILE) -> Path:
+    """``$TONGBAN_EXPECTATIONS_DIR/<name>``, else ``<repo>/expectations/<name>`` (``items.json``)."""
     configured = os.environ.get(EXPECTATIONS_DIR_ENV)
     directory = Path(configured) if configured else Path(__file__).resolve().parents[3] / "expectations"
-    return directory / SUITE_FILE
+    return directory / name
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class Check:
     elements: tuple[str, ...]
     message_zh: str
     kwargs: Mapping[str, Any]
+    texts_zh: Mapping[str, str] = field(default_factory=dict)  # meta.texts_zh: wording the message picks
 
     @property
     def element(self) -> str:
@@ -118,6 +130,7 @@ def _check(expectation: Mapping[str, Any], where: str) -> Check:
         elements=tuple(elements),
         message_zh=meta["message_zh"],
         kwargs=expectation.get("kwargs") or {},
+        texts_zh=dict(meta.get("texts_zh") or {}),
     )
 
 
