@@ -4,12 +4,14 @@
     .venv/bin/python bench/bench_reconcile.py --rows 1000000
 
 Two catalogues shaped like shared/BASELINES.md (CJK text of realistic lengths; 2% added, 2%
-removed, 5% of items changed in 1-3 of the ten elements) are written to parquet. Each phase then
-runs in its own process, so its peak RSS (loaded input included) is its own:
+removed, 5% of items changed in 1-3 of the ten elements) are written as Arrow IPC files of
+`tongban.table.ITEM_SCHEMA`. Each phase then runs in its own process, so its peak RSS (what it
+reads included, memory-mapped pages too) is its own:
 
-- hash: the per-element content hashes of one catalogue, as normalisation computes them once;
-- ours: `tongban.reconcile.compare_hashes` on the two hash sets, then the old and new values of
-  the changed elements only (read back by row from the parquet files): element-level output;
+- hash: `tongban.hashing.keyed_hashes` of one catalogue, as computed once when items are stored;
+- ours: `tongban.reconcile.compare_hashes` on the two hash files (the pipeline's own reconcile
+  code), then the old and new values of the changed elements only, taken by row from the
+  memory-mapped item files (`tongban.table.element_values`): element-level output;
 - pandas: an outer merge of the full catalogues and a per-column comparison (datacompy 1.1 pins
   pandas < 3.1, so it cannot share this project's pandas; BASELINES.md has it at ~1.7x the merge).
 
@@ -19,8 +21,8 @@ Both comparisons must find exactly the generated ground truth, or the bench fail
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from benchutil import AnonPeak, peak_rss_gb
+
+from tongban.table import ITEM_SCHEMA, read_ipc, write_ipc
 
 TEXT = {
     "name": (10, 30),
@@ -89,8 +92,12 @@ def generate(rows: int, out: Path, seed: int = 11) -> dict[str, Any]:
         "dept_uscc": pa.array([c[:18] for c in codes], pa.string()),
         "handling_mode": pa.array(["1"] * total, pa.string()),
         "handle_type": pa.array(["2"] * total, pa.string()),
+        "partner": pa.array(["440100"] * total, pa.string()),
+        "version": pa.array(["1"] * total, pa.string()),
+        "updated_at": pa.array(["2026-11-01T00:00:00+08:00"] * total, pa.string()),
+        "source_ref": pa.array([""] * total, pa.string()),
     }
-    full = pa.table(table)
+    full = pa.table({f.name: table[f.name].cast(f.type) for f in ITEM_SCHEMA}, schema=ITEM_SCHEMA)
     n_removed = n_added = int(rows * 0.02)
     old = full.slice(0, rows)
     new = full.slice(n_removed, rows)  # first 2% removed, 2% added at the end
@@ -112,8 +119,8 @@ def generate(rows: int, out: Path, seed: int = 11) -> dict[str, Any]:
         truth[codes[row]] = [c if c != "promised_limit" else "time_limit" for c in chosen]
     for name, values in columns.items():
         new = new.set_column(new.schema.get_field_index(name), name, pa.array(values, new.schema.field(name).type))
-    pq.write_table(old, out / "old.parquet")
-    pq.write_table(new, out / "new.parquet")
+    write_ipc(old, out / "old.arrow")
+    write_ipc(new, out / "new.arrow")
     return {
         "added": sorted(added),
         "removed": sorted(removed),
@@ -121,65 +128,40 @@ def generate(rows: int, out: Path, seed: int = 11) -> dict[str, Any]:
     }
 
 
-def _peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-
-
 def phase_hash(side: str, folder: Path) -> dict[str, Any]:
-    from tongban.hashing import element_hash_frame
+    from tongban.hashing import keyed_hashes
 
-    start = time.perf_counter()
-    frame = pq.read_table(folder / f"{side}.parquet").to_pandas(types_mapper=pd.ArrowDtype)
-    hashes = element_hash_frame(frame.set_index("task_code", drop=False))
-    hashes.to_parquet(folder / f"{side}.hashes.parquet")
-    return {"seconds": time.perf_counter() - start, "peak_gb": _peak_gb()}
+    write_ipc(keyed_hashes(read_ipc(folder / f"{side}.arrow")), folder / f"{side}.hashes.arrow")
+    return {}
 
 
 def phase_ours(folder: Path) -> dict[str, Any]:
+    from tongban.model import COMPARED
     from tongban.reconcile import compare_hashes
+    from tongban.table import element_values
 
-    start = time.perf_counter()
-    new = pd.read_parquet(folder / "new.hashes.parquet")
-    old = pd.read_parquet(folder / "old.hashes.parquet")
-    result = compare_hashes(new, old)
-    wanted = pa.array(list(result.changed), pa.string())
-    needed = sorted({_column(e) for elements in result.changed.values() for e in elements})
-    values = {}
-    for side in ("old", "new"):  # only the changed rows, only the columns of changed elements
-        table = pq.read_table(
-            folder / f"{side}.parquet", columns=["task_code", *needed], filters=pc.field("task_code").isin(wanted)
-        )
-        values[side] = table.to_pandas().set_index("task_code").reindex(list(result.changed))
-    changes = []
-    for column in needed:
-        element = {"promised_limit": "time_limit", "catalog_code": "code"}.get(column, column)
-        rows = [code for code, elements in result.changed.items() if element in elements]
-        changes.extend(
-            zip(
-                rows,
-                [element] * len(rows),
-                values["old"].loc[rows, column],
-                values["new"].loc[rows, column],
-                strict=True,
-            )
-        )
-    seconds = time.perf_counter() - start
+    result = compare_hashes(read_ipc(folder / "new.hashes.arrow"), read_ipc(folder / "old.hashes.arrow"))
+    items = {side: read_ipc(folder / f"{side}.arrow") for side in ("old", "new")}
+    codes = list(result.changed)
+    changes = []  # (task code, element, old value, new value) for every changed element
+    for element in COMPARED:
+        at = np.array([i for i, code in enumerate(codes) if element.key in result.changed[code]], np.int64)
+        if len(at):
+            old = element_values(items["old"], result.old_rows[at], element)
+            new = element_values(items["new"], result.new_rows[at], element)
+            changes.extend(zip([codes[i] for i in at], [element.key] * len(at), old, new, strict=True))
     found = {
         "added": result.added,
         "removed": result.removed,
-        "changed": {code: sorted(elements) for code, elements in sorted(result.changed.items())},
+        "changed": {code: sorted(elements) for code, elements in result.changed.items()},
     }
-    return {"seconds": seconds, "peak_gb": _peak_gb(), "changes": len(changes), "found": found}
-
-
-def _column(element: str) -> str:
-    return {"time_limit": "promised_limit", "code": "catalog_code"}.get(element, element)
+    real = sum(1 for _, key, old, new in changes if old != new)
+    return {"changes": len(changes), "real": real, "found": found}
 
 
 def phase_pandas(folder: Path) -> dict[str, Any]:
-    start = time.perf_counter()
-    old = pd.read_parquet(folder / "old.parquet")
-    new = pd.read_parquet(folder / "new.parquet")
+    old = read_ipc(folder / "old.arrow").to_pandas()
+    new = read_ipc(folder / "new.arrow").to_pandas()
     merged = old.merge(new, on="task_code", how="outer", suffixes=("_old", "_new"), indicator=True)
     added = sorted(merged.loc[merged["_merge"] == "right_only", "task_code"])
     removed = sorted(merged.loc[merged["_merge"] == "left_only", "task_code"])
@@ -191,9 +173,28 @@ def phase_pandas(folder: Path) -> dict[str, Any]:
         element = {"promised_limit": "time_limit", "catalog_code": "code"}.get(column, column)
         for code in both.loc[differs.to_numpy(), "task_code"]:
             changed.setdefault(code, []).append(element)
-    seconds = time.perf_counter() - start
-    found = {"added": added, "removed": removed, "changed": {k: sorted(v) for k, v in sorted(changed.items())}}
-    return {"seconds": seconds, "peak_gb": _peak_gb(), "found": found}
+    return {"added": added, "removed": removed, "changed": {k: sorted(v) for k, v in sorted(changed.items())}}
+
+
+def _catalogues(rows: int, folder: Path) -> dict[str, Any]:
+    """Generate the two catalogues into ``folder`` (or reuse what an earlier run left there)."""
+    saved = folder / f"truth-{rows}.json"
+    if saved.exists():
+        print(f"reusing the {rows:,}-item catalogues in {folder}")
+        return json.loads(saved.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    truth = generate(rows, folder)
+    saved.write_text(json.dumps(truth))
+    print(
+        f"generated {rows:,} items per side in {time.perf_counter() - start:.1f} s "
+        f"({len(truth['added'])} added, {len(truth['removed'])} removed, {len(truth['changed'])} changed)"
+    )
+    return truth
+
+
+def _peaks(results: list[dict[str, Any]]) -> tuple[float, float]:
+    return max(r["peak_gb"] for r in results), max(r["anon_gb"] for r in results)
 
 
 def _run_phase(*args: str) -> dict[str, Any]:
@@ -204,26 +205,27 @@ def _run_phase(*args: str) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--data", type=Path, help="keep the generated catalogues here and reuse them")
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
         name, *rest = args.phase
         folder = Path(rest[-1])
-        result = {
+        phase = {
             "hash": lambda: phase_hash(rest[0], folder),
             "ours": lambda: phase_ours(folder),
-            "pandas": lambda: phase_pandas(folder),
-        }[name]()
+            "pandas": lambda: {"found": phase_pandas(folder)},
+        }[name]
+        with AnonPeak() as anon:
+            start = time.perf_counter()
+            result = phase()
+            seconds = time.perf_counter() - start
+        result |= {"seconds": seconds, "peak_gb": peak_rss_gb(), "anon_gb": anon.gb}
         print(json.dumps(result, ensure_ascii=False, default=str))
         return 0
-    with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:
-        folder = Path(tmp)
-        start = time.perf_counter()
-        truth = generate(args.rows, folder)
-        print(
-            f"generated {args.rows:,} items per side in {time.perf_counter() - start:.1f} s "
-            f"({len(truth['added'])} added, {len(truth['removed'])} removed, {len(truth['changed'])} changed)"
-        )
+    with contextlib.ExitStack() as stack:
+        folder = args.data or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-reconcile-")))
+        truth = _catalogues(args.rows, folder)
         hashing = [_run_phase("hash", side, str(folder)) for side in ("old", "new")]
         ours = _run_phase("ours", str(folder))
         merge = _run_phase("pandas", str(folder))
@@ -231,14 +233,22 @@ def main() -> int:
         if result["found"] != truth:
             print(f"FAIL: {label} differs from the ground truth")
             return 1
+    if ours["real"] != ours["changes"]:
+        print("FAIL: an element reported as changed has equal old and new values")
+        return 1
     hash_s = sum(h["seconds"] for h in hashing)
-    print(f"\n{'approach':<44}{'seconds':>9}{'peak GB':>9}")
-    print(
-        f"{'element hashes, both sides (once, at normalisation)':<44}{hash_s:>9.2f}"
-        f"{max(h['peak_gb'] for h in hashing):>9.2f}"
+    print(f"\n{'approach':<52}{'seconds':>9}{'peak RSS GB':>13}{'peak anon GB':>14}")
+    rows = (
+        ("element hashes, both sides (once, when items are stored)", hash_s, *_peaks(hashing)),
+        ("ours: compare hashes + changed values", ours["seconds"], ours["peak_gb"], ours["anon_gb"]),
+        ("pandas merge + per-column compare", merge["seconds"], merge["peak_gb"], merge["anon_gb"]),
     )
-    print(f"{'ours: compare hashes + changed values':<44}{ours['seconds']:>9.2f}{ours['peak_gb']:>9.2f}")
-    print(f"{'pandas merge + per-column compare':<44}{merge['seconds']:>9.2f}{merge['peak_gb']:>9.2f}")
+    for label, seconds, rss, anon in rows:
+        print(f"{label:<52}{seconds:>9.2f}{rss:>13.2f}{anon:>14.2f}")
+    print(
+        "(peak RSS counts the item files' pages the kernel maps around each row read; peak anon is the"
+        " memory allocated)"
+    )
     print(
         f"\nratio pandas/ours: {merge['seconds'] / ours['seconds']:.1f}x time, "
         f"{merge['peak_gb'] / ours['peak_gb']:.1f}x peak memory; both match the ground truth "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import gc
 import random
-import resource
 import statistics
 import time
 import tracemalloc
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from benchutil import peak_rss_gb
 
 from tongban.codes import make_task_code, make_uscc
 from tongban.registry import Partner, load_registry
@@ -237,7 +237,7 @@ def main() -> None:
     validate_items(synthetic_records(30), partner)  # warm up GX's registries
     for rows in sizes:
         bench(rows, partner, args.repeat if rows < 1_000_000 else 1)
-    print(f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB")
+    print(f"process peak RSS {peak_rss_gb():.2f} GB")
 
 
 if __name__ == "__main__":

@@ -14,12 +14,15 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import pandas as pd
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from tongban.hashing import keyed_hashes
 from tongban.model import COMPARED, LABELS, element_hashes, element_value
+from tongban.table import items_table
 
 
 @dataclass(frozen=True)
@@ -101,31 +104,58 @@ class HashComparison:
     added: list[str]
     removed: list[str]
     unchanged: list[str]
-    changed: dict[str, list[str]]  # task code -> keys of the elements that differ
+    changed: dict[str, list[str]]  # task code -> keys of the elements that differ, sorted by code
+    new_rows: np.ndarray = field(repr=False)  # row in ``new`` of each changed code, in ``changed`` order
+    old_rows: np.ndarray = field(repr=False)  # row in ``old`` of each changed code
 
 
-def compare_hashes(new: pd.DataFrame, old: pd.DataFrame) -> HashComparison:
-    """Compare two frames of per-element content hashes (index: 实施编码, one column per element).
+def _sorted_codes(codes: pa.Array, rows: np.ndarray) -> list[str]:
+    return codes.take(pa.array(rows, pa.int64())).sort().to_pylist()
 
-    Only hashes are joined and compared, never the texts, so a million items cost a few hundred MB;
-    the values of changed elements are looked up afterwards for the changed rows alone.
+
+def compare_hashes(new: pa.Table, old: pa.Table) -> HashComparison:
+    """Compare two tables of per-element content hashes (``tongban.hashing.keyed_hashes``).
+
+    Only the codes (exactly, through one dictionary encoding of both sides) and the eight-byte hashes
+    are read, never the texts: a million items cost a few hundred MB; the values of changed elements
+    are looked up afterwards for the changed rows alone (``tongban.table.element_values``).
     """
-    import numpy as np
-
-    columns = list(new.columns)
-    common = new.index.intersection(old.index)
-    differs = new.loc[common, columns].to_numpy() != old.loc[common, columns].to_numpy()
-    rows = differs.any(axis=1)
-    changed_codes = common[rows]
+    elements = [name for name in new.column_names if name != "task_code"]
+    codes = pa.chunked_array([*new["task_code"].chunks, *old["task_code"].chunks], pa.string()).combine_chunks()
+    ids = pc.dictionary_encode(codes).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    new_ids, old_ids = ids[: len(new)], ids[len(new) :]
+    for side, side_ids in (("new", new_ids), ("old", old_ids)):
+        counts = np.bincount(side_ids, minlength=1)
+        if len(side_ids) and counts.max() > 1:
+            dup = codes[int(np.flatnonzero(ids == np.argmax(counts))[0])]
+            raise ValueError(f"{side} catalogue holds 实施编码 {dup} more than once: dedupe before reconciling")
+    old_row_of = np.full(len(ids) and ids.max() + 1, -1, np.int64)
+    old_row_of[old_ids] = np.arange(len(old_ids))
+    match = old_row_of[new_ids]
+    in_new = np.zeros_like(old_row_of, dtype=bool)
+    in_new[new_ids] = True
+    new_rows = np.flatnonzero(match >= 0)
+    old_rows = match[new_rows]
+    differs = np.column_stack(
+        [new[e].to_numpy()[new_rows] != old[e].to_numpy()[old_rows] for e in elements]
+        or [np.zeros(len(new_rows), bool)]
+    )
+    changed_at = differs.any(axis=1)
+    new_codes = codes.slice(0, len(new))
+    by_code = np.argsort(new_codes.take(pa.array(new_rows[changed_at])).to_numpy(zero_copy_only=False), kind="stable")
+    rows_new, rows_old = new_rows[changed_at][by_code], old_rows[changed_at][by_code]
+    flags = differs[changed_at][by_code]
+    changed_codes = new_codes.take(pa.array(rows_new, pa.int64())).to_pylist()
     changed = {
-        code: [columns[i] for i in np.flatnonzero(mask)]
-        for code, mask in zip(changed_codes, differs[rows], strict=True)
+        code: [elements[i] for i in np.flatnonzero(mask)] for code, mask in zip(changed_codes, flags, strict=True)
     }
     return HashComparison(
-        added=sorted(new.index.difference(old.index)),
-        removed=sorted(old.index.difference(new.index)),
-        unchanged=sorted(common[~rows]),
+        added=_sorted_codes(new_codes, np.flatnonzero(match < 0)),
+        removed=_sorted_codes(codes.slice(len(new)), np.flatnonzero(~in_new[old_ids])),
+        unchanged=_sorted_codes(new_codes, new_rows[~changed_at]),
         changed=changed,
+        new_rows=rows_new,
+        old_rows=rows_old,
     )
 
 
@@ -139,18 +169,8 @@ def diff_elements(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Elemen
     ]
 
 
-def _hash_frame(records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    import pandas as pd
-
-    from tongban.hashing import element_hash_frame
-
-    fields = [f for e in COMPARED for f in e.fields]
-    index = pd.Index(list(records), dtype=object)
-    # object columns keep each value's own type: a column with a None must not turn 15 into 15.0
-    frame = pd.DataFrame(
-        {f: pd.Series([r.get(f) for r in records.values()], index=index, dtype=object) for f in fields}, index=index
-    )
-    return element_hash_frame(frame)
+def _hashes(records: Mapping[str, Mapping[str, Any]]) -> pa.Table:
+    return keyed_hashes(items_table(records.values()))
 
 
 def _identity(record: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -197,7 +217,7 @@ def reconcile(
     new = {r["task_code"]: dict(r) for r in candidates}
     old = {r["task_code"]: dict(r) for r in current}
     held = set(held_codes) - set(new)
-    compared = compare_hashes(_hash_frame(new), _hash_frame(old))
+    compared = compare_hashes(_hashes(new), _hashes(old))
     result = Reconciliation(full=full)
     result.added = [new[code] for code in compared.added]
     for code in compared.removed:

@@ -13,6 +13,8 @@ from tongban.reconcile import diff_elements
 from tongban.store import default_url, engine
 from tongban.store.schema import CurrentItem, ItemChange, LedgerEntry, Pull, ReconciliationRow, Run
 
+_IN_CHUNK = 900  # codes per IN (...) query: below SQLite's old 999-parameter limit
+
 
 class ItemStore:
     def __init__(self, url: str | None = None) -> None:
@@ -95,7 +97,9 @@ class ItemStore:
     ) -> None:
         """Record what the platform accepted in this run; writing the same run again changes nothing."""
         self.ensure_run(run_id)
+        upserted, deleted = list(upserted), list(deleted)
         with self._session() as s, s.begin():
+            rows = self._current_rows(s, partner, [*(r["task_code"] for r in upserted), *deleted])
             for old_code, new_code in recoded:
                 if not s.scalar(
                     select(ItemChange.id).where(
@@ -115,11 +119,11 @@ class ItemStore:
                     )
             for record in upserted:
                 code = record["task_code"]
-                row = s.get(CurrentItem, (partner, code))
+                row = rows.get(code)
                 digest = content_hash(record)
                 if row is None or row.removed_run is not None:
                     if row is None:
-                        row = CurrentItem(partner=partner, task_code=code, first_run=run_id)
+                        row = rows[code] = CurrentItem(partner=partner, task_code=code, first_run=run_id)
                     s.add(ItemChange(run_id=run_id, partner=partner, task_code=code, kind="added", element=""))
                 elif row.content_hash != digest:
                     for change in diff_elements(row.record, record):
@@ -143,10 +147,20 @@ class ItemStore:
                 row.removed_run = None
                 s.add(row)
             for code in deleted:
-                row = s.get(CurrentItem, (partner, code))
+                row = rows.get(code)
                 if row is not None and row.removed_run is None:
                     row.removed_run = run_id
                     s.add(ItemChange(run_id=run_id, partner=partner, task_code=code, kind="removed", element=""))
+
+    @staticmethod
+    def _current_rows(s: Session, partner: str, codes: list[str]) -> dict[str, CurrentItem]:
+        """The partner's item rows for these codes, read in a few queries rather than one per code."""
+        found: dict[str, CurrentItem] = {}
+        for start in range(0, len(codes), _IN_CHUNK):
+            chunk = codes[start : start + _IN_CHUNK]
+            query = select(CurrentItem).where(CurrentItem.partner == partner, CurrentItem.task_code.in_(chunk))
+            found.update((row.task_code, row) for row in s.scalars(query))
+        return found
 
     def current(self, partner: str) -> dict[str, dict[str, Any]]:
         with self._session() as s:
