@@ -15,8 +15,8 @@ import pytest
 from tongban.codes import split_task_code, uscc_division, uscc_valid
 from tongban.model import ELEMENTS, Item, element_hashes
 from tongban.registry import Registry, dictionaries
-from tongban.simulators import DEFECT_KINDS, defects, generate_catalogue, reference_time
-from tongban.simulators.catalogue import _build_cached
+from tongban.simulators import DEFECT_KINDS, defects, generate_catalogue, province_quirks, reference_time
+from tongban.simulators.catalogue import QUIRKS_PER_PROVINCE, _build_cached
 
 ELEMENT_KEYS = [e.key for e in ELEMENTS]
 
@@ -159,3 +159,66 @@ def test_defects_are_rare_listed_and_really_there(
                 assert r["item_type"] not in item_types
             if kind in ("empty_legal_basis", "promised_over_legal", "unmappable_code"):
                 assert not siblings, f"{kind} should not also show as a 五级N同 difference"
+
+
+def _province_groups(
+    registry: Registry, catalogues: dict[str, list[dict[str, Any]]], broken: dict[str, dict[str, str]]
+) -> dict[tuple[str, str], dict[str, set[tuple[str, ...]]]]:
+    """(province, 基本编码) -> partner -> the ten-element hashes of its sound records."""
+    groups: dict[tuple[str, str], dict[str, set[tuple[str, ...]]]] = defaultdict(lambda: defaultdict(set))
+    for partner in registry.partners:
+        for r in catalogues[partner.division]:
+            if r["task_code"] not in broken[partner.division]:
+                hashes = element_hashes(r)
+                groups[partner.province, r["catalog_code"]][partner.division].add(
+                    tuple(hashes[k] for k in ELEMENT_KEYS)
+                )
+    return groups
+
+
+def test_partners_of_a_province_agree_on_shared_catalog_codes_except_the_listed_quirks(
+    registry: Registry, catalogues: dict[str, list[dict[str, Any]]], broken: dict[str, dict[str, str]]
+) -> None:
+    groups = _province_groups(registry, catalogues, broken)
+    shared = {key: held for key, held in groups.items() if len(held) >= 2}
+    assert len(shared) >= 200  # plenty of 基本编码 held by several partners of a province
+    quirks = {(q.partner[:2] + "0000", q.catalog_code): q for q in province_quirks(registry)}
+    assert len(quirks) == QUIRKS_PER_PROVINCE * len({p.province for p in registry.partners})
+    for key, held in shared.items():
+        versions = {h for hashes in held.values() for h in hashes}
+        if key not in quirks:
+            assert len(versions) == 1, f"{key}: partners of the province disagree"
+            continue
+        quirk = quirks[key]
+        assert tuple(sorted(held)) == quirk.holders and len(quirk.holders) >= 3
+        [theirs] = {h for d, hashes in held.items() if d != quirk.partner for h in hashes}
+        [mine] = held[quirk.partner]  # the quirky partner agrees with itself at all its levels
+        assert [k for k, a, b in zip(ELEMENT_KEYS, mine, theirs, strict=True) if a != b] == [quirk.element]
+
+
+def test_a_quirky_partner_is_outvoted_at_the_most_senior_level(
+    registry: Registry, catalogues: dict[str, list[dict[str, Any]]]
+) -> None:
+    for quirk in province_quirks(registry):
+        levels = {
+            d: min(r["level"] for r in catalogues[d] if r["catalog_code"] == quirk.catalog_code) for d in quirk.holders
+        }
+        senior = min(levels.values())
+        at_senior = [d for d, level in levels.items() if level == senior]
+        assert levels[quirk.partner] != senior or len(at_senior) >= 3, quirk
+        assert not any(
+            defects(registry, registry.partner(d)).get(r["task_code"])
+            for d in quirk.holders
+            for r in catalogues[d]
+            if r["catalog_code"] == quirk.catalog_code
+        ), quirk
+
+
+def test_quirks_do_not_depend_on_the_process(registry: Registry) -> None:
+    script = (
+        "import json; from tongban.registry import load_registry; from tongban.simulators import province_quirks; "
+        "print(json.dumps([q.__dict__ for q in province_quirks(load_registry())]))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "54321"}
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+    assert json.loads(other.stdout) == [{**q.__dict__, "holders": list(q.holders)} for q in province_quirks(registry)]

@@ -6,6 +6,15 @@ records in any process. Items are grouped by 基本编码: each group is one cat
 at one or more levels (2 省, 3 市, 4 区县, 5 乡镇) whose ten 五级N同 elements are identical, except
 where a ``five_level_diff`` defect says otherwise. ``defects(registry, partner)`` lists the broken
 records by 实施编码.
+
+The ten elements of a 基本编码 come from the province's catalogue, so every partner of a province that
+implements it carries the same ones (the content is drawn from the seed, the province and the code,
+not from the partner). The exception is a deliberate quirk: in each province, ``QUIRKS_PER_PROVINCE``
+基本编码 held by three partners or more have one partner whose local edit of one element (a shorter
+promised limit, a material accepted in another form, an extra local acceptance condition) departs
+from the province's version at all of that partner's levels. Inside that partner everything agrees;
+only a comparison across the partners of the province finds it. ``province_quirks(registry)`` lists
+them; the partners agreeing with the province outnumber the quirky one at the most senior level.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +45,9 @@ DEFECT_KINDS: tuple[str, ...] = (
     "unmappable_code",  # item_type has no code in any wire format: the wire carries "ZZ"
 )
 UNMAPPABLE_ITEM_TYPE = "ZZ"
+QUIRKS_PER_PROVINCE = 2  # 基本编码 per province where one partner's local edit departs from the province's
+QUIRK_ELEMENTS: tuple[str, ...] = ("time_limit", "materials", "accept_conditions")  # tried in turn
+LOCAL_CONDITION = "申请人须先通过本市“跨省通办”专窗预约"  # what the accept_conditions quirk adds
 DEFECT_RATE = 0.015  # share of a partner's records that get a defect (at least 2 per partner)
 _AVERAGE_GROUP = 2.2  # implementations per 基本编码 the generator aims at
 _STREETS_PER_DISTRICT = 2
@@ -63,18 +76,103 @@ def defects(registry: Registry, partner: Partner) -> dict[str, str]:
     return dict(_build(registry, partner)[1])
 
 
+@dataclass(frozen=True)
+class Quirk:
+    """One partner's local edit of one element of a 基本编码 that other partners of its province hold too."""
+
+    partner: str  # the division whose items depart from the province's version
+    catalog_code: str
+    element: str  # a key of tongban.model.ELEMENTS
+    holders: tuple[str, ...]  # every partner of the province implementing the 基本编码, the quirky one included
+
+
+def province_quirks(registry: Registry) -> list[Quirk]:
+    """The deliberate cross-partner disagreements of the registry's catalogues, province by province."""
+    provinces = sorted({p.province for p in registry.partners})
+    home = registry.home.get("name", "")
+    return [q for province in provinces for q in _quirks(registry.seed, _peers(registry, province), home)]
+
+
+def _peers(registry: Registry, province: str) -> tuple[Partner, ...]:
+    return tuple(sorted((p for p in registry.partners if p.province == province), key=lambda p: p.division))
+
+
 def _build(registry: Registry, partner: Partner) -> tuple[tuple[dict[str, Any], ...], dict[str, str]]:
-    peers = tuple(sorted(p.division for p in registry.partners if p.province == partner.province))
+    peers = _peers(registry, partner.province)
     return _build_cached(registry.seed, partner, peers, registry.home.get("name", ""))
 
 
 @lru_cache(maxsize=64)
 def _build_cached(
-    seed: int, partner: Partner, province_peers: tuple[str, ...], home_name: str
+    seed: int, partner: Partner, province_peers: tuple[Partner, ...], home_name: str
 ) -> tuple[tuple[dict[str, Any], ...], dict[str, str]]:
-    generator = _Generator(seed, partner, province_peers, home_name)
-    records, broken = generator.run()
+    generator = _Generator(seed, partner, tuple(p.division for p in province_peers), home_name)
+    records, broken = generator.run(_quirks(seed, province_peers, home_name))
     return tuple(records), broken
+
+
+@lru_cache(maxsize=16)
+def _quirks(seed: int, province_peers: tuple[Partner, ...], home_name: str) -> tuple[Quirk, ...]:
+    """Choose the province's quirks from which partner implements which 基本编码 at which levels.
+
+    A quirky partner must be outvoted at the most senior level the 基本编码 is implemented at: it sits
+    below that level, or at least two other partners sit there with it. Deterministic in the seed.
+    """
+    divisions = tuple(p.division for p in province_peers)
+    holders: dict[str, dict[str, str]] = {}  # catalog code -> division -> its most senior level
+    groups: dict[str, tuple[_Generator, _Group]] = {}
+    for peer in province_peers:
+        generator = _Generator(seed, peer, divisions, home_name)
+        for group in generator._groups():
+            levels = [place.level for place in group.candidates[: group.size]]
+            holders.setdefault(group.catalog_code, {})[peer.division] = min(levels)
+            groups.setdefault(group.catalog_code, (generator, group))
+    candidates: list[tuple[str, list[str]]] = []
+    for code, held in holders.items():
+        if len(held) < 3:
+            continue
+        senior = min(held.values())
+        at_senior = [d for d, level in held.items() if level == senior]
+        eligible = sorted(d for d, level in held.items() if level != senior or len(at_senior) >= 3)
+        if eligible:
+            candidates.append((code, eligible))
+    province = province_peers[0].province if province_peers else ""
+    candidates.sort(key=lambda c: _digest(f"{seed}|{province}|quirk|{c[0]}"))
+    quirks: list[Quirk] = []
+    for code, eligible in candidates:
+        if len(quirks) == QUIRKS_PER_PROVINCE:
+            break
+        generator, group = groups[code]
+        shared = generator._shared(group)
+        turn = len(quirks) + _digest(f"{seed}|{province}|quirk elements") % len(QUIRK_ELEMENTS)
+        elements = [QUIRK_ELEMENTS[(turn + k) % len(QUIRK_ELEMENTS)] for k in range(len(QUIRK_ELEMENTS))]
+        element = next((e for e in elements if _quirk(shared, e) is not None), None)
+        if element is not None:
+            partner = eligible[_digest(f"{seed}|{code}|quirky") % len(eligible)]
+            quirks.append(Quirk(partner, code, element, tuple(sorted(holders[code]))))
+    return tuple(quirks)
+
+
+def _quirk(shared: dict[str, Any], element: str) -> dict[str, Any] | None:
+    """The shared content of a 基本编码 with one partner's local edit of ``element``; None when that edit
+    does not apply to it (it would break another rule)."""
+    edited = copy.deepcopy(shared)
+    if element == "time_limit":  # the city promises one day less than the province
+        if edited["promised_limit"] <= 1:
+            return None
+        edited["promised_limit"] -= 1
+    elif element == "materials":  # the city takes the first material in another form
+        first = edited["materials"][0]
+        electronic = first["form"] != "electronic"
+        first.update(form="electronic" if electronic else "paper", copies=None if electronic else 1)
+    elif element == "accept_conditions":  # the city adds a local condition
+        conditions = _numbered([*_clauses(edited["accept_conditions"]), LOCAL_CONDITION])
+        if len(conditions) > 300:
+            return None
+        edited["accept_conditions"] = conditions
+    else:  # pragma: no cover - QUIRK_ELEMENTS is closed
+        raise ValueError(element)
+    return edited
 
 
 # --- places and departments -------------------------------------------------------------------
@@ -173,17 +271,22 @@ class _Generator:
         self.reference = reference_time(seed)
         self.usccs: dict[tuple[str, str], str] = {}
 
-    def run(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    def run(self, quirks: Sequence[Quirk] = ()) -> tuple[list[dict[str, Any]], dict[str, str]]:
         groups = self._groups()
+        mine = {q.catalog_code: q.element for q in quirks if q.partner == self.partner.division}
+        quirky = {q.catalog_code for q in quirks}  # no defect there: the province's majority stays clear
         records: list[dict[str, Any]] = []
         members: list[list[int]] = []
         for group in groups:
             shared = self._shared(group)
+            if group.catalog_code in mine:
+                shared = _quirk(shared, mine[group.catalog_code]) or shared
             members.append([])
             for place in group.candidates[: group.size]:
                 members[-1].append(len(records))
                 records.append(self._implementation(group, place, shared))
-        broken = self._inject_defects(records, members)
+        blocked = {g for g, group in enumerate(groups) if group.catalog_code in quirky}
+        broken = self._inject_defects(records, members, blocked)
         checked = [Item(**r).record() for r in records]
         checked.sort(key=lambda r: r["task_code"])
         codes = [r["task_code"] for r in checked]
@@ -260,9 +363,11 @@ class _Generator:
     # -- content shared by all implementations of one 基本编码 --
 
     def _shared(self, group: _Group) -> dict[str, Any]:
+        """The ten elements (and mode) of a 基本编码 as the province's catalogue has them: drawn from the
+        seed, the province and the code only, so every partner of the province gets the same."""
         t = group.template
-        rng = self.rng
-        legal_limit, legal_unit, promised, promised_unit = self._limits(t)
+        rng = random.Random(_digest(f"{self.seed}|{self.partner.province}|{group.catalog_code}"))
+        legal_limit, legal_unit, promised, promised_unit = self._limits(t, rng)
         mode = rng.choice(t.modes)
         handle_type: str | None = "1" if t.instant else "2"
         if rng.random() < 0.03:
@@ -270,12 +375,12 @@ class _Generator:
         return {
             "catalog_code": group.catalog_code,
             "name": group.name,
-            "legal_basis": self._legal_basis(t),
+            "legal_basis": self._legal_basis(t, rng),
             "item_type": t.item_type,
-            "accept_conditions": self._conditions(t),
+            "accept_conditions": self._conditions(t, rng),
             "service_objects": t.objects.split(","),
-            "procedure": self._procedure(mode),
-            "materials": self._materials(t),
+            "procedure": self._procedure(mode, rng),
+            "materials": self._materials(t, rng),
             "legal_limit": legal_limit,
             "legal_limit_unit": legal_unit,
             "promised_limit": promised,
@@ -285,8 +390,7 @@ class _Generator:
             "handle_type": handle_type,
         }
 
-    def _legal_basis(self, t: Template) -> str:
-        rng = self.rng
+    def _legal_basis(self, t: Template, rng: random.Random) -> str:
         chosen: list[tuple[str, int | None, str]] = []
         spare: list[tuple[str, int | None, str]] = []
         for ref in t.laws:
@@ -315,20 +419,20 @@ class _Generator:
             chosen.pop()
         return text(chosen)
 
-    def _conditions(self, t: Template) -> str:
+    def _conditions(self, t: Template, rng: random.Random) -> str:
         clauses = [t.condition]
         common = list(content.COMMON_CONDITIONS)
-        self.rng.shuffle(common)
+        rng.shuffle(common)
         for clause in common:
             candidate = [*clauses, clause]
             if len(_numbered(candidate)) > 300:
                 break
             clauses = candidate
-            if len(_numbered(clauses)) >= 100 and self.rng.random() < 0.4:
+            if len(_numbered(clauses)) >= 100 and rng.random() < 0.4:
                 break
         return _numbered(clauses)
 
-    def _procedure(self, mode: str) -> str:
+    def _procedure(self, mode: str, rng: random.Random) -> str:
         steps = {
             "1": (
                 f"申请：申请人登录{self.portal}“跨省通办”服务专区，在线填写申请信息并上传申请材料",
@@ -352,12 +456,11 @@ class _Generator:
             ),
         }[mode]
         text = _numbered(list(steps))
-        if self.rng.random() < 0.5:
+        if rng.random() < 0.5:
             text += f"办理进度可通过{self.portal}查询。"
         return text
 
-    def _materials(self, t: Template) -> list[dict[str, Any]]:
-        rng = self.rng
+    def _materials(self, t: Template, rng: random.Random) -> list[dict[str, Any]]:
         names = list(t.materials)
         count = rng.randint(1, min(6, len(names)))
         picked = [names[0], *[names[i] for i in sorted(rng.sample(range(1, len(names)), count - 1))]]
@@ -375,8 +478,7 @@ class _Generator:
             )
         return materials
 
-    def _limits(self, t: Template) -> tuple[int | None, str | None, int, str]:
-        rng = self.rng
+    def _limits(self, t: Template, rng: random.Random) -> tuple[int | None, str | None, int, str]:
         if t.legal is None:
             return None, None, 1 if t.instant else rng.choice((3, 5, 7, 10)), "WD"
         days, unit = t.legal
@@ -421,14 +523,16 @@ class _Generator:
 
     # -- defects --
 
-    def _inject_defects(self, records: list[dict[str, Any]], members: list[list[int]]) -> dict[str, str]:
+    def _inject_defects(
+        self, records: list[dict[str, Any]], members: list[list[int]], blocked: set[int]
+    ) -> dict[str, str]:
         rng = self.rng
         total = len(records)
         if total == 0:
             return {}
         wanted = max(2, round(total * DEFECT_RATE))
         offset = rng.randrange(len(DEFECT_KINDS))
-        used_groups: set[int] = set()
+        used_groups: set[int] = set(blocked)
         broken: dict[int, str] = {}
         group_of = {i: g for g, idx in enumerate(members) for i in idx}
         for n in range(wanted):
@@ -492,8 +596,9 @@ def _fits(
     """Whether a record can carry a defect of this kind without breaking anything else.
 
     Element defects go to single-implementation groups (so they do not also show as 五级N同 gaps);
-    ``five_level_diff`` goes to a non-first member of a group of three or more, so the odd one out
-    is clear.
+    ``five_level_diff`` goes to a non-first member of a group of three or more that is below the
+    group's most senior level, so the odd one out is clear (a defect on the senior row would make it
+    the reference, and the province's version the odd one out in every other partner).
     """
     group = members[group_of[index]]
     record = records[index]
@@ -502,12 +607,18 @@ def _fits(
     if kind == "promised_over_legal":
         return len(group) == 1 and record["legal_limit"] is not None
     if kind == "five_level_diff":
-        return len(group) >= 3 and group[0] != index
+        senior = min(records[i]["level"] for i in group)
+        return len(group) >= 3 and group[0] != index and record["level"] != senior
     return True
 
 
 def _numbered(parts: list[str]) -> str:
     return "；".join(f"{i}.{p}" for i, p in enumerate(parts, start=1)) + "。"
+
+
+def _clauses(numbered: str) -> list[str]:
+    """The clauses of a :func:`_numbered` text."""
+    return [re.sub(r"^\d+\.", "", part) for part in re.split(r"；(?=\d+\.)", numbered.removesuffix("。"))]
 
 
 def _material_source(name: str) -> str:
