@@ -5,8 +5,8 @@
 
 Two catalogues shaped like shared/BASELINES.md (CJK text of realistic lengths; 2% added, 2%
 removed, 5% of items changed in 1-3 of the ten elements) are written as Arrow IPC files of
-`tongban.table.ITEM_SCHEMA`. Each phase then runs in its own process, so its peak RSS (what it
-reads included, memory-mapped pages too) is its own:
+`tongban.table.ITEM_SCHEMA`. Each phase then runs in its own process (modules imported before
+the clock starts), so its peak RSS (what it reads included, memory-mapped pages too) is its own:
 
 - hash: `tongban.hashing.keyed_hashes` of one catalogue, as computed once when items are stored;
 - ours: `tongban.reconcile.compare_hashes` on the two hash files (the pipeline's own reconcile
@@ -35,7 +35,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from benchutil import AnonPeak, peak_rss_gb
 
-from tongban.table import ITEM_SCHEMA, read_ipc, write_ipc
+from tongban.hashing import keyed_hashes
+from tongban.model import COMPARED
+from tongban.reconcile import compare_hashes
+from tongban.table import ITEM_SCHEMA, element_values, read_ipc, write_ipc
 
 TEXT = {
     "name": (10, 30),
@@ -129,23 +132,17 @@ def generate(rows: int, out: Path, seed: int = 11) -> dict[str, Any]:
 
 
 def phase_hash(side: str, folder: Path) -> dict[str, Any]:
-    from tongban.hashing import keyed_hashes
-
     write_ipc(keyed_hashes(read_ipc(folder / f"{side}.arrow")), folder / f"{side}.hashes.arrow")
     return {}
 
 
 def phase_ours(folder: Path) -> dict[str, Any]:
-    from tongban.model import COMPARED
-    from tongban.reconcile import compare_hashes
-    from tongban.table import element_values
-
     result = compare_hashes(read_ipc(folder / "new.hashes.arrow"), read_ipc(folder / "old.hashes.arrow"))
     items = {side: read_ipc(folder / f"{side}.arrow") for side in ("old", "new")}
     codes = list(result.changed)
     changes = []  # (task code, element, old value, new value) for every changed element
     for element in COMPARED:
-        at = np.array([i for i, code in enumerate(codes) if element.key in result.changed[code]], np.int64)
+        at = np.flatnonzero(result.flags[:, result.elements.index(element.key)])
         if len(at):
             old = element_values(items["old"], result.old_rows[at], element)
             new = element_values(items["new"], result.new_rows[at], element)

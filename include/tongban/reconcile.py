@@ -107,6 +107,8 @@ class HashComparison:
     changed: dict[str, list[str]]  # task code -> keys of the elements that differ, sorted by code
     new_rows: np.ndarray = field(repr=False)  # row in ``new`` of each changed code, in ``changed`` order
     old_rows: np.ndarray = field(repr=False)  # row in ``old`` of each changed code
+    flags: np.ndarray = field(repr=False)  # changed codes x ``elements``: which element differs
+    elements: list[str] = field(default_factory=list)
 
 
 def _sorted_codes(codes: pa.Array, rows: np.ndarray) -> list[str]:
@@ -142,13 +144,14 @@ def compare_hashes(new: pa.Table, old: pa.Table) -> HashComparison:
     )
     changed_at = differs.any(axis=1)
     new_codes = codes.slice(0, len(new))
-    by_code = np.argsort(new_codes.take(pa.array(new_rows[changed_at])).to_numpy(zero_copy_only=False), kind="stable")
+    by_code = pc.sort_indices(new_codes.take(pa.array(new_rows[changed_at], pa.int64()))).to_numpy()
     rows_new, rows_old = new_rows[changed_at][by_code], old_rows[changed_at][by_code]
     flags = differs[changed_at][by_code]
     changed_codes = new_codes.take(pa.array(rows_new, pa.int64())).to_pylist()
-    changed = {
-        code: [elements[i] for i in np.flatnonzero(mask)] for code, mask in zip(changed_codes, flags, strict=True)
-    }
+    changed: dict[str, list[str]] = {code: [] for code in changed_codes}
+    for i, element in enumerate(elements):  # column by column: element order kept, no Python work per row
+        for at in np.flatnonzero(flags[:, i]).tolist():
+            changed[changed_codes[at]].append(element)
     return HashComparison(
         added=_sorted_codes(new_codes, np.flatnonzero(match < 0)),
         removed=_sorted_codes(codes.slice(len(new)), np.flatnonzero(~in_new[old_ids])),
@@ -156,6 +159,8 @@ def compare_hashes(new: pa.Table, old: pa.Table) -> HashComparison:
         changed=changed,
         new_rows=rows_new,
         old_rows=rows_old,
+        flags=flags,
+        elements=elements,
     )
 
 
