@@ -10,12 +10,13 @@ AIRFLOW_DB := $(TONGBAN_HOME)/airflow/.migrated-3.3.2
 
 include mk/ui.mk
 
-.PHONY: help venv airflow-db run ui test lint e2e bench lock clean
+.PHONY: help venv airflow-db run ui test lint e2e bench bench-national lock clean
 help:
 	@echo "make run   - start the simulators, run cross_province_sync once with Airflow, print the result"
 	@echo "make ui    - the same data in the Airflow UI (airflow standalone), login admin/admin"
 	@echo "make test  - ruff + the whole test suite"
-	@echo "make bench - validation and reconciliation benchmarks (bench/*.py --help for larger sizes)"
+	@echo "make bench - validation, reconciliation and publishing benchmarks (bench/*.py --help for larger sizes)"
+	@echo "make bench-national - the whole pipeline on ~1M items of simulated partners, time and memory per stage"
 	@echo "make lock  - recompile requirements.txt from requirements.in"
 
 venv: $(STAMP)
@@ -47,6 +48,11 @@ test: lint airflow-db chromium
 bench: venv
 	$(PY) bench/bench_validation.py
 	$(PY) bench/bench_reconcile.py
+	$(PY) bench/bench_publish.py
+
+# The whole pipeline at national scale (about 1M items; ~30 min here). BENCH_ARGS="--partners 6 --items 2000" for a look.
+bench-national: venv
+	$(PY) bench/bench_national.py $(BENCH_ARGS)
 
 lock: venv
 	$(VENV)/bin/uv pip compile --quiet --python-version 3.11 --no-header requirements.in -o requirements.txt

@@ -120,8 +120,9 @@ def element_hashes(record: Mapping[str, Any]) -> dict[str, str]:
 
 
 def content_hash(record: Mapping[str, Any]) -> str:
-    """One hash over all compared elements of a record."""
-    return hashlib.blake2b(_canonical_json(element_hashes(record)).encode(), digest_size=16).hexdigest()
+    """One hash over all compared elements of a record (their canonical JSON, hashed once)."""
+    values = {e.key: element_value(record, e) for e in COMPARED}
+    return hashlib.blake2b(_canonical_json(values).encode(), digest_size=16).hexdigest()
 
 
 ITEM_FIELDS: tuple[str, ...] = tuple(Item.model_fields)

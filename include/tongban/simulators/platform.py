@@ -205,26 +205,32 @@ class Platform:
         now = datetime.now(UTC)
         batch_id = uuid.uuid4().hex
         results: list[dict[str, Any]] = []
+        codes = [c for c in (*(r.get("task_code") for r in body.upserts), *body.deletes) if isinstance(c, str)]
+        held = {
+            row.task_code: row
+            for row in session.scalars(
+                select(StoredItem).where(StoredItem.region == region, StoredItem.task_code.in_(codes))
+            )
+        }  # one query for the batch, not one per item
         for record in body.upserts:
             reason = _rejection(region, record, self.faults.reject)
             code = record.get("task_code")
             results.append(_result(code, "upsert", reason))
             if reason is not None:
                 continue
-            row = session.get(StoredItem, (region, code))
+            row = held.get(code)
             if row is None:
-                session.add(
-                    StoredItem(
-                        region=region, task_code=code, record=record, batch_id=batch_id, created_at=now, updated_at=now
-                    )
+                held[code] = StoredItem(
+                    region=region, task_code=code, record=record, batch_id=batch_id, created_at=now, updated_at=now
                 )
+                session.add(held[code])
             else:
                 row.record, row.batch_id, row.updated_at = record, batch_id, now
         for code in body.deletes:
             reason = _code_problem(code)
             results.append(_result(code, "delete", reason))
             if reason is None:
-                row = session.get(StoredItem, (region, code))
+                row = held.pop(code, None)
                 if row is not None:  # deleting what is not held is accepted: deletes are idempotent
                     session.delete(row)
         response = {

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from tongban.model import content_hash
 from tongban.reconcile import diff_elements
 from tongban.store import default_url, engine
 from tongban.store.schema import CurrentItem, ItemChange, LedgerEntry, Pull, ReconciliationRow, Run
+
+
+class _Row(NamedTuple):
+    removed_run: str | None
+    content_hash: str
+    record: dict[str, Any]
+
 
 _IN_CHUNK = 900  # codes per IN (...) query: below SQLite's old 999-parameter limit
 
@@ -94,10 +101,18 @@ class ItemStore:
         upserted: Iterable[Mapping[str, Any]],
         deleted: Iterable[str],
         recoded: Iterable[tuple[str, str]] = (),
+        digests: Mapping[str, str] | None = None,
     ) -> None:
-        """Record what the platform accepted in this run; writing the same run again changes nothing."""
+        """Record what the platform accepted in this run; writing the same run again changes nothing.
+
+        ``digests``: the upserted records' content hashes by 实施编码, when the caller has them already."""
+        digests = digests or {}
         self.ensure_run(run_id)
         upserted, deleted = list(upserted), list(deleted)
+        changes: list[dict[str, Any]] = []  # ItemChange rows
+        inserts: list[dict[str, Any]] = []  # CurrentItem rows, new
+        updates: list[dict[str, Any]] = []  # CurrentItem rows, by primary key
+        key = {"run_id": run_id, "partner": partner}
         with self._session() as s, s.begin():
             rows = self._current_rows(s, partner, [*(r["task_code"] for r in upserted), *deleted])
             for old_code, new_code in recoded:
@@ -106,60 +121,66 @@ class ItemStore:
                         ItemChange.run_id == run_id, ItemChange.task_code == new_code, ItemChange.kind == "recoded"
                     )
                 ):
-                    s.add(
-                        ItemChange(
-                            run_id=run_id,
-                            partner=partner,
-                            task_code=new_code,
-                            kind="recoded",
-                            element="code",
-                            old=old_code,
-                            new=new_code,
-                        )
+                    changes.append(
+                        key
+                        | {
+                            "task_code": new_code,
+                            "kind": "recoded",
+                            "element": "code",
+                            "old": old_code,
+                            "new": new_code,
+                        }
                     )
             for record in upserted:
                 code = record["task_code"]
                 row = rows.get(code)
-                digest = content_hash(record)
+                digest = digests.get(code) or content_hash(record)
                 if row is None or row.removed_run is not None:
-                    if row is None:
-                        row = rows[code] = CurrentItem(partner=partner, task_code=code, first_run=run_id)
-                    s.add(ItemChange(run_id=run_id, partner=partner, task_code=code, kind="added", element=""))
+                    changes.append(key | {"task_code": code, "kind": "added", "element": "", "old": None, "new": None})
                 elif row.content_hash != digest:
-                    for change in diff_elements(row.record, record):
-                        s.add(
-                            ItemChange(
-                                run_id=run_id,
-                                partner=partner,
-                                task_code=code,
-                                kind="changed",
-                                element=change.element,
-                                old=change.old,
-                                new=change.new,
-                            )
-                        )
+                    changes.extend(
+                        key | {"task_code": code, "kind": "changed", "element": c.element, "old": c.old, "new": c.new}
+                        for c in diff_elements(row.record, record)
+                    )
                 else:
                     continue
-                row.catalog_code = record["catalog_code"]
-                row.record = dict(record)
-                row.content_hash = digest
-                row.last_changed_run = run_id
-                row.removed_run = None
-                s.add(row)
+                values = {
+                    "partner": partner,
+                    "task_code": code,
+                    "catalog_code": record["catalog_code"],
+                    "record": dict(record),
+                    "content_hash": digest,
+                    "last_changed_run": run_id,
+                    "removed_run": None,
+                }
+                if row is None:
+                    inserts.append(values | {"first_run": run_id})
+                    rows[code] = _Row(None, digest, dict(record))
+                else:
+                    updates.append(values)
             for code in deleted:
                 row = rows.get(code)
                 if row is not None and row.removed_run is None:
-                    row.removed_run = run_id
-                    s.add(ItemChange(run_id=run_id, partner=partner, task_code=code, kind="removed", element=""))
+                    updates.append({"partner": partner, "task_code": code, "removed_run": run_id})
+                    changes.append(
+                        key | {"task_code": code, "kind": "removed", "element": "", "old": None, "new": None}
+                    )
+            # bulk statements: one INSERT/UPDATE per kind of row, not one per item
+            for statement, params in ((insert(CurrentItem), inserts), (update(CurrentItem), updates)):
+                if params:
+                    s.execute(statement, params)
+            if changes:
+                s.execute(insert(ItemChange), changes)
 
     @staticmethod
-    def _current_rows(s: Session, partner: str, codes: list[str]) -> dict[str, CurrentItem]:
+    def _current_rows(s: Session, partner: str, codes: list[str]) -> dict[str, _Row]:
         """The partner's item rows for these codes, read in a few queries rather than one per code."""
-        found: dict[str, CurrentItem] = {}
+        found: dict[str, _Row] = {}
+        columns = (CurrentItem.task_code, CurrentItem.removed_run, CurrentItem.content_hash, CurrentItem.record)
         for start in range(0, len(codes), _IN_CHUNK):
             chunk = codes[start : start + _IN_CHUNK]
-            query = select(CurrentItem).where(CurrentItem.partner == partner, CurrentItem.task_code.in_(chunk))
-            found.update((row.task_code, row) for row in s.scalars(query))
+            query = select(*columns).where(CurrentItem.partner == partner, CurrentItem.task_code.in_(chunk))
+            found.update((code, _Row(*rest)) for code, *rest in s.execute(query))
         return found
 
     def current(self, partner: str) -> dict[str, dict[str, Any]]:
