@@ -50,6 +50,7 @@ QUIRK_ELEMENTS: tuple[str, ...] = ("time_limit", "materials", "accept_conditions
 LOCAL_CONDITION = "申请人须先通过本市“跨省通办”专窗预约"  # what the accept_conditions quirk adds
 DEFECT_RATE = 0.015  # share of a partner's records that get a defect (at least 2 per partner)
 _AVERAGE_GROUP = 2.2  # implementations per 基本编码 the generator aims at
+_MAX_VARIANTS = 900  # extra 子项 per template at most (the 子项 number has three digits)
 _STREETS_PER_DISTRICT = 2
 _TOWNS_PER_CITY = 6  # for cities without a county level (东莞, 中山)
 _DIGITS = "零一二三四五六七八九"
@@ -68,7 +69,16 @@ def reference_time(seed: int) -> datetime:
 
 def generate_catalogue(registry: Registry, partner: Partner) -> list[dict[str, Any]]:
     """The partner's catalogue: ``partner.items`` canonical records (``Item.record()``), by task_code."""
-    return copy.deepcopy(list(_build(registry, partner)[0]))
+    return [_copied(r) for r in _build(registry, partner)[0]]
+
+
+def _copied(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy sharing nothing mutable with ``record`` (lists of scalars or of flat dicts, as items hold):
+    ``copy.deepcopy`` does the same at several times the cost, which counts at national scale."""
+    return {
+        k: [dict(v) if isinstance(v, dict) else v for v in value] if isinstance(value, list) else value
+        for k, value in record.items()
+    }
 
 
 def defects(registry: Registry, partner: Partner) -> dict[str, str]:
@@ -318,27 +328,41 @@ class _Generator:
 
     def _groups(self) -> list[_Group]:
         counties, towns = self._places()
-        pool: list[_Group] = []
-        for template in content.TEMPLATES:
-            source = self.partner.division[:2] if template.local else "00"
-            names = template.subs or (template.name,)
-            for index, name in enumerate(names, start=1 if template.subs else 0):
-                code = f"{source}{template.item_type}{template.main}{index:03d}"
-                places = self._candidates(template, code, counties, towns)
-                if places:
-                    pool.append(_Group(template, name, code, places))
-        self.rng.shuffle(pool)
         total = self.partner.items
+        pool: list[_Group] = []
+        for variant in range(_MAX_VARIANTS + 1):  # variants only for catalogues beyond the real templates
+            if variant and len(pool) >= total / _AVERAGE_GROUP and sum(len(g.candidates) for g in pool) >= total:
+                break
+            for template in content.TEMPLATES:
+                source = self.partner.division[:2] if template.local else "00"
+                for index, name in self._sub_items(template, variant):
+                    code = f"{source}{template.item_type}{template.main}{index:03d}"
+                    places = self._candidates(template, code, counties, towns)
+                    if places:
+                        pool.append(_Group(template, name, code, places))
+        self.rng.shuffle(pool)
         count = min(len(pool), max(1, round(total / _AVERAGE_GROUP)))
         while count < len(pool) and sum(len(g.candidates) for g in pool[:count]) < total:
             count += 1
         chosen = pool[:count] if total else []
         if sum(len(g.candidates) for g in chosen) < total:
             raise ValueError(f"partner {self.partner.division}: {total} items exceed what the simulator can generate")
+        open_groups = [g for g in chosen if g.size < len(g.candidates)]
         for _ in range(total - len(chosen)):
-            open_groups = [g for g in chosen if g.size < len(g.candidates)]
-            self.rng.choice(open_groups).size += 1
+            at = self.rng.choice(range(len(open_groups)))  # the draw rng.choice(open_groups) would make
+            open_groups[at].size += 1
+            if open_groups[at].size == len(open_groups[at].candidates):
+                del open_groups[at]  # order kept: the same draws pick the same groups
         return chosen
+
+    @staticmethod
+    def _sub_items(template: Template, variant: int) -> list[tuple[int, str]]:
+        """(子项 number, name) of a template's 基本编码. Variant 0 is the template as written; variant
+        n >= 1 adds one more 子项 (情形 n) per template, for national-scale simulations whose
+        partners list more items than the real templates give (``bench/bench_national.py``)."""
+        if variant == 0:
+            return list(enumerate(template.subs, start=1)) if template.subs else [(0, template.name)]
+        return [(len(template.subs) + variant, f"{template.name}（第{_cn_number(variant)}类情形）")]
 
     def _candidates(
         self, template: Template, catalog_code: str, counties: list[Place], towns: list[Place]
@@ -498,7 +522,7 @@ class _Generator:
         return {
             "partner": self.partner.division,
             "task_code": make_task_code(uscc, place.level, group.catalog_code),
-            **copy.deepcopy(shared),
+            **_copied(shared),
             "level": place.level,
             "dept_name": dept_name,
             "dept_uscc": uscc,
@@ -535,11 +559,10 @@ class _Generator:
         used_groups: set[int] = set(blocked)
         broken: dict[int, str] = {}
         group_of = {i: g for g, idx in enumerate(members) for i in idx}
+        fitting = {k: [i for i in range(total) if _fits(k, i, records, members, group_of)] for k in DEFECT_KINDS}
         for n in range(wanted):
             kind = DEFECT_KINDS[(offset + n) % len(DEFECT_KINDS)]
-            candidates = [
-                i for i in range(total) if group_of[i] not in used_groups and _fits(kind, i, records, members, group_of)
-            ]
+            candidates = [i for i in fitting[kind] if group_of[i] not in used_groups]
             if not candidates:
                 continue
             index = rng.choice(candidates)
