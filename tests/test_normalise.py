@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.conftest import make_record
 from tongban.model import Item
 from tongban.normalise import Quarantined, normalise_catalogue, normalise_records
@@ -224,3 +226,30 @@ def test_exact_repeats_count_once_and_conflicting_copies_are_all_quarantined() -
         ("第2页第2条", GOOD["task_code"]),
     ]
     assert "出现 2 次且内容不同" in held[0].problems[0].reason
+
+
+@pytest.mark.parametrize(
+    ("text", "layout"),
+    [
+        ("2026-11-01 08:00:00", "%Y-%m-%d %H:%M:%S"),
+        ("2026-11-01T08:00:00", "%Y-%m-%d %H:%M:%S"),
+        ("2026-11-01 8:00:00", "%Y-%m-%d %H:%M:%S"),
+        ("2026-11-01", "%Y-%m-%d"),
+        ("20261101083000", "%Y%m%d%H%M%S"),
+        ("2026/11/01 08:00", "%Y/%m/%d %H:%M"),
+        ("2026-11-01 08:00:00+08:00", "%Y-%m-%d %H:%M:%S"),
+        ("2026-02-30 08:00:00", "%Y-%m-%d %H:%M:%S"),
+    ],
+)
+def test_fast_time_parsing_agrees_with_strptime(text: str, layout: str) -> None:
+    from datetime import datetime
+
+    from tongban.normalise import _parse_time
+
+    try:
+        expected = datetime.strptime(text, layout)
+    except ValueError:
+        with pytest.raises(ValueError):
+            _parse_time(text, layout)
+    else:
+        assert _parse_time(text, layout) == expected
