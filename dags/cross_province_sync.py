@@ -26,23 +26,26 @@ from airflow.sdk import (
     task,
     task_group,
 )
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 log = logging.getLogger(__name__)
 
 DOC_MD = """
 ### 跨省通办事项清单夜间同步 (cross-province service-item sync)
 
-Every night at 02:00 Asia/Shanghai, for each partner region in the registry (one mapped task group per
-partner, shown by its division code):
+Every night at 02:00 Asia/Shanghai, for each partner region in the registry (two mapped task groups per
+partner, shown by its division code, around one province-level task):
 
-1. **fetch** the partner's catalogue page by page; every raw response is archived first;
-2. **normalise** it to the canonical item model; unparseable or unmappable records are quarantined;
-3. **validate** the 五级N同 elements with the Great Expectations suite in `expectations/`;
-4. **reconcile** the accepted items against what the provincial platform (省一体化平台) holds;
-5. **publish** the changes in idempotent batches, then read them back;
-6. **report** to the partner: `$TONGBAN_HOME/reports/<run id>/<division>/report.{json,html}`.
-7. **deliver** the report to the partner (checksummed, idempotent per run; recorded in `delivery.json`).
+1. **partner.fetch** the partner's catalogue page by page; every raw response is archived first;
+2. **partner.normalise** it to the canonical item model; unparseable or unmappable records are quarantined;
+3. **partner.validate** the elements and 五级N同 inside the partner with the GX suite `expectations/items.json`;
+4. **province_five_level**: 五级N同 across the partners of each province (`expectations/province.json`),
+   once every partner's validation is done; items disagreeing with their province are rejected too;
+5. **partner_publish.reconcile** the accepted items against what the provincial platform (省一体化平台) holds
+   (skipped for a partner not validated this run);
+6. **partner_publish.publish** the changes in idempotent batches, then read them back;
+7. **partner_publish.report** to the partner: `$TONGBAN_HOME/reports/<run id>/<division>/report.{json,html}`.
+8. **partner_publish.deliver** the report to the partner (checksummed, idempotent per run; `delivery.json`).
 
 **summarise** writes `reports/<run id>/summary.json` and fails the run if any partner failed.
 One partner's failure never stops the others. Params: `partners` (division codes; empty = all),
@@ -214,13 +217,39 @@ def cross_province_sync() -> None:
 
         return pipeline.validate(_partner(normalised["partner"]), _run_dir(normalised["partner"]), _store())
 
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def province_five_level(divisions: list[str], validated: Any) -> list[dict[str, Any]]:
+        """五级N同 across the partners of each province (tongban.province), once every partner's own validation
+        is done, whatever became of it: a partner not validated is compared through its published items.
+        Returns one small summary per planned partner, in plan order (what the publishing group maps over)."""
+        from tongban import province
+        from tongban.registry import load_registry
+        from tongban.storage import RUNS
+
+        registry = load_registry()
+        # the validate tasks that succeeded; Airflow hands over a lone mapped instance's value itself, not in a list
+        summaries = [validated] if isinstance(validated, dict) else [v for v in validated or [] if v]
+        return province.check_run(
+            [registry.partner(d) for d in divisions],
+            registry.partners,
+            {v["partner"]: v for v in summaries},
+            _storage() / RUNS / get_current_context()["run_id"],
+            _store(),
+        )
+
     @task(**PARTNER_TASK)
-    def reconcile(validated: dict[str, Any]) -> dict[str, Any]:
+    def reconcile(checked: dict[str, Any]) -> dict[str, Any]:
         from tongban import pipeline
 
-        division = validated["partner"]
+        division = checked["partner"]
+        partner = _partner(division)
+        if not checked["validated"]:
+            raise AirflowSkipException(
+                f"partner {division} was not validated this run (see its partner.* tasks): nothing to reconcile, "
+                "publish or report; its previous list stays on the platform"
+            )
         run_id = get_current_context()["run_id"]
-        return pipeline.reconcile_partner(_partner(division), _run_dir(division), _platform(), _store(), run_id)
+        return pipeline.reconcile_partner(partner, _run_dir(division), _platform(), _store(), run_id)
 
     @task(**PARTNER_TASK)
     def publish(reconciled: dict[str, Any]) -> dict[str, Any]:
@@ -276,8 +305,12 @@ def cross_province_sync() -> None:
             raise
 
     @task_group(group_id="partner")
-    def sync_partner(division: str) -> None:
-        deliver(report(publish(reconcile(validate(normalise(fetch(division)))))))
+    def validate_partner(division: str) -> Any:
+        return validate(normalise(fetch(division)))
+
+    @task_group(group_id="partner_publish")
+    def publish_partner(checked: dict[str, Any]) -> None:
+        deliver(report(publish(reconcile(checked))))
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
     def summarise(divisions: list[str]) -> dict[str, Any]:
@@ -309,8 +342,9 @@ def cross_province_sync() -> None:
         return {"run_id": run_id, "totals": summary["totals"], "failed": summary["failed"]}
 
     divisions = plan()
-    synced = sync_partner.expand(division=divisions)
-    synced >> summarise(divisions)
+    validated = validate_partner.expand(division=divisions)
+    checked = province_five_level(divisions, validated)
+    publish_partner.expand(checked=checked) >> summarise(divisions)
 
 
 cross_province_sync()

@@ -40,19 +40,36 @@ def test_schedule_and_run_settings(dagbag) -> None:
     assert {"tongban", "nightly"} <= set(dag.tags)
     assert dag.doc_md and "五级N同" in dag.doc_md
     assert set(dag.params) == {"partners", "dry_run", "full_resync"}
-    assert all(t.retries >= 1 for t in dag.tasks if t.task_id.startswith("partner."))
+    assert all(t.retries >= 1 for t in dag.tasks if t.task_id.startswith(("partner", "province")))
 
 
-def test_per_partner_chain_is_one_mapped_group(dagbag) -> None:
+def test_partner_groups_around_the_province_check(dagbag) -> None:
+    """Per partner fetch -> normalise -> validate; then one province-level 五级N同 task over every partner,
+    run whatever became of them; then per partner reconcile -> publish -> report -> deliver."""
     dag = dagbag.dags["cross_province_sync"]
-    chain = ["fetch", "normalise", "validate", "reconcile", "publish", "report", "deliver"]
+    chain = [
+        "partner.fetch",
+        "partner.normalise",
+        "partner.validate",
+        "province_five_level",
+        "partner_publish.reconcile",
+        "partner_publish.publish",
+        "partner_publish.report",
+        "partner_publish.deliver",
+    ]
     for upstream, downstream in itertools.pairwise(chain):
-        assert f"partner.{downstream}" in dag.get_task(f"partner.{upstream}").downstream_task_ids
-    group = dag.task_group_dict["partner"]
-    assert type(group).__name__ == "MappedTaskGroup"
+        assert dag.get_task(upstream).downstream_task_ids == {downstream}, upstream
+    for group in ("partner", "partner_publish"):
+        assert type(dag.task_group_dict[group]).__name__ == "MappedTaskGroup"
+    province = dag.get_task("province_five_level")
+    assert province.trigger_rule == "all_done"  # a partner whose fetch failed must not block the others
+    assert province.upstream_task_ids == {"plan", "partner.validate"}
+    assert type(province).__name__ != "MappedOperator"  # one task, province by province
+    reconcile = dag.get_task("partner_publish.reconcile")
+    assert reconcile.trigger_rule == "all_success" and reconcile.upstream_task_ids == {"province_five_level"}
     summarise = dag.get_task("summarise")
     assert summarise.trigger_rule == "all_done"
-    assert "partner.deliver" in summarise.upstream_task_ids
+    assert "partner_publish.deliver" in summarise.upstream_task_ids
 
 
 def test_parsing_imports_nothing_heavy() -> None:

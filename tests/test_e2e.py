@@ -1,7 +1,8 @@
 """End to end: the real DAG under `airflow dags test` against the real simulators, as `make run` does it.
 
 One module-scoped deployment (own TONGBAN_HOME, Airflow DB and simulator state). The runs build on
-each other: first sync, an unchanged re-run, then one item changed at a partner.
+each other: first sync, an unchanged re-run, then one item changed at a partner, a partner held back,
+and a partner whose pull fails.
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ from scripts.localenv import airflow, airflow_env, dags_test, ensure_pools
 from scripts.run_local import check_against_platform, newest_summary
 from tongban.connections import simulator_connections
 from tongban.model import content_hash
+from tongban.province import FIVE_LEVEL, PROVINCES
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
+from tongban.simulators import province_quirks
 from tongban.simulators.credentials import partner_secrets
+from tongban.storage import RUNS
 
 pytestmark = pytest.mark.e2e
 
 REGISTRY = load_registry()
-CHANGED_PARTNER = "440300"  # a pinyin_json partner: the change crosses a real format mapping
+# a pinyin_json partner (the change crosses a real format mapping) holding 基本编码 no other partner of its
+# province holds: a change to one of those alone keeps 五级N同 across the province's partners
+CHANGED_PARTNER = "370100"
 
 
 class Deployment:
@@ -39,11 +45,11 @@ class Deployment:
         self.env = airflow_env(home, simulator_connections(urls.partners, urls.platform, divisions, secrets))
         self.platform = PlatformClient(urls.platform)
 
-    def run(self, conf: dict[str, Any] | None = None) -> dict[str, Any]:
+    def run(self, conf: dict[str, Any] | None = None, *, succeeds: bool = True) -> dict[str, Any]:
         started = time.time()
         done = dags_test(self.env, conf, capture_output=True)
         summary_path = newest_summary(self.home / "reports", started)
-        assert done.returncode == 0 and summary_path, done.stdout[-4000:] + done.stderr[-4000:]
+        assert (done.returncode == 0) is succeeds and summary_path, done.stdout[-4000:] + done.stderr[-4000:]
         return json.loads(summary_path.read_text(encoding="utf-8"))
 
     def report(self, summary: dict[str, Any], division: str) -> dict[str, Any]:
@@ -54,6 +60,20 @@ class Deployment:
         answer = requests.get(f"{self.urls.partners}/admin/partners/{division}/items", timeout=30)
         answer.raise_for_status()
         return answer.json()["items"]
+
+    def unshared(self, division: str) -> list[dict[str, Any]]:
+        """The partner's items on the platform whose 基本编码 neither another of its items nor another partner
+        of its province holds: changing one at the partner leaves 五级N同 intact."""
+        mine = self.platform.items(division)
+        province = REGISTRY.partner(division).province
+        codes = [r["catalog_code"] for r in mine]
+        codes += [
+            r["catalog_code"]
+            for p in REGISTRY.partners
+            if p.province == province and p.division != division
+            for r in self.platform.items(p.division)
+        ]
+        return [r for r in mine if codes.count(r["catalog_code"]) == 1]
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +130,44 @@ def test_defects_in_partner_data_are_caught(first: dict[str, Any]) -> None:
     assert totals["quarantined"] > 0 and totals["rejected"] > 0
 
 
+def test_partners_disagreeing_within_a_province_are_caught_and_the_rest_published(
+    deployment: Deployment, first: dict[str, Any]
+) -> None:
+    """The simulator's province quirks, and nothing else, fail 五级N同 across partners: the quirky partner's
+    items are rejected naming the element and a partner it differs from; the others' are on the platform."""
+    quirks = province_quirks(REGISTRY)
+    assert len(quirks) == 4
+    expected = {
+        (q.partner, r["task_code"]): q
+        for q in quirks
+        for r in deployment.served(q.partner)
+        if r["catalog_code"] == q.catalog_code
+    }
+    found = {
+        (row["partner"], rejected["task_code"]): finding
+        for row in first["partners"]
+        for rejected in deployment.report(first, row["partner"])["rejected"]
+        for finding in rejected["findings"]
+        if finding["expectation"] == "five_level_across_partners"
+    }
+    assert set(found) == set(expected)
+    for key, finding in found.items():
+        quirk = expected[key]
+        others = [p.name for p in REGISTRY.partners if p.division in quirk.holders and p.division != quirk.partner]
+        assert finding["element"] == quirk.element and finding["severity"] == "critical"
+        assert f"在{REGISTRY.partner(quirk.partner).name}" in finding["message"]
+        assert any(f"与{name}" in finding["message"] for name in others), finding["message"]
+    for quirk in quirks:
+        for division in quirk.holders:
+            held = [r for r in deployment.platform.items(division) if r["catalog_code"] == quirk.catalog_code]
+            assert bool(held) is (division != quirk.partner), (quirk, division)
+    runs = deployment.home / RUNS / first["run_id"] / PROVINCES
+    records = {p.name: json.loads((p / FIVE_LEVEL).read_text(encoding="utf-8")) for p in runs.iterdir()}
+    assert sorted(records) == ["370000", "440000"]
+    assert sum(len(r["findings"]) for r in records.values()) == len(expected)
+    assert all(r["compared"]["catalog_codes"] >= 90 for r in records.values())
+
+
 @pytest.fixture(scope="module")
 def second(deployment: Deployment, first: dict[str, Any]) -> dict[str, Any]:
     return deployment.run({"full_resync": True})  # a full pull: removals would show too
@@ -130,7 +188,7 @@ def test_unchanged_rerun_publishes_nothing(first: dict[str, Any], second: dict[s
 def test_one_changed_item_is_published_alone_with_old_and_new_values(
     deployment: Deployment, second: dict[str, Any]
 ) -> None:
-    target = next(r for r in deployment.platform.items(CHANGED_PARTNER) if (r["promised_limit"] or 0) > 1)
+    target = next(r for r in deployment.unshared(CHANGED_PARTNER) if (r["promised_limit"] or 0) > 1)
     new_limit = target["promised_limit"] - 1
     patched = requests.patch(
         f"{deployment.urls.partners}/admin/partners/{CHANGED_PARTNER}/items/{target['task_code']}",
@@ -169,7 +227,7 @@ def test_partner_above_the_critical_rate_is_held_back_while_others_publish(
             timeout=30,
         )
         answer.raise_for_status()
-    target = deployment.platform.items(good)[0]
+    target = deployment.unshared(good)[0]
     requests.patch(
         f"{deployment.urls.partners}/admin/partners/{good}/items/{target['task_code']}",
         json={"result": "新的办理结果名称"},
@@ -189,3 +247,20 @@ def test_partner_above_the_critical_rate_is_held_back_while_others_publish(
     published = deployment.report(summary, good)
     assert published["counts"]["published"] == 1
     assert [c["task_code"] for c in published["changed"]] == [target["task_code"]]
+
+
+def test_a_partner_whose_pull_fails_does_not_block_the_others(deployment: Deployment, second: dict[str, Any]) -> None:
+    failing, other = "441300", "440800"
+    faults = f"{deployment.urls.partners}/admin/partners/{failing}/faults"
+    requests.put(faults, json=[{"kind": "bad_signature"}], timeout=30).raise_for_status()
+    try:
+        summary = deployment.run({"partners": [failing, other]}, succeeds=False)
+    finally:
+        requests.delete(faults, timeout=30).raise_for_status()
+    assert summary["failed"] == [failing]
+    report = deployment.report(summary, other)
+    assert report["counts"]["fetched"] > 0 and report["counts"]["rejected"] == 0
+    province = deployment.home / RUNS / summary["run_id"] / PROVINCES / "440000" / FIVE_LEVEL
+    roles = json.loads(province.read_text(encoding="utf-8"))["partners"]
+    assert roles[failing]["role"] == "not_validated" and roles[failing]["context"] > 0  # its published items
+    assert roles[other]["role"] == "judged"

@@ -1,10 +1,11 @@
-"""The task-instance link from each ``partner.*`` task to that partner's report for the run.
+"""The task-instance link from each task of the partner groups to that partner's report for the run.
 
 Airflow 3 asks global operator links in the API server: ``get_link(operator, ti_key=TaskInstanceKey)``
 with the serialized operator and the key of the task instance (dag_id, task_id, run_id, try_number,
-map_index). The partner group is mapped over the ``plan`` task's list of division codes, so the map
-index names the partner: its rendered map index (``"440100 广州市"``, the DAG's map_index_template) says
-it directly; before that is rendered, the ``plan`` XCom at that index does.
+map_index). Both partner groups (``partner.*`` before the province check, ``partner_publish.*`` after)
+map over one entry per division code of the ``plan`` task's list, in its order, so the map index names
+the partner: its rendered map index (``"440100 广州市"``, the DAG's map_index_template) says it
+directly; before that is rendered, the ``plan`` XCom at that index does.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tongban_ui.settings import report_url
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
 
-PARTNER_GROUP = "partner."
+PARTNER_GROUPS = ("partner.", "partner_publish.")  # before and after the province check
 PLAN_TASK = "plan"
 LABEL = re.compile(r"([0-9]{6})(?:\s|$)")  # used with match: the label's start
 
@@ -53,14 +54,14 @@ def division_of(ti_key: TaskInstanceKey) -> str | None:
 
 
 class PartnerReportLink(BaseOperatorLink):
-    """「伙伴报告」 on every task of the partner group; empty (no link) on any other task."""
+    """「伙伴报告」 on every task of the partner groups; empty (no link) on any other task."""
 
     name = "伙伴报告 (partner report)"
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
         from tongban_ui.settings import Settings
 
-        if not ti_key.task_id.startswith(PARTNER_GROUP) or ti_key.map_index < 0:
+        if not ti_key.task_id.startswith(PARTNER_GROUPS) or ti_key.map_index < 0:
             return ""
         if ti_key.dag_id != Settings.from_airflow().dag_id:
             return ""

@@ -98,12 +98,19 @@ class Key:
 def test_task_link_points_partner_tasks_to_their_report(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(links, "division_of", lambda key: "441900")
     link = links.PartnerReportLink()
-    url = link.get_link(None, ti_key=Key("partner.publish"))  # type: ignore[arg-type]
-    assert url.endswith("/tongban/runs/manual__2026-11-28T13%3A35%3A01.915496%2B00%3A00/441900/report.html")
-    for key in (Key("plan", -1), Key("summarise", -1), Key("partner.fetch", -1), Key("partner.fetch", dag_id="other")):
+    for task_id in ("partner.fetch", "partner_publish.publish"):
+        url = link.get_link(None, ti_key=Key(task_id))  # type: ignore[arg-type]
+        assert url.endswith("/tongban/runs/manual__2026-11-28T13%3A35%3A01.915496%2B00%3A00/441900/report.html")
+    for key in (
+        Key("plan", -1),
+        Key("province_five_level", -1),
+        Key("summarise", -1),
+        Key("partner.fetch", -1),
+        Key("partner.fetch", dag_id="other"),
+    ):
         assert link.get_link(None, ti_key=key) == ""  # type: ignore[arg-type]
     monkeypatch.setattr(links, "division_of", lambda key: None)
-    assert link.get_link(None, ti_key=Key("partner.report")) == ""  # type: ignore[arg-type]
+    assert link.get_link(None, ti_key=Key("partner_publish.report")) == ""  # type: ignore[arg-type]
 
 
 def test_task_link_reads_the_division_from_the_rendered_map_index() -> None:
