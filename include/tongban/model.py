@@ -7,12 +7,12 @@ Every partner format is normalised to :class:`Item`. Coded fields hold canonical
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
@@ -107,22 +107,22 @@ def element_value(record: Mapping[str, Any], element: Element) -> Any:
     return {f: record.get(f) for f in element.fields}
 
 
-def _canonical_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+def _canonical_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON with the keys of every object sorted: equal values, equal bytes."""
+    return msgspec.json.encode(value, order="sorted", enc_hook=str)
 
 
 def element_hashes(record: Mapping[str, Any]) -> dict[str, str]:
     """A short content hash per compared element, computed once so comparisons stay cheap."""
     return {
-        e.key: hashlib.blake2b(_canonical_json(element_value(record, e)).encode(), digest_size=8).hexdigest()
-        for e in COMPARED
+        e.key: hashlib.blake2b(_canonical_json(element_value(record, e)), digest_size=8).hexdigest() for e in COMPARED
     }
 
 
 def content_hash(record: Mapping[str, Any]) -> str:
     """One hash over all compared elements of a record (their canonical JSON, hashed once)."""
     values = {e.key: element_value(record, e) for e in COMPARED}
-    return hashlib.blake2b(_canonical_json(values).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(_canonical_json(values), digest_size=16).hexdigest()
 
 
 ITEM_FIELDS: tuple[str, ...] = tuple(Item.model_fields)

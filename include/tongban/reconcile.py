@@ -13,7 +13,7 @@ from __future__ import annotations
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,34 @@ class Reconciliation:
         return [*(r["task_code"] for r in self.removed), *(r.old_code for r in self.recoded)]
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-safe; records are referenced, not copied (``dataclasses.asdict`` deep-copies every
+        record, which costs more than the whole reconciliation on a large catalogue)."""
+
+        def changes(entries: list[ElementChange]) -> list[dict[str, Any]]:
+            return [{"element": e.element, "label": e.label, "old": e.old, "new": e.new} for e in entries]
+
+        return {
+            "added": self.added,
+            "changed": [
+                {"task_code": c.task_code, "name": c.name, "changes": changes(c.changes), "record": c.record}
+                for c in self.changed
+            ],
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "held": self.held,
+            "recoded": [
+                {
+                    "old_code": r.old_code,
+                    "task_code": r.task_code,
+                    "name": r.name,
+                    "changes": changes(r.changes),
+                    "record": r.record,
+                }
+                for r in self.recoded
+            ],
+            "full": self.full,
+            "held_back": self.held_back,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Reconciliation:

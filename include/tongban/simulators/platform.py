@@ -12,7 +12,6 @@ comes too late for the client), or reject given items with a reason.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import threading
 import time
@@ -21,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import msgspec
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,7 +92,7 @@ class PlatformError(Exception):
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return msgspec.json.encode(value, order="sorted").decode()
 
 
 def platform_engine(state_dir: Path) -> Engine:
@@ -101,7 +101,8 @@ def platform_engine(state_dir: Path) -> Engine:
     engine = create_engine(
         f"sqlite:///{state_dir / DB_FILE}",
         connect_args={"check_same_thread": False, "timeout": 30},
-        json_serializer=lambda v: json.dumps(v, ensure_ascii=False),
+        json_serializer=lambda v: msgspec.json.encode(v).decode(),
+        json_deserializer=msgspec.json.decode,
     )
 
     @event.listens_for(engine, "connect")

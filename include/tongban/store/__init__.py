@@ -10,6 +10,7 @@ import os
 from functools import cache
 from importlib import resources
 
+import msgspec
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine
@@ -49,4 +50,9 @@ def migrate(url: str) -> None:
 def engine(url: str) -> Engine:
     """One engine per URL and process, schema migrated on first use."""
     migrate(url)
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        json_serializer=lambda v: msgspec.json.encode(v, enc_hook=str).decode(),  # item records are large
+        json_deserializer=msgspec.json.decode,
+    )
