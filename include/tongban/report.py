@@ -242,22 +242,31 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
     }
 
 
+def _xlsx_cell(sheet: Any, value: Any, font: Any = None) -> Any:
+    from openpyxl.cell import WriteOnlyCell
+
+    cell = WriteOnlyCell(sheet, value=value)
+    if isinstance(cell.value, str):
+        cell.data_type = "s"  # never a formula, whatever the text
+    if font is not None:
+        cell.font = font
+    return cell
+
+
 def write_xlsx(report: PartnerReport, path: UPath) -> UPath:
+    """The workbook, streamed (openpyxl's write-only mode: rows are written as they come, so a
+    partner's report of tens of thousands of items costs neither quadratic time nor the whole sheet
+    in memory)."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
 
-    workbook = Workbook()
-    workbook.remove(workbook.active)
+    workbook = Workbook(write_only=True)
+    bold = Font(bold=True)
     for title, (headings, rows) in _sheets(report).items():
         sheet = workbook.create_sheet(title)
-        sheet.append(headings)
-        for cell in sheet[1]:
-            cell.font = Font(bold=True)
+        sheet.append([_xlsx_cell(sheet, h, bold) for h in headings])
         for row in rows:
-            sheet.append([spreadsheet_safe(v) for v in row])
-            for cell in sheet[sheet.max_row]:
-                if isinstance(cell.value, str):
-                    cell.data_type = "s"  # never a formula, whatever the text
+            sheet.append([_xlsx_cell(sheet, spreadsheet_safe(v)) for v in row])
     buffer = io.BytesIO()
     workbook.save(buffer)
     path.write_bytes(buffer.getvalue())
