@@ -244,12 +244,12 @@ def test_exact_repeats_count_once_and_conflicting_copies_are_all_quarantined() -
 def test_fast_time_parsing_agrees_with_strptime(text: str, layout: str) -> None:
     from datetime import datetime
 
-    from tongban.normalise import _parse_time
+    from tongban.normalise import parse_time
 
     try:
         expected = datetime.strptime(text, layout)
     except ValueError:
         with pytest.raises(ValueError):
-            _parse_time(text, layout)
+            parse_time(text, layout)
     else:
-        assert _parse_time(text, layout) == expected
+        assert parse_time(text, layout) == expected

@@ -41,7 +41,7 @@ from urllib3.util import Retry
 from tongban.archive import Archive
 from tongban.auth import MissingSecret, redact, request_headers
 from tongban.config import CHINA_TZ
-from tongban.normalise import Deduper
+from tongban.normalise import Deduper, parse_time
 from tongban.registry import Partner, WireFormat
 
 log = logging.getLogger(__name__)
@@ -307,7 +307,7 @@ def updated_at(fmt: WireFormat, row: Any) -> datetime | None:
         return None
     value = row.get(fmt.fields["updated_at"])
     try:
-        return datetime.strptime(str(value), fmt.datetime_format).replace(tzinfo=CHINA_TZ)
+        return parse_time(str(value), fmt.datetime_format).replace(tzinfo=CHINA_TZ)
     except ValueError:
         return None
 

@@ -106,7 +106,7 @@ class _Mapper:
                 raise ValueError(f"字段 {wire} 的值 {value!r} 不是整数") from None
         if canonical == "updated_at":
             try:
-                parsed = _parse_time(str(value), self.fmt.datetime_format)
+                parsed = parse_time(str(value), self.fmt.datetime_format)
             except ValueError:
                 raise ValueError(f"字段 {wire} 的值 {value!r} 不符合时间格式 {self.fmt.datetime_format}") from None
             return parsed.replace(tzinfo=CHINA_TZ)
@@ -280,7 +280,7 @@ def normalise_catalogue(pages: Iterable[tuple[int, list[Any]]], fmt: WireFormat,
     return Normalised(outcomes, duplicates)
 
 
-def _parse_time(text: str, layout: str) -> datetime:
+def parse_time(text: str, layout: str) -> datetime:
     """``datetime.strptime(text, layout)``, through ``fromisoformat`` when the text reads back in the
     layout unchanged (the common case, several times faster); strptime decides everything else."""
     try:
