@@ -1,4 +1,6 @@
 # One-command set-up: every target installs what it needs, and skips what is already done.
+# Packages are installed with their bytecode compiled: the environment may set PYTHONDONTWRITEBYTECODE,
+# and every Airflow task process would otherwise compile Airflow and GX from source (seconds per task).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -24,7 +26,7 @@ $(STAMP):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version}"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -r requirements.txt
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	rm -f $(VENV)/.installed-*; touch $@
 
