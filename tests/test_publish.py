@@ -176,3 +176,35 @@ def test_schema_is_created_by_alembic_and_migration_is_idempotent(tmp_path) -> N
     migrate(url)
     tables = set(sa.inspect(sa.create_engine(url)).get_table_names())
     assert {"alembic_version", "runs", "pulls", "items", "item_history", "reconciliations", "publish_ledger"} <= tables
+
+
+def _first_task(url: str) -> int:
+    """What the first task of a run does on a worker: open the store (migrating it) and note the run."""
+    store = ItemStore(url)
+    store.ensure_run("run-1")
+    with store.engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM runs")).scalar_one())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_first_tasks_on_several_workers_share_a_fresh_store(backend: str, tmp_path) -> None:
+    """Workers starting together on a database nobody migrated yet: one migration, one run row, no error."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    if backend == "sqlite":
+        url, cleanup = f"sqlite:///{tmp_path / 'fresh.db'}", None
+    else:
+        schema = f"tongban_race_{os.getpid()}"
+        admin = sa.create_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+        url, cleanup = f"{PG_URL}?options=-csearch_path%3D{schema}", (admin, schema)
+    try:
+        with ProcessPoolExecutor(4) as pool:
+            assert list(pool.map(_first_task, [url] * 8)) == [1] * 8
+    finally:
+        if cleanup:
+            admin, schema = cleanup
+            with admin.begin() as conn:
+                conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+            admin.dispose()

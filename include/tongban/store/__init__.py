@@ -6,14 +6,17 @@ SQLite under ``$TONGBAN_HOME`` by default; PostgreSQL (or any SQLAlchemy URL) th
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from importlib import resources
 
 import msgspec
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 
 from tongban.config import home
 
@@ -39,11 +42,40 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+_MIGRATION_LOCK = 0x746F6E6762616E  # PostgreSQL advisory lock key ("tongban")
+
+
+@contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """One migration at a time: the first tasks of a run start together on several workers, and two
+    Alembic upgrades of a fresh database would both create its tables. PostgreSQL: a session advisory
+    lock; SQLite: an exclusive lock on a file beside the database (SQLite is single-machine anyway)."""
+    if url.startswith("sqlite:///"):
+        with open(url.removeprefix("sqlite:///") + ".migrate.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+            yield
+        return
+    locker = create_engine(url)
+    try:
+        with locker.connect() as conn:
+            if conn.dialect.name != "postgresql":
+                yield
+                return
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
+    finally:
+        locker.dispose()
+
+
 def migrate(url: str) -> None:
-    """Bring the store's schema at ``url`` up to the newest revision (idempotent)."""
+    """Bring the store's schema at ``url`` up to the newest revision (idempotent, one caller at a time)."""
     if url.startswith("sqlite:///"):
         home().mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(url), "head")
+    with _migration_lock(url):
+        command.upgrade(alembic_config(url), "head")
 
 
 @cache

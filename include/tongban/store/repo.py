@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tongban.model import content_hash
@@ -31,9 +32,14 @@ class ItemStore:
         return Session(self.engine, expire_on_commit=False)
 
     def ensure_run(self, run_id: str) -> None:
-        with self._session() as s, s.begin():
-            if s.get(Run, run_id) is None:
-                s.add(Run(run_id=run_id))
+        try:
+            with self._session() as s, s.begin():
+                if s.get(Run, run_id) is None:
+                    s.add(Run(run_id=run_id))
+        except IntegrityError:  # a task of the same run on another worker inserted it first
+            with self._session() as s:
+                if s.get(Run, run_id) is None:
+                    raise
 
     def record_pull(self, run_id: str, partner: str, *, fetched: int, quarantined: int, rejected: int) -> None:
         self.ensure_run(run_id)
