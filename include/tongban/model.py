@@ -107,7 +107,7 @@ def element_value(record: Mapping[str, Any], element: Element) -> Any:
     return {f: record.get(f) for f in element.fields}
 
 
-def _canonical_json(value: Any) -> bytes:
+def canonical_json(value: Any) -> bytes:
     """Compact UTF-8 JSON with the keys of every object sorted: equal values, equal bytes."""
     return msgspec.json.encode(value, order="sorted", enc_hook=str)
 
@@ -115,14 +115,14 @@ def _canonical_json(value: Any) -> bytes:
 def element_hashes(record: Mapping[str, Any]) -> dict[str, str]:
     """A short content hash per compared element, computed once so comparisons stay cheap."""
     return {
-        e.key: hashlib.blake2b(_canonical_json(element_value(record, e)), digest_size=8).hexdigest() for e in COMPARED
+        e.key: hashlib.blake2b(canonical_json(element_value(record, e)), digest_size=8).hexdigest() for e in COMPARED
     }
 
 
 def content_hash(record: Mapping[str, Any]) -> str:
     """One hash over all compared elements of a record (their canonical JSON, hashed once)."""
     values = {e.key: element_value(record, e) for e in COMPARED}
-    return hashlib.blake2b(_canonical_json(values), digest_size=16).hexdigest()
+    return hashlib.blake2b(canonical_json(values), digest_size=16).hexdigest()
 
 
 ITEM_FIELDS: tuple[str, ...] = tuple(Item.model_fields)

@@ -16,11 +16,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-import msgspec
 from pydantic import ValidationError
 
 from tongban.config import CHINA_TZ
-from tongban.model import Item
+from tongban.model import Item, canonical_json
 from tongban.registry import CODED_FIELDS, Partner, WireFormat
 
 INT_FIELDS = ("legal_limit", "promised_limit")
@@ -197,7 +196,7 @@ class Deduper:
         code = row.get(self.key_field)
         if not isinstance(code, str) or not code.strip():
             return None
-        content = msgspec.json.encode(row, order="sorted", enc_hook=str)  # canonical JSON, keys sorted at every level
+        content = canonical_json(row)
         return code.strip(), hashlib.sha256(content).hexdigest()
 
     def add(self, row: Any, position: Position) -> str:

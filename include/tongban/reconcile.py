@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tongban.hashing import keyed_hashes
-from tongban.model import COMPARED, LABELS, element_hashes, element_value
+from tongban.model import COMPARED, LABELS, Element, element_hashes, element_value
 from tongban.table import items_table
 
 
@@ -194,11 +194,11 @@ def compare_hashes(new: pa.Table, old: pa.Table) -> HashComparison:
 def diff_elements(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[ElementChange]:
     """The compared elements whose content differs, with old and new values."""
     old_h, new_h = element_hashes(old), element_hashes(new)
-    return [
-        ElementChange(e.key, LABELS[e.key], element_value(old, e), element_value(new, e))
-        for e in COMPARED
-        if old_h[e.key] != new_h[e.key]
-    ]
+    return [_change(e, old, new) for e in COMPARED if old_h[e.key] != new_h[e.key]]
+
+
+def _change(element: Element, old: Mapping[str, Any], new: Mapping[str, Any]) -> ElementChange:
+    return ElementChange(element.key, LABELS[element.key], element_value(old, element), element_value(new, element))
 
 
 def _hashes(records: Mapping[str, Mapping[str, Any]]) -> pa.Table:
@@ -261,13 +261,8 @@ def reconcile(
             result.unchanged.append(code)
     result.unchanged = sorted([*result.unchanged, *compared.unchanged])
     by_key = {e.key: e for e in COMPARED}
-    for code in sorted(compared.changed):
-        changes = [
-            ElementChange(
-                key, LABELS[key], element_value(old[code], by_key[key]), element_value(new[code], by_key[key])
-            )
-            for key in compared.changed[code]
-        ]
+    for code, keys in compared.changed.items():  # sorted by code
+        changes = [_change(by_key[key], old[code], new[code]) for key in keys]
         result.changed.append(Changed(code, new[code]["name"], changes, new[code]))
     _pair_recodes(result)
     return result

@@ -19,7 +19,6 @@ them; the partners agreeing with the province outnumber the quirky one at the mo
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import random
 import re
@@ -166,7 +165,7 @@ def _quirks(seed: int, province_peers: tuple[Partner, ...], home_name: str) -> t
 def _quirk(shared: dict[str, Any], element: str) -> dict[str, Any] | None:
     """The shared content of a 基本编码 with one partner's local edit of ``element``; None when that edit
     does not apply to it (it would break another rule)."""
-    edited = copy.deepcopy(shared)
+    edited = _copied(shared)
     if element == "time_limit":  # the city promises one day less than the province
         if edited["promised_limit"] <= 1:
             return None
