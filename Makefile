@@ -15,6 +15,7 @@ include mk/ui.mk
 .PHONY: help venv airflow-db run ui test lint e2e bench bench-national lock clean
 help:
 	@echo "make run   - start the simulators, run cross_province_sync once with Airflow, print the result"
+	@echo "             ARGS=\"--partners 440100 --full-resync --dry-run\" passes DAG params"
 	@echo "make ui    - the same data in the Airflow UI (airflow standalone), login admin/admin"
 	@echo "make test  - ruff + the whole test suite"
 	@echo "make bench - validation, reconciliation and publishing benchmarks (bench/*.py --help for larger sizes)"
@@ -36,10 +37,10 @@ $(AIRFLOW_DB): $(STAMP)
 	touch $@
 
 run: venv airflow-db
-	$(PY) -m scripts.run_local
+	$(PY) -m scripts.run_local $(ARGS)
 
 ui: venv airflow-db
-	$(PY) -m scripts.run_local --ui
+	$(PY) -m scripts.run_local --ui $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -78,10 +78,15 @@ DEFAULT_ARGS = {
 }
 
 
-# the nightly run (02:00 Asia/Shanghai) must be done by 06:00: logical date + 4 h, alert in the triggerer
+# 06:00 Asia/Shanghai is the promise: the nightly run (logical date 02:00, the cron's time in the DAG's time
+# zone) has published by then. The alert fires at logical date + 4 h, in the triggerer; the run is stopped only
+# at DAGRUN_TIMEOUT (counted from its start, which is never before its logical date), an hour later, so the
+# alert always comes first and leaves the operator time to act (runbook) before the run is killed at 07:00.
+DEADLINE_AFTER = timedelta(hours=4)
+DAGRUN_TIMEOUT = DEADLINE_AFTER + timedelta(hours=1)
 DEADLINE = DeadlineAlert(
     reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
-    interval=timedelta(hours=4),
+    interval=DEADLINE_AFTER,
     callback=AsyncCallback("tongban_alerts.deadline_missed"),
     name="nightly sync not finished by 06:00",
 )
@@ -146,7 +151,7 @@ PARTNER_API_POOL = "partner_api"  # tongban.pools.PARTNER_API_POOL; one pool for
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    dagrun_timeout=timedelta(hours=4),
+    dagrun_timeout=DAGRUN_TIMEOUT,
     on_failure_callback=_on_dag_failure,
     deadline=DEADLINE if _DEADLINE_ON else None,
     tags=["tongban", "跨省通办", "nightly"],

@@ -56,14 +56,13 @@ def check_against_platform(summary: dict, platform_url: str) -> list[str]:
 
 
 def serve_ui(env: dict[str, str]) -> None:
-    """`airflow standalone` in its own process group, stopped whole (scheduler, workers, …) on exit."""
+    """`airflow standalone` in its own process group, stopped whole (scheduler, workers, …) on exit: on Ctrl-C,
+    on SIGTERM or SIGHUP (see ``stop_on_signals``), and when it ends by itself."""
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("airflow")), "standalone"], env=env, start_new_session=True
     )
     try:
         proc.wait()
-    except KeyboardInterrupt:
-        pass
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
@@ -73,13 +72,68 @@ def serve_ui(env: dict[str, str]) -> None:
                 break
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--ui", action="store_true", help="serve the Airflow UI (airflow standalone) instead")
-    args = parser.parse_args()
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
+
+def stop_on_signals() -> None:
+    """Make SIGTERM and SIGHUP end this program as Ctrl-C does: as an exception, so every ``finally`` and
+    context manager runs and stops what it started (`airflow standalone`'s process group, the simulators,
+    the `airflow dags test` child). Python's default for SIGTERM ends the process on the spot, leaving all of
+    them running (`make` passes its SIGTERM on to this process). A second signal during clean-up is ignored."""
+
+    def stop(signum: int, frame: object) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
+
+
+def dag_conf(args: argparse.Namespace) -> dict[str, object]:
+    """The DAG params given on the command line (the DAG's ``params``: partners, full_resync, dry_run)."""
+    conf: dict[str, object] = {}
+    if args.partners:
+        conf["partners"] = [d for value in args.partners for d in value.replace(",", " ").split()]
+    if args.full_resync:
+        conf["full_resync"] = True
+    if args.dry_run:
+        conf["dry_run"] = True
+    return conf
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, epilog='make run ARGS="--full-resync --partners 440100 --dry-run"'
+    )
+    parser.add_argument("--ui", action="store_true", help="serve the Airflow UI (airflow standalone) instead")
+    parser.add_argument(
+        "--partners", nargs="+", metavar="DIVISION", help="division codes to sync (space or comma separated)"
+    )
+    parser.add_argument("--full-resync", action="store_true", help="pull every partner's whole catalogue")
+    parser.add_argument("--dry-run", action="store_true", help="reconcile and report, push nothing")
+    args = parser.parse_args(argv)
+    if args.ui and dag_conf(args):
+        parser.error("--partners, --full-resync and --dry-run are params of a run: not with --ui")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop_on_signals()
+    try:
+        return run(args)
+    except KeyboardInterrupt as stopped:
+        print(f"\n{stopped or 'interrupted'}: Airflow and the simulators were stopped", file=sys.stderr)
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
     home = tongban_home()
     registry = load_registry()
+    conf = dag_conf(args)
+    for division in conf.get("partners", []):  # type: ignore[attr-defined]
+        registry.partner(division)  # an unknown division: say so before starting anything
     log_dir = home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     with running_simulators(home / "simulators") as urls:
@@ -94,9 +148,9 @@ def main() -> int:
             return 0
         started = time.time()
         log = log_dir / f"dags-test-{time.strftime('%Y%m%dT%H%M%S')}.log"
-        print(f"running {DAG_ID} with `airflow dags test` (log: {log}) …", flush=True)
+        print(f"running {DAG_ID} with `airflow dags test` {json.dumps(conf)} (log: {log}) …", flush=True)
         with log.open("w") as fh:
-            result = dags_test(env, stdout=fh, stderr=fh)
+            result = dags_test(env, conf or None, stdout=fh, stderr=fh)
         summary_path = newest_summary(home / "reports", started)
         if summary_path is None:
             print(log.read_text(errors="replace")[-6000:])

@@ -95,3 +95,25 @@ def test_failure_alerts_and_0600_deadline(dagbag) -> None:
     assert alert.interval.total_seconds() == 4 * 3600  # the 02:00 run must be done by 06:00 Asia/Shanghai
     assert isinstance(alert.callback, AsyncCallback)
     assert alert.callback.path == "tongban_alerts.deadline_missed"
+
+
+def test_deadline_alert_fires_before_the_run_is_killed(dagbag) -> None:
+    """Issue 12.6: alert interval and dagrun_timeout were both 4 h, so the run was killed as the alert fell due.
+    The nightly run's logical date is 02:00 Asia/Shanghai; the alert is due at 06:00 there, and the timeout
+    (counted from the run's start, never before its logical date) ends the run only after that."""
+    import pendulum
+    from airflow.timetables.base import TimeRestriction
+    from airflow.timetables.trigger import CronTriggerTimetable  # the scheduler's own, as the DAG's schedule
+
+    dag = dagbag.dags["cross_province_sync"]
+    [alert] = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
+    assert alert.interval < dag.dagrun_timeout
+    after = pendulum.datetime(2026, 11, 29, 12, 0, tz="Asia/Shanghai")
+    logical = CronTriggerTimetable(dag.schedule, timezone=dag.timezone).next_dagrun_info(
+        last_automated_data_interval=None, restriction=TimeRestriction(earliest=after, latest=None, catchup=False)
+    ).logical_date
+    due = pendulum.instance(logical + alert.interval).in_timezone("Asia/Shanghai")
+    killed = pendulum.instance(logical + dag.dagrun_timeout).in_timezone("Asia/Shanghai")  # started on time
+    assert (due.hour, due.minute) == (6, 0) and due.date() == pendulum.date(2026, 11, 30)
+    assert killed > due
+

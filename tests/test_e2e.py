@@ -264,3 +264,21 @@ def test_a_partner_whose_pull_fails_does_not_block_the_others(deployment: Deploy
     roles = json.loads(province.read_text(encoding="utf-8"))["partners"]
     assert roles[failing]["role"] == "not_validated" and roles[failing]["context"] > 0  # its published items
     assert roles[other]["role"] == "judged"
+
+
+def test_replay_cli_reproduces_a_real_dag_run(deployment: Deployment, first: dict[str, Any]) -> None:
+    """Issue 12.5: `python -m tongban.replay <run id>` on the folder a real DAG run wrote (it holds the province
+    check's provinces/ beside the partners) replays every partner, identical to the run."""
+    import subprocess
+    import sys
+
+    assert (deployment.home / RUNS / first["run_id"] / PROVINCES).is_dir()
+    done = subprocess.run(
+        [sys.executable, "-m", "tongban.replay", first["run_id"]],
+        env=deployment.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("identical to the run") == len(REGISTRY.partners)

@@ -17,8 +17,8 @@ from typing import Any
 from upath import UPath
 
 from tongban import pipeline
-from tongban.registry import Partner, load_registry
-from tongban.storage import read_json, run_dir, write_json
+from tongban.registry import Partner, Registry, load_registry
+from tongban.storage import RUNS, read_json, run_dir, write_json
 
 REPLAYS = "replays"
 COMPARED = (pipeline.ITEMS, pipeline.QUARANTINE, pipeline.DUPLICATES)
@@ -48,6 +48,18 @@ def differences(root: UPath, run_id: str, division: str, out: UPath | None = Non
     ]
 
 
+def run_partners(root: UPath, run_id: str, registry: Registry) -> list[str]:
+    """The partners of a run folder that have a fetch manifest to replay. A DAG run's folder also holds
+    the province check's ``provinces/`` and may hold partners no longer in the registry: both skipped."""
+    folder = root / RUNS / run_id
+    if not folder.exists():
+        raise FileNotFoundError(f"no run folder {folder}")
+    known = {p.division for p in registry.partners}
+    return sorted(
+        p.name for p in folder.iterdir() if p.name in known and (p / pipeline.RAW / pipeline.MANIFEST).exists()
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from tongban.config import storage_url
 
@@ -57,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = UPath(storage_url())
     registry = load_registry()
-    divisions = args.divisions or sorted(p.name for p in (root / "runs" / args.run_id).iterdir())
+    divisions = args.divisions or run_partners(root, args.run_id, registry)
+    if not divisions:
+        print(f"run {args.run_id}: no partner folder with a fetch manifest under {root / RUNS / args.run_id}")
+        return 1
     failed = 0
     for division in divisions:
         summary = replay(root, args.run_id, registry.partner(division))

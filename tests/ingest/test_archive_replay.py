@@ -108,3 +108,19 @@ def test_replay_cli(finished_run: UPath, monkeypatch: pytest.MonkeyPatch, capsys
     assert replay_mod.main(["run-1"]) == 0
     out = capsys.readouterr().out
     assert out.count("identical to the run") == len(DIVISIONS)
+
+
+def test_replay_cli_skips_what_is_not_a_partner_of_the_registry(
+    finished_run: UPath, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A DAG run's folder also holds the province check's ``provinces/`` (issue 12.5: replay stopped with
+    ``KeyError: 'no partner provinces in registry'``); a folder of a partner since removed is skipped too."""
+    from tongban import replay as replay_mod
+    from tongban.province import PROVINCES
+
+    (finished_run / "runs" / "run-1" / PROVINCES / "440000").mkdir(parents=True, exist_ok=True)
+    (finished_run / "runs" / "run-1" / "999999").mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("TONGBAN_STORAGE_URL", str(finished_run))
+    assert replay_mod.main(["run-1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("identical to the run") == len(DIVISIONS) and "provinces" not in out

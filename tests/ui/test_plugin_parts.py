@@ -117,3 +117,24 @@ def test_task_link_reads_the_division_from_the_rendered_map_index() -> None:
     found: Any = links.LABEL.match("440100 广州市")
     assert found and found.group(1) == "440100"
     assert links.LABEL.match("3") is None and links.LABEL.match("4401001 x") is None
+
+
+def test_make_chromium_installs_a_cjk_font_with_the_browser(tmp_path: Path) -> None:
+    """Issue 12.8: without fonts-noto-cjk every Chinese character of a screenshot is a box; on a machine that
+    has neither, `make chromium` installs both (dry run, -n: nothing is installed here)."""
+    import subprocess
+
+    from scripts.localenv import REPO
+
+    missing = {"CHROMIUM": tmp_path / "chromium", "CJK_FONT": tmp_path / "font.ttc"}
+    planned = subprocess.run(
+        ["make", "-n", "-C", str(REPO), "chromium", *(f"{k}={v}" for k, v in missing.items())],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installs = [line.split()[-1] for line in planned.splitlines() if "apt-get install" in line]
+    assert installs == ["chromium", "fonts-noto-cjk"]
+    assert Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc").exists() or not Path(
+        "/usr/bin/chromium"
+    ).exists(), "Chromium without the CJK font: run `make chromium`"

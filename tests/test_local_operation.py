@@ -1,0 +1,113 @@
+"""Local operation (issue 12.8): `make run` passes DAG params; `make ui` stops everything it started on SIGTERM.
+
+Both go through `make` itself, with a TONGBAN_HOME of their own (so their own Airflow database and simulators).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from scripts.localenv import REPO
+
+
+def test_command_line_params_become_the_dags_params() -> None:
+    from scripts.run_local import dag_conf, parse_args
+
+    args = parse_args(["--full-resync", "--partners", "440100", "370100,370200", "--dry-run"])
+    assert dag_conf(args) == {"partners": ["440100", "370100", "370200"], "full_resync": True, "dry_run": True}
+    assert dag_conf(parse_args([])) == {}
+    with pytest.raises(SystemExit):
+        parse_args(["--ui", "--dry-run"])
+
+
+def _make(target: str, home: Path, args: str, **kwargs: object) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "TONGBAN_"))}
+    env |= {"TONGBAN_HOME": str(home), "AIRFLOW__API__PORT": str(_free_port())}  # not the 8080 of a `make ui`
+    return subprocess.Popen(
+        ["make", "--no-print-directory", "-C", str(REPO), target, f"ARGS={args}"],
+        env=env,
+        text=True,
+        start_new_session=True,  # the test's own group: whatever is left is found and killed at the end
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+@pytest.mark.e2e
+def test_make_run_passes_partners_full_resync_and_dry_run(tmp_path: Path) -> None:
+    proc = _make("run", tmp_path, "--full-resync --partners 440100 --dry-run", stdout=subprocess.PIPE)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    [summary_path] = (tmp_path / "reports").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    assert [r["partner"] for r in summary["partners"]] == ["440100"]
+    [row] = summary["partners"]
+    report = json.loads(Path(row["report"]).read_text(encoding="utf-8"))
+    assert report["dry_run"] is True and report["full_pull"] is True and report["published"] == []
+    assert summary["totals"]["added"] > 0  # reconciled against an empty platform, pushed nothing
+    fetch = json.loads((tmp_path / "runs" / summary["run_id"] / "440100" / "fetch.json").read_text(encoding="utf-8"))
+    assert fetch["mode"] == "full"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.e2e
+def test_sigterm_to_make_ui_stops_airflow_and_both_simulators(tmp_path: Path) -> None:
+    proc = _make("ui", tmp_path, "", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    make = psutil.Process(proc.pid)
+    seen: dict[int, psutil.Process] = {}
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            for child in make.children(recursive=True):
+                seen.setdefault(child.pid, child)
+            names = [" ".join(_cmdline(p)) for p in seen.values() if _alive(p)]
+            standalone = [p for p in seen.values() if "standalone" in " ".join(_cmdline(p))]
+            simulators = [n for n in names if "tongban.simulators" in n]
+            if standalone and len(simulators) == 2 and len(standalone[0].children(recursive=True)) >= 2:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"make ui did not start airflow standalone and both simulators: {names}")
+        time.sleep(5)  # let standalone start its components too
+        for child in make.children(recursive=True):
+            seen.setdefault(child.pid, child)
+        os.kill(proc.pid, signal.SIGTERM)  # make alone, as a service manager or `kill <pid>` does
+        proc.wait(timeout=90)
+        left = time.monotonic() + 30
+        while time.monotonic() < left and any(_alive(p) for p in seen.values()):
+            time.sleep(0.5)
+        alive = [" ".join(_cmdline(p)) for p in seen.values() if _alive(p)]
+        assert alive == [], alive
+    finally:
+        for p in [*seen.values(), make]:
+            if _alive(p):
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return []
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
