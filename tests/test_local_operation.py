@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from upath import UPath
 
 from scripts.localenv import REPO
 
@@ -51,7 +52,7 @@ def test_make_run_passes_partners_full_resync_and_dry_run(tmp_path: Path) -> Non
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     assert [r["partner"] for r in summary["partners"]] == ["440100"]
     [row] = summary["partners"]
-    report = json.loads(Path(row["report"]).read_text(encoding="utf-8"))
+    report = json.loads(UPath(row["report"]).read_bytes())
     assert report["dry_run"] is True and report["full_pull"] is True and report["published"] == []
     assert summary["totals"]["added"] > 0  # reconciled against an empty platform, pushed nothing
     fetch = json.loads((tmp_path / "runs" / summary["run_id"] / "440100" / "fetch.json").read_text(encoding="utf-8"))
