@@ -193,6 +193,7 @@ def test_xlsx_holds_the_json_numbers_and_formulas_come_out_inert(tmp_path) -> No
         "退回",
         "隔离",
         "待核",
+        "待整改",
         "平台拒收",
         "重复与多余字段",
     ]

@@ -18,6 +18,7 @@ from typing import Any
 import requests
 from upath import UPath
 
+from tongban import outstanding as outstanding_mod
 from tongban import report as report_mod
 from tongban import watermark
 from tongban.archive import Archive
@@ -266,17 +267,34 @@ def publish_partner(
 
 def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: ItemStore) -> dict[str, Any]:
     manifest = read_json(run / RAW / MANIFEST)
+    quarantined = list(read_jsonl(run / QUARANTINE))
+    rejected = list(read_jsonl(run / REJECTED))
+    recon = Reconciliation.from_dict(read_json(run / RECONCILIATION))
+    published = read_json(run / PUBLISH)
+    pulled = None  # an incremental pull says nothing of the items it did not carry
+    if recon.full:
+        pulled = {r["task_code"] for r in read_jsonl(run / ITEMS)} | {q["task_code"] for q in quarantined}
+    outstanding, resolved = store.track_outstanding(
+        run_id,
+        partner.division,
+        outstanding_mod.problems(rejected, quarantined, published.get("rejected", [])),
+        outstanding_mod.fixed(recon, published),
+        pulled,
+        persist=not published.get("dry_run"),
+    )
     report = report_mod.build(
         partner=partner,
         run_id=run_id,
         fetched=sum(p["records"] for p in manifest),
-        quarantined=list(read_jsonl(run / QUARANTINE)),
-        rejected=list(read_jsonl(run / REJECTED)),
+        quarantined=quarantined,
+        rejected=rejected,
         warnings=list(read_jsonl(run / WARNINGS)),
-        recon=Reconciliation.from_dict(read_json(run / RECONCILIATION)),
-        publish=read_json(run / PUBLISH),
+        recon=recon,
+        publish=published,
         duplicates=list(read_jsonl(run / DUPLICATES)) if (run / DUPLICATES).exists() else [],
         unexpected=report_mod.unexpected_fields(manifest),
+        outstanding=outstanding,
+        resolved=resolved,
     )
     paths = report_mod.write(report, out)
     counts = report.counts

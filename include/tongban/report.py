@@ -17,7 +17,9 @@ import jinja2
 from upath import UPath
 
 from tongban import watermark
+from tongban.config import max_critical_rate
 from tongban.model import LABELS
+from tongban.outstanding import KIND_LABELS, RESOLUTION_LABELS
 from tongban.reconcile import Reconciliation
 from tongban.registry import Partner, label
 from tongban.report_model import (
@@ -27,11 +29,13 @@ from tongban.report_model import (
     ElementChange,
     Finding,
     Flagged,
+    OutstandingItem,
     PartnerReport,
     PlatformRejection,
     PublishedOp,
     QuarantinedRecord,
     RecodedItem,
+    ResolvedItem,
     UnexpectedField,
 )
 from tongban.storage import read_json, write_json
@@ -56,6 +60,8 @@ COUNT_LABELS = {
     "platform_rejected": "平台拒收",
     "duplicates": "重复记录（只计一次）",
     "unexpected_fields": "多余字段（已忽略）",
+    "outstanding": "待整改（历次退回、隔离或拒收，至今未改）",
+    "resolved": "本次整改完成（已更正推送或已撤回）",
 }
 
 
@@ -115,6 +121,8 @@ def build(
     publish: Mapping[str, Any],
     duplicates: Sequence[Mapping[str, Any]] = (),
     unexpected: Sequence[UnexpectedField] = (),
+    outstanding: Sequence[Mapping[str, Any]] = (),
+    resolved: Sequence[Mapping[str, Any]] = (),
 ) -> PartnerReport:
     """Everything a partner needs to know about one run, from the stages' files (see pipeline.write_report)."""
     return PartnerReport(
@@ -156,6 +164,33 @@ def build(
         platform_rejected=[PlatformRejection(**p) for p in publish.get("rejected", [])],
         duplicates=[DuplicateRecord(**d) for d in duplicates],
         unexpected_fields=list(unexpected),
+        outstanding=[_outstanding(o) for o in sorted(outstanding, key=lambda o: (-o["nights"], o["task_code"]))],
+        resolved=[
+            ResolvedItem(
+                task_code=o["task_code"],
+                name=o["name"],
+                resolution=o["resolution"],
+                resolution_label=RESOLUTION_LABELS[o["resolution"]],
+                first_run=o["first_run"],
+                nights=o["nights"],
+            )
+            for o in resolved
+        ],
+    )
+
+
+def _outstanding(row: Mapping[str, Any]) -> OutstandingItem:
+    """One row of the item store's 待整改 list (ItemStore.track_outstanding) as the report shows it."""
+    seen = row["first_seen"]
+    return OutstandingItem(
+        task_code=row["task_code"],
+        name=row["name"],
+        kind=row["kind"],
+        kind_label=KIND_LABELS[row["kind"]],
+        reason=row["reason"],
+        first_run=row["first_run"],
+        first_seen=seen.isoformat() if hasattr(seen, "isoformat") else str(seen),
+        nights=row["nights"],
     )
 
 
@@ -229,6 +264,17 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
         "待核": (
             ["实施编码", "事项名称", "要素", "说明"],
             [[i.task_code, i.name, f.label, f.message] for i in report.warnings for f in i.findings],
+        ),
+        "待整改": (
+            ["实施编码", "事项名称", "类别", "原因", "首次发现", "首次发现的运行", "已持续（次运行）"],
+            [
+                [o.task_code, o.name, o.kind_label, o.reason, o.first_seen, o.first_run, o.nights]
+                for o in report.outstanding
+            ]
+            + [
+                [o.task_code, o.name, f"本次整改完成：{o.resolution_label}", "", "", o.first_run, o.nights]
+                for o in report.resolved
+            ],
         ),
         "平台拒收": (
             ["实施编码", "操作", "原因"],
@@ -316,9 +362,13 @@ def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> 
             )
             # stale: the platform's list of this partner is as of its last published pull (None: never)
             rows[-1]["stale_since"] = watermark.stale_since(reports_root.parent, partner.division)
-    totals = {k: sum(r["counts"][k] for r in rows if r["counts"]) for k in COUNT_KEYS}
+    # every count class of the reports (older reports lack the newer ones: 0), the main ones first
+    keys = [*COUNT_KEYS, *(k for k in COUNT_LABELS if k not in COUNT_KEYS)]
+    keys += sorted({k for r in rows if r["counts"] for k in r["counts"]} - set(keys))
+    totals = {k: sum(r["counts"].get(k, 0) for r in rows if r["counts"]) for k in keys}
     summary = {
         "run_id": run_id,
+        "max_critical_rate": max_critical_rate(),  # the hold-back threshold the run's validation used
         "partners": rows,
         "totals": totals,
         "failed": [r["partner"] for r in rows if r["status"] == "failed"],

@@ -114,6 +114,31 @@ class PlatformRejection(_Part):
     reason: str | None = None
 
 
+class OutstandingItem(_Part):
+    """待整改: an item kept off the platform by a problem the partner has not fixed yet, from whichever run
+    found it (incremental nights included, which do not carry it again)."""
+
+    task_code: str = Field(description="实施编码")
+    name: str = Field(description="事项名称 ('' when the record could not be read)")
+    kind: str = Field(description="rejected | quarantined | platform_rejected")
+    kind_label: str = Field(description="退回 / 隔离 / 平台拒收")
+    reason: str = Field(description="Chinese, as the partner was told when it was last found")
+    first_run: str = Field(description="the run that first found it")
+    first_seen: str = Field(description="when (ISO 8601, UTC)")
+    nights: int = Field(ge=1, description="runs of the partner that found it still open, this one included")
+
+
+class ResolvedItem(_Part):
+    """An item of the 待整改 list that this run resolved: published as delivered, or withdrawn."""
+
+    task_code: str
+    name: str
+    resolution: str = Field(description="fixed | withdrawn")
+    resolution_label: str
+    first_run: str
+    nights: int
+
+
 class Counts(_Part):
     """How many of each: the 汇总 of every rendering (keys in the order shown)."""
 
@@ -131,6 +156,8 @@ class Counts(_Part):
     platform_rejected: int
     duplicates: int
     unexpected_fields: int
+    outstanding: int = 0
+    resolved: int = 0
 
 
 class PartnerReport(_Part):
@@ -156,6 +183,8 @@ class PartnerReport(_Part):
     platform_rejected: list[PlatformRejection] = []
     duplicates: list[DuplicateRecord] = []
     unexpected_fields: list[UnexpectedField] = []
+    outstanding: list[OutstandingItem] = Field(default=[], description="待整改 after this run, oldest first")
+    resolved: list[ResolvedItem] = Field(default=[], description="待整改 items this run resolved")
 
     @model_validator(mode="before")
     @classmethod
@@ -183,6 +212,8 @@ class PartnerReport(_Part):
             platform_rejected=len(self.platform_rejected),
             duplicates=len(self.duplicates),
             unexpected_fields=len(self.unexpected_fields),
+            outstanding=len(self.outstanding),
+            resolved=len(self.resolved),
         )
 
     def to_json(self) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, func, insert, select, update
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from tongban.model import content_hash
 from tongban.reconcile import diff_elements
 from tongban.store import default_url, engine
-from tongban.store.schema import CurrentItem, ItemChange, LedgerEntry, Pull, ReconciliationRow, Run
+from tongban.store.schema import CurrentItem, ItemChange, LedgerEntry, OutstandingItem, Pull, ReconciliationRow, Run
 
 
 class _Row(NamedTuple):
@@ -60,6 +61,72 @@ class ItemStore:
             row = row or ReconciliationRow(run_id=run_id, partner=partner)
             row.counts = dict(counts)
             s.add(row)
+
+    # -- outstanding items (待整改) ------------------------------------------------------------------------
+    def track_outstanding(
+        self,
+        run_id: str,
+        partner: str,
+        found: Mapping[str, Mapping[str, str]],
+        fixed: Iterable[str],
+        pulled: set[str] | None,
+        *,
+        persist: bool = True,
+        now: datetime | None = None,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Bring the partner's 待整改 list up to this run; returns (still open, resolved by this run).
+
+        ``found``: 实施编码 -> {name, kind, reason} of this run's problems (open or kept open); ``fixed``:
+        实施编码 this run put on the platform as delivered; ``pulled``: every 实施编码 of a full pull (None for
+        an incremental one, which says nothing of the items it did not carry: they stay open). Running the
+        same run again gives the same list (nights count once per run). ``persist=False`` (a dry run)
+        computes the same answer and writes nothing."""
+        now = now or datetime.now(UTC)
+        fixed = set(fixed)
+        self.ensure_run(run_id)
+        with self._session() as s:
+            s.begin()
+            mine = select(OutstandingItem).where(OutstandingItem.partner == partner)
+            every = {r.task_code: r for r in s.scalars(mine)}
+            rows = {c: r for c, r in every.items() if r.resolved_run in (None, run_id)}  # open before this run
+            for code, problem in found.items():
+                row = rows.get(code)
+                if row is None:  # new, or found again after an earlier run resolved it: opens anew
+                    row = every.get(code) or OutstandingItem(partner=partner, task_code=code)
+                    row.first_run, row.first_seen, row.nights, row.last_run = run_id, now, 1, run_id
+                    s.add(row)
+                    rows[code] = row
+                row.name = problem.get("name") or row.name or ""
+                row.kind, row.reason = problem["kind"], problem["reason"]
+                row.resolved_run = row.resolution = None
+            for code, row in rows.items():
+                if code not in found:
+                    if code in fixed:
+                        row.resolved_run, row.resolution = run_id, "fixed"
+                    elif pulled is not None and code not in pulled:
+                        row.resolved_run, row.resolution = run_id, "withdrawn"
+                    else:
+                        row.resolved_run = row.resolution = None
+                if row.resolved_run is None and row.last_run != run_id:
+                    row.nights, row.last_run = row.nights + 1, run_id
+            s.flush()
+            still = sorted((_as_dict(r) for r in rows.values() if r.resolved_run is None), key=_by_code)
+            resolved = sorted((_as_dict(r) for r in rows.values() if r.resolved_run == run_id), key=_by_code)
+            if persist:
+                s.commit()
+            else:
+                s.rollback()
+        return still, resolved
+
+    def outstanding(self, partner: str | None = None, task_code: str | None = None) -> list[dict[str, Any]]:
+        """Rows of the 待整改 list, open and resolved, of a partner and/or an item (the item trace)."""
+        query = select(OutstandingItem).order_by(OutstandingItem.partner, OutstandingItem.task_code)
+        if partner is not None:
+            query = query.where(OutstandingItem.partner == partner)
+        if task_code is not None:
+            query = query.where(OutstandingItem.task_code == task_code)
+        with self._session() as s:
+            return [_as_dict(r) for r in s.scalars(query)]
 
     # -- publish ledger -------------------------------------------------------------------------------
     def ledger_entry(self, key: str) -> dict[str, Any] | None:
@@ -204,6 +271,10 @@ class ItemStore:
                 .order_by(ItemChange.id)
             )
             return [_as_dict(r) for r in rows]
+
+
+def _by_code(row: Mapping[str, Any]) -> str:
+    return str(row["task_code"])
 
 
 def _as_dict(row: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, UniqueConstraint, func
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -92,3 +92,23 @@ class LedgerEntry(Base):
     results: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class OutstandingItem(Base):
+    """待整改: an item kept off the platform (as delivered) by a problem the partner must fix: rejected by
+    validation, quarantined, or refused by the platform. Open from the run that first found it until a
+    run publishes it (``fixed``) or a full pull no longer has it (``withdrawn``); found again later, it
+    opens anew. ``nights``: the partner's runs that found it open, counted once per run."""
+
+    __tablename__ = "outstanding"
+    partner: Mapped[str] = mapped_column(String(6), primary_key=True)
+    task_code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(500), default="")
+    kind: Mapped[str] = mapped_column(String(20))  # rejected | quarantined | platform_rejected
+    reason: Mapped[str] = mapped_column(Text)
+    first_run: Mapped[str] = mapped_column(ForeignKey("runs.run_id"))
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_run: Mapped[str] = mapped_column(ForeignKey("runs.run_id"))
+    nights: Mapped[int] = mapped_column(default=1)
+    resolved_run: Mapped[str | None] = mapped_column(ForeignKey("runs.run_id"), nullable=True, index=True)
+    resolution: Mapped[str | None] = mapped_column(String(16), nullable=True)  # fixed | withdrawn

@@ -1,0 +1,131 @@
+"""待整改 (issue 12.4): a rejection stays on the partner's outstanding list across incremental nights, which do not
+carry the item again, until a run publishes it fixed or a full pull no longer has it.
+
+Four nights of one partner through the real reconcile, publish and report stages, against the platform simulator
+and a real item store (SQLite and PostgreSQL); validation's outputs are written as it writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from openpyxl import load_workbook
+from upath import UPath
+
+from tests.conftest import make_record
+from tests.test_publish import region, store  # noqa: F401 (fixtures)
+from tongban import pipeline
+from tongban.publish import PlatformClient
+from tongban.registry import load_registry
+from tongban.storage import report_dir, run_dir, write_json, write_jsonl
+from tongban.store.repo import ItemStore
+
+CRITICAL = "事项名称缺少法定依据：请补充设定依据"
+
+
+def _finding(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "row": 0,
+        "task_code": record["task_code"],
+        "element": "legal_basis",
+        "expectation": "legal_basis_present",
+        "severity": "critical",
+        "message": CRITICAL,
+    }
+
+
+class Nights:
+    def __init__(self, root: UPath, division: str, platform: str, items: ItemStore) -> None:
+        self.root, self.store = root, items
+        self.partner = load_registry().partner("440100").model_copy(update={"division": division})
+        self.client = PlatformClient(platform)
+        self.n = 0
+
+    def night(
+        self,
+        accepted: list[dict[str, Any]],
+        rejected: list[dict[str, Any]] = (),  # type: ignore[assignment]
+        quarantined: list[str] = (),  # type: ignore[assignment]
+        *,
+        full: bool,
+        dry_run: bool = False,
+        run_id: str | None = None,
+    ) -> dict[str, Any]:
+        """One run of the partner from its validation's outputs on; returns report.json."""
+        if run_id is None:
+            self.n += 1
+            run_id = f"scheduled__2026-11-{self.n:02d}T18:00:00+00:00"
+        run = run_dir(self.root, run_id, self.partner.division)
+        write_json(run / pipeline.FETCH, {"mode": "full" if full else "incremental"})
+        quarantine = [
+            {"position": f"第1页第{i + 1}条", "task_code": code, "problems": [_problem()]}
+            for i, code in enumerate(quarantined)
+        ]
+        write_jsonl(run / pipeline.ITEMS, [*accepted, *rejected])
+        write_jsonl(run / pipeline.QUARANTINE, quarantine)
+        write_jsonl(run / pipeline.ACCEPTED, accepted)
+        write_jsonl(run / pipeline.REJECTED, [{"record": r, "findings": [_finding(r)]} for r in rejected])
+        write_jsonl(run / pipeline.WARNINGS, [])
+        write_json(run / pipeline.VALIDATION, {"held_back": False})
+        records = len(accepted) + len(rejected) + len(quarantine)
+        write_json(run / pipeline.RAW / pipeline.MANIFEST, [{"page": 1, "records": records}])
+        pipeline.reconcile_partner(self.partner, run, self.client, self.store, run_id)
+        pipeline.publish_partner(self.partner, run, self.client, self.store, run_id, dry_run)
+        out = report_dir(self.root, run_id, self.partner.division)
+        pipeline.write_report(self.partner, run, out, run_id, self.store)
+        return json.loads((out / "report.json").read_bytes())
+
+
+def _problem() -> dict[str, str]:
+    return {"field": "task_code", "wire_field": "ssbm", "reason": "实施编码格式不正确"}
+
+
+@pytest.fixture
+def nights(tmp_path, simulators: Any, store: ItemStore, region: str) -> Nights:  # noqa: F811
+    return Nights(UPath(tmp_path), region, simulators.platform, store)
+
+
+def test_rejection_stays_outstanding_until_fixed_or_withdrawn(nights: Nights, tmp_path) -> None:
+    division = nights.partner.division
+    a, b, c = (make_record(partner=division, catalog_code=f"0001{i:05d}000") for i in range(3))
+    e_code = make_record(partner=division, catalog_code="000199999000")["task_code"]
+
+    first = nights.night([a, c], [b], [e_code], full=True)
+    assert first["counts"]["rejected"] == 1 and first["counts"]["outstanding"] == 2
+    listed = {o["task_code"]: o for o in first["outstanding"]}
+    assert listed[b["task_code"]]["reason"] == CRITICAL and listed[b["task_code"]]["kind_label"] == "退回"
+    assert listed[b["task_code"]]["name"] == b["name"] and listed[b["task_code"]]["nights"] == 1
+    assert listed[e_code]["kind"] == "quarantined" and listed[e_code]["reason"] == "实施编码格式不正确"
+
+    # night 2: incremental, only c changed: the old main reported 退回 0 and nothing else
+    second = nights.night([{**c, "result": "新的办理结果"}], full=False)
+    assert second["counts"]["rejected"] == 0 and second["counts"]["changed"] == 1
+    assert {o["task_code"]: o["nights"] for o in second["outstanding"]} == {b["task_code"]: 2, e_code: 2}
+    assert all(o["first_run"] == first["run_id"] for o in second["outstanding"])
+    again = nights.night([{**c, "result": "新的办理结果"}], full=False, run_id=second["run_id"])  # a task retry
+    assert again["outstanding"] == second["outstanding"]
+    dry = nights.night([b], full=False, dry_run=True)  # a dry run shows the list and changes nothing
+    assert dry["counts"]["resolved"] == 0 and dry["counts"]["outstanding"] == 2
+
+    # night 4: b delivered fixed and published: resolved; e not in this incremental pull: still open
+    fourth = nights.night([b], full=False)
+    assert [(r["task_code"], r["resolution"]) for r in fourth["resolved"]] == [(b["task_code"], "fixed")]
+    assert [(o["task_code"], o["nights"]) for o in fourth["outstanding"]] == [(e_code, 3)]  # the dry run not counted
+    html = (tmp_path / "reports" / fourth["run_id"] / division / "report.html").read_text(encoding="utf-8")
+    assert "待整改（1）" in html and e_code in html and "已更正并推送" in html
+    book = load_workbook(tmp_path / "reports" / fourth["run_id"] / division / "report.xlsx")
+    rows = [r for r in book["待整改"].iter_rows(min_row=2, values_only=True)]
+    fixed = (b["task_code"], "本次整改完成：已更正并推送", 2)
+    assert [(r[0], r[2], r[6]) for r in rows] == [(e_code, "隔离", 3), fixed]
+
+    # night 5: a full pull without e: withdrawn; the list is empty
+    fifth = nights.night([a, b, c], full=True)
+    assert fifth["outstanding"] == [] and [r["resolution"] for r in fifth["resolved"]] == ["withdrawn"]
+    # found again later, it opens anew
+    sixth = nights.night([a, c], [b], full=True)
+    assert [(o["task_code"], o["nights"], o["first_run"]) for o in sixth["outstanding"]] == [
+        (b["task_code"], 1, sixth["run_id"])
+    ]
+    assert {r["task_code"] for r in nights.store.outstanding(division)} == {b["task_code"], e_code}
