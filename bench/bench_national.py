@@ -88,7 +88,7 @@ def _parts(division: str, ctx: dict[str, Any]) -> tuple[Any, Any, Any, Any, Any]
         partner,
         run_dir(root, RUN_ID, division),
         report_dir(root, RUN_ID, division),
-        PlatformClient(ctx["platform"]),
+        PlatformClient(ctx["platform"], **ctx["platform_credentials"]),
         ItemStore(ctx["db"]),
     )
 
@@ -185,7 +185,7 @@ STAGES: dict[str, Callable[[str, dict[str, Any]], Any]] = {
 
 def run(registry_file: Path, work: Path, workers: int) -> int:
     from tongban.registry import load_registry
-    from tongban.simulators.credentials import partner_secrets
+    from tongban.simulators.credentials import partner_secrets, platform_credentials
     from tongban.simulators.launcher import running_simulators
 
     registry = load_registry(registry_file)
@@ -200,6 +200,7 @@ def run(registry_file: Path, work: Path, workers: int) -> int:
             "partners": urls.partners,
             "platform": urls.platform,
             "secrets": partner_secrets(work / "simulators", registry),
+            "platform_credentials": platform_credentials(work / "simulators"),
         }
         started = time.perf_counter()
         with ProcessPoolExecutor(workers) as pool:
@@ -210,7 +211,7 @@ def run(registry_file: Path, work: Path, workers: int) -> int:
                 rows.append((stage, len(targets), time.perf_counter() - stage_start, results))
                 print(f"  {stage:<10} done in {rows[-1][2]:8.1f} s", flush=True)
         wall = time.perf_counter() - started
-        published = _check_platform(work / "storage", divisions, urls.platform)
+        published = _check_platform(work / "storage", divisions, ctx)
     print(f"\n{'stage':<11}{'tasks':>6}{'wall s':>9}{'task s sum':>12}{'slowest s':>11}{'peak GB/task':>14}")
     for stage, tasks, seconds, results in rows:
         print(
@@ -222,13 +223,13 @@ def run(registry_file: Path, work: Path, workers: int) -> int:
     return 0
 
 
-def _check_platform(storage: Path, divisions: list[str], platform: str) -> int:
+def _check_platform(storage: Path, divisions: list[str], ctx: dict[str, Any]) -> int:
     """Every item the reports say was published is on the platform, and nothing else."""
     from tongban.publish import PlatformClient
     from tongban.report import REPORT_JSON
     from tongban.storage import REPORTS
 
-    client = PlatformClient(platform)
+    client = PlatformClient(ctx["platform"], **ctx["platform_credentials"])
     published = 0
     for division in divisions:
         report = json.loads((storage / REPORTS / RUN_ID / division / REPORT_JSON).read_text())

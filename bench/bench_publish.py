@@ -26,6 +26,7 @@ from tongban.publish import PlatformClient, publish
 from tongban.reconcile import Reconciliation
 from tongban.registry import load_registry
 from tongban.simulators.catalogue import generate_catalogue
+from tongban.simulators.credentials import platform_credentials
 from tongban.simulators.launcher import running_simulator
 from tongban.store.repo import ItemStore
 
@@ -45,7 +46,7 @@ def catalogue(limit: int) -> dict[str, list[dict[str, Any]]]:
 
 def run(items: dict[str, list[dict[str, Any]]], batch_size: int, folder: Path) -> float:
     with running_simulator("platform", folder / "platform") as url:
-        client = PlatformClient(url)
+        client = PlatformClient(url, **platform_credentials(folder / "platform"))
         store = ItemStore(f"sqlite:///{folder / 'items.db'}")
         start = time.perf_counter()
         for region, records in items.items():

@@ -119,11 +119,13 @@ def _run_dir(division: str) -> ObjectStoragePath:
 
 
 def _platform() -> Any:
-    from tongban.connections import PLATFORM_CONN_ID, base_url
+    from tongban.connections import PLATFORM_CONN_ID, base_url, platform_signature
     from tongban.publish import PlatformClient
 
     conn = BaseHook.get_connection(PLATFORM_CONN_ID)
-    return PlatformClient(base_url(conn.host, conn.port, conn.schema))
+    return PlatformClient(
+        base_url(conn.host, conn.port, conn.schema), conn.password, platform_signature(conn.extra_dejson)
+    )
 
 
 def _store() -> Any:

@@ -38,7 +38,7 @@ from scripts.run_local import check_against_platform, newest_summary
 from tongban.connections import simulator_connections
 from tongban.registry import load_registry
 from tongban.report import summary_table
-from tongban.simulators.credentials import partner_secrets
+from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.launcher import running_simulators
 
 PG = {
@@ -227,7 +227,11 @@ def main() -> int:
         with running_simulators(home / "simulators") as urls:
             port = free_port()
             extra = simulator_connections(
-                urls.partners, urls.platform, divisions, partner_secrets(home / "simulators", registry)
+                urls.partners,
+                urls.platform,
+                divisions,
+                partner_secrets(home / "simulators", registry),
+                platform_credentials(home / "simulators"),
             )
             extra |= {
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",

@@ -25,7 +25,7 @@ from tongban.connections import simulator_connections
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
 from tongban.report import SUMMARY_JSON, summary_table
-from tongban.simulators.credentials import partner_secrets
+from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.launcher import running_simulators
 
 
@@ -34,9 +34,8 @@ def newest_summary(reports: Path, since: float) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def check_against_platform(summary: dict, platform_url: str) -> list[str]:
+def check_against_platform(summary: dict, client: PlatformClient) -> list[str]:
     """Each partner's platform list must be what its report says was kept, added or changed."""
-    client = PlatformClient(platform_url)
     problems = []
     for row in summary["partners"]:
         if row["status"] == "failed":
@@ -139,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     with running_simulators(home / "simulators") as urls:
         divisions = [p.division for p in registry.partners]
         secrets = partner_secrets(home / "simulators", registry)
-        env = airflow_env(home, simulator_connections(urls.partners, urls.platform, divisions, secrets))
+        platform = platform_credentials(home / "simulators")
+        env = airflow_env(home, simulator_connections(urls.partners, urls.platform, divisions, secrets, platform))
         ensure_pools(env, divisions)
         print(f"simulators: partners {urls.partners}  platform {urls.platform}")
         if args.ui:
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"\nthe run wrote no summary (airflow exited {result.returncode}); full log: {log}")
             return 1
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        problems = check_against_platform(summary, urls.platform)
+        problems = check_against_platform(summary, PlatformClient(urls.platform, **platform))
     print()
     print(summary_table(summary, extra=("platform",)))
     print(f"\nrun {summary['run_id']}: reports in {summary_path.parent}/<division>/report.{{json,html}}")

@@ -15,14 +15,15 @@ from upath import UPath
 from tests.ingest.conftest import Partners
 from tongban import pipeline
 from tongban.archive import Archive
-from tongban.delivery import DeliveryError, DeliverySettings, checksum, send_report
+from tongban.delivery import DeliveryError, checksum, send_report
+from tongban.http import HttpSettings
 from tongban.registry import load_registry
 from tongban.simulators.partners import create_partner_app
 from tongban.storage import read_json, report_dir, run_dir, write_json
 
 from .simulators.conftest import serving
 
-FAST = DeliverySettings(connect_timeout=2, read_timeout=5, retries=3, backoff=0.01, backoff_max=0.1, jitter=0.01)
+FAST = HttpSettings(connect_timeout=2, read_timeout=5, retries=3, backoff=0.01, backoff_max=0.1, jitter=0.01)
 ONE_OF_EACH_AUTH = ["440100", "440300", "441300"]  # one partner of each wire format (and its auth scheme)
 
 

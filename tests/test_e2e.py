@@ -25,7 +25,7 @@ from tongban.province import FIVE_LEVEL, PROVINCES
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
 from tongban.simulators import province_quirks
-from tongban.simulators.credentials import partner_secrets
+from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.storage import RUNS
 
 pytestmark = pytest.mark.e2e
@@ -42,8 +42,10 @@ class Deployment:
         self.urls = urls
         divisions = [p.division for p in REGISTRY.partners]
         secrets = partner_secrets(home / "simulators", REGISTRY)
-        self.env = airflow_env(home, simulator_connections(urls.partners, urls.platform, divisions, secrets))
-        self.platform = PlatformClient(urls.platform)
+        platform = platform_credentials(home / "simulators")
+        conns = simulator_connections(urls.partners, urls.platform, divisions, secrets, platform)
+        self.env = airflow_env(home, conns)
+        self.platform = PlatformClient(urls.platform, **platform)
 
     def run(self, conf: dict[str, Any] | None = None, *, succeeds: bool = True) -> dict[str, Any]:
         started = time.time()
@@ -98,7 +100,7 @@ def test_first_run_syncs_every_partner(deployment: Deployment, first: dict[str, 
     assert first["failed"] == []
     assert [r["partner"] for r in first["partners"]] == [p.division for p in REGISTRY.partners]
     assert first["totals"]["fetched"] == sum(p.items for p in REGISTRY.partners) == 2976
-    assert check_against_platform(first, deployment.urls.platform) == []
+    assert check_against_platform(first, deployment.platform) == []
 
 
 @pytest.mark.parametrize("division", [p.division for p in REGISTRY.partners])

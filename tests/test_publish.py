@@ -12,10 +12,11 @@ import requests
 import sqlalchemy as sa
 
 from tests.conftest import make_record
-from tongban.ingest import http_session
+from tongban.http import HttpSettings
 from tongban.model import content_hash
 from tongban.publish import PlatformClient, PublishError, idempotency_key, publish
 from tongban.reconcile import reconcile
+from tongban.simulators.credentials import platform_credentials
 from tongban.store import migrate
 from tongban.store.repo import ItemStore
 
@@ -48,7 +49,8 @@ def region() -> str:
 
 @pytest.fixture
 def client(simulators: Any) -> Iterator[PlatformClient]:
-    yield PlatformClient(simulators.platform, session=http_session(retries=3, backoff=0.01), timeout=1.0)
+    settings = HttpSettings(retries=3, backoff=0.01, jitter=0.01, read_timeout=1.0)
+    yield PlatformClient(simulators.platform, **platform_credentials(simulators.state_dir), settings=settings)
     requests.put(f"{simulators.platform}/admin/faults", json={}, timeout=5).raise_for_status()
 
 

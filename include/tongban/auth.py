@@ -1,11 +1,21 @@
-"""Request authentication of the partner APIs, as declared by each wire format's ``auth`` block.
+"""Signed requests: what is signed, how, and how a receiver checks it (docs/partner-formats.md).
 
-The secret (API key, bearer token or HMAC key) is the ``password`` of the partner's Airflow
-Connection; nothing here stores or logs it. ``request_headers`` builds the headers of one request
-attempt (a fresh timestamp and nonce each time, so a retried request is signed anew);
-``redact`` removes secrets from headers before they are written to the fetch manifest. The partner
-simulator verifies with ``signature`` and ``SIGNED_FIELDS`` from here, so both sides agree on the
-string to sign (docs/partner-formats.md).
+Every request to a partner or to the platform is signed with the endpoint's secret (the ``password``
+of its Airflow Connection): an HMAC over
+
+    METHOD\\nPATH\\nSORTED_QUERY\\nBODY_SHA256\\nTIMESTAMP\\nNONCE
+
+(upper-case method; the URL path as sent; the query parameters sorted by name then value, each
+RFC 3986 percent-encoded, ``name=value`` joined by ``&``; the lower-case hex SHA-256 of the body,
+of no bytes for a GET; Unix seconds; a fresh random nonce), in lower-case hex. The algorithm is
+chosen per endpoint: ``HMAC-SHA256`` or ``HMAC-SM3`` (GB/T 32905, the 国密 hash). Formats whose
+systems also identify callers by an API key or a bearer token send that too (``Auth.scheme``).
+
+``request_headers`` builds the headers of one attempt (a retried request is signed anew, see
+:mod:`tongban.http`); ``Verifier`` is the receiving side every simulator uses: it refuses a
+missing or wrong credential, a timestamp outside the allowed skew, another algorithm than the
+endpoint's, a signature that does not match (a tampered query or body) and a nonce seen before.
+``redact`` removes secrets from headers before they are written anywhere.
 """
 
 from __future__ import annotations
@@ -13,28 +23,81 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets as _secrets
+import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import get_args
+from urllib.parse import parse_qsl, quote
 
-from tongban.registry import Auth
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
+
+from tongban.registry import Auth, SignatureAlgorithm
 
 REDACTED = "***"
-SIGNED_FIELDS = ("method", "path", "timestamp", "nonce")
+ALGORITHMS: tuple[str, ...] = get_args(SignatureAlgorithm)
+SIGNED_FIELDS = ("method", "path", "query", "body_sha256", "timestamp", "nonce")
 
 
 class MissingSecret(ValueError):
-    """The format needs a secret and the Connection has none."""
+    """The endpoint needs a secret and the Connection has none."""
 
 
-def string_to_sign(method: str, path: str, timestamp: str, nonce: str) -> str:
-    """``METHOD\\nPATH\\nTIMESTAMP\\nNONCE``: upper-case method, the URL path as sent (no query string)."""
-    return f"{method.upper()}\n{path}\n{timestamp}\n{nonce}"
+class Refused(Exception):
+    """A request the receiver refuses (HTTP 401); ``message`` (Chinese) says why, for the caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
-def signature(secret: str, method: str, path: str, timestamp: str, nonce: str) -> str:
-    """Lower-case hex HMAC-SHA256 of :func:`string_to_sign` keyed with the UTF-8 secret."""
-    message = string_to_sign(method, path, timestamp, nonce).encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+def sm3(data: bytes) -> str:
+    """Lower-case hex SM3 digest (GB/T 32905-2016)."""
+    digest = hashes.Hash(hashes.SM3())
+    digest.update(data)
+    return digest.finalize().hex()
+
+
+def hmac_hex(algorithm: str, key: bytes, message: bytes) -> str:
+    """Lower-case hex HMAC of ``message`` with ``algorithm`` (one of :data:`ALGORITHMS`)."""
+    if algorithm == "HMAC-SHA256":
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
+    if algorithm == "HMAC-SM3":
+        mac = crypto_hmac.HMAC(key, hashes.SM3())
+        mac.update(message)
+        return mac.finalize().hex()
+    raise ValueError(f"unknown signature algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
+
+
+def body_sha256(body: bytes | str | None) -> str:
+    data = body.encode() if isinstance(body, str) else (body or b"")
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_query(query: str) -> str:
+    """The query string as signed: parameters sorted by name then value, RFC 3986 encoded."""
+    pairs = sorted(parse_qsl(query, keep_blank_values=True))
+    return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in pairs)
+
+
+def string_to_sign(method: str, path: str, query: str, body_digest: str, timestamp: str, nonce: str) -> str:
+    return "\n".join((method.upper(), path, canonical_query(query), body_digest, timestamp, nonce))
+
+
+def signature(
+    secret: str,
+    method: str,
+    path: str,
+    timestamp: str,
+    nonce: str,
+    *,
+    query: str = "",
+    body: bytes | str | None = None,
+    algorithm: str = "HMAC-SHA256",
+) -> str:
+    """The signature of one request: :func:`hmac_hex` of :func:`string_to_sign`, keyed with the UTF-8 secret."""
+    message = string_to_sign(method, path, query, body_sha256(body), timestamp, nonce)
+    return hmac_hex(algorithm, secret.encode(), message.encode())
 
 
 def request_headers(
@@ -43,24 +106,29 @@ def request_headers(
     method: str,
     path: str,
     *,
+    query: str = "",
+    body: bytes | str | None = None,
+    algorithm: str = "HMAC-SHA256",
     clock: Callable[[], float] = time.time,
     nonce: Callable[[], str] = lambda: _secrets.token_hex(16),
 ) -> dict[str, str]:
-    """The authentication headers of one request attempt."""
-    if auth.scheme == "none":
-        return {}
+    """The authentication headers of one request attempt: the credential the format asks for, if any,
+    and the signature with its timestamp, nonce and algorithm."""
     if not secret:
-        raise MissingSecret(f"the {auth.scheme} scheme needs a secret in the Connection's password")
+        raise MissingSecret("signed requests need a secret in the Connection's password")
+    timestamp, once = str(int(clock())), nonce()
+    headers: dict[str, str] = {}
     if auth.scheme == "api_key":
         assert auth.header
-        return {auth.header: secret}
-    if auth.scheme == "bearer":
-        return {"Authorization": f"Bearer {secret}"}
-    timestamp, once = str(int(clock())), nonce()
-    return {
+        headers[auth.header] = secret
+    elif auth.scheme == "bearer":
+        headers["Authorization"] = f"Bearer {secret}"
+    sig = signature(secret, method, path, timestamp, once, query=query, body=body, algorithm=algorithm)
+    return headers | {
         auth.timestamp_header: timestamp,
         auth.nonce_header: once,
-        auth.signature_header: signature(secret, method, path, timestamp, once),
+        auth.algorithm_header: algorithm,
+        auth.signature_header: sig,
     }
 
 
@@ -81,5 +149,65 @@ def redact(auth: Auth, headers: Mapping[str, str]) -> dict[str, str]:
     return {k: (REDACTED if k.lower() in hidden else str(v)) for k, v in headers.items()}
 
 
-def verify_signature(secret: str, method: str, path: str, timestamp: str, nonce: str, given: str) -> bool:
-    return hmac.compare_digest(signature(secret, method, path, timestamp, nonce), given.strip().lower())
+class Verifier:
+    """The receiving side: checks a request's credential and signature; thread-safe.
+
+    A timestamp must be within ``auth.max_skew_seconds`` of the receiver's clock and a nonce must not
+    have been seen (for the same ``scope``, e.g. one partner) within twice that window.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._nonces: dict[str, dict[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(
+        self,
+        scope: str,
+        auth: Auth,
+        secret: str,
+        algorithm: str,
+        method: str,
+        path: str,
+        query: str,
+        body: bytes,
+        headers: Mapping[str, str],
+    ) -> None:
+        """Raises :class:`Refused` with the reason, in Chinese, unless the request is properly signed."""
+        if auth.scheme == "api_key":
+            assert auth.header
+            given = headers.get(auth.header)
+            if not given:
+                raise Refused(f"缺少 API 密钥（请求头 {auth.header}）")
+            if not hmac.compare_digest(given.encode(), secret.encode()):
+                raise Refused("API 密钥无效")
+        elif auth.scheme == "bearer":
+            kind, _, token = headers.get("Authorization", "").partition(" ")
+            if kind.lower() != "bearer" or not token.strip():
+                raise Refused("缺少访问令牌（Authorization: Bearer <令牌>）")
+            if not hmac.compare_digest(token.strip().encode(), secret.encode()):
+                raise Refused("访问令牌无效")
+        names = (auth.timestamp_header, auth.nonce_header, auth.signature_header)
+        stamp, once, given = (headers.get(n) for n in names)
+        if not (stamp and once and given):
+            raise Refused(f"缺少签名请求头（{'、'.join(names)}）")
+        try:
+            moment = int(stamp)
+        except ValueError:
+            raise Refused(f"时间戳 {stamp!r} 不是整数秒") from None
+        now = self.clock()
+        if abs(now - moment) > auth.max_skew_seconds:
+            raise Refused(f"时间戳超出允许偏差（±{auth.max_skew_seconds} 秒）：请求 {moment}，服务器 {int(now)}")
+        named = (headers.get(auth.algorithm_header) or "").strip().upper()
+        if named != algorithm:
+            raise Refused(f"签名算法应为 {algorithm}（请求头 {auth.algorithm_header}），收到 {named or '（空）'}")
+        expected = signature(secret, method, path, stamp, once, query=query, body=body, algorithm=algorithm)
+        if not hmac.compare_digest(expected, given.strip().lower()):
+            raise Refused("签名校验失败")
+        with self._lock:
+            seen = self._nonces.setdefault(scope, {})
+            for old in [n for n, expiry in seen.items() if expiry < now]:
+                del seen[old]
+            if once in seen:
+                raise Refused(f"nonce {once} 已使用（重放请求被拒绝）")
+            seen[once] = now + 2 * auth.max_skew_seconds

@@ -2,16 +2,30 @@
 
 A partner's Connection is ``partner_<division>``, the platform's ``tongban_platform``. Either may give
 the whole base URL in ``host`` (``http://127.0.0.1:8801/partners/440100``) or, as Airflow's HTTP
-hook reads it, a protocol in ``schema`` with ``host`` and ``port``. A partner's secret (API key,
-bearer token or HMAC key, as its wire format's ``auth`` says) is the Connection's ``password``.
+hook reads it, a protocol in ``schema`` with ``host`` and ``port``. Each Connection's ``password`` is
+the secret every request to that endpoint is signed with (tongban.auth; a partner's API key or bearer
+token too, where its wire format wants one). A partner's signature algorithm is its registry
+``signature``; the platform's is the ``signature_algorithm`` of its Connection's extra (default
+:data:`PLATFORM_SIGNATURE`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tongban.registry import Auth, SignatureAlgorithm
 
 PLATFORM_CONN_ID = "tongban_platform"
+PLATFORM_AUTH = Auth(scheme="signature")  # the default signature headers, no key header
+PLATFORM_SIGNATURE: SignatureAlgorithm = "HMAC-SM3"  # the provincial platform asks for 国密 by default
+SIGNATURE_EXTRA = "signature_algorithm"
+
+
+def platform_signature(extra: Mapping[str, Any] | None) -> str:
+    """The platform's signature algorithm from its Connection's extra."""
+    return str((extra or {}).get(SIGNATURE_EXTRA) or PLATFORM_SIGNATURE).upper()
 
 
 def base_url(host: str | None, port: int | None = None, schema: str | None = None) -> str:
@@ -31,13 +45,19 @@ def simulator_connections(
     platform_url: str,
     divisions: Iterable[str],
     secrets: Mapping[str, str] | None = None,
+    platform: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` variables pointing every partner and the platform at the local simulators.
 
-    ``secrets`` (division -> API key, token or HMAC key; the simulator's ``partner_secrets``) go into
-    each partner Connection's ``password``, where the pipeline reads them.
+    ``secrets`` (division -> secret; the simulator's ``partner_secrets``) go into each partner
+    Connection's ``password``, where the pipeline reads them; ``platform`` (the simulator's
+    ``platform_credentials``: secret and algorithm) into the platform Connection's password and extra.
+    The values are JSON-encoded, so any character of a secret survives.
     """
-    env = {conn_env_var(PLATFORM_CONN_ID): json.dumps({"conn_type": "http", "host": platform_url})}
+    platform_conn: dict[str, Any] = {"conn_type": "http", "host": platform_url}
+    if platform:
+        platform_conn |= {"password": platform["secret"], "extra": {SIGNATURE_EXTRA: platform["algorithm"]}}
+    env = {conn_env_var(PLATFORM_CONN_ID): json.dumps(platform_conn)}
     for division in divisions:
         url = f"{partners_url.rstrip('/')}/partners/{division}"
         conn: dict[str, str] = {"conn_type": "http", "host": url}

@@ -1,13 +1,10 @@
 """Pull a partner's catalogue page by page; archive every raw response before anything parses it.
 
-One request attempt at a time: fresh authentication headers (a retried signed request gets a new
-timestamp and nonce), a connect and a read timeout, the body streamed and cut off above
-``max_response_bytes``, the body archived (:mod:`tongban.archive`) and the attempt written to the
-manifest, then the answer judged. Connection errors, timeouts, 429 and 5xx (honouring
-``Retry-After``) and pages that arrive damaged are retried with exponential backoff and jitter by one
-mechanism, urllib3's :class:`~urllib3.util.Retry` (also what :func:`http_session` mounts for the
-platform client); anything else fails at once, with a message that names the partner, the request
-and the partner's own reason. TLS verification is never switched off.
+This module pages and decodes; the HTTP side (signing every attempt anew, timeouts, the size cap,
+retries with backoff and jitter honouring ``Retry-After``) is :mod:`tongban.http`'s. Every body is
+archived (:mod:`tongban.archive`) and every attempt written to the manifest before the answer is
+judged; a page that arrives damaged is retried like a 5xx, anything else fails at once with a
+message that names the partner, the request and the partner's own reason.
 
 Paging is checked against what the partner declares: page paging must deliver exactly the declared
 total of distinct records (a short or empty page before the total is retried, then fails as missing
@@ -21,41 +18,24 @@ import codecs
 import csv
 import io
 import json
-import logging
 import math
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import InvalidHeader, MaxRetryError
-from urllib3.util import Retry
 
 from tongban.archive import Archive
-from tongban.auth import MissingSecret, redact, request_headers
 from tongban.config import CHINA_TZ
+from tongban.http import Answer, HttpClient, HttpFailure, HttpSettings, Signer, TryAgain, reason
 from tongban.normalise import Deduper, parse_time
 from tongban.registry import Partner, WireFormat
 
-log = logging.getLogger(__name__)
-
 MAX_PAGES = 10_000
-RETRY_STATUSES = (429, 500, 502, 503, 504)
 KEPT_RESPONSE_HEADERS = ("content-type", "content-length", "content-encoding", "retry-after", "date")
-TRANSIENT = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-    Urllib3Error,
-)
 # decode with the superset: a GBK export may carry GB18030-only characters
 DECODE_AS = {"gbk": "gb18030", "gb2312": "gb18030", "utf-8": "utf-8-sig", "utf8": "utf-8-sig"}
 
@@ -82,104 +62,16 @@ class PageError(ValueError):
         self.retryable = retryable
 
 
-class ResponseTooLarge(Exception):
-    def __init__(self, limit: int, read: bytes, declared: int | None) -> None:
-        super().__init__(limit)
-        self.limit, self.read, self.declared = limit, read, declared
-
-
-class PartnerRetry(Retry):
-    """urllib3's Retry whose backoff starts at the first retry: ``backoff × 2^(n−1)`` plus up to
-    ``backoff_jitter`` seconds at random, capped at ``backoff_max`` (urllib3 retries the first time at
-    once, which is what a partner in trouble least needs)."""
-
-    def get_backoff_time(self) -> float:
-        consecutive = 0
-        for entry in reversed(self.history):
-            if entry.redirect_location is not None:
-                break
-            consecutive += 1
-        if consecutive == 0:
-            return 0.0
-        value = self.backoff_factor * (2 ** (consecutive - 1))
-        if self.backoff_jitter:
-            value += random.random() * self.backoff_jitter
-        return float(max(0.0, min(self.backoff_max, value)))
-
-
 @dataclass(frozen=True)
-class FetchSettings:
-    """HTTP behaviour of a pull. Defaults suit the nightly run; tests shorten the waits."""
+class FetchSettings(HttpSettings):
+    """HTTP behaviour of a pull (:class:`tongban.http.HttpSettings`) and its paging tolerances."""
 
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    retries: int = 5  # further attempts of one request after the first
-    backoff: float = 1.0  # seconds before the first retry, doubled for each consecutive one
-    backoff_max: float = 60.0
-    jitter: float = 1.0  # up to this many seconds added at random to each wait
-    max_retry_after: float = 300.0  # a partner asking for a longer wait fails the pull instead
-    max_response_bytes: int = 32 * 1024 * 1024
     page_size: int | None = None  # ask for pages of this size instead of the format's
     extra_pages: int = 3  # page paging: pages tolerated past the declared total (repeated pages)
     cursor_repeats: int = 2  # cursor paging: times one cursor may come back before paging is stuck
 
-    def retry(self) -> PartnerRetry:
-        return retry_policy(self.retries, self.backoff, self.backoff_max, self.jitter)
-
-
-def retry_policy(retries: int, backoff: float, backoff_max: float = 60.0, jitter: float = 0.25) -> PartnerRetry:
-    """The one retry policy: connection errors, timeouts, 429 and 5xx, Retry-After honoured."""
-    return PartnerRetry(
-        total=retries,
-        connect=retries,
-        read=retries,
-        status=retries,
-        other=retries,
-        backoff_factor=backoff,
-        backoff_jitter=jitter,
-        backoff_max=backoff_max,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=None,  # retry POST too: publishing is made safe by idempotency keys
-        respect_retry_after_header=True,
-        raise_on_status=False,
-    )
-
-
-def http_session(retries: int = 4, backoff: float = 0.5) -> requests.Session:
-    """A session whose adapter retries with :func:`retry_policy` (used by the platform client).
-    TLS verification stays on (requests' default)."""
-    return _session(retry_policy(retries, backoff))
-
-
-def fetch_session() -> requests.Session:
-    """A session that does not retry by itself: :func:`fetch_catalogue` drives each attempt with the
-    same policy, because every attempt must be authenticated anew."""
-    return _session(Retry(total=0, read=False, redirect=False))
-
-
-def _session(retry: Retry) -> requests.Session:
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
 
 # --- reading and parsing one answer -------------------------------------------------------------
-
-
-def read_capped(response: requests.Response, limit: int) -> bytes:
-    """The (decompressed) body of a streamed response; ResponseTooLarge above ``limit`` bytes."""
-    declared = response.headers.get("Content-Length")
-    size = int(declared) if declared and declared.isdigit() else None
-    if size is not None and size > limit and not response.headers.get("Content-Encoding"):
-        raise ResponseTooLarge(limit, b"", size)
-    body = bytearray()
-    for chunk in response.iter_content(chunk_size=64 * 1024):
-        body += chunk
-        if len(body) > limit:
-            raise ResponseTooLarge(limit, bytes(body[:limit]), size)
-    return bytes(body)
 
 
 @dataclass
@@ -333,16 +225,11 @@ class _Puller:
         fmt: WireFormat,
         base_url: str,
         archive: Archive,
-        secret: str | None,
-        settings: FetchSettings,
-        session: requests.Session,
-        clock: Callable[[], float],
+        client: HttpClient,
     ) -> None:
-        self.partner, self.fmt, self.archive, self.secret = partner, fmt, archive, secret
-        self.settings, self.session, self.clock = settings, session, clock
+        self.partner, self.fmt, self.archive, self.client = partner, fmt, archive, client
         self.url = base_url.rstrip("/") + fmt.path
-        self.path = urlsplit(self.url).path
-        self.who = f"partner {partner.division} ({partner.name})"
+        self.who = client.who
         self.exchanges: list[dict[str, Any]] = []
         self.dedupe = Deduper(fmt.fields["task_code"])
         self.unexpected: set[str] = set()
@@ -351,132 +238,51 @@ class _Puller:
 
     # one request, all its attempts
     def page(self, number: int, params: dict[str, Any], check: Callable[[ParsedPage], str | None]) -> ParsedPage:
-        retry = self.settings.retry()
-        attempt = 0
-        while True:
-            attempt += 1
-            entry: dict[str, Any] = {"page": number, "attempt": attempt, "method": "GET", "url": self.url}
-            entry.update(params=dict(params), records=0)
-            self.exchanges.append(entry)
+        asked = dict(params)
+
+        def judge(answer: Answer) -> ParsedPage:
+            if answer.status != 200:
+                message = f"{self.who}: GET {self.url} {asked} answered HTTP {answer.status}: {reason(answer.body)}"
+                raise HttpFailure(message, retryable=False, status=answer.status)
             try:
-                headers = request_headers(self.fmt.auth, self.secret, "GET", self.path, clock=self.clock)
-            except MissingSecret as exc:
-                raise self._fail(entry, f"{self.who}: no credentials: {exc}", retryable=False) from exc
-            entry["headers"] = redact(self.fmt.auth, headers)
-            entry["requested_at"] = datetime.now(UTC).isoformat()
-            started = time.monotonic()
-            response = None
-            try:
-                response = self.session.get(
-                    self.url,
-                    params=params,
-                    headers=headers,
-                    timeout=(self.settings.connect_timeout, self.settings.read_timeout),
-                    stream=True,
-                    allow_redirects=False,
-                )
-                with response:
-                    body = read_capped(response, self.settings.max_response_bytes)
-            except ResponseTooLarge as exc:
-                self._record(entry, response, exc.read, started, truncated=True)
-                size = f"声明 {exc.declared} 字节" if exc.declared else f"已读 {len(exc.read)} 字节仍未结束"
-                message = (
-                    f"{self.who}: GET {self.url} {params}: response over the {exc.limit}-byte cap ({size}); "
-                    "the partner must page smaller"
-                )
-                raise self._fail(entry, message, retryable=False) from None
-            except requests.exceptions.SSLError as exc:
-                entry.update(status=None, elapsed_ms=_ms(started), error=f"TLS: {exc}")
-                message = f"{self.who}: GET {self.url}: TLS verification failed (it is never switched off): {exc}"
-                raise self._fail(entry, message, retryable=False) from None
-            except TRANSIENT as exc:
-                entry.update(status=None, elapsed_ms=_ms(started), error=f"{type(exc).__name__}: {exc}")
-                retry = self._again(retry, entry, error=exc)
-                continue
-            except requests.RequestException as exc:
-                entry.update(status=None, elapsed_ms=_ms(started), error=f"{type(exc).__name__}: {exc}")
-                raise self._fail(entry, f"{self.who}: GET {self.url} {params}: {exc}", retryable=False) from None
-            self._record(entry, response, body, started)
-            status = response.status_code
-            if status in RETRY_STATUSES:
-                entry["error"] = f"HTTP {status}: {_reason(body)}"
-                retry = self._again(retry, entry, response=response)
-                continue
-            if status != 200:
-                entry["outcome"] = "failed"
-                message = f"{self.who}: GET {self.url} {params} answered HTTP {status}: {_reason(body)}"
-                raise self._fail(entry, message, retryable=False)
-            try:
-                parsed = parse_page(self.fmt, body, response.headers)
+                parsed = parse_page(self.fmt, answer.body, answer.headers)
                 complaint = check(parsed)
                 if complaint:
                     raise PageError(complaint, retryable=True)
             except PageError as exc:
-                entry["error"] = str(exc)
+                answer.entry["error"] = str(exc)
                 if not exc.retryable:
-                    message = f"{self.who}: page {number} of {self.url} {params}: {exc}"
-                    raise self._fail(entry, message, retryable=False) from None
-                retry = self._again(retry, entry, error=exc)
-                continue
-            entry["outcome"] = "ok"
+                    raise HttpFailure(
+                        f"{self.who}: page {number} of {self.url} {asked}: {exc}", retryable=False
+                    ) from None
+                raise TryAgain(str(exc)) from None
             return parsed
 
-    def _record(
-        self, entry: dict[str, Any], response: requests.Response | None, body: bytes, started: float, **extra: Any
-    ) -> None:
+        try:
+            return self.client.request(
+                "GET",
+                self.url,
+                params=asked,
+                log_to=self.exchanges,
+                note={"page": number, "records": 0},
+                on_body=self._record,
+                check=judge,
+            )
+        except HttpFailure as exc:
+            raise self._error(str(exc), retryable=exc.retryable) from None
+
+    def _record(self, answer: Answer, response: requests.Response | None) -> None:
         """Archive the body (before anything parses it) and note the answer in the manifest entry."""
-        entry["status"] = response.status_code if response is not None else None
+        entry = answer.entry
         if response is not None:
             kept = {k.lower(): v for k, v in response.headers.items() if k.lower() in KEPT_RESPONSE_HEADERS}
             if self.fmt.paging.total_header and self.fmt.paging.total_header in response.headers:
                 kept[self.fmt.paging.total_header.lower()] = response.headers[self.fmt.paging.total_header]
             entry["response_headers"] = kept
-        entry["elapsed_ms"] = _ms(started)
-        entry["sha256"] = self.archive.put(body)
-        entry["size"] = len(body)
-        entry.update(extra)
+        entry["sha256"] = self.archive.put(answer.body)
+        entry["size"] = len(answer.body)
 
-    def _again(
-        self,
-        retry: Retry,
-        entry: dict[str, Any],
-        *,
-        response: requests.Response | None = None,
-        error: Exception | None = None,
-    ) -> Retry:
-        """Count a failed attempt against the policy and wait; FetchError when the policy is spent."""
-        entry["outcome"] = "retry"
-        raw = response.raw if response is not None else None
-        try:
-            retry = retry.increment("GET", self.url, response=raw, error=error)
-        except MaxRetryError:
-            entry["outcome"] = "failed"
-            attempts = entry["attempt"]
-            message = (
-                f"{self.who}: GET {self.url} {entry['params']} still failing after {attempts} attempts "
-                f"(retries with backoff exhausted); last: {entry.get('error')}"
-            )
-            raise self._fail(entry, message, retryable=True) from None
-        if response is not None and (value := response.headers.get("Retry-After")):
-            try:
-                wait = retry.parse_retry_after(value)
-            except InvalidHeader:
-                wait = None
-            if wait is not None and wait > self.settings.max_retry_after:
-                entry["outcome"] = "failed"
-                message = (
-                    f"{self.who}: GET {self.url} answered HTTP {response.status_code} asking to retry after "
-                    f"{wait:.0f} s, longer than the {self.settings.max_retry_after:.0f} s a pull waits"
-                )
-                raise self._fail(entry, message, retryable=True)
-        page, attempt, error = entry["page"], entry["attempt"], entry.get("error")
-        log.warning("%s: page %s attempt %s failed (%s); retrying", self.who, page, attempt, error)
-        retry.sleep(raw)
-        return retry
-
-    def _fail(self, entry: dict[str, Any], message: str, *, retryable: bool) -> FetchError:
-        entry["outcome"] = "failed"
-        entry.setdefault("error", message)
+    def _error(self, message: str, *, retryable: bool) -> FetchError:
         error = FetchError(message, retryable=retryable)
         error.exchanges = self.exchanges
         return error
@@ -503,9 +309,7 @@ class _Puller:
         return new
 
     def fail(self, message: str) -> FetchError:
-        error = FetchError(f"{self.who}: {message}", retryable=False)
-        error.exchanges = self.exchanges
-        return error
+        return self._error(f"{self.who}: {message}", retryable=False)
 
 
 def fetch_catalogue(
@@ -526,10 +330,9 @@ def fetch_catalogue(
     FetchError (with ``exchanges`` set) when the pull cannot be completed exactly.
     """
     settings = settings or FetchSettings()
-    session = session or fetch_session()
-    if session.verify is False:
-        raise ValueError("TLS verification must stay on for partner APIs")
-    puller = _Puller(partner, fmt, base_url, archive, secret, settings, session, clock)
+    signer = Signer(fmt.auth, secret, partner.signature, clock=clock)
+    client = HttpClient(f"partner {partner.division} ({partner.name})", signer, settings, session)
+    puller = _Puller(partner, fmt, base_url, archive, client)
     paging = fmt.paging
     size = settings.page_size or paging.page_size
     params: dict[str, Any] = {paging.size_param: size}
@@ -596,24 +399,6 @@ def fetch_catalogue(
         watermark=puller.watermark,
         unexpected_fields=sorted(puller.unexpected),
     )
-
-
-def _ms(started: float) -> int:
-    return round((time.monotonic() - started) * 1000)
-
-
-def _reason(body: bytes) -> str:
-    """The partner's own error message, from a JSON ``error``/``message``/``msg`` or the body's start."""
-    text = body[:2000].decode("utf-8", errors="replace")
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        return text[:200].strip() or "(empty body)"
-    if isinstance(payload, dict):
-        for key in ("error", "message", "msg", "errmsg"):
-            if payload.get(key):
-                return str(payload[key])
-    return text[:200]
 
 
 def archived_pages(manifest: list[dict[str, Any]], archive: Archive, fmt: WireFormat) -> list[tuple[int, list[Any]]]:

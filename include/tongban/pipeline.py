@@ -23,7 +23,8 @@ from tongban import report as report_mod
 from tongban import watermark
 from tongban.archive import Archive
 from tongban.config import max_critical_rate
-from tongban.delivery import DeliveryError, DeliverySettings, report_url, send_report
+from tongban.delivery import DeliveryError, report_url, send_report
+from tongban.http import HttpSettings
 from tongban.ingest import FetchError, FetchSettings, archived_pages, fetch_catalogue
 from tongban.model import Item
 from tongban.normalise import normalise_catalogue
@@ -321,7 +322,7 @@ def deliver(
     *,
     root: UPath | None = None,
     dry_run: bool | None = None,
-    settings: DeliverySettings | None = None,
+    settings: HttpSettings | None = None,
     session: requests.Session | None = None,
 ) -> dict[str, Any]:
     """Send the partner its report of this run (``tongban.delivery``) and record the delivery.

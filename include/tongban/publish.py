@@ -9,13 +9,15 @@ equal what was meant.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import requests
 
-from tongban.ingest import http_session
+from tongban.connections import PLATFORM_AUTH, PLATFORM_SIGNATURE
+from tongban.http import HttpClient, HttpFailure, HttpSettings, Signer
 from tongban.model import content_hash
 from tongban.reconcile import Reconciliation
 from tongban.store.repo import ItemStore
@@ -41,37 +43,40 @@ class PublishResult:
 
 
 class PlatformClient:
-    """The provincial platform's item API."""
+    """The provincial platform's item API; every request signed with the platform Connection's secret."""
 
-    def __init__(self, base_url: str, session: requests.Session | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        secret: str | None,
+        algorithm: str = PLATFORM_SIGNATURE,
+        *,
+        settings: HttpSettings | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.session = session or http_session()
-        self.timeout = timeout
+        settings = settings or HttpSettings(retries=4, backoff=0.5, jitter=0.25)
+        self.client = HttpClient("platform", Signer(PLATFORM_AUTH, secret, algorithm), settings, session)
 
     def _url(self, division: str, tail: str) -> str:
         return f"{self.base_url}/api/v1/regions/{division}/{tail}"
 
+    def _call(self, what: str, method: str, url: str, **kwargs: Any) -> Any:
+        try:
+            return self.client.request(method, url, what=what, **kwargs).json()
+        except HttpFailure as exc:
+            raise PublishError(f"platform answered {exc.status} {what}: {exc}") from None
+
     def items(self, division: str) -> list[dict[str, Any]]:
-        response = self.session.get(self._url(division, "items"), timeout=self.timeout)
-        _raise_for(response, f"reading region {division}'s items")
-        return list(response.json()["items"])
+        return list(self._call(f"reading region {division}'s items", "GET", self._url(division, "items"))["items"])
 
     def push(
         self, division: str, key: str, upserts: Sequence[Mapping[str, Any]], deletes: Sequence[str]
     ) -> dict[str, Any]:
-        response = self.session.post(
-            self._url(division, "batches"),
-            json={"upserts": list(upserts), "deletes": list(deletes)},
-            headers={"Idempotency-Key": key},
-            timeout=self.timeout,
-        )
-        _raise_for(response, f"pushing batch {key} for region {division}")
-        return dict(response.json())
-
-
-def _raise_for(response: requests.Response, what: str) -> None:
-    if response.status_code >= 400:
-        raise PublishError(f"platform answered {response.status_code} {what}: {response.text[:300]}")
+        body = json.dumps({"upserts": list(upserts), "deletes": list(deletes)}, ensure_ascii=False).encode()
+        headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+        url = self._url(division, "batches")
+        return dict(self._call(f"pushing batch {key} for region {division}", "POST", url, data=body, headers=headers))
 
 
 def idempotency_key(

@@ -77,20 +77,27 @@ class Paging(BaseModel):
         return self
 
 
-class Auth(BaseModel):
-    """How a format authenticates requests; the secret itself is the Connection's ``password``.
+# the HMAC of a signed request (tongban.auth); chosen per endpoint: per partner in the registry
+SignatureAlgorithm = Literal["HMAC-SHA256", "HMAC-SM3"]
 
-    ``none``; ``api_key`` (the secret in ``header``); ``bearer`` (``Authorization: Bearer <secret>``);
-    ``hmac_sha256`` (a signature over method, path, timestamp and nonce, docs/partner-formats.md).
+
+class Auth(BaseModel):
+    """How requests to an endpoint are authenticated; the secret itself is the Connection's ``password``.
+
+    Every request is signed (tongban.auth, docs/partner-formats.md); the headers carrying the
+    timestamp, nonce, algorithm and signature are named here. ``scheme`` says what the system wants
+    besides: ``signature`` (nothing), ``api_key`` (the key in ``header``) or ``bearer``
+    (``Authorization: Bearer <key>``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    scheme: Literal["none", "api_key", "bearer", "hmac_sha256"] = "none"
+    scheme: Literal["signature", "api_key", "bearer"] = "signature"
     header: str | None = None  # api_key: the header carrying the key
-    timestamp_header: str = "X-Timestamp"  # hmac_sha256 only, from here on
+    timestamp_header: str = "X-Timestamp"
     nonce_header: str = "X-Nonce"
     signature_header: str = "X-Signature"
+    algorithm_header: str = "X-Signature-Method"
     max_skew_seconds: int = Field(300, gt=0)
 
     @model_validator(mode="after")
@@ -216,6 +223,7 @@ class Partner(BaseModel):
     items: int = Field(ge=0)
     format: str
     full_resync_days: int = Field(7, ge=1)  # a full pull at least this often; incremental pulls between
+    signature: SignatureAlgorithm = "HMAC-SHA256"  # how requests to and from this partner are signed
     faults: tuple[Fault, ...] = ()  # simulator only: faults its catalogue API starts with
 
     @property

@@ -12,17 +12,8 @@ import requests
 from upath import UPath
 
 from tongban import auth
-from tongban.ingest import (
-    RETRY_STATUSES,
-    FetchSettings,
-    PartnerRetry,
-    ResponseTooLarge,
-    fetch_catalogue,
-    fetch_session,
-    http_session,
-    read_capped,
-    retry_policy,
-)
+from tongban.http import RETRY_STATUSES, Backoff, ResponseTooLarge, read_capped, retry_policy, session
+from tongban.ingest import FetchSettings, fetch_catalogue
 from tongban.registry import wire_formats
 
 from .conftest import CSV, FAST, NATIONAL, PINYIN, Partners, pull
@@ -36,7 +27,7 @@ def test_backoff_is_exponential_with_jitter_and_capped() -> None:
         waits.append(retry.get_backoff_time())
     assert 1.0 <= waits[0] <= 1.5 and 2.0 <= waits[1] <= 2.5 and 4.0 <= waits[2] <= 4.5  # 1, 2, 4 (+ jitter)
     assert waits[3] == 6.0  # 8 capped at backoff_max
-    assert isinstance(retry, PartnerRetry) and set(retry.status_forcelist) == set(RETRY_STATUSES) == {
+    assert isinstance(retry, Backoff) and set(retry.status_forcelist) == set(RETRY_STATUSES) == {
         429,
         500,
         502,
@@ -46,12 +37,10 @@ def test_backoff_is_exponential_with_jitter_and_capped() -> None:
     assert retry.respect_retry_after_header
 
 
-def test_sessions_keep_tls_verification_and_one_retry_mechanism() -> None:
-    for session in (fetch_session(), http_session()):
-        assert session.verify is True
-    fetch_retry = fetch_session().get_adapter("https://x").max_retries
-    assert fetch_retry.total == 0  # the pull drives attempts itself (each one signed anew) …
-    assert isinstance(http_session().get_adapter("https://x").max_retries, PartnerRetry)  # … with the same policy
+def test_the_session_keeps_tls_verification_and_never_retries_by_itself() -> None:
+    assert session().verify is True
+    assert session().get_adapter("https://x").max_retries.total == 0  # the client drives attempts (each signed anew)
+    assert isinstance(FetchSettings().retry(), Backoff)  # … with the one policy
 
 
 def test_a_session_without_tls_verification_is_refused(partners: Partners, store: UPath) -> None:
@@ -70,19 +59,29 @@ def test_declared_oversize_is_refused_before_reading() -> None:
     assert caught.value.declared == 10**9 and caught.value.read == b""
 
 
-def test_hmac_signature_is_over_method_path_timestamp_and_nonce() -> None:
+def test_hmac_signature_is_over_method_path_sorted_query_body_timestamp_and_nonce() -> None:
     fmt = wire_formats()["pinyin_json"]
     headers = auth.request_headers(
-        fmt.auth, "k3y", "get", "/api/sx/list", clock=lambda: 1700000000.9, nonce=lambda: "n1"
+        fmt.auth,
+        "k3y",
+        "get",
+        "/api/sx/list",
+        query="limit=100&cursor=a%2Fb&GXSJQ=",
+        clock=lambda: 1700000000.9,
+        nonce=lambda: "n1",
     )
     assert headers["X-Sx-Timestamp"] == "1700000000" and headers["X-Sx-Nonce"] == "n1"
-    expected = hmac.new(b"k3y", b"GET\n/api/sx/list\n1700000000\nn1", hashlib.sha256).hexdigest()
-    assert headers["X-Sx-Signature"] == expected
+    assert headers["X-Sx-Signature-Method"] == "HMAC-SHA256"
+    empty = hashlib.sha256(b"").hexdigest()
+    signed = f"GET\n/api/sx/list\nGXSJQ=&cursor=a%2Fb&limit=100\n{empty}\n1700000000\nn1".encode()
+    assert headers["X-Sx-Signature"] == hmac.new(b"k3y", signed, hashlib.sha256).hexdigest()
     assert auth.redact(fmt.auth, headers) == headers  # a signature does not reveal the key
     national = wire_formats()["national_json"].auth
-    assert auth.redact(national, auth.request_headers(national, "k3y", "GET", "/p")) == {"X-Api-Key": "***"}
+    redacted = auth.redact(national, auth.request_headers(national, "k3y", "GET", "/p"))
+    assert redacted["X-Api-Key"] == "***" and "k3y" not in redacted.values()
     bearer = wire_formats()["csv_gbk"].auth
-    assert auth.redact(bearer, auth.request_headers(bearer, "k3y", "GET", "/p")) == {"Authorization": "***"}
+    redacted = auth.redact(bearer, auth.request_headers(bearer, "k3y", "GET", "/p"))
+    assert redacted["Authorization"] == "***" and "k3y" not in str(redacted)
 
 
 @pytest.mark.parametrize("division", [NATIONAL, PINYIN, CSV])

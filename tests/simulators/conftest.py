@@ -18,10 +18,11 @@ import requests
 import uvicorn
 from fastapi import FastAPI
 
-from tongban.auth import request_headers
+from tongban.connections import PLATFORM_AUTH
+from tongban.http import Signer
 from tongban.registry import Registry, WireFormat, load_registry
 from tongban.simulators.__main__ import base_url, bind
-from tongban.simulators.credentials import partner_secrets
+from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.launcher import SimulatorURLs, running_simulators
 
 
@@ -72,10 +73,26 @@ def serve() -> Callable[[FastAPI], Any]:
     return serving
 
 
+def partner_signer(url: str, fmt: WireFormat, secret: str) -> Signer:
+    """Signs requests to the partner whose URL this is, with its registry algorithm (tongban.http)."""
+    division = urlsplit(url).path.split("/partners/", 1)[1].split("/", 1)[0]
+    try:
+        algorithm = load_registry().partner(division).signature
+    except KeyError:  # a partner the simulator does not serve either
+        algorithm = "HMAC-SHA256"
+    return Signer(fmt.auth, secret, algorithm)
+
+
+def platform_signer(state_dir: Path) -> Signer:
+    """Signs requests to the platform simulator whose state folder this is."""
+    credentials = platform_credentials(state_dir)
+    return Signer(PLATFORM_AUTH, credentials["secret"], credentials["algorithm"])
+
+
 def signed_get(url: str, fmt: WireFormat, secret: str | None, **kwargs: Any) -> requests.Response:
-    """GET with the format's authentication (a fresh timestamp and nonce for a signed format)."""
-    headers = request_headers(fmt.auth, secret, "GET", urlsplit(url).path) if secret else {}
-    return requests.get(url, headers={**headers, **kwargs.pop("headers", {})}, timeout=30, **kwargs)
+    """GET signed as the partner's format and algorithm say (a fresh timestamp and nonce each time)."""
+    auth = partner_signer(url, fmt, secret) if secret else None
+    return requests.get(url, auth=auth, timeout=30, **kwargs)
 
 
 def page_rows(fmt: WireFormat, answer: requests.Response) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -91,7 +91,9 @@ def test_requests_without_valid_credentials_are_refused_with_a_reason(
 
 def _signed(registry: Registry, url: str, secret: str, **kwargs: Any) -> dict[str, str]:
     auth = wire_formats()["pinyin_json"].auth
-    return request_headers(auth, secret, "GET", urlsplit(url).path, **kwargs)
+    return request_headers(
+        auth, secret, "GET", urlsplit(url).path, algorithm=registry.partner(PINYIN).signature, **kwargs
+    )
 
 
 @pytest.mark.parametrize("skew", [-301, 301])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,21 @@ from tongban.simulators import generate_catalogue
 from tongban.simulators.launcher import SimulatorURLs
 from tongban.simulators.platform import DB_FILE, create_platform_app
 
+from .conftest import platform_signer
+
 REGION = "440100"
+STATES: dict[str, Path] = {}  # platform URL -> its state folder (where its secret is)
+
+
+@contextmanager
+def serving_platform(serve: Callable[..., Any], state: Path) -> Iterator[str]:
+    with serve(create_platform_app(state)) as url:
+        STATES[url] = state
+        yield url
+
+
+def signed(url: str) -> Any:
+    return platform_signer(STATES[url])
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +39,19 @@ def records(registry: Registry) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def platform(tmp_path: Path, serve: Callable[..., Any]) -> Iterator[str]:
-    with serve(create_platform_app(tmp_path)) as url:
+    with serving_platform(serve, tmp_path) as url:
         yield url
 
 
 def push(url: str, body: dict[str, Any], key: str | None, region: str = REGION) -> requests.Response:
     headers = {"Idempotency-Key": key} if key is not None else {}
-    return requests.post(f"{url}/api/v1/regions/{region}/batches", json=body, headers=headers, timeout=10)
+    return requests.post(
+        f"{url}/api/v1/regions/{region}/batches", json=body, headers=headers, auth=signed(url), timeout=10
+    )
 
 
 def held(url: str, region: str = REGION) -> list[dict[str, Any]]:
-    answer = requests.get(f"{url}/api/v1/regions/{region}/items", timeout=10)
+    answer = requests.get(f"{url}/api/v1/regions/{region}/items", auth=signed(url), timeout=10)
     assert answer.status_code == 200
     body = answer.json()
     assert body["region"] == region and body["count"] == len(body["items"])
@@ -60,9 +77,10 @@ def test_batch_upserts_and_deletes_and_holds_full_records(platform: str, records
     assert held(platform) == sorted([changed, records[2], records[3]], key=lambda r: r["task_code"])
     assert held(platform, "440300") == []
 
-    stored = requests.get(f"{platform}/api/v1/batches/{second['batch_id']}", timeout=10).json()
-    assert stored["results"] == second["results"] and stored["region"] == REGION and stored["received_at"]
-    assert requests.get(f"{platform}/api/v1/batches/nope", timeout=10).status_code == 404
+    stored = requests.get(f"{platform}/api/v1/batches/{second['batch_id']}", auth=signed(platform), timeout=10)
+    assert stored.json()["results"] == second["results"] and stored.json()["region"] == REGION
+    assert stored.json()["received_at"]
+    assert requests.get(f"{platform}/api/v1/batches/nope", auth=signed(platform), timeout=10).status_code == 404
 
 
 def test_same_key_replays_without_applying_and_other_body_conflicts(
@@ -116,11 +134,11 @@ def test_data_and_keys_survive_a_restart(
     tmp_path: Path, serve: Callable[..., Any], records: list[dict[str, Any]]
 ) -> None:
     body = {"upserts": records[:3]}
-    with serve(create_platform_app(tmp_path)) as url:
+    with serving_platform(serve, tmp_path) as url:
         original = push(url, body, "persist").json()
         before = held(url)
     assert (tmp_path / DB_FILE).exists()
-    with serve(create_platform_app(tmp_path)) as url:  # a new app and engine on the same database
+    with serving_platform(serve, tmp_path) as url:  # a new app and engine on the same database
         assert held(url) == before
         assert push(url, body, "persist").json() == {**original, "replayed": True}
         assert push(url, {"upserts": records[:1]}, "persist").status_code == 409
@@ -129,6 +147,8 @@ def test_data_and_keys_survive_a_restart(
 def test_launched_platform_answers(live: SimulatorURLs, records: list[dict[str, Any]]) -> None:
     """The subprocess the launcher starts is the same app (own state, shared by the session)."""
     assert requests.get(f"{live.platform}/healthz", timeout=10).json() == {"status": "ok"}
+    assert live.state_dir is not None
+    STATES[live.platform] = live.state_dir
     answer = push(live.platform, {"upserts": records[:1]}, "launched").json()
     assert answer["results"][0]["status"] == "accepted"
     assert records[0]["task_code"] in {r["task_code"] for r in held(live.platform)}

@@ -1,10 +1,11 @@
-"""Each simulated partner's secret (API key, bearer token or HMAC key), kept in the state folder.
+"""The simulators' secrets, kept in their state folder: each partner's and the platform's.
 
 ``partner_secrets(state_dir, registry)`` reads ``state_dir/partner_secrets.json``; a partner missing
 from it gets a secret derived from the registry seed and its division code, and the file is
 (re)written. The simulator checks requests against these; ``make run`` and the tests put the same
 values into the partners' Airflow Connections (``password``). The pipeline only ever sees the
-Connection.
+Connection. ``platform_credentials(state_dir)`` likewise: the platform's secret and signature
+algorithm (``state_dir/platform_secret.json``, a random secret made on first use).
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 from pathlib import Path
+from typing import Any
 
-from tongban.registry import Registry
+from starlette.requests import Request
+
+from tongban.auth import Verifier
+from tongban.connections import PLATFORM_SIGNATURE
+from tongban.registry import Auth, Registry
 
 SECRETS_FILE = "partner_secrets.json"
+PLATFORM_SECRET_FILE = "platform_secret.json"
 
 
 def derived_secret(seed: int, division: str) -> str:
@@ -34,8 +42,40 @@ def partner_secrets(state_dir: Path, registry: Registry) -> dict[str, str]:
     }
     if {**stored, **wanted} != stored:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**stored, **wanted}, indent=1, sort_keys=True), encoding="utf-8")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        _write_private(path, {**stored, **wanted})
     return wanted
+
+
+def platform_credentials(state_dir: Path, algorithm: str | None = None) -> dict[str, str]:
+    """``{"secret": ..., "algorithm": ...}`` of the platform simulator; ``algorithm`` (HMAC-SHA256 or
+    HMAC-SM3) replaces the stored one (default: the platform's, ``tongban.connections.PLATFORM_SIGNATURE``)."""
+    path = Path(state_dir) / PLATFORM_SECRET_FILE
+    stored = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    wanted = {
+        "secret": stored.get("secret") or secrets.token_urlsafe(30),
+        "algorithm": algorithm or stored.get("algorithm") or PLATFORM_SIGNATURE,
+    }
+    if wanted != stored:
+        _write_private(path, wanted)
+    return wanted
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def check_signed(
+    verifier: Verifier, scope: str, auth: Auth, secret: str, algorithm: str, request: Request, body: bytes
+) -> None:
+    """:meth:`tongban.auth.Verifier.check` of one received request; raises ``Refused``."""
+    url = request.url
+    verifier.check(scope, auth, secret, algorithm, request.method, url.path, url.query, body, request.headers)
+
+
+async def raw_body(request: Request) -> bytes:
+    """FastAPI dependency: the request's body as sent (what its signature covers)."""
+    return bytes(await request.body())

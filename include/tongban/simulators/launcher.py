@@ -29,6 +29,7 @@ _TAIL_LINES = 30
 class SimulatorURLs:
     partners: str
     platform: str
+    state_dir: Path | None = None  # where their state (and secrets, .credentials) live
 
 
 class SimulatorStartError(RuntimeError):
@@ -156,4 +157,4 @@ def running_simulators(
 ) -> Iterator[SimulatorURLs]:
     """Both simulators as subprocesses sharing ``state_dir``; yields their base URLs."""
     with _running(("partners", "platform"), state_dir, registry_path, timeout) as urls:
-        yield SimulatorURLs(partners=urls["partners"], platform=urls["platform"])
+        yield SimulatorURLs(partners=urls["partners"], platform=urls["platform"], state_dir=Path(state_dir))

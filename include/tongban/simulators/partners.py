@@ -1,11 +1,12 @@
 """The partner catalogue APIs: one FastAPI app serving every partner of the registry.
 
 Each partner answers under ``/partners/{division}`` + its wire format's ``path``, with that
-format's field names, codes, encoding, paging and authentication (API key, bearer token or
-HMAC-SHA256 signature; the secrets in ``state_dir/partner_secrets.json``, see
-:mod:`.credentials`). It honours the format's incremental parameter (records updated at or after
-the given moment). What it serves is the generated catalogue (:mod:`tongban.simulators.catalogue`)
-plus the changes made through the admin API, which persist in ``state_dir/partner_overrides.json``.
+format's field names, codes, encoding, paging and authentication (every request signed with the
+partner's registry ``signature`` algorithm, plus the format's API key or bearer token; the secrets in
+``state_dir/partner_secrets.json``, see :mod:`.credentials`). It honours the format's incremental
+parameter (records updated at or after the given moment). What it serves is the generated catalogue
+(:mod:`tongban.simulators.catalogue`) plus the changes made through the admin API, which persist in
+``state_dir/partner_overrides.json``.
 Admin routes speak canonical records and need no credentials.
 
 Fault profiles (``registry.Fault``) make a partner misbehave the way real systems do: each partner
@@ -29,16 +30,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fastapi import Body, FastAPI, Request
+from fastapi import Body, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
-from tongban.auth import verify_signature
+from tongban.auth import Refused, Verifier
 from tongban.delivery import CHECKSUM_HEADER, REPORT_PATH, RUN_HEADER
 from tongban.model import ITEM_FIELDS, Item
 from tongban.registry import Fault, Partner, Registry, WireFormat, wire_formats
 from tongban.simulators.catalogue import CHINA_TZ, defects, generate_catalogue, reference_time
-from tongban.simulators.credentials import partner_secrets
+from tongban.simulators.credentials import check_signed, partner_secrets, raw_body
 from tongban.simulators.wire import WireEncoder, csv_text
 
 MAX_PAGE_SIZE = 500
@@ -238,59 +239,19 @@ def _int_param(request: Request, name: str | None, default: int, low: int, high:
 
 
 class Gatekeeper:
-    """Checks each catalogue request against the partner's secret, as its format's ``auth`` says.
-
-    HMAC-signed requests must carry a timestamp within ``max_skew_seconds`` of the simulator's clock
-    and a nonce not seen within twice that window (replays are refused).
-    """
+    """Checks each request to a partner against its secret, its format's ``auth`` and its registry
+    ``signature`` algorithm (:class:`tongban.auth.Verifier`: stale timestamps and replayed nonces refused)."""
 
     def __init__(self, secrets: dict[str, str], clock: Callable[[], float] = time.time) -> None:
         self.secrets = secrets
-        self.clock = clock
-        self._nonces: dict[str, dict[str, float]] = {}
-        self._lock = threading.Lock()
+        self.verifier = Verifier(clock)
 
-    def check(self, division: str, fmt: WireFormat, request: Request) -> None:
-        auth, secret, headers = fmt.auth, self.secrets[division], request.headers
-        if auth.scheme == "none":
-            return
-        if auth.scheme == "api_key":
-            assert auth.header
-            given = headers.get(auth.header)
-            if not given:
-                raise SimulatorError(401, f"缺少 API 密钥（请求头 {auth.header}）")
-            if given != secret:
-                raise SimulatorError(401, "API 密钥无效")
-            return
-        if auth.scheme == "bearer":
-            scheme, _, token = headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise SimulatorError(401, "缺少访问令牌（Authorization: Bearer <令牌>）")
-            if token.strip() != secret:
-                raise SimulatorError(401, "访问令牌无效")
-            return
-        names = (auth.timestamp_header, auth.nonce_header, auth.signature_header)
-        stamp, nonce, given = (headers.get(n) for n in names)
-        if not (stamp and nonce and given):
-            raise SimulatorError(401, f"缺少签名请求头（{'、'.join(names)}）")
+    def check(self, partner: Partner, fmt: WireFormat, request: Request, body: bytes) -> None:
+        division = partner.division
         try:
-            moment = int(stamp)
-        except ValueError:
-            raise SimulatorError(401, f"时间戳 {stamp!r} 不是整数秒") from None
-        now = self.clock()
-        if abs(now - moment) > auth.max_skew_seconds:
-            raise SimulatorError(
-                401, f"时间戳超出允许偏差（±{auth.max_skew_seconds} 秒）：请求 {moment}，服务器 {int(now)}"
-            )
-        if not verify_signature(secret, request.method, request.url.path, stamp, nonce, given):
-            raise SimulatorError(401, "签名校验失败")
-        with self._lock:
-            seen = self._nonces.setdefault(division, {})
-            for old in [n for n, expiry in seen.items() if expiry < now]:
-                del seen[old]
-            if nonce in seen:
-                raise SimulatorError(401, f"nonce {nonce} 已使用（重放请求被拒绝）")
-            seen[nonce] = now + 2 * auth.max_skew_seconds
+            check_signed(self.verifier, division, fmt.auth, self.secrets[division], partner.signature, request, body)
+        except Refused as exc:
+            raise SimulatorError(401, exc.message) from None
 
 
 # --- fault profiles -----------------------------------------------------------------------------
@@ -456,7 +417,7 @@ def _padded(body: bytes, size: int) -> Iterator[bytes]:
 
 def _refusal(fault: Fault, fmt: WireFormat) -> JSONResponse:
     if fault.kind == "bad_signature":
-        reason = "签名校验失败" if fmt.auth.scheme == "hmac_sha256" else "凭证无效"
+        reason = "签名校验失败" if fmt.auth.scheme == "signature" else "凭证无效"
         return JSONResponse({"error": reason}, status_code=401)
     if fault.kind == "rate_limit":
         headers = {"Retry-After": str(fault.retry_after)}
@@ -484,12 +445,13 @@ def create_partner_app(registry: Registry, state_dir: Path, clock: Callable[[], 
         return {"status": "ok", "partners": len(registry.partners)}
 
     @app.get("/partners/{division}/{path:path}")
-    def catalogue(division: str, path: str, request: Request) -> Response:
-        encoder = encoders[store.partner(division).format]
+    def catalogue(division: str, path: str, request: Request, body: bytes = Depends(raw_body)) -> Response:
+        partner = store.partner(division)
+        encoder = encoders[partner.format]
         wire = encoder.format
         if "/" + path.strip("/") != wire.path.rstrip("/"):
             raise SimulatorError(404, f"合作地区 {division} 没有接口 /{path}（应为 {wire.path}）")
-        gate.check(division, wire, request)
+        gate.check(partner, wire, request, body)
         items = store.items(division)
         since = _since(wire, request)
         if since is not None:
@@ -566,9 +528,9 @@ def create_partner_app(registry: Registry, state_dir: Path, clock: Callable[[], 
         The body is the report JSON exactly as sent, ``X-Tongban-Run-Id`` its run and
         ``X-Content-SHA256`` the SHA-256 of the body. Idempotent per (run, checksum).
         """
-        wire = encoders[store.partner(division).format].format
-        gate.check(division, wire, request)
+        partner = store.partner(division)
         body = await request.body()
+        gate.check(partner, encoders[partner.format].format, request, body)
         run_id = request.headers.get(RUN_HEADER, "").strip()
         given = request.headers.get(CHECKSUM_HEADER, "").strip().lower()
         if not run_id or not given:

@@ -7,6 +7,10 @@ the same body replays the stored answer and changes nothing; with another body i
 Faults, set through ``PUT /admin/faults``, make it misbehave the way real platforms do: fail in the
 middle of a batch (half applied, nothing recorded, 500), time out after applying a batch (the answer
 comes too late for the client), or reject given items with a reason.
+
+Every request to the item API must be signed with the platform's secret and algorithm
+(``state_dir/platform_secret.json``, :func:`~tongban.simulators.credentials.platform_credentials`);
+unsigned, tampered, replayed or stale requests are refused with 401. Admin routes are not checked.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import JSON, DateTime, String, create_engine, event, select
@@ -29,7 +33,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from tongban.auth import Refused, Verifier
 from tongban.codes import TASK_CODE_LENGTH
+from tongban.connections import PLATFORM_AUTH
+from tongban.simulators.credentials import check_signed, platform_credentials, raw_body
 
 DB_FILE = "platform.db"
 _DIVISION = re.compile(r"^\d{6}$")
@@ -275,8 +282,18 @@ def _region(division: str) -> str:
 def create_platform_app(state_dir: Path) -> FastAPI:
     """The platform simulator app, with its database in ``state_dir/platform.db``."""
     platform = Platform(platform_engine(Path(state_dir)))
+    credentials = platform_credentials(Path(state_dir))
+    verifier = Verifier()
     app = FastAPI(title="省一体化政务服务平台事项接口模拟器", redoc_url=None)
     app.state.platform = platform
+
+    def signed(request: Request, body: bytes = Depends(raw_body)) -> None:
+        try:
+            check_signed(
+                verifier, "platform", PLATFORM_AUTH, credentials["secret"], credentials["algorithm"], request, body
+            )
+        except Refused as exc:
+            raise PlatformError(401, exc.message) from None
 
     @app.exception_handler(PlatformError)
     async def _refused(_: Request, exc: PlatformError) -> JSONResponse:
@@ -286,12 +303,12 @@ def create_platform_app(state_dir: Path) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/api/v1/regions/{division}/items")
+    @app.get("/api/v1/regions/{division}/items", dependencies=[Depends(signed)])
     def region_items(division: str) -> JSONResponse:
         items = platform.items(_region(division))
         return JSONResponse({"region": division, "count": len(items), "items": items})
 
-    @app.post("/api/v1/regions/{division}/batches")
+    @app.post("/api/v1/regions/{division}/batches", dependencies=[Depends(signed)])
     def post_batch(
         division: str,
         body: BatchIn,
@@ -314,7 +331,7 @@ def create_platform_app(state_dir: Path) -> FastAPI:
     def get_faults() -> dict[str, Any]:
         return platform.faults.model_dump()
 
-    @app.get("/api/v1/batches/{batch_id}")
+    @app.get("/api/v1/batches/{batch_id}", dependencies=[Depends(signed)])
     def get_batch(batch_id: str) -> dict[str, Any]:
         return platform.batch(batch_id)
 
