@@ -19,6 +19,7 @@ from tests.test_publish import region, store  # noqa: F401 (fixtures)
 from tongban import pipeline
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
+from tongban.simulators.credentials import platform_credentials
 from tongban.storage import report_dir, run_dir, write_json, write_jsonl
 from tongban.store.repo import ItemStore
 
@@ -37,10 +38,10 @@ def _finding(record: dict[str, Any]) -> dict[str, Any]:
 
 
 class Nights:
-    def __init__(self, root: UPath, division: str, platform: str, items: ItemStore) -> None:
+    def __init__(self, root: UPath, division: str, platform: Any, items: ItemStore) -> None:
         self.root, self.store = root, items
         self.partner = load_registry().partner("440100").model_copy(update={"division": division})
-        self.client = PlatformClient(platform)
+        self.client = PlatformClient(platform.platform, **platform_credentials(platform.state_dir))
         self.n = 0
 
     def night(
@@ -84,7 +85,7 @@ def _problem() -> dict[str, str]:
 
 @pytest.fixture
 def nights(tmp_path, simulators: Any, store: ItemStore, region: str) -> Nights:  # noqa: F811
-    return Nights(UPath(tmp_path), region, simulators.platform, store)
+    return Nights(UPath(tmp_path), region, simulators, store)
 
 
 def test_rejection_stays_outstanding_until_fixed_or_withdrawn(nights: Nights, tmp_path) -> None:
