@@ -49,7 +49,8 @@ partner, shown by its division code, around one province-level task):
 
 **summarise** writes `reports/<run id>/summary.json` and fails the run if any partner failed.
 One partner's failure never stops the others. Params: `partners` (division codes; empty = all),
-`dry_run` (reconcile and report without pushing).
+`dry_run` (reconcile and report without pushing), `full_resync`, and `confirm_removals`
+(`["<division>@<run id>"]`: removals that the removal guard held in that run, confirmed by a person).
 """
 
 
@@ -142,6 +143,13 @@ def _store() -> Any:
     return ItemStore(url)
 
 
+def _confirmed_run(division: str) -> str | None:
+    """The run whose held removals of ``division`` the param ``confirm_removals`` confirms (checked by plan)."""
+    from tongban.guard import parse_confirmations
+
+    return parse_confirmations(get_current_context()["params"].get("confirm_removals", [])).get(division)
+
+
 PARTNER_TASK = {"map_index_template": "{{ partner_label }}"}
 PARTNER_API_POOL = "partner_api"  # tongban.pools.PARTNER_API_POOL; one pool for all (see tongban/pools.py)
 
@@ -172,19 +180,33 @@ PARTNER_API_POOL = "partner_api"  # tongban.pools.PARTNER_API_POOL; one pool for
             description="Pull every partner's whole catalogue (detects removals) instead of the changes since the "
             "last published pull; a full pull also happens by itself every partner's full_resync_days (7)",
         ),
+        "confirm_removals": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": r"^\d{6}@\S+$"},
+            description="Removals held by the removal guard that a person confirms, as <division>@<run id that "
+            "held them>: that partner is pulled in full and exactly the held items still missing are removed",
+        ),
     },
 )
 def cross_province_sync() -> None:
     @task
     def plan() -> list[str]:
         """The partners of this run: the registry, or the subset given in params."""
+        from tongban.guard import check_confirmations
         from tongban.registry import load_registry
 
         registry = load_registry()
-        wanted = get_current_context()["params"]["partners"]
+        params = get_current_context()["params"]
+        wanted = params["partners"]
         for division in wanted:
             registry.partner(division)  # raises naming an unknown division
-        return [p.division for p in registry.partners if not wanted or p.division in wanted]
+        divisions = [p.division for p in registry.partners if not wanted or p.division in wanted]
+        try:
+            check_confirmations(_storage(), params.get("confirm_removals", []), divisions)
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        return divisions
 
     @task(**PARTNER_TASK, pool=PARTNER_API_POOL)
     def fetch(division: str) -> dict[str, Any]:
@@ -205,7 +227,7 @@ def cross_province_sync() -> None:
                 secret=conn.password,
                 root=_storage(),
                 run_id=context["run_id"],
-                full_resync=bool(context["params"].get("full_resync", False)),
+                full_resync=bool(context["params"].get("full_resync", False)) or bool(_confirmed_run(division)),
             )
         except FetchError as exc:
             if not exc.retryable:
@@ -256,7 +278,9 @@ def cross_province_sync() -> None:
                 "publish or report; its previous list stays on the platform"
             )
         run_id = get_current_context()["run_id"]
-        return pipeline.reconcile_partner(partner, _run_dir(division), _platform(), _store(), run_id)
+        return pipeline.reconcile_partner(
+            partner, _run_dir(division), _platform(), _store(), run_id, confirmed_run=_confirmed_run(division)
+        )
 
     @task(**PARTNER_TASK)
     def publish(reconciled: dict[str, Any]) -> dict[str, Any]:
@@ -279,10 +303,17 @@ def cross_province_sync() -> None:
         from tongban.storage import report_dir
 
         division = published["partner"]
-        run_id = get_current_context()["run_id"]
-        return pipeline.write_report(
+        context = get_current_context()
+        run_id = context["run_id"]
+        summary = pipeline.write_report(
             _partner(division), _run_dir(division), report_dir(_storage(), run_id, division), run_id, _store()
         )
+        if summary["notices"]:  # held back, or removals held: a person must know, though nothing failed
+            from tongban_alerts import notify_partner
+
+            for notice in summary["notices"]:
+                notify_partner(context, notice["event"], notice["text"])
+        return summary
 
     @task(**PARTNER_TASK, pool=PARTNER_API_POOL)
     def deliver(reported: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,8 @@ Each channel is optional and configured by its own Airflow Connection:
   schema/host/port plus an optional endpoint in ``extra`` as ``{"endpoint": "..."}``; login/password for
   basic auth, extra headers in ``extra`` as the http provider reads them). Sent by the http provider's
   :class:`~airflow.providers.http.notifications.http.HttpNotifier` as JSON: ``event`` (``task_failed``,
-  ``dag_failed``, ``deadline_missed``), ``text`` (one readable line), ``dag_id``, ``run_id``,
+  ``dag_failed``, ``deadline_missed``, and the partner notices ``partner_held_back`` and ``removals_held``),
+  ``text`` (one readable line), ``dag_id``, ``run_id``,
   ``task_id``, ``map_index``, ``error``, ``log_url``.
 - **mail**: Connection ``tongban_alerts_smtp`` (type ``smtp``: host, port, login/password; in ``extra``
   the recipients ``to`` (a list, or addresses separated by ``,``/``;``), optionally ``cc``, and the smtp
@@ -67,6 +68,8 @@ def alert_payload(context: Mapping[str, Any] | None, event: str) -> dict[str, An
         "task_failed": f"[tongban] task failed: {where}",
         "dag_failed": f"[tongban] run failed: {where}",
         "deadline_missed": f"[tongban] nightly sync not finished by its deadline (06:00 Asia/Shanghai): {where}",
+        "partner_held_back": f"[tongban] partner held back, nothing of it published: {where}",
+        "removals_held": f"[tongban] removals held for confirmation (param confirm_removals): {where}",
     }.get(event, f"[tongban] {event}: {where}")
     if error:
         text += f": {str(error)[:300]}"
@@ -88,7 +91,10 @@ EVENT_TITLES = {
     "task_failed": "任务失败 (task failed)",
     "dag_failed": "运行失败 (run failed)",
     "deadline_missed": "06:00 前未完成 (deadline missed)",
+    "partner_held_back": "伙伴整体暂缓推送 (partner held back)",
+    "removals_held": "删除暂缓，待人工确认 (removals held)",
 }
+NOTICES = ("partner_held_back", "removals_held")  # events of the run that need a person, not failures
 MAIL_FIELDS = (
     ("event", "事件 event"),
     ("dag_id", "DAG"),
@@ -118,7 +124,8 @@ def mail_body(payload: Mapping[str, Any]) -> str:
             cell = f'<a href="{cell}">{cell}</a>'
         rows.append(f"<tr><th align='left'>{html.escape(label)}</th><td>{cell}</td></tr>")
     error = payload.get("error")
-    detail = f"<h3>错误 error</h3><pre>{html.escape(error)}</pre>" if error else ""
+    heading = "说明 notice" if payload["event"] in NOTICES else "错误 error"
+    detail = f"<h3>{heading}</h3><pre>{html.escape(error)}</pre>" if error else ""
     return (
         f"<h2>跨省通办同步告警：{html.escape(title)}</h2>"
         f"<p>{html.escape(str(payload['text']))}</p>"
@@ -228,6 +235,12 @@ async def _asend(payload: dict[str, Any], context: Mapping[str, Any] | None) -> 
 def notify_task_failure(context: Mapping[str, Any]) -> dict[str, bool]:
     """Task ``on_failure_callback`` (the DAG's default_args)."""
     return _send(alert_payload(context, "task_failed"), context)
+
+
+def notify_partner(context: Mapping[str, Any], event: str, notice: str) -> dict[str, bool]:
+    """A partner's run needs a person though no task failed (``NOTICES``: held back whole, removals held);
+    ``notice`` is what the partner's report says, with the numbers (sent as the alert's ``error`` field)."""
+    return _send(alert_payload({**context, "reason": notice}, event), context)
 
 
 def notify_dag_failure(context: Mapping[str, Any]) -> dict[str, bool]:

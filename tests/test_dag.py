@@ -39,7 +39,7 @@ def test_schedule_and_run_settings(dagbag) -> None:
     assert dag.catchup is False and dag.max_active_runs == 1
     assert {"tongban", "nightly"} <= set(dag.tags)
     assert dag.doc_md and "五级N同" in dag.doc_md
-    assert set(dag.params) == {"partners", "dry_run", "full_resync"}
+    assert set(dag.params) == {"partners", "dry_run", "full_resync", "confirm_removals"}
     assert all(t.retries >= 1 for t in dag.tasks if t.task_id.startswith(("partner", "province")))
 
 

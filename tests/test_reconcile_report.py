@@ -194,6 +194,8 @@ def test_xlsx_holds_the_json_numbers_and_formulas_come_out_inert(tmp_path) -> No
         "隔离",
         "待核",
         "待整改",
+        "随同暂缓",
+        "暂缓删除",
         "平台拒收",
         "重复与多余字段",
     ]

@@ -21,3 +21,9 @@ def storage_url() -> str:
 def max_critical_rate() -> float:
     """Above this share of records failing a critical check, a partner is held back whole for the run."""
     return float(os.environ.get("TONGBAN_MAX_CRITICAL_RATE", "0.2"))
+
+
+def max_removal_rate() -> float:
+    """Above this share of a partner's published items removed by one pull (or its declared total shrinking
+    by more than this share against the last published full pull), the removals wait for a person to confirm."""
+    return float(os.environ.get("TONGBAN_MAX_REMOVAL_RATE", "0.2"))

@@ -4,7 +4,9 @@ This module pages and decodes; the HTTP side (signing every attempt anew, timeou
 retries with backoff and jitter honouring ``Retry-After``) is :mod:`tongban.http`'s. Every body is
 archived (:mod:`tongban.archive`) and every attempt written to the manifest before the answer is
 judged; a page that arrives damaged is retried like a 5xx, anything else fails at once with a
-message that names the partner, the request and the partner's own reason.
+message that names the partner, the request and the partner's own reason. A malformed answer (an
+HTML page with 200, a page without its total, a cut-off body) is asked for once more; the same bytes
+again mean it will not change by itself, and the pull fails at once instead of spending its retries.
 
 Paging is checked against what the partner declares: page paging must deliver exactly the declared
 total of distinct records (a short or empty page before the total is retried, then fails as missing
@@ -23,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
@@ -35,6 +37,7 @@ from tongban.normalise import Deduper, parse_time
 from tongban.registry import Partner, WireFormat
 
 MAX_PAGES = 10_000
+FUTURE_SKEW = timedelta(minutes=5)  # a record dated this much after the pull started is future-dated
 KEPT_RESPONSE_HEADERS = ("content-type", "content-length", "content-encoding", "retry-after", "date")
 # decode with the superset: a GBK export may carry GB18030-only characters
 DECODE_AS = {"gbk": "gb18030", "gb2312": "gb18030", "utf-8": "utf-8-sig", "utf8": "utf-8-sig"}
@@ -121,6 +124,8 @@ def _parse_json(fmt: WireFormat, text: str) -> ParsedPage:
     paging = fmt.paging
     try:
         payload = json.loads(text)
+    except RecursionError:
+        raise PageError("JSON 嵌套层数过深，无法解析（不是约定的分页格式）", retryable=False) from None
     except ValueError as exc:
         raise PageError(f"JSON 无法解析（内容可能不完整）：{exc}", retryable=True) from exc
     if not isinstance(payload, dict) or not isinstance(payload.get(paging.items_field), list):
@@ -214,8 +219,9 @@ class FetchResult:
     fetched: int  # records taken (exact duplicates counted once)
     duplicates: int
     declared_total: int | None
-    watermark: datetime | None  # the latest update time among the records taken
+    watermark: datetime | None  # the latest update time among the records taken (future-dated ones left out)
     unexpected_fields: list[str]
+    future_dated: list[dict[str, Any]] = field(default_factory=list)  # records dated after ``not_after``
 
 
 class _Puller:
@@ -226,8 +232,11 @@ class _Puller:
         base_url: str,
         archive: Archive,
         client: HttpClient,
+        not_after: datetime | None = None,
     ) -> None:
         self.partner, self.fmt, self.archive, self.client = partner, fmt, archive, client
+        self.not_after = not_after + FUTURE_SKEW if not_after else None
+        self.future: list[dict[str, Any]] = []
         self.url = base_url.rstrip("/") + fmt.path
         self.who = client.who
         self.exchanges: list[dict[str, Any]] = []
@@ -239,6 +248,7 @@ class _Puller:
     # one request, all its attempts
     def page(self, number: int, params: dict[str, Any], check: Callable[[ParsedPage], str | None]) -> ParsedPage:
         asked = dict(params)
+        malformed: list[str] = []  # sha256 of each malformed answer so far
 
         def judge(answer: Answer) -> ParsedPage:
             if answer.status != 200:
@@ -255,6 +265,14 @@ class _Puller:
                     raise HttpFailure(
                         f"{self.who}: page {number} of {self.url} {asked}: {exc}", retryable=False
                     ) from None
+                digest = answer.entry.get("sha256", "")
+                if malformed and malformed[-1] == digest:  # byte for byte the same again: it stays so
+                    raise HttpFailure(
+                        f"{self.who}: page {number} of {self.url} {asked}: malformed answer, the same twice in a "
+                        f"row (sha256 {digest[:12]}…), retrying will not help: {exc}",
+                        retryable=False,
+                    ) from None
+                malformed.append(digest)
                 raise TryAgain(str(exc)) from None
             return parsed
 
@@ -298,7 +316,11 @@ class _Puller:
                 continue
             new += 1
             stamp = updated_at(self.fmt, row)
-            if stamp is not None and (self.watermark is None or stamp > self.watermark):
+            if stamp is not None and self.not_after is not None and stamp > self.not_after:
+                code = row.get(self.fmt.fields["task_code"])
+                self.future.append({"position": f"第{number}页第{index}条", "task_code": code})
+                self.future[-1]["updated_at"] = stamp.isoformat()
+            elif stamp is not None and (self.watermark is None or stamp > self.watermark):
                 self.watermark = stamp
         entry.update(rows=len(page.rows), records=new, duplicates=dup)
         self.unexpected |= set(page.unexpected_fields)
@@ -323,16 +345,20 @@ def fetch_catalogue(
     settings: FetchSettings | None = None,
     session: requests.Session | None = None,
     clock: Callable[[], float] = time.time,
+    not_after: datetime | None = None,
 ) -> FetchResult:
     """Pull every page of ``partner``'s catalogue (only records changed since ``since`` when given).
 
     Every answer is archived before it is parsed; the returned manifest lists every attempt. Raises
-    FetchError (with ``exchanges`` set) when the pull cannot be completed exactly.
+    FetchError (with ``exchanges`` set) when the pull cannot be completed exactly. Records updated
+    later than ``not_after`` (the pull's start, plus ``FUTURE_SKEW`` for clocks a little apart) are
+    listed in ``future_dated`` and left out of the watermark: one record dated 2099 must not stop every
+    later incremental pull.
     """
     settings = settings or FetchSettings()
     signer = Signer(fmt.auth, secret, partner.signature, clock=clock)
     client = HttpClient(f"partner {partner.division} ({partner.name})", signer, settings, session)
-    puller = _Puller(partner, fmt, base_url, archive, client)
+    puller = _Puller(partner, fmt, base_url, archive, client, not_after)
     paging = fmt.paging
     size = settings.page_size or paging.page_size
     params: dict[str, Any] = {paging.size_param: size}
@@ -398,6 +424,7 @@ def fetch_catalogue(
         declared_total=total,
         watermark=puller.watermark,
         unexpected_fields=sorted(puller.unexpected),
+        future_dated=puller.future,
     )
 
 

@@ -71,8 +71,7 @@ class _Mapper:
                 out[canonical] = self._convert(canonical, value)
             except ValueError as exc:
                 problems.append(Problem(canonical, wire, str(exc)))
-        task_code = raw.get(self.fmt.fields["task_code"])
-        task_code = task_code if isinstance(task_code, str) else None
+        task_code = recover_code(raw.get(self.fmt.fields["task_code"]))
         if not problems:
             try:
                 return Item(**out)
@@ -95,6 +94,10 @@ class _Mapper:
             return None
         if canonical in CODED_FIELDS:
             return self._code(CODED_FIELDS[canonical], wire, value)
+        if canonical == "task_code" and not isinstance(value, str):
+            recovered = recover_code(value)
+            known = f"，可识别为 {recovered}，平台保留该事项原版本" if recovered else "，无法识别是哪一事项"
+            raise ValueError(f"字段 {wire} 应为文本，实际为 {type(value).__name__} {value!r}{known}")
         if canonical == "service_objects":
             parts = [p for p in str(value).split(self.fmt.multi_value_separator) if p.strip()]
             return [self._code("service_object", wire, p) for p in parts]
@@ -159,6 +162,20 @@ class _Mapper:
                 }
             )
         return out
+
+
+TASK_CODE_LENGTH = 31  # DOMAIN.md: a 实施编码 has 31 characters
+
+
+def recover_code(value: Any) -> str | None:
+    """The 实施编码 a record names, when it can be told without doubt: a text, or a JSON integer whose digits
+    are a whole 31-character code (a partner exporting an all-digit code as a number). A float (digits may be
+    lost), a bool or a number of another length is not a code anyone can be sure of: None."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) == TASK_CODE_LENGTH:
+        return str(value)
+    return None
 
 
 def normalise_records(

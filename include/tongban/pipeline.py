@@ -18,11 +18,11 @@ from typing import Any
 import requests
 from upath import UPath
 
+from tongban import guard, watermark
 from tongban import outstanding as outstanding_mod
 from tongban import report as report_mod
-from tongban import watermark
 from tongban.archive import Archive
-from tongban.config import max_critical_rate
+from tongban.config import CHINA_TZ, max_critical_rate
 from tongban.delivery import DeliveryError, report_url, send_report
 from tongban.http import HttpSettings
 from tongban.ingest import FetchError, FetchSettings, archived_pages, fetch_catalogue
@@ -97,7 +97,15 @@ def fetch(
     _log.info("partner %s: %s pull (%s)", partner.division, pull.mode, pull.reason)
     try:
         result = fetch_catalogue(
-            partner, fmt, base_url, Archive(root), secret=secret, since=pull.since, settings=settings, session=session
+            partner,
+            fmt,
+            base_url,
+            Archive(root),
+            secret=secret,
+            since=pull.since,
+            settings=settings,
+            session=session,
+            not_after=started,
         )
     except FetchError as exc:
         stale = watermark.stale_since(root, partner.division)
@@ -107,7 +115,7 @@ def fetch(
         raise FetchError(f"{exc} — partner not refreshed this run; {since}", retryable=exc.retryable) from exc
     write_json(run / RAW / MANIFEST, result.exchanges)
     marks = [m for m in (result.watermark, pull.base and datetime.fromisoformat(pull.base["watermark"])) if m]
-    mark = max(marks).isoformat() if marks else None
+    mark = min(max(marks), started.astimezone(CHINA_TZ)).isoformat() if marks else None  # never past the pull
     counts = {
         "pages": result.pages,
         "requests": len(result.exchanges),
@@ -115,15 +123,27 @@ def fetch(
         "declared_total": result.declared_total,
         "duplicates": result.duplicates,
         "unexpected_fields": result.unexpected_fields,
+        "future_dated": len(result.future_dated),
     }
     finished = datetime.now(UTC).isoformat()
-    write_json(run / FETCH, {**info, "status": "ok", "finished_at": finished, **counts, "watermark": mark})
+    write_json(
+        run / FETCH,
+        {**info, "status": "ok", "finished_at": finished, **counts, "watermark": mark}
+        | {"future_dated_records": result.future_dated},
+    )
+    if result.future_dated:
+        _log.warning(
+            "partner %s: %d records dated after the pull started (left out of the watermark), first: %s",
+            partner.division,
+            len(result.future_dated),
+            result.future_dated[0],
+        )
     watermark.record(
         root,
         partner.division,
         run_id,
         {"mode": pull.mode, "since": info["since"], "pulled_at": info["started_at"], "finished_at": finished}
-        | {"watermark": mark, "fetched": result.fetched},
+        | {"watermark": mark, "fetched": result.fetched, "declared_total": result.declared_total},
     )
     return {"partner": partner.division, "mode": pull.mode, "since": info["since"], **counts}
 
@@ -195,20 +215,30 @@ def validate(partner: Partner, run: UPath, store: ItemStore) -> dict[str, Any]:
     if (run / PROVINCE_CHECK).exists():
         (run / PROVINCE_CHECK).unlink()
     write_json(run / GX_RESULT, outcome.gx_result)
-    limit = max_critical_rate()
-    critical_rate = round(len(rejected) / len(records), 6) if records else 0.0
+    # a quarantined record that names no 实施编码 cannot be held (nobody knows which item it is): it fails
+    codes = [q.get("task_code") for q in read_jsonl(run / QUARANTINE)] if (run / QUARANTINE).exists() else []
+    unidentified, pulled = codes.count(None) + codes.count(""), len(records) + len(codes)
     summary = {
         "partner": partner.division,
         **outcome.summary(),
         "context_rows": len(context),
         "accepted": len(accepted),
         "rejected": len(rejected),
-        "critical_rate": critical_rate,
-        "max_critical_rate": limit,
-        "held_back": critical_rate > limit,
+        "records": pulled,
+        "unidentified": unidentified,
+        **hold_back_rate(len(rejected) + unidentified, pulled),
     }
     write_json(run / VALIDATION, summary)
     return summary
+
+
+def hold_back_rate(failing: int, records: int) -> dict[str, Any]:
+    """The critical-failure rate of a pull and whether it holds the partner back (above
+    ``TONGBAN_MAX_CRITICAL_RATE``): ``failing`` records (rejected, or unreadable without a 实施编码) of the
+    ``records`` the pull delivered."""
+    limit = max_critical_rate()
+    rate = round(failing / records, 6) if records else 0.0
+    return {"failing": failing, "critical_rate": rate, "max_critical_rate": limit, "held_back": rate > limit}
 
 
 def held_back(run: UPath) -> bool:
@@ -244,17 +274,40 @@ def is_full_pull(run: UPath) -> bool:
 
 
 def reconcile_partner(
-    partner: Partner, run: UPath, client: PlatformClient, store: ItemStore, run_id: str
+    partner: Partner,
+    run: UPath,
+    client: PlatformClient,
+    store: ItemStore,
+    run_id: str,
+    *,
+    confirmed_run: str | None = None,
+    root: UPath | None = None,
 ) -> dict[str, Any]:
+    """Compare the accepted items with the platform's list; the removal guard (``tongban.guard``) holds
+    a mass removal unless ``confirmed_run`` (the run that held it, from the DAG param
+    ``confirm_removals``) confirms it."""
+    root = _root(run) if root is None else root
     current = client.items(partner.division)
     if held_back(run):  # the platform keeps the partner's previous list whole
         recon = reconcile([], current, [r["task_code"] for r in current], full=is_full_pull(run))
         recon.held_back = True
     else:
         recon = reconcile(accepted_records(run), current, held_codes(run), full=is_full_pull(run))
+        pulled = read_json(run / FETCH) if (run / FETCH).exists() else {}
+        declared = pulled.get("declared_total")
+        guard.apply(
+            recon,
+            len(current),
+            size=declared if declared is not None else pulled.get("fetched"),
+            previous_size=watermark.last_full_size(root, partner.division, exclude_run=run_id),
+            confirmed=guard.held_removals(root, partner.division, confirmed_run) if confirmed_run else (),
+            confirmed_run=confirmed_run,
+        )
     write_json(run / RECONCILIATION, recon.as_dict())
     store.record_reconciliation(run_id, partner.division, recon.counts())
-    return {"partner": partner.division, "platform_before": len(current), "full": recon.full, **recon.counts()}
+    held = len((recon.removal_guard or {}).get("held", []))
+    summary = {"partner": partner.division, "platform_before": len(current), "full": recon.full, **recon.counts()}
+    return summary | {"held_back": recon.held_back, "removals_held": held}
 
 
 def publish_partner(
@@ -262,11 +315,15 @@ def publish_partner(
 ) -> dict[str, Any]:
     recon = Reconciliation.from_dict(read_json(run / RECONCILIATION))
     result = publish(client, partner.division, run_id, recon, store, dry_run=dry_run)
-    write_json(run / PUBLISH, result.as_dict())
+    held = len((recon.removal_guard or {}).get("held", []))
+    # read by tongban.watermark: a held-back pull does not count, one with held removals is no complete full pull
+    write_json(run / PUBLISH, result.as_dict() | {"held_back": recon.held_back, "removals_held": held})
     return {"partner": partner.division, "published": result.published, "platform_rejected": len(result.rejected)}
 
 
 def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: ItemStore) -> dict[str, Any]:
+    """Write the partner's report; the summary carries ``notices`` (event, text) that call for an alert:
+    the partner held back whole, or removals held for confirmation."""
     manifest = read_json(run / RAW / MANIFEST)
     quarantined = list(read_jsonl(run / QUARANTINE))
     rejected = list(read_jsonl(run / REJECTED))
@@ -283,6 +340,9 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
         pulled,
         persist=not published.get("dry_run"),
     )
+    fetch_info = read_json(run / FETCH) if (run / FETCH).exists() else {}
+    checked = run / PROVINCE_CHECK if (run / PROVINCE_CHECK).exists() else run / VALIDATION
+    check = read_json(checked) if recon.held_back and checked.exists() else None  # why it was held back
     report = report_mod.build(
         partner=partner,
         run_id=run_id,
@@ -296,8 +356,16 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
         unexpected=report_mod.unexpected_fields(manifest),
         outstanding=outstanding,
         resolved=resolved,
+        hold_back=check,
+        held_with_partner=list(accepted_records(run)) if recon.held_back else [],
+        future_dated=fetch_info.get("future_dated_records", []),
     )
     paths = report_mod.write(report, out)
+    notices = []
+    if report.hold_back:
+        notices.append({"event": "partner_held_back", "text": report.hold_back.text})
+    if report.removal_guard and report.removal_guard.held:
+        notices.append({"event": "removals_held", "text": report.removal_guard.text})
     counts = report.counts
     store.record_pull(
         run_id,
@@ -306,7 +374,7 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
         quarantined=counts.quarantined,
         rejected=counts.rejected,
     )
-    return {"partner": partner.division, "counts": counts.model_dump(), **paths}
+    return {"partner": partner.division, "counts": counts.model_dump(), **paths, "notices": notices}
 
 
 DELIVERY, REPORT_JSON = report_mod.DELIVERY, report_mod.REPORT_JSON

@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 from upath import UPath
 
 from tongban import pipeline
-from tongban.config import max_critical_rate
 from tongban.model import ELEMENTS
 from tongban.registry import Partner, divisions
 from tongban.storage import read_jsonl, upload_tree, write_json, write_jsonl
@@ -228,9 +227,8 @@ def apply_findings(run: UPath, summary: Mapping[str, Any], findings: Sequence[Fi
         warned = list(own_warned.values())
     write_jsonl(run / pipeline.REJECTED, rejected)
     write_jsonl(run / pipeline.WARNINGS, warned)
-    records = int(summary["accepted"]) + int(summary["rejected"])
-    limit = max_critical_rate()
-    rate = round(len(rejected) / records, 6) if records else 0.0
+    records = int(summary.get("records", int(summary["accepted"]) + int(summary["rejected"])))
+    rate = pipeline.hold_back_rate(len(rejected) + int(summary.get("unidentified", 0)), records)
     check = {
         "partner": summary["partner"],
         "validated_held_back": bool(summary.get("held_back")),
@@ -238,9 +236,9 @@ def apply_findings(run: UPath, summary: Mapping[str, Any], findings: Sequence[Fi
         "rejected_codes": sorted(critical),
         "warned_codes": sorted(set(per_code) - critical),
         "rejected": len(rejected),
-        "critical_rate": rate,
-        "max_critical_rate": limit,
-        "held_back": bool(summary.get("held_back")) or rate > limit,
+        "records": records,
+        **rate,
+        "held_back": bool(summary.get("held_back")) or rate["held_back"],
     }
     write_json(run / pipeline.PROVINCE_CHECK, {**check, "by_code": per_code})
     return {
@@ -248,6 +246,6 @@ def apply_findings(run: UPath, summary: Mapping[str, Any], findings: Sequence[Fi
         "validated": True,
         "province_rejected": len(critical),
         "province_warned": len(check["warned_codes"]),
-        "critical_rate": rate,
+        "critical_rate": check["critical_rate"],
         "held_back": check["held_back"],
     }

@@ -60,6 +60,7 @@ class Reconciliation:
     recoded: list[Recoded] = field(default_factory=list)
     full: bool = True
     held_back: bool = False  # the whole partner held back by validation: nothing changes on the platform
+    removal_guard: dict[str, Any] | None = None  # removals held for a person to confirm (tongban.guard)
 
     def counts(self) -> dict[str, int]:
         return {k: len(getattr(self, k)) for k in ("added", "changed", "removed", "unchanged", "held", "recoded")}
@@ -100,6 +101,7 @@ class Reconciliation:
             ],
             "full": self.full,
             "held_back": self.held_back,
+            "removal_guard": self.removal_guard,
         }
 
     @classmethod
@@ -121,6 +123,7 @@ class Reconciliation:
             recoded,
             data.get("full", True),
             data.get("held_back", False),
+            data.get("removal_guard"),
         )
 
 

@@ -6,6 +6,7 @@ The registry file is ``data/partners.yaml`` unless ``TONGBAN_REGISTRY`` names an
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -183,6 +184,12 @@ FAULT_KINDS = (
     "schema_drift",  # fields renamed (``rename``) and/or added (``add``) in every record
     "oversized",  # the body padded to ``size`` bytes
     "bad_signature",  # 401: the partner refuses our credentials
+    "empty_catalogue",  # a well-formed answer holding no records (total 0)
+    "non_objects",  # every record a JSON string instead of an object (JSON formats)
+    "total_shrinks",  # the catalogue cut to its first ``total`` records, declared so (``omit_total``: no total)
+    "wrong_types",  # ``count`` records with an all-digit 实施编码 send it as a JSON number (JSON formats)
+    "future_timestamp",  # ``count`` records of a page updated at ``stamp`` (far in the future)
+    "nested_body",  # a record field nested ``depth`` arrays deep (JSON formats)
 )
 
 
@@ -204,6 +211,11 @@ class Fault(BaseModel):
     size: int = Field(64 * 1024 * 1024, gt=0)
     rename: tuple[tuple[str, str], ...] = ()
     add: tuple[tuple[str, str], ...] = ()
+    total: int = Field(100, ge=0)
+    omit_total: bool = False
+    count: int = Field(7, ge=1)
+    stamp: datetime = datetime(2099, 12, 31)
+    depth: int = Field(100_000, ge=1)
 
     @field_validator("rename", "add", mode="before")
     @classmethod
@@ -212,7 +224,7 @@ class Fault(BaseModel):
 
     def spec(self) -> dict[str, Any]:
         """JSON-safe form (what the admin API takes and returns)."""
-        return {**self.model_dump(), "rename": dict(self.rename), "add": dict(self.add)}
+        return {**self.model_dump(mode="json"), "rename": dict(self.rename), "add": dict(self.add)}
 
 
 class Partner(BaseModel):

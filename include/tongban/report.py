@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 from upath import UPath
 
-from tongban import watermark
+from tongban import guard, watermark
 from tongban.config import max_critical_rate
 from tongban.model import LABELS
 from tongban.outstanding import KIND_LABELS, RESOLUTION_LABELS
@@ -29,12 +29,15 @@ from tongban.report_model import (
     ElementChange,
     Finding,
     Flagged,
+    FutureDated,
+    HoldBack,
     OutstandingItem,
     PartnerReport,
     PlatformRejection,
     PublishedOp,
     QuarantinedRecord,
     RecodedItem,
+    RemovalHold,
     ResolvedItem,
     UnexpectedField,
 )
@@ -42,6 +45,7 @@ from tongban.storage import read_json, write_json
 
 # the report folder of a partner in a run: reports/<run id>/<division>/
 REPORT_JSON, REPORT_HTML, REPORT_XLSX = "report.json", "report.html", "report.xlsx"
+FUTURE_DATED = "已按内容处理，但不作为增量同步的起点，请核对"
 DELIVERY = "delivery.json"  # beside the report: every delivery attempt of it to the partner
 SUMMARY_JSON = "summary.json"  # reports/<run id>/summary.json: the run over all partners
 COUNT_KEYS = ("fetched", "quarantined", "rejected", "added", "changed", "removed", "unchanged", "published")
@@ -62,6 +66,9 @@ COUNT_LABELS = {
     "unexpected_fields": "多余字段（已忽略）",
     "outstanding": "待整改（历次退回、隔离或拒收，至今未改）",
     "resolved": "本次整改完成（已更正推送或已撤回）",
+    "held_with_partner": "随同暂缓（已通过校验，随整体暂缓未推送）",
+    "removals_held": "暂缓删除（待人工确认，平台保留原版本）",
+    "future_dated": "更新时间晚于拉取时间（待核）",
 }
 
 
@@ -79,6 +86,13 @@ def _flagged(entry: Mapping[str, Any]) -> Flagged:
         Finding.model_validate({**f, "label": LABELS.get(f["element"], f["element"])}) for f in entry["findings"]
     ]
     return Flagged(**_brief(entry["record"]).model_dump(), findings=findings)
+
+
+def notices(report: PartnerReport) -> list[str]:
+    """The report's notices in Chinese (hold-back, held or confirmed removals), most serious first."""
+    texts = [report.hold_back.text if report.hold_back else None]
+    texts.append(report.removal_guard.text if report.removal_guard else None)
+    return [t for t in texts if t]
 
 
 def page_span(pages: Iterable[int]) -> str:
@@ -123,8 +137,15 @@ def build(
     unexpected: Sequence[UnexpectedField] = (),
     outstanding: Sequence[Mapping[str, Any]] = (),
     resolved: Sequence[Mapping[str, Any]] = (),
+    hold_back: Mapping[str, Any] | None = None,
+    held_with_partner: Sequence[Mapping[str, Any]] = (),
+    future_dated: Sequence[Mapping[str, Any]] = (),
 ) -> PartnerReport:
-    """Everything a partner needs to know about one run, from the stages' files (see pipeline.write_report)."""
+    """Everything a partner needs to know about one run, from the stages' files (see pipeline.write_report).
+
+    ``hold_back``: the validation (or province check) summary when the partner was held back whole;
+    ``held_with_partner``: its records that passed and were held with it; ``future_dated``: records of
+    the pull dated after it (``fetch.json``)."""
     return PartnerReport(
         partner=partner.division,
         partner_name=partner.name,
@@ -176,6 +197,13 @@ def build(
             )
             for o in resolved
         ],
+        hold_back=_hold_back(hold_back, len(held_with_partner)) if recon.held_back and hold_back else None,
+        held_with_partner=[_brief(r) for r in held_with_partner] if recon.held_back else [],
+        removal_guard=_removal_hold(recon.removal_guard, partner.division, run_id) if recon.removal_guard else None,
+        future_dated=[
+            FutureDated(**f, reason=f"更新时间 {f['updated_at']} 晚于本次拉取时间：{FUTURE_DATED}")
+            for f in future_dated
+        ],
     )
 
 
@@ -191,6 +219,28 @@ def _outstanding(row: Mapping[str, Any]) -> OutstandingItem:
         first_run=row["first_run"],
         first_seen=seen.isoformat() if hasattr(seen, "isoformat") else str(seen),
         nights=row["nights"],
+    )
+
+
+def _hold_back(check: Mapping[str, Any], passed: int) -> HoldBack:
+    records = int(check.get("records", int(check.get("accepted", 0)) + int(check["rejected"])))
+    failing = int(check.get("failing", check["rejected"]))
+    numbers = {"failing": failing, "records": records, "max_critical_rate": check["max_critical_rate"]}
+    return HoldBack(
+        failing=failing,
+        records=records,
+        rate=check["critical_rate"],
+        limit=check["max_critical_rate"],
+        text=guard.hold_back_notice(numbers, passed),
+    )
+
+
+def _removal_hold(info: Mapping[str, Any], division: str, run_id: str) -> RemovalHold:
+    keys = ("published", "removals", "rate", "limit", "size", "previous_size", "reasons", "confirmed_run", "confirmed")
+    return RemovalHold(
+        **{k: info.get(k) for k in keys},
+        held=[_brief(r) for r in info.get("held", [])],
+        text=guard.removal_notice(info, division, run_id) or guard.confirmed_notice(info),
     )
 
 
@@ -230,6 +280,7 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
         "汇总": (
             ["类别", "数量"],
             [["合作地区", f"{report.partner_name}（{report.partner}）"], ["运行编号", report.run_id]]
+            + [["提示", notice] for notice in notices(report)]
             + [[COUNT_LABELS[k], v] for k, v in report.counts.model_dump().items()],
         ),
         "新增": (
@@ -276,6 +327,17 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
                 for o in report.resolved
             ],
         ),
+        "随同暂缓": (
+            ["实施编码", "事项名称", "行使层级"],
+            [[i.task_code, i.name, i.level_label] for i in report.held_with_partner],
+        ),
+        "暂缓删除": (
+            ["实施编码", "事项名称", "行使层级", "原因"],
+            [
+                [i.task_code, i.name, i.level_label, "；".join(report.removal_guard.reasons)]
+                for i in (report.removal_guard.held if report.removal_guard else [])
+            ],
+        ),
         "平台拒收": (
             ["实施编码", "操作", "原因"],
             [[p.task_code or "", p.op, p.reason or ""] for p in report.platform_rejected],
@@ -283,7 +345,8 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
         "重复与多余字段": (
             ["类别", "位置", "实施编码或字段名", "说明"],
             [["重复记录", d.position, d.task_code or "", d.reason] for d in report.duplicates]
-            + [["多余字段", page_span(u.pages), u.field, u.reason] for u in report.unexpected_fields],
+            + [["多余字段", page_span(u.pages), u.field, u.reason] for u in report.unexpected_fields]
+            + [["更新时间晚于拉取时间", f.position, str(f.task_code), f.reason] for f in report.future_dated],
         ),
     }
 

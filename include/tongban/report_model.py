@@ -139,6 +139,41 @@ class ResolvedItem(_Part):
     nights: int
 
 
+class HoldBack(_Part):
+    """Why the whole list was held back: the critical-failure rate against the limit, and what to do."""
+
+    failing: int = Field(description="records rejected, or unreadable without a 实施编码")
+    records: int = Field(description="records of the pull")
+    rate: float
+    limit: float = Field(description="TONGBAN_MAX_CRITICAL_RATE")
+    text: str = Field(description="the notice in Chinese, with the numbers")
+
+
+class RemovalHold(_Part):
+    """Removals the removal guard held for a person to confirm (tongban.guard), or a confirmation applied."""
+
+    published: int = Field(description="the partner's items on the platform before the run")
+    removals: int = Field(description="removals the pull would have made (not confirmed)")
+    rate: float
+    limit: float = Field(description="TONGBAN_MAX_REMOVAL_RATE")
+    size: int | None = Field(default=None, description="catalogue size of this pull (declared total, else records)")
+    previous_size: int | None = Field(default=None, description="the same of the last complete full pull")
+    reasons: list[str] = []
+    held: list[Brief] = Field(default=[], description="items whose removal is held; the platform keeps them")
+    confirmed_run: str | None = Field(default=None, description="the run whose held removals were confirmed")
+    confirmed: list[str] = Field(default=[], description="实施编码 removed on that confirmation")
+    text: str | None = Field(default=None, description="the notice in Chinese")
+
+
+class FutureDated(_Part):
+    """A record whose update time lies after the pull: published if valid, never taken as the watermark."""
+
+    position: str
+    task_code: JsonValue = None
+    updated_at: str
+    reason: str
+
+
 class Counts(_Part):
     """How many of each: the 汇总 of every rendering (keys in the order shown)."""
 
@@ -158,6 +193,9 @@ class Counts(_Part):
     unexpected_fields: int
     outstanding: int = 0
     resolved: int = 0
+    held_with_partner: int = 0
+    removals_held: int = 0
+    future_dated: int = 0
 
 
 class PartnerReport(_Part):
@@ -185,6 +223,10 @@ class PartnerReport(_Part):
     unexpected_fields: list[UnexpectedField] = []
     outstanding: list[OutstandingItem] = Field(default=[], description="待整改 after this run, oldest first")
     resolved: list[ResolvedItem] = Field(default=[], description="待整改 items this run resolved")
+    hold_back: HoldBack | None = Field(default=None, description="set when the whole list was held back")
+    held_with_partner: list[Brief] = Field(default=[], description="items that passed but were held back with it")
+    removal_guard: RemovalHold | None = None
+    future_dated: list[FutureDated] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -214,6 +256,9 @@ class PartnerReport(_Part):
             unexpected_fields=len(self.unexpected_fields),
             outstanding=len(self.outstanding),
             resolved=len(self.resolved),
+            held_with_partner=len(self.held_with_partner),
+            removals_held=len(self.removal_guard.held) if self.removal_guard else 0,
+            future_dated=len(self.future_dated),
         )
 
     def to_json(self) -> bytes:

@@ -6,8 +6,14 @@ pull's mode, when it ran, and its watermark: the latest update time among the re
 in the partner's own clock (never ours, so clock skew between systems does not lose changes).
 
 A pull *counts* for the next run only once its run has really published for that partner
-(``runs/<run>/<division>/publish.json`` exists and was not a dry run): a run that fetched but failed
-later, or a dry run, must not move the next incremental pull past changes nobody published.
+(``runs/<run>/<division>/publish.json`` exists, was not a dry run and the partner was not held back):
+a run that fetched but failed later, a dry run, or a partner held back whole must not move the next
+incremental pull past changes nobody published. A full pull whose removals the removal guard held
+(``tongban.guard``; ``removals_held`` in publish.json) counts for its watermark but not as the
+periodic full pull: the next run pulls in full again.
+
+A watermark is never later than the pull's own start: records dated in the future are flagged by
+the pull and left out of it, and a stored watermark past the planning time is taken as that time.
 
 The next pull is **full** when asked for (the DAG param ``full_resync``), when no pull counts yet,
 when the format has no incremental parameter, or when the last counting full pull is older than the
@@ -61,25 +67,48 @@ def load(root: UPath, division: str) -> dict[str, Any]:
     return read_json(path)
 
 
-def committed(root: UPath, run_id: str, division: str) -> bool:
-    """Whether ``run_id`` published ``division``'s pull for real (not a dry run)."""
+def published(root: UPath, run_id: str, division: str) -> dict[str, Any] | None:
+    """What ``run_id``'s publish stage recorded for ``division``, if it published for real (not a dry
+    run, not held back); None otherwise."""
     path = run_dir(root, run_id, division) / PUBLISH_FILE
     if not path.exists():
-        return False
+        return None
     try:
-        return not read_json(path).get("dry_run", False)
+        info = read_json(path)
     except (ValueError, OSError):
-        return False
+        return None
+    return None if info.get("dry_run", False) or info.get("held_back", False) else info
+
+
+def committed(root: UPath, run_id: str, division: str) -> bool:
+    """Whether ``run_id`` published ``division``'s pull for real (not a dry run, not held back)."""
+    return published(root, run_id, division) is not None
 
 
 def counting_pulls(root: UPath, division: str, exclude_run: str | None = None) -> list[dict[str, Any]]:
-    """The successful pulls of published runs, oldest first."""
-    pulls = [
-        p
-        for run_id, p in load(root, division)["pulls"].items()
-        if run_id != exclude_run and committed(root, run_id, division)
-    ]
+    """The successful pulls of published runs, oldest first, each with ``removals_held`` (how many removals
+    its run held for confirmation)."""
+    pulls = []
+    for run_id, pull in load(root, division)["pulls"].items():
+        info = published(root, run_id, division) if run_id != exclude_run else None
+        if info is not None:
+            pulls.append({**pull, "removals_held": int(info.get("removals_held", 0))})
     return sorted(pulls, key=lambda p: p["pulled_at"])
+
+
+def complete_fulls(root: UPath, division: str, exclude_run: str | None = None) -> list[dict[str, Any]]:
+    """The counting full pulls whose removals were all applied (none held), oldest first."""
+    return [p for p in counting_pulls(root, division, exclude_run) if p["mode"] == "full" and not p["removals_held"]]
+
+
+def last_full_size(root: UPath, division: str, exclude_run: str | None = None) -> int | None:
+    """The catalogue size of the last complete full pull: its declared total, else the records it took."""
+    fulls = complete_fulls(root, division, exclude_run)
+    if not fulls:
+        return None
+    last = fulls[-1]
+    size = last.get("declared_total")
+    return int(size) if size is not None else last.get("fetched")
 
 
 def plan(
@@ -99,8 +128,12 @@ def plan(
     pulls = counting_pulls(root, partner.division, exclude_run=run_id)
     if not pulls:
         return PullPlan("full", None, "no earlier pull was published")
-    fulls = [p for p in pulls if p["mode"] == "full"]
+    fulls = [p for p in pulls if p["mode"] == "full" and not p["removals_held"]]
     every = timedelta(days=partner.full_resync_days)
+    since_complete = fulls[-1]["pulled_at"] if fulls else ""
+    held = [p for p in pulls if p["mode"] == "full" and p["removals_held"] and p["pulled_at"] > since_complete]
+    if held:  # until a full pull is published whole (or its removals confirmed), every pull is a full one
+        return PullPlan("full", None, f"the full pull of run {held[-1]['run_id']} held removals for confirmation")
     if not fulls:
         return PullPlan("full", None, "no earlier full pull was published")
     last_full = datetime.fromisoformat(fulls[-1]["pulled_at"])
@@ -112,7 +145,7 @@ def plan(
     if not marked:
         return PullPlan("full", None, "earlier pulls took no dated records")
     base = max(marked, key=lambda p: p["watermark"])
-    since = datetime.fromisoformat(base["watermark"]) - OVERLAP
+    since = min(datetime.fromisoformat(base["watermark"]), now) - OVERLAP  # never past now (a future date)
     return PullPlan("incremental", since, f"changes since {since.isoformat()} (run {base['run_id']})", base)
 
 

@@ -126,19 +126,21 @@ def test_a_truncated_page_is_fetched_again(partners: Partners, store: UPath, div
 def test_a_page_truncated_every_time_fails_with_the_reason(partners: Partners, store: UPath, division: str) -> None:
     partners.faults(division, {"kind": "truncated", "page": 1})
     error, _ = failed(partners, store, division)
-    assert "still failing after 4 attempts" in str(error)
+    assert not error.retryable and "the same twice in a row" in str(error)  # cut the same way: it stays so
+    assert [e["outcome"] for e in attempts(run_dir(store, "run-1", division))] == ["retry", "failed"]
     assert any(word in str(error) for word in ("JSON 无法解析", "内容可能不完整", "不完整", "页面缺失"))
 
 
 @FORMATS
-def test_an_html_page_instead_of_the_export_is_retried_then_fails(
+def test_an_html_page_instead_of_the_export_is_retried_once_then_fails_fast(
     partners: Partners, store: UPath, division: str
 ) -> None:
     partners.faults(division, {"kind": "invalid_json", "times": 1})
     recovered(partners, store, division)
     partners.faults(division, {"kind": "invalid_json"})
     error, _ = failed(partners, store, division, run_id="run-2")
-    assert error.retryable and "still failing after 4 attempts" in str(error) and "HTML 页面" in str(error)
+    assert not error.retryable and "the same twice in a row" in str(error) and "HTML 页面" in str(error)
+    assert [e["outcome"] for e in attempts(run_dir(store, "run-2", division))] == ["retry", "failed"]  # no minutes
 
 
 @pytest.mark.parametrize(("division", "reason"), [(NATIONAL, "不是 UTF-8 编码"), (CSV, "正文是 UTF-8 编码")])
@@ -234,3 +236,25 @@ def test_an_added_field_is_ignored_and_noted(partners: Partners, store: UPath, d
     partners.faults(division, {"kind": "schema_drift", "add": {"isCharge": "0"}})
     summary, run = recovered(partners, store, division)
     assert summary["unexpected_fields"] == ["isCharge"] == read_json(run / pipeline.FETCH)["unexpected_fields"]
+
+
+# --- answers that will be malformed on every attempt (issue 16) -----------------------------------
+
+
+@pytest.mark.parametrize("division", [NATIONAL, PINYIN])
+def test_a_deeply_nested_body_fails_at_once_with_a_named_error(
+    partners: Partners, store: UPath, division: str
+) -> None:
+    partners.faults(division, {"kind": "nested_body", "page": 1})
+    error, info = failed(partners, store, division)
+    assert not error.retryable and "JSON 嵌套层数过深" in str(error) and "page 1" in str(error)
+    assert info["status"] == "failed" and "嵌套" in info["error"]  # fetch.json written
+    assert [e["outcome"] for e in attempts(run_dir(store, "run-1", division))] == ["failed"]
+
+
+def test_a_page_without_its_total_fails_fast(partners: Partners, store: UPath) -> None:
+    partners.faults(NATIONAL, {"kind": "total_shrinks", "total": 420, "omit_total": True})
+    started = time.monotonic()
+    error, _ = failed(partners, store, NATIONAL, settings=replace(FAST, backoff=1.0, backoff_max=60))
+    assert time.monotonic() - started < 5  # one retry after about a second, not minutes
+    assert not error.retryable and "应答缺少总数 total" in str(error) and "the same twice in a row" in str(error)

@@ -359,8 +359,12 @@ def _answer(encoder: WireEncoder, items: list[dict[str, Any]], request: Request,
     """The page the request asks for, as the format writes it, with the drawn faults applied."""
     fmt = encoder.format
     paging = fmt.paging
-    where = _Slice(fmt, items, request)
     kinds = {f.kind: f for f in faults}
+    if "empty_catalogue" in kinds:
+        items = []
+    if shrunk := kinds.get("total_shrinks"):
+        items = items[: shrunk.total]
+    where = _Slice(fmt, items, request)
     rows = items[where.start : where.end]
     more = where.end < len(items)
     if "duplicate_page" in kinds and where.start > 0:
@@ -373,11 +377,13 @@ def _answer(encoder: WireEncoder, items: list[dict[str, Any]], request: Request,
         renamed, added = dict(drift.rename), dict(drift.add)
         wire = [{renamed.get(k, k): v for k, v in row.items()} | added for row in wire]
         columns = [renamed.get(c, c) for c in columns] + [c for c in added if c not in columns]
+    wire = _mistyped(fmt, wire, kinds)
+    omit_total = "total_shrinks" in kinds and kinds["total_shrinks"].omit_total
     headers: dict[str, str] = {}
     if fmt.media == "csv":
         text = csv_text(columns, wire)
         media = f"text/csv; charset={fmt.encoding.upper()}"
-        if paging.total_header:
+        if paging.total_header and not omit_total:
             headers[paging.total_header] = str(len(items))
     else:
         if paging.kind == "page":
@@ -389,8 +395,12 @@ def _answer(encoder: WireEncoder, items: list[dict[str, Any]], request: Request,
                 payload[paging.total_field] = len(items)
             last = items[where.end - 1]["task_code"] if more and where.end - 1 < len(items) else None
             payload[paging.next_field or "nextCursor"] = encode_cursor(last) if last else None
+        if omit_total:
+            payload.pop(paging.total_field or "total", None)
         payload[paging.items_field or "data"] = wire
         text = json.dumps(payload, ensure_ascii=False)
+        if (nested := kinds.get("nested_body")) and wire:
+            text = text.replace(json.dumps(_NESTED), "[" * nested.depth + "]" * nested.depth, 1)
         media = f"application/json; charset={fmt.encoding}"
     encoding = fmt.encoding
     if "wrong_encoding" in kinds:
@@ -403,6 +413,27 @@ def _answer(encoder: WireEncoder, items: list[dict[str, Any]], request: Request,
     if oversized := kinds.get("oversized"):
         return StreamingResponse(_padded(body, oversized.size), media_type=media, headers=headers)
     return Response(body, media_type=media, headers=headers)
+
+
+_NESTED = "\u0000nested\u0000"  # where nested_body puts its arrays (a value no record holds)
+
+
+def _mistyped(fmt: WireFormat, wire: list[Any], kinds: dict[str, Fault]) -> list[Any]:
+    """The page's wire records as the type faults make them (records of a CSV are text whatever happens)."""
+    code, stamp_field = fmt.fields["task_code"], fmt.fields["updated_at"]
+    if future := kinds.get("future_timestamp"):
+        stamp = future.stamp.strftime(fmt.datetime_format)
+        wire = [{**row, stamp_field: stamp} if i < future.count else row for i, row in enumerate(wire)]
+    if fmt.media == "csv":
+        return wire
+    if wrong := kinds.get("wrong_types"):
+        digits = [i for i, row in enumerate(wire) if str(row[code]).isdigit()][: wrong.count]
+        wire = [{**row, code: int(row[code])} if i in digits else row for i, row in enumerate(wire)]
+    if "nested_body" in kinds and wire:
+        wire = [{**wire[0], code: _NESTED}, *wire[1:]]
+    if "non_objects" in kinds:
+        wire = [json.dumps(row, ensure_ascii=False) for row in wire]
+    return wire
 
 
 def _padded(body: bytes, size: int) -> Iterator[bytes]:

@@ -1,0 +1,296 @@
+"""Nothing lost, nothing stale (issue 16 pull side, issue 12): bad partner answers never take items off the
+platform, a held-back pull does not advance the watermark, future dates do not freeze a partner.
+
+Each night runs the pipeline's stages (fetch, normalise, validate, reconcile, publish, report) against the
+real partner simulator (its fault kinds) and the real platform simulator, with a SQLite item store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from markupsafe import escape
+from upath import UPath
+
+from tests.ingest.conftest import FAST, Partners
+from tests.simulators.conftest import serving
+from tongban import pipeline, watermark
+from tongban.guard import check_confirmations, parse_confirmations
+from tongban.model import content_hash
+from tongban.publish import PlatformClient
+from tongban.registry import Registry, load_registry
+from tongban.simulators.credentials import platform_credentials
+from tongban.simulators.partners import create_partner_app
+from tongban.simulators.platform import create_platform_app
+from tongban.storage import read_json, read_jsonl, report_dir, run_dir, write_json
+from tongban.store.repo import ItemStore
+
+PAGED, CURSOR, CSV = "442000", "370300", "370700"  # national_json (200), pinyin_json (100), csv_gbk (100)
+
+
+@dataclass
+class World:
+    partners: Partners
+    platform: PlatformClient
+    store: ItemStore
+    root: UPath
+    nights: int = 0
+
+    def night(self, division: str, *, full: bool = False, confirmed_run: str | None = None, **kw: Any) -> Night:
+        """One run of every per-partner stage, as the DAG chains them (no province stage: one partner)."""
+        self.nights += 1
+        run_id = f"night-{self.nights}"
+        partner = self.partners.registry.partner(division)
+        run = run_dir(self.root, run_id, division)
+        secret = self.partners.secret(division)
+        now = datetime.now(UTC) + timedelta(hours=self.nights)  # nights apart, in the order they ran
+        kw.setdefault("settings", FAST)
+        fetched = pipeline.fetch(
+            partner, self.partners.base(division), run, secret=secret, root=self.root, run_id=run_id,
+            full_resync=full, now=now, **kw,
+        )  # fmt: skip
+        pipeline.normalise(partner, run)
+        pipeline.validate(partner, run, self.store)
+        pipeline.reconcile_partner(partner, run, self.platform, self.store, run_id, confirmed_run=confirmed_run)
+        pipeline.publish_partner(partner, run, self.platform, self.store, run_id, dry_run=False)
+        out = report_dir(self.root, run_id, division)
+        written = pipeline.write_report(partner, run, out, run_id, self.store)
+        return Night(run_id, run, fetched, read_json(out / "report.json"), written["notices"])
+
+    def alone(self, division: str) -> list[dict[str, Any]]:
+        """The partner's published items alone in their 基本编码: a change to one keeps 五级N同."""
+        items = self.platform.items(division)
+        groups = [r["catalog_code"] for r in items]
+        return [r for r in items if groups.count(r["catalog_code"]) == 1]
+
+    def on_platform(self, division: str) -> dict[str, str]:
+        return {r["task_code"]: content_hash(r) for r in self.platform.items(division)}
+
+
+@dataclass
+class Night:
+    run_id: str
+    run: UPath
+    fetched: dict[str, Any]
+    report: dict[str, Any]
+    notices: list[dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return load_registry()
+
+
+@pytest.fixture(scope="module")
+def partners(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Partners]:
+    state = tmp_path_factory.mktemp("partner-sim")
+    with serving(create_partner_app(registry, state)) as url:
+        yield Partners(url, state, registry)
+
+
+@pytest.fixture
+def world(partners: Partners, tmp_path: Path) -> Iterator[World]:
+    """A fresh deployment: its own platform (simulator), item store and home; the partners as generated."""
+    requests.post(f"{partners.url}/admin/reset", timeout=10).raise_for_status()
+    with serving(create_platform_app(tmp_path / "platform")) as platform_url:
+        store = ItemStore(f"sqlite:///{tmp_path / 'items.db'}")
+        client = PlatformClient(platform_url, **platform_credentials(tmp_path / "platform"))
+        yield World(partners, client, store, UPath(tmp_path / "home"))
+    requests.post(f"{partners.url}/admin/reset", timeout=10).raise_for_status()
+
+
+def published_first(world: World, division: str) -> dict[str, str]:
+    """A clean first night; returns what the platform then holds of the partner."""
+    first = world.night(division)
+    assert first.report["counts"]["published"] > 0 and not first.notices
+    return world.on_platform(division)
+
+
+# --- bad answers leave the platform's list unchanged ----------------------------------------------
+
+
+def test_an_empty_catalogue_removes_nothing_and_says_why(world: World) -> None:
+    before = published_first(world, PAGED)
+    world.partners.faults(PAGED, {"kind": "empty_catalogue"})
+    bad = world.night(PAGED, full=True)
+    assert world.on_platform(PAGED) == before
+    guard = bad.report["removal_guard"]
+    assert guard["removals"] == len(before) and len(guard["held"]) == len(before)
+    assert f"{len(before)}/{len(before)} = 100% > 20%" in guard["text"] and f"{PAGED}@{bad.run_id}" in guard["text"]
+    assert bad.report["counts"]["removed"] == 0 and bad.report["counts"]["removals_held"] == len(before)
+    assert [n["event"] for n in bad.notices] == ["removals_held"]
+    html = (report_dir(world.root, bad.run_id, PAGED) / "report.html").read_text(encoding="utf-8")
+    assert "暂缓删除" in html and str(escape(guard["text"])) in html
+    # the held full pull is not the weekly full pull: the next night pulls in full again
+    plan = watermark.plan(world.root, world.partners.registry.partner(PAGED), "next", now=datetime.now(UTC))
+    assert plan.mode == "full" and bad.run_id in plan.reason
+
+
+def test_records_that_are_not_objects_hold_the_partner_back(world: World) -> None:
+    before = published_first(world, CURSOR)
+    world.partners.faults(CURSOR, {"kind": "non_objects"})
+    bad = world.night(CURSOR, full=True)
+    assert world.on_platform(CURSOR) == before
+    report = bad.report
+    fetched = report["counts"]["fetched"]
+    assert report["held_back"] and report["counts"]["quarantined"] == fetched == len(world.partners.served(CURSOR))
+    assert f"{fetched}/{fetched} = 100% > 20%" in report["hold_back"]["text"]
+    assert [n["event"] for n in bad.notices] == ["partner_held_back"]
+
+
+@pytest.mark.parametrize(
+    ("division", "fault"),
+    [
+        (PAGED, {"kind": "total_shrinks", "total": 50}),
+        (CURSOR, {"kind": "total_shrinks", "total": 25}),
+        (CURSOR, {"kind": "total_shrinks", "total": 25, "omit_total": True}),  # a cursor page without total
+        (CSV, {"kind": "total_shrinks", "total": 25}),
+    ],
+)
+def test_a_catalogue_cut_short_removes_nothing(world: World, division: str, fault: dict[str, Any]) -> None:
+    before = published_first(world, division)
+    world.partners.faults(division, fault)
+    bad = world.night(division, full=True)
+    assert world.on_platform(division) == before
+    guard = bad.report["removal_guard"]
+    assert guard["size"] == fault["total"] and guard["previous_size"] == len(world.partners.served(division))
+    assert len(guard["reasons"]) == 2 and "减少" in guard["reasons"][1]  # the rate and the shrink, with numbers
+    assert bad.notices and bad.notices[0]["event"] == "removals_held"
+
+
+def test_a_sharp_shrink_alone_holds_the_removals(world: World) -> None:
+    """Fewer removals than the removal rate (most items quarantined with their codes), but the declared total
+    fell by more than the limit: still held."""
+    before = published_first(world, PAGED)
+    world.partners.faults(PAGED, {"kind": "total_shrinks", "total": 150})  # 25% fewer: 50 removals of 200
+    bad = world.night(PAGED, full=True)
+    guard = bad.report["removal_guard"]
+    assert world.on_platform(PAGED) == before and guard["held"]
+    assert guard["reasons"] and "150" in guard["reasons"][-1] and "25% > 20%" in guard["reasons"][-1]
+
+
+def test_numeric_task_codes_are_recovered_and_held(world: World) -> None:
+    before = published_first(world, PAGED)
+    world.partners.faults(PAGED, {"kind": "wrong_types", "count": 7, "page": 1})
+    bad = world.night(PAGED, full=True)
+    assert world.on_platform(PAGED) == before
+    recovered = [q for q in bad.report["quarantined"] if any("可识别为" in p["reason"] for p in q["problems"])]
+    codes = {q["task_code"] for q in recovered}
+    assert len(codes) == 7 and codes & set(before) and codes & set(before) <= set(bad.report["held"])
+    assert bad.report["counts"]["removed"] == 0
+    assert bad.report["removal_guard"] is None and not bad.notices
+
+
+def test_a_confirmed_mass_withdrawal_removes_exactly_the_withdrawn_items(world: World) -> None:
+    before = published_first(world, PAGED)
+    withdrawn = sorted(before)[:60]  # 30% of the catalogue really withdrawn by the partner
+    for code in withdrawn:
+        world.partners.delete(PAGED, code)
+    held = world.night(PAGED, full=True)
+    assert world.on_platform(PAGED) == before
+    assert [r["task_code"] for r in held.report["removal_guard"]["held"]] == withdrawn
+
+    with pytest.raises(ValueError, match="not <division>@<run id>"):
+        parse_confirmations([f"{PAGED}:{held.run_id}"])
+    with pytest.raises(ValueError, match="held no removals"):
+        check_confirmations(world.root, [f"{PAGED}@night-1"], [PAGED])
+    with pytest.raises(ValueError, match="not in this run"):
+        check_confirmations(world.root, [f"{PAGED}@{held.run_id}"], [CURSOR])
+    assert check_confirmations(world.root, [f"{PAGED}@{held.run_id}"], [PAGED]) == {PAGED: held.run_id}
+
+    also_gone = sorted(before)[100]  # withdrawn after the confirmation was given: not confirmed by it
+    world.partners.delete(PAGED, also_gone)
+    confirmed = world.night(PAGED, full=True, confirmed_run=held.run_id)
+    after = world.on_platform(PAGED)
+    assert set(before) - set(after) == {*withdrawn, also_gone}  # one more removal of 140 is below the rate
+    assert confirmed.report["removal_guard"]["confirmed"] == withdrawn
+    assert sorted(r["task_code"] for r in confirmed.report["removed"]) == sorted([*withdrawn, also_gone])
+    assert "已经人工确认" in confirmed.report["removal_guard"]["text"] and not confirmed.notices
+
+
+# --- held back: the watermark stays, the next night re-pulls ----------------------------------------
+
+
+def test_a_held_back_night_does_not_advance_the_watermark(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = published_first(world, PAGED)
+    clean = world.night(PAGED)  # an incremental night that published: the base of the next pull
+    assert clean.fetched["mode"] == "incremental"
+    alone = world.alone(PAGED)
+    broken, fine = [r["task_code"] for r in alone[:10]], alone[10]["task_code"]
+    for code in broken:
+        world.partners.patch(PAGED, code, legal_basis="")
+    world.partners.patch(PAGED, fine, result="新的办理结果")
+    monkeypatch.setenv("TONGBAN_MAX_CRITICAL_RATE", "0.5")  # 10 of 11 changed records fail
+    held = world.night(PAGED)
+    assert held.fetched["mode"] == "incremental" and held.report["held_back"]
+    assert world.on_platform(PAGED) == before
+    notice, pulled = held.report["hold_back"], held.fetched["fetched"]  # the 11 changed, and the overlap
+    assert notice["failing"] == 10 and notice["records"] == pulled and f"10/{pulled} = " in notice["text"]
+    assert "> 50%" in notice["text"] and "请按" in notice["text"]
+    passed = {i["task_code"] for i in held.report["held_with_partner"]}
+    assert fine in passed and not passed & set(broken) and len(passed) == pulled - 10
+    assert [n["event"] for n in held.notices] == ["partner_held_back"]
+    assert not watermark.committed(world.root, held.run_id, PAGED)
+
+    for record in alone[:10]:  # the partner fixes its records (and says what the result is now)
+        world.partners.patch(PAGED, record["task_code"], legal_basis=record["legal_basis"], result="更正后的办理结果")
+    fixed = world.night(PAGED)
+    assert fixed.fetched["mode"] == "incremental" and fixed.fetched["since"] == clean_since(world, clean)
+    assert not fixed.report["held_back"]
+    assert sorted(c["task_code"] for c in fixed.report["changed"]) == sorted([*broken, fine])
+    served = {r["task_code"]: content_hash(r) for r in world.partners.served(PAGED)}
+    after = world.on_platform(PAGED)
+    assert all(after[code] == served[code] for code in [*broken, fine])
+
+
+def clean_since(world: World, clean: Night) -> str:
+    """The ``since`` an incremental pull based on ``clean``'s watermark asks for."""
+    mark = read_json(clean.run / pipeline.FETCH)["watermark"]
+    return (datetime.fromisoformat(mark) - watermark.OVERLAP).isoformat()
+
+
+# --- future dates -----------------------------------------------------------------------------------
+
+
+def test_a_future_timestamp_is_flagged_and_does_not_freeze_the_partner(world: World) -> None:
+    published_first(world, CURSOR)
+    world.partners.faults(CURSOR, {"kind": "future_timestamp", "count": 1, "page": 1})
+    flagged = world.night(CURSOR)
+    mark = datetime.fromisoformat(read_json(flagged.run / pipeline.FETCH)["watermark"])
+    assert mark.year < 2099
+    [future] = flagged.report["future_dated"]
+    assert future["updated_at"].startswith("2099-12-31") and "晚于本次拉取时间" in future["reason"]
+    world.partners.faults(CURSOR)
+    target = world.alone(CURSOR)[-1]["task_code"]
+    world.partners.patch(CURSOR, target, result="又一个办理结果")
+    later = world.night(CURSOR)
+    assert later.fetched["mode"] == "incremental" and later.fetched["fetched"] >= 1
+    assert [c["task_code"] for c in later.report["changed"]] == [target]
+
+
+def test_a_frozen_watermark_from_before_is_taken_as_now(world: World) -> None:
+    partner = world.partners.registry.partner(CURSOR)
+    now = datetime.now(UTC)
+    watermark.record(world.root, CURSOR, "old", {"mode": "full", "pulled_at": (now - timedelta(days=1)).isoformat()}
+                     | {"watermark": "2099-12-31T00:00:00+08:00", "fetched": 1})  # fmt: skip
+    write_json(run_dir(world.root, "old", CURSOR) / pipeline.PUBLISH, {"dry_run": False})
+    plan = watermark.plan(world.root, partner, "new", now=now)
+    assert plan.mode == "incremental" and plan.since == now - watermark.OVERLAP
+
+
+# --- quarantine without a code counts against the hold-back rate ------------------------------------
+
+
+def test_unreadable_records_without_a_code_count_against_the_rate(world: World) -> None:
+    world.partners.faults(CURSOR, {"kind": "non_objects", "page": 1})  # page 1 of 4: 25% unreadable
+    night = world.night(CURSOR, settings=replace(FAST, page_size=25))
+    validation = read_json(night.run / pipeline.VALIDATION)
+    assert validation["unidentified"] == 25 and validation["records"] == 100
+    assert validation["held_back"] and night.report["hold_back"]["failing"] >= 25
+    assert [q["task_code"] for q in read_jsonl(night.run / pipeline.QUARANTINE)].count(None) == 25
