@@ -126,3 +126,12 @@ def content_hash(record: Mapping[str, Any]) -> str:
 
 
 ITEM_FIELDS: tuple[str, ...] = tuple(Item.model_fields)
+# the Chinese label of every canonical field (its description up to the first " (")
+FIELD_LABELS: dict[str, str] = {name: (f.description or name).split(" (")[0] for name, f in Item.model_fields.items()}
+MATERIAL_LABELS: dict[str, str] = {
+    "name": "材料名称",
+    "required": "是否必要",
+    "form": "材料形式",
+    "copies": "份数",
+    "source": "来源渠道",
+}

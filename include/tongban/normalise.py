@@ -3,6 +3,12 @@
 A record that cannot be parsed or mapped is quarantined with its partner, position, field and reason;
 it is never dropped silently. Reasons are in Chinese: partners read them in their reports.
 
+Codes, numbers and times arrive with full-width digits and letters (１１４４…), non-breaking and
+zero-width spaces: they are NFKC-normalised and stripped of invisible characters before any check
+(:func:`clean_code`), and each value so changed is noted (:attr:`Normalised.normalised`) for the
+partner's report. Messages name the partner's own field and the element's Chinese label, never an
+internal name.
+
 Repeated records (a page served twice): an exact copy of a record already read is counted once and
 listed as a duplicate; copies of one 实施编码 that differ are all quarantined, since nothing says
 which one is current (:class:`Deduper`, :func:`normalise_catalogue`).
@@ -11,6 +17,9 @@ which one is current (:class:`Deduper`, :func:`normalise_catalogue`).
 from __future__ import annotations
 
 import hashlib
+import json
+import string
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -19,11 +28,44 @@ from typing import Any
 from pydantic import ValidationError
 
 from tongban.config import CHINA_TZ
-from tongban.model import Item, canonical_json
-from tongban.registry import CODED_FIELDS, Partner, WireFormat
+from tongban.model import FIELD_LABELS, MATERIAL_LABELS, Item, canonical_json
+from tongban.registry import CODED_FIELDS, DICTIONARY_LABELS, Partner, WireFormat
 
 INT_FIELDS = ("legal_limit", "promised_limit")
 OPTIONAL_FIELDS = frozenset({"handle_type", *INT_FIELDS, "legal_limit_unit", "promised_limit_unit"})
+# values that are codes, numbers or times: cleaned (clean_code) before any check
+CODE_FIELDS = frozenset(
+    {"task_code", "catalog_code", "dept_uscc", "version", "updated_at", "service_objects", *CODED_FIELDS, *INT_FIELDS}
+)
+CLEANED_MATERIAL_FIELDS = ("required", "form", "copies")
+WIDTH_ONLY = "（两者仅全角/半角或不可见字符不同）"
+
+
+def clean_code(text: str) -> str:
+    """NFKC (full-width digits and letters become ASCII, non-breaking and ideographic spaces plain spaces),
+    then format characters removed (zero-width spaces and joiners, BOM, soft hyphen, direction marks)
+    and the ends stripped."""
+    return "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf").strip()
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def width_only_difference(a: Any, b: Any) -> bool:
+    """True when two values differ, but not once both are cleaned (:func:`clean_code`): a message comparing
+    them must say so, 「３」与「3」不一致 alone is unreadable."""
+    x, y = _as_text(a), _as_text(b)
+    return x != y and clean_code(x) == clean_code(y)
+
+
+def _what_changed(value: str) -> str:
+    kinds = []
+    if any(unicodedata.category(c) == "Cf" for c in value):
+        kinds.append("零宽或不可见字符")
+    if unicodedata.normalize("NFKC", value) != value:
+        kinds.append("全角字符或不换行空格")
+    return "、".join(kinds) or "首尾空白"
 
 
 @dataclass(frozen=True)
@@ -53,6 +95,27 @@ class _Mapper:
         self.partner = partner
         names = set(CODED_FIELDS.values()) | {"service_object", "material_required", "material_form"}
         self.codes = {name: fmt.to_canonical(name) for name in names}
+        self.normalised: list[dict[str, Any]] = []  # every value clean_code changed, for the report
+        self._position = ""
+
+    def _clean(self, wire: str, label: str, value: Any) -> Any:
+        """``value`` cleaned if it is text (:func:`clean_code`); a change is noted for the report."""
+        if not isinstance(value, str):
+            return value
+        cleaned = clean_code(value)
+        if cleaned != value.strip(string.whitespace):  # ASCII blanks at the ends are no news
+            self.normalised.append(
+                {
+                    "partner": self.partner.division,
+                    "position": self._position,
+                    "field": wire,
+                    "label": label,
+                    "original": value,
+                    "normalised": cleaned,
+                    "reason": f"字段 {wire}（{label}）的值 {value!r} 含{_what_changed(value)}，已规范化为「{cleaned}」",
+                }
+            )
+        return cleaned
 
     def map(self, raw: Any, position: str) -> Item | Quarantined:
         if not isinstance(raw, dict):
@@ -60,11 +123,15 @@ class _Mapper:
             return Quarantined(self.partner.division, position, None, [problem], raw)
         problems: list[Problem] = []
         out: dict[str, Any] = {"partner": self.partner.division, "source_ref": position}
+        self._position = position
+        noted = len(self.normalised)
         for canonical, wire in self.fmt.fields.items():
             if wire not in raw:  # even an optional field must be there (null or empty when it has no value)
                 problems.append(Problem(canonical, wire, f"缺少字段 {wire}"))
                 continue
             value = raw[wire]
+            if canonical in CODE_FIELDS:
+                value = self._clean(wire, FIELD_LABELS[canonical], value)
             if (value is None or value == "") and canonical in OPTIONAL_FIELDS:
                 value = None
             try:
@@ -72,6 +139,8 @@ class _Mapper:
             except ValueError as exc:
                 problems.append(Problem(canonical, wire, str(exc)))
         task_code = recover_code(raw.get(self.fmt.fields["task_code"]))
+        for note in self.normalised[noted:]:
+            note["task_code"] = task_code
         if not problems:
             try:
                 return Item(**out)
@@ -79,13 +148,16 @@ class _Mapper:
                 for err in exc.errors():
                     canonical = str(err["loc"][0]) if err["loc"] else "*"
                     wire = self.fmt.fields.get(canonical, canonical)
-                    problems.append(Problem(canonical, wire, f"字段 {wire} 格式不符：{err['msg']}"))
+                    what = f"{wire}（{FIELD_LABELS[canonical]}）" if canonical in FIELD_LABELS else wire
+                    problems.append(Problem(canonical, wire, f"字段 {what} 格式不符：{err['msg']}"))
         return Quarantined(self.partner.division, position, task_code, problems, raw)
 
     def _code(self, dictionary: str, wire_field: str, value: Any) -> Any:
         key = str(value).strip()
         if key not in self.codes[dictionary]:
-            raise ValueError(f"字段 {wire_field} 的值 {value!r} 不在{self.fmt.name}代码表（{dictionary}）中，无法映射")
+            name = DICTIONARY_LABELS[dictionary]
+            known = "、".join(str(k) for k in self.codes[dictionary])
+            raise ValueError(f"字段 {wire_field}（{name}）的值 {value!r} 不是约定的{name}代码（{known}），无法映射")
         return self.codes[dictionary][key]
 
     def _convert(self, canonical: str, value: Any) -> Any:
@@ -105,12 +177,13 @@ class _Mapper:
             try:
                 return int(str(value).strip())
             except ValueError:
-                raise ValueError(f"字段 {wire} 的值 {value!r} 不是整数") from None
+                raise ValueError(f"字段 {wire}（{FIELD_LABELS[canonical]}）的值 {value!r} 不是整数") from None
         if canonical == "updated_at":
             try:
                 parsed = parse_time(str(value), self.fmt.datetime_format)
             except ValueError:
-                raise ValueError(f"字段 {wire} 的值 {value!r} 不符合时间格式 {self.fmt.datetime_format}") from None
+                layout = self.fmt.datetime_format
+                raise ValueError(f"字段 {wire}（更新时间）的值 {value!r} 不符合时间格式 {layout}") from None
             return parsed.replace(tzinfo=CHINA_TZ)
         if canonical == "materials":
             return self._materials(wire, value)
@@ -145,11 +218,15 @@ class _Mapper:
         for i, entry in enumerate(value, start=1):
             if not isinstance(entry, dict):
                 raise ValueError(f"字段 {wire} 第 {i} 项不是对象")
+            entry = dict(entry)
+            for f in CLEANED_MATERIAL_FIELDS:
+                if mf[f] in entry:
+                    entry[mf[f]] = self._clean(f"{wire}[{i}].{mf[f]}", MATERIAL_LABELS[f], entry[mf[f]])
             copies = entry.get(mf["copies"])
             try:
                 copies = int(copies) if copies not in (None, "") else None
             except (TypeError, ValueError):
-                raise ValueError(f"字段 {wire}[{i}].{mf['copies']} 的值 {copies!r} 不是整数") from None
+                raise ValueError(f"字段 {wire}[{i}].{mf['copies']}（份数）的值 {copies!r} 不是整数") from None
             out.append(
                 {
                     "name": entry.get(mf["name"]),
@@ -172,7 +249,7 @@ def recover_code(value: Any) -> str | None:
     are a whole 31-character code (a partner exporting an all-digit code as a number). A float (digits may be
     lost), a bool or a number of another length is not a code anyone can be sure of: None."""
     if isinstance(value, str):
-        return value.strip() or None
+        return clean_code(value) or None
     if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) == TASK_CODE_LENGTH:
         return str(value)
     return None
@@ -254,6 +331,7 @@ class Deduper:
 class Normalised:
     outcomes: list[Item | Quarantined]
     duplicates: list[dict[str, Any]]  # exact copies left out, each naming where the first one was
+    normalised: list[dict[str, Any]] = field(default_factory=list)  # values clean_code changed, with why
 
 
 def normalise_catalogue(pages: Iterable[tuple[int, list[Any]]], fmt: WireFormat, partner: Partner) -> Normalised:
@@ -293,7 +371,7 @@ def normalise_catalogue(pages: Iterable[tuple[int, list[Any]]], fmt: WireFormat,
             outcomes.append(Quarantined(partner.division, position, ident[0], [Problem("task_code", key, reason)], raw))
         else:
             outcomes.append(mapper.map(raw, position))
-    return Normalised(outcomes, duplicates)
+    return Normalised(outcomes, duplicates, mapper.normalised)
 
 
 def parse_time(text: str, layout: str) -> datetime:

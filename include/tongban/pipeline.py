@@ -54,6 +54,7 @@ FETCH = "fetch.json"
 _log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"  # in RAW: every request of the pull, with the sha256 of its archived answer
 DUPLICATES = "duplicates.jsonl"
+NORMALISED = "normalised.jsonl"  # codes that arrived with full-width or invisible characters (normalise)
 
 
 def _root(run: UPath) -> UPath:
@@ -164,11 +165,13 @@ def normalise(partner: Partner, run: UPath, root: UPath | None = None) -> dict[s
     write_jsonl(run / ITEMS, items)
     write_jsonl(run / QUARANTINE, quarantined)
     write_jsonl(run / DUPLICATES, result.duplicates)
+    write_jsonl(run / NORMALISED, result.normalised)
     return {
         "partner": partner.division,
         "items": len(items),
         "quarantined": len(quarantined),
         "duplicates": len(result.duplicates),
+        "normalised": len(result.normalised),
     }
 
 
@@ -354,6 +357,7 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
         publish=published,
         duplicates=list(read_jsonl(run / DUPLICATES)) if (run / DUPLICATES).exists() else [],
         unexpected=report_mod.unexpected_fields(manifest),
+        normalised=list(read_jsonl(run / NORMALISED)) if (run / NORMALISED).exists() else [],
         outstanding=outstanding,
         resolved=resolved,
         hold_back=check,

@@ -28,6 +28,19 @@ CODED_FIELDS: dict[str, str] = {
 }
 
 
+# the Chinese name of each canonical dictionary, for messages partners read
+DICTIONARY_LABELS: dict[str, str] = {
+    "item_type": "事项类型",
+    "level": "行使层级",
+    "service_object": "服务对象",
+    "handling_mode": "通办模式",
+    "handle_type": "办件类型",
+    "time_unit": "时限单位",
+    "material_required": "材料是否必要",
+    "material_form": "材料形式",
+}
+
+
 def _data_file(name: str) -> Any:
     return yaml.safe_load(resources.files("tongban").joinpath("data", name).read_text(encoding="utf-8"))
 

@@ -31,6 +31,7 @@ from tongban.report_model import (
     Flagged,
     FutureDated,
     HoldBack,
+    NormalisedValue,
     OutstandingItem,
     PartnerReport,
     PlatformRejection,
@@ -69,7 +70,11 @@ COUNT_LABELS = {
     "held_with_partner": "随同暂缓（已通过校验，随整体暂缓未推送）",
     "removals_held": "暂缓删除（待人工确认，平台保留原版本）",
     "future_dated": "更新时间晚于拉取时间（待核）",
+    "normalised": "规范化的编码值（全角或不可见字符）",
 }
+
+
+OP_LABELS = {"upsert": "新增或更新", "delete": "删除"}  # the platform's operations, as partners read them
 
 
 def _brief(record: Mapping[str, Any]) -> Brief:
@@ -140,6 +145,7 @@ def build(
     hold_back: Mapping[str, Any] | None = None,
     held_with_partner: Sequence[Mapping[str, Any]] = (),
     future_dated: Sequence[Mapping[str, Any]] = (),
+    normalised: Sequence[Mapping[str, Any]] = (),
 ) -> PartnerReport:
     """Everything a partner needs to know about one run, from the stages' files (see pipeline.write_report).
 
@@ -185,6 +191,7 @@ def build(
         platform_rejected=[PlatformRejection(**p) for p in publish.get("rejected", [])],
         duplicates=[DuplicateRecord(**d) for d in duplicates],
         unexpected_fields=list(unexpected),
+        normalised=[NormalisedValue.model_validate(n) for n in normalised],
         outstanding=[_outstanding(o) for o in sorted(outstanding, key=lambda o: (-o["nights"], o["task_code"]))],
         resolved=[
             ResolvedItem(
@@ -258,7 +265,13 @@ def render_html(report: PartnerReport) -> str:
     return (
         _templates()
         .get_template("report.html.j2")
-        .render(r=report, counts=report.counts.model_dump(), count_labels=COUNT_LABELS, page_span=page_span)
+        .render(
+            r=report,
+            counts=report.counts.model_dump(),
+            count_labels=COUNT_LABELS,
+            page_span=page_span,
+            op_labels=OP_LABELS,
+        )
     )
 
 
@@ -300,9 +313,9 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
             [[i.task_code, i.name, i.level_label] for i in report.removed],
         ),
         "退回": (
-            ["实施编码", "事项名称", "要素", "校验规则", "原因"],
+            ["实施编码", "事项名称", "要素", "原因"],
             [
-                [i.task_code, i.name, f.label, f.expectation, f.message]
+                [i.task_code, i.name, f.label, f.message]
                 for i in report.rejected
                 for f in i.findings
                 if f.severity == "critical"
@@ -340,13 +353,17 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
         ),
         "平台拒收": (
             ["实施编码", "操作", "原因"],
-            [[p.task_code or "", p.op, p.reason or ""] for p in report.platform_rejected],
+            [[p.task_code or "", OP_LABELS.get(p.op, p.op), p.reason or ""] for p in report.platform_rejected],
         ),
         "重复与多余字段": (
             ["类别", "位置", "实施编码或字段名", "说明"],
             [["重复记录", d.position, d.task_code or "", d.reason] for d in report.duplicates]
             + [["多余字段", page_span(u.pages), u.field, u.reason] for u in report.unexpected_fields]
-            + [["更新时间晚于拉取时间", f.position, str(f.task_code), f.reason] for f in report.future_dated],
+            + [["更新时间晚于拉取时间", f.position, str(f.task_code), f.reason] for f in report.future_dated]
+            + [
+                ["编码规范化", n.position, f"{n.task_code or ''} {n.field}".strip(), n.reason]
+                for n in report.normalised
+            ],
         ),
     }
 

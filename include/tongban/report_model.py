@@ -92,6 +92,18 @@ class DuplicateRecord(_Part):
     reason: str
 
 
+class NormalisedValue(_Part):
+    """A code, number or time that arrived with full-width or invisible characters and was normalised."""
+
+    position: str = Field(description="where the record was: 第N页第M条")
+    task_code: str | None = None
+    field: str = Field(description="the partner's own field name")
+    label: str = Field(description="the field's Chinese label")
+    original: str
+    normalised: str
+    reason: str
+
+
 class UnexpectedField(_Part):
     """A field the partner's answers carry that its agreed wire format does not declare (ignored)."""
 
@@ -196,6 +208,7 @@ class Counts(_Part):
     held_with_partner: int = 0
     removals_held: int = 0
     future_dated: int = 0
+    normalised: int = 0
 
 
 class PartnerReport(_Part):
@@ -227,6 +240,7 @@ class PartnerReport(_Part):
     held_with_partner: list[Brief] = Field(default=[], description="items that passed but were held back with it")
     removal_guard: RemovalHold | None = None
     future_dated: list[FutureDated] = []
+    normalised: list[NormalisedValue] = Field(default=[], description="values with full-width or invisible characters")
 
     @model_validator(mode="before")
     @classmethod
@@ -259,6 +273,7 @@ class PartnerReport(_Part):
             held_with_partner=len(self.held_with_partner),
             removals_held=len(self.removal_guard.held) if self.removal_guard else 0,
             future_dated=len(self.future_dated),
+            normalised=len(self.normalised),
         )
 
     def to_json(self) -> bytes:

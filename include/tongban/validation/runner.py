@@ -5,6 +5,7 @@ Imports pandas at module level and GX only inside :func:`run_gx`; import this mo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -14,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from tongban.model import COMPARED
+from tongban.normalise import WIDTH_ONLY, width_only_difference
 from tongban.registry import Partner, divisions, label
 from tongban.validation.derived import items_frame, validation_frame
 from tongban.validation.outcome import Finding, ValidationOutcome
@@ -254,8 +257,19 @@ class _Findings:
                 shared |= votes | {"verdict": verdict.format_map({**self.extras, **shared, **votes})}
             for where in diff["differing"]:
                 extra = {**shared, "level_label": label("level", where["level"])}
-                out.append(self._finding(check, int(where["row"]), diff["element"], extra))
+                finding = self._finding(check, int(where["row"]), diff["element"], extra)
+                if self._width_only(diff["element"], int(where["row"]), int(ref["row"])):
+                    finding = dataclasses.replace(finding, message=finding.message + WIDTH_ONLY)
+                out.append(finding)
         return out
+
+    def _width_only(self, element: str, row: int, reference: int) -> bool:
+        """The element's values on the two rows differ only in width or invisible characters."""
+        fields = next((e.fields for e in COMPARED if e.key == element), ())
+        if not fields or any(f not in self.frame for f in fields):
+            return False
+        values = [[self._column(f)[r] for f in fields] for r in (row, reference)]
+        return width_only_difference(*values)
 
     def _finding(self, check: Check, row: int, element: str, extra: Mapping[str, str]) -> Finding:
         values = {**self.extras, **extra}
