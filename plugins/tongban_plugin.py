@@ -13,6 +13,7 @@ from typing import Any
 from airflow.plugins_manager import AirflowPlugin
 
 from tongban_ui.links import PartnerReportLink
+from tongban_ui.redirect import SlashRedirect
 from tongban_ui.settings import URL_PREFIX, base_path
 
 
@@ -28,6 +29,10 @@ class TongbanPlugin(AirflowPlugin):
         }
     ]
     global_operator_extra_links = [PartnerReportLink()]  # noqa: RUF012
+    # /tongban without the slash: the mounted app never sees it (plain ASGI, imports nothing)
+    fastapi_root_middlewares = [  # noqa: RUF012
+        {"name": "tongban_slash", "middleware": SlashRedirect, "args": [], "kwargs": {"prefix": URL_PREFIX}}
+    ]
 
     @cached_property
     def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]

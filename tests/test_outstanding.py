@@ -130,3 +130,31 @@ def test_rejection_stays_outstanding_until_fixed_or_withdrawn(nights: Nights, tm
         (b["task_code"], 1, sixth["run_id"])
     ]
     assert {r["task_code"] for r in nights.store.outstanding(division)} == {b["task_code"], e_code}
+
+
+def test_trace_cli_tells_what_happened_to_an_item_run_by_run(
+    nights: Nights, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12.9: `python -m tongban.trace <实施编码 or name>` from the run files and the item store."""
+    from tongban import trace
+
+    division = nights.partner.division
+    a = make_record(partner=division, catalog_code="000200000000")
+    b = make_record(partner=division, catalog_code="000200001000", name="出生医学证明补发")
+    first = nights.night([a], [b], full=True)
+    second = nights.night([{**a, "result": "新的办理结果"}], full=False)
+    third = nights.night([b], full=False)
+    monkeypatch.setenv("TONGBAN_STORAGE_URL", str(UPath(tmp_path)))
+    monkeypatch.setenv("TONGBAN_DB_URL", nights.store.engine.url.render_as_string(hide_password=False))
+    for query in (b["task_code"], b["name"][1:]):
+        assert trace.main([query]) == 0
+        out = capsys.readouterr().out
+        assert f"{b['task_code']}  {b['name']}" in out and "平台：在平台上" in out
+        assert "待整改：已更正并推送" in out and "持续 2 次运行" in out
+        runs = out.split(f"  {third['run_id']}\n")[1]
+        fixed, rest = runs.split(f"  {second['run_id']}\n")
+        skipped, old = rest.split(f"  {first['run_id']}\n")
+        assert "已推送（upsert），平台已确认接收" in fixed and "对账  新增" in fixed
+        assert "增量拉取未包含" in skipped
+        assert f"退回（关键校验，legal_basis）：{CRITICAL}" in old
+    assert trace.main(["没有这个事项"]) == 1

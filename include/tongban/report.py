@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -217,6 +218,8 @@ def build(
 def _outstanding(row: Mapping[str, Any]) -> OutstandingItem:
     """One row of the item store's 待整改 list (ItemStore.track_outstanding) as the report shows it."""
     seen = row["first_seen"]
+    if isinstance(seen, datetime) and seen.tzinfo is None:  # SQLite keeps no zone: the store writes UTC
+        seen = seen.replace(tzinfo=UTC)
     return OutstandingItem(
         task_code=row["task_code"],
         name=row["name"],

@@ -11,19 +11,23 @@ from __future__ import annotations
 import logging
 import mimetypes
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tongban_ui.pages import CSP, error_page, overview_page, run_page
+from tongban_ui.data_docs import localise
+from tongban_ui.pages import CSP, error_page, overview_page, run_page, trace_page
 from tongban_ui.settings import Settings
 from tongban_ui.store import (
     DATA_DOCS,
+    FIVE_LEVEL,
     GX_RESULT,
     REPORT_HTML,
     REPORT_JSON,
+    REPORT_XLSX,
     REPORTS,
     RUNS,
     GxStats,
@@ -40,11 +44,14 @@ ARTIFACT_CSP = (
     "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox allow-same-origin allow-popups"
 )
 JSON_CSP = "default-src 'none'; frame-ancestors 'self'; sandbox"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 FILES = {  # name -> (area, media type, policy)
     REPORT_HTML: (REPORTS, "text/html; charset=utf-8", ARTIFACT_CSP),
     REPORT_JSON: (REPORTS, "application/json", JSON_CSP),
+    REPORT_XLSX: (REPORTS, XLSX, JSON_CSP),
     GX_RESULT: (RUNS, "application/json", JSON_CSP),
 }
+PROVINCE_FILES = (FIVE_LEVEL, GX_RESULT)  # the province check's results (runs/<run>/provinces/<code>/)
 MESSAGES = {
     401: "未登录或登录已过期：请先登录 Airflow。",
     403: "无权查看：需要读取该 DAG 运行记录的权限。",
@@ -60,8 +67,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from airflow.api_fastapi.core_api.security import requires_access_dag
     from airflow.sdk import ObjectStoragePath
 
+    from tongban.registry import load_registry
+
     settings = settings or Settings.from_airflow()
-    store = ReportStore(ObjectStoragePath(settings.storage_url, conn_id=settings.storage_conn_id))
+    registry = load_registry()
+    store = ReportStore(
+        ObjectStoragePath(settings.storage_url, conn_id=settings.storage_conn_id),
+        divisions={p.division for p in registry.partners},
+        provinces={p.province for p in registry.partners},
+    )
     can_read_runs = requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=settings.dag_id)
     app = FastAPI(
         title="tongban",
@@ -96,6 +110,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def not_found(request: Request, exc: NotFound) -> Response:
         return HTMLResponse(error_page(404, MESSAGES[404]), status_code=404)
 
+    def item_store() -> Any:
+        """The item store the DAG writes (the `tongban_db` Connection, else TONGBAN_DB_URL or SQLite)."""
+        from airflow.exceptions import AirflowNotFoundException
+        from airflow.models.connection import Connection
+
+        from tongban.store import DB_CONN_ID, default_url, url_from_uri
+        from tongban.store.repo import ItemStore
+
+        try:
+            url = url_from_uri(Connection.get_connection_from_secrets(DB_CONN_ID).get_uri())
+        except AirflowNotFoundException:
+            url = default_url()
+        return ItemStore(url)
+
     def checks(keys: Iterable[tuple[str, str]]) -> tuple[dict[tuple[str, str], GxStats | None], set[tuple[str, str]]]:
         keys = list(keys)
         return {k: store.gx_stats(*k) for k in keys}, {k for k in keys if store.has_data_docs(*k)}
@@ -115,8 +143,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/runs/{run_id}/", response_class=HTMLResponse)
     def run(run_id: str) -> HTMLResponse:
         summary = store.summary(run_id)
-        gx, docs = checks((run_id, str(p.get("partner"))) for p in summary.partners)
-        return HTMLResponse(run_page(summary, gx, docs, settings.timezone))
+        divisions = [str(p.get("partner")) for p in summary.partners]
+        gx, docs = checks((run_id, d) for d in divisions)
+        # the reports say why a partner was held back and list its 待整改 items
+        reports = {d: store.report(run_id, d) for d in divisions}
+        page = run_page(summary, gx, docs, settings.timezone, reports, store.province_results(run_id))
+        return HTMLResponse(page)
+
+    @app.get("/trace", response_class=HTMLResponse)
+    def trace(q: str = "") -> HTMLResponse:
+        from tongban.trace import trace as find
+
+        result = find(store.root, item_store(), q, runs=settings.trace_runs) if q.strip() else None
+        return HTMLResponse(trace_page(q, result, settings.timezone))
+
+    @app.get("/runs/{run_id}/provinces/{province}/{name}")
+    def province_file(run_id: str, province: str, name: str) -> Response:
+        if name not in PROVINCE_FILES:
+            raise NotFound(name)
+        body = store.read(store.province_path(run_id, province, [name]))
+        return Response(body, media_type="application/json", headers={"Content-Security-Policy": JSON_CSP})
 
     @app.get("/runs/{run_id}/{division}/{name}")
     def run_file(run_id: str, division: str, name: str) -> Response:
@@ -124,12 +170,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise NotFound(name)
         area, media_type, policy = FILES[name]
         body = store.read(store.path(area, run_id, division, [name]))
-        return Response(body, media_type=media_type, headers={"Content-Security-Policy": policy})
+        headers = {"Content-Security-Policy": policy}
+        if name == REPORT_XLSX:
+            headers["Content-Disposition"] = f'attachment; filename="{division}-{REPORT_XLSX}"'
+        return Response(body, media_type=media_type, headers=headers)
 
     @app.get("/runs/{run_id}/{division}/data_docs/{doc_path:path}")
     def data_docs(run_id: str, division: str, doc_path: str) -> Response:
-        path = store.path(RUNS, run_id, division, [DATA_DOCS, *doc_path.split("/")])
+        parts = doc_path.split("/")
+        path = store.path(RUNS, run_id, division, [DATA_DOCS, *parts])
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return Response(store.read(path), media_type=media_type, headers={"Content-Security-Policy": ARTIFACT_CSP})
+        body = store.read(path)
+        if media_type == "text/html":  # GX's pages ask CDNs for their assets: served with local ones
+            root = store.path(RUNS, run_id, division, [DATA_DOCS])
+            index = parts == ["index.html"]
+            body = localise(body, len(parts) - 1, store.data_docs_pages(root) if index else ())
+            media_type = "text/html; charset=utf-8"
+        return Response(body, media_type=media_type, headers={"Content-Security-Policy": ARTIFACT_CSP})
 
     return app

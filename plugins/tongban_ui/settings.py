@@ -22,7 +22,8 @@ class Settings:
     storage_conn_id: str | None  # Airflow Connection for a remote store (s3://…), like the DAG's
     dag_id: str
     trend_runs: int  # how many recent runs the overview and the trends cover
-    timezone: str
+    timezone: str  # every time on the pages is shown in this one zone, named on each page
+    trace_runs: int = 30  # how many of the newest runs the item trace reads
 
     @classmethod
     def from_airflow(cls) -> Settings:
@@ -36,6 +37,7 @@ class Settings:
             dag_id=conf.get(SECTION, "dag_id", fallback="cross_province_sync"),
             trend_runs=conf.getint(SECTION, "trend_runs", fallback=10),
             timezone=conf.get("core", "default_timezone", fallback="utc"),
+            trace_runs=conf.getint(SECTION, "trace_runs", fallback=30),
         )
 
 

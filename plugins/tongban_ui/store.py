@@ -11,17 +11,20 @@ import json
 import os
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from upath import UPath
+
+from tongban.report import DELIVERED
 
 # File and folder names as the pipeline writes them. tongban.report is already imported by the pages
 # (COUNT_LABELS) and tongban.storage imports upath only; the run folder's names stay spelled here, as
 # tongban.pipeline (their home) imports the HTTP client, the ingest and the item store (SQLAlchemy).
 from tongban.report import REPORT_HTML as REPORT_HTML  # re-exported for the app
 from tongban.report import REPORT_JSON as REPORT_JSON
+from tongban.report import REPORT_XLSX as REPORT_XLSX
 from tongban.report import SUMMARY_JSON as SUMMARY
 from tongban.storage import REPORTS, RUNS
 
@@ -35,6 +38,7 @@ MAX_DEPTH = 12
 LOCAL = ("file", "local", "")
 
 GX_RESULT, DATA_DOCS = "gx_validation_result.json", "data_docs"  # tongban.pipeline.GX_RESULT, .DATA_DOCS
+PROVINCES, FIVE_LEVEL = "provinces", "five_level.json"  # tongban.province.PROVINCES, .FIVE_LEVEL
 
 
 class NotFound(LookupError):
@@ -50,6 +54,18 @@ class RunSummary:
     partners: list[dict[str, Any]]
     totals: dict[str, int]
     failed: list[str]
+    max_critical_rate: float | None = None  # the hold-back threshold (summaries before it was recorded: None)
+
+    def status_count(self, status: str) -> int:
+        return sum(1 for p in self.partners if p.get("status") == status)
+
+    def with_status(self, status: str) -> list[dict[str, Any]]:
+        return [p for p in self.partners if p.get("status") == status]
+
+    @property
+    def undelivered(self) -> list[dict[str, Any]]:
+        """Partners whose report was written but is not delivered (summary.json's ``undelivered``)."""
+        return [p for p in self.partners if p.get("counts") and p.get("delivery") not in DELIVERED]
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,15 @@ class PartnerLatest:
     name: str
     run_id: str
     row: dict[str, Any]  # that run's summary row: status, counts, report
-    trend: list[tuple[str, dict[str, int] | None]]  # oldest first: (run id, counts; None = failed)
+    trend: list[TrendPoint]  # oldest first
+    max_critical_rate: float | None = None  # the threshold of that run
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    run_id: str
+    status: str  # ok | held_back | failed
+    counts: dict[str, int] | None  # None: failed, no report
 
 
 def latest_by_partner(runs: Sequence[RunSummary]) -> list[PartnerLatest]:
@@ -77,8 +101,10 @@ def latest_by_partner(runs: Sequence[RunSummary]) -> list[PartnerLatest]:
         for row in run.partners:
             division = str(row.get("partner"))
             if division not in latest:
-                latest[division] = PartnerLatest(division, str(row.get("name", "")), run.run_id, row, [])
-            latest[division].trend.insert(0, (run.run_id, row.get("counts")))
+                name = str(row.get("name", ""))
+                latest[division] = PartnerLatest(division, name, run.run_id, row, [], run.max_critical_rate)
+            point = TrendPoint(run.run_id, str(row.get("status", "failed")), row.get("counts"))
+            latest[division].trend.insert(0, point)
     return list(latest.values())
 
 
@@ -91,8 +117,15 @@ def critical_failure_rate(counts: dict[str, int] | None) -> float | None:
 
 
 class ReportStore:
-    def __init__(self, root: UPath) -> None:
+    """``divisions``/``provinces``: the codes a path may name (the registry's); others are 404 even when a
+    folder of that name exists (None: any six digits, for tests of the path rules alone)."""
+
+    def __init__(
+        self, root: UPath, divisions: Collection[str] | None = None, provinces: Collection[str] | None = None
+    ) -> None:
         self.root = root
+        self.divisions = divisions
+        self.provinces = provinces
 
     def path(self, area: str, run_id: str, division: str | None = None, names: Sequence[str] = ()) -> UPath:
         """``root/area/run_id[/division]/names…``, or NotFound when any part is not allowed."""
@@ -101,6 +134,8 @@ class ReportStore:
         parts = [run_id]
         if division is not None:
             if not DIVISION.fullmatch(division):
+                raise NotFound(division)
+            if self.divisions is not None and division not in self.divisions:
                 raise NotFound(division)
             parts.append(division)
         if len(names) > MAX_DEPTH or not all(NAME.fullmatch(n) for n in names):
@@ -123,15 +158,44 @@ class ReportStore:
         except OSError:
             return False
 
+    def province_path(self, run_id: str, province: str, names: Sequence[str]) -> UPath:
+        """``runs/<run>/provinces/<province>/names…`` (the province check's files), same rules as ``path``."""
+        if not DIVISION.fullmatch(province) or (self.provinces is not None and province not in self.provinces):
+            raise NotFound(province)
+        return self.path(RUNS, run_id, names=[PROVINCES, province, *names])
+
+    def province_results(self, run_id: str) -> list[str]:
+        """Province codes whose 五级N同 check wrote its results in this run."""
+        return [
+            p
+            for p in sorted(self.provinces or ())
+            if self.exists(self.province_path(run_id, p, [FIVE_LEVEL]))
+        ]
+
+    def report(self, run_id: str, division: str) -> dict[str, Any] | None:
+        """A partner's report.json of a run, or None when it wrote none."""
+        try:
+            return dict(json.loads(self.read(self.path(REPORTS, run_id, division, [REPORT_JSON]))))
+        except (NotFound, ValueError):
+            return None
+
     def summary(self, run_id: str) -> RunSummary:
         path = self.path(REPORTS, run_id, names=[SUMMARY])
         data = json.loads(self.read(path))
+        partners = list(data.get("partners", []))
+        totals = dict(data.get("totals", {}))
+        for row in partners:  # summaries written before every count class was totalled
+            for key in row.get("counts") or {}:
+                if key not in totals:
+                    totals[key] = sum((r.get("counts") or {}).get(key, 0) for r in partners)
+        limit = data.get("max_critical_rate")
         return RunSummary(
             run_id=run_id,
             finished=path.stat().st_mtime,
-            partners=list(data.get("partners", [])),
-            totals=dict(data.get("totals", {})),
+            partners=partners,
+            totals=totals,
             failed=list(data.get("failed", [])),
+            max_critical_rate=float(limit) if limit is not None else None,
         )
 
     def recent_runs(self, limit: int) -> list[RunSummary]:
@@ -154,6 +218,11 @@ class ReportStore:
             successful=int(stats.get("successful_expectations", 0)),
             success=bool(result.get("success")),
         )
+
+    def data_docs_pages(self, root: UPath) -> list[str]:
+        """Paths (from the Data Docs root) of its validation pages, newest first."""
+        found = [p for p in (root / "validations").rglob("*.html")] if (root / "validations").exists() else []
+        return sorted((str(p.path).removeprefix(str(root.path)).lstrip("/") for p in found), reverse=True)
 
     def has_data_docs(self, run_id: str, division: str) -> bool:
         try:

@@ -30,9 +30,12 @@ from upath import UPath
 
 from scripts.localenv import REPO, airflow, airflow_env
 from tests.conftest import make_record
-from tongban import report
+from tongban import outstanding as outstanding_mod
+from tongban import pipeline, report
 from tongban.reconcile import Reconciliation
 from tongban.registry import Partner, load_registry
+from tongban.storage import write_json, write_jsonl
+from tongban.store.repo import ItemStore
 
 sys.path.insert(0, str(REPO / "plugins"))  # as Airflow does for plugins/: the unit tests import tongban_ui
 
@@ -56,6 +59,10 @@ class Spec:
     added: list[str]
     unchanged: int = 0
     name: str | None = None  # override the registry name
+    held_back: bool = False  # the whole list held back (its accepted items are not published)
+    delivery: str = "delivered"  # the report's delivery status (delivery.json)
+    full: bool = True
+    first: int = 1000  # 基本编码 number of its first rejected item (codes follow from it)
 
 
 def _items(partner: Partner, names: list[str], start: int) -> list[dict[str, Any]]:
@@ -66,6 +73,8 @@ def _items(partner: Partner, names: list[str], start: int) -> list[dict[str, Any
 
 
 def _write_partner(root: UPath, run_id: str, partner: Partner, spec: Spec) -> Partner:
+    """The partner's run folder (the stages' files the item trace reads), its 待整改 list in the item store
+    (tongban.outstanding + ItemStore, as the report stage does) and its report, delivery and GX result."""
     partner = partner.model_copy(update={"name": spec.name}) if spec.name else partner
     rejected = [
         {
@@ -81,27 +90,57 @@ def _write_partner(root: UPath, run_id: str, partner: Partner, spec: Spec) -> Pa
                 }
             ],
         }
-        for i, record in enumerate(_items(partner, spec.rejected, 1000))
+        for i, record in enumerate(_items(partner, spec.rejected, spec.first))
     ]
     added = _items(partner, spec.added, 2000)
     unchanged = [r["task_code"] for r in _items(partner, ["未变事项"] * spec.unchanged, 3000)]
+    quarantined = [
+        {"position": f"第1页第{i + 1}条", "task_code": None, "problems": [MISSING]} for i in range(spec.quarantined)
+    ]
+    recon = Reconciliation(added=[] if spec.held_back else added, unchanged=unchanged, full=spec.full)
+    recon.held_back = spec.held_back
+    accepted = [] if spec.held_back else [{"task_code": a["task_code"], "op": "upsert"} for a in added]
+    publish = {"dry_run": False, "accepted": accepted, "rejected": []}
+    run = root / "runs" / run_id / partner.division
+    write_json(run / pipeline.FETCH, {"mode": "full" if spec.full else "incremental", "status": "ok"})
+    write_jsonl(run / pipeline.ITEMS, [{**r, "note": SECRET} for r in [*added, *(r["record"] for r in rejected)]])
+    write_jsonl(run / pipeline.QUARANTINE, quarantined)
+    write_jsonl(run / pipeline.REJECTED, rejected)
+    write_jsonl(run / pipeline.WARNINGS, [])
+    write_json(run / pipeline.VALIDATION, {"held_back": spec.held_back})
+    write_json(run / pipeline.RECONCILIATION, recon.as_dict())
+    write_json(run / pipeline.PUBLISH, publish)
+    items = ItemStore(f"sqlite:///{_home(root) / 'tongban.db'}")
+    items.apply(run_id, partner.division, [] if spec.held_back else added, [])
+    outstanding, resolved = items.track_outstanding(
+        run_id,
+        partner.division,
+        outstanding_mod.problems(rejected, quarantined, []),
+        outstanding_mod.fixed(recon, publish),
+        {r["task_code"] for r in [*added, *(r["record"] for r in rejected)]} if spec.full else None,
+    )
     built = report.build(
         partner=partner,
         run_id=run_id,
         fetched=spec.fetched,
-        quarantined=[
-            {"position": f"第1页第{i + 1}条", "task_code": None, "problems": [MISSING]} for i in range(spec.quarantined)
-        ],
+        quarantined=quarantined,
         rejected=rejected,
         warnings=[],
-        recon=Reconciliation(added=added, unchanged=unchanged),
-        publish={"dry_run": False, "accepted": [{"task_code": a["task_code"], "op": "upsert"} for a in added]},
+        recon=recon,
+        publish=publish,
+        outstanding=outstanding,
+        resolved=resolved,
     )
-    report.write(built, root / "reports" / run_id / partner.division)
+    out = root / "reports" / run_id / partner.division
+    report.write(built, out)
+    write_json(out / report.DELIVERY, {"status": spec.delivery})
     gx = {"success": not rejected, "statistics": {"evaluated_expectations": 33, "successful_expectations": 31}}
-    (root / "runs" / run_id / partner.division).mkdir(parents=True, exist_ok=True)
-    (root / "runs" / run_id / partner.division / "gx_validation_result.json").write_text(json.dumps(gx))
+    write_json(run / "gx_validation_result.json", gx)
     return partner
+
+
+def _home(root: UPath) -> Path:
+    return Path(root.path)
 
 
 def write_run(home: Path, run_id: str, specs: dict[str, Spec | None]) -> dict[str, Any]:
@@ -115,34 +154,65 @@ def write_run(home: Path, run_id: str, specs: dict[str, Spec | None]) -> dict[st
     return report.summarise(root / "reports", run_id, partners)
 
 
+HELD = "440400"  # held back in the newer run: 4 of 10 rejected, 40% > 20%
+UNDELIVERED = "440300"  # its newer report was not delivered
+OUTSTANDING_ITEM = "退回事项甲"  # rejected by 440100 in the older run, still rejected (incremental) in the newer
+PROVINCE = "440000"
+
+
 def make_home(home: Path) -> dict[str, dict[str, Any]]:
     old = write_run(
         home,
         OLD_RUN,
         {
-            "440100": Spec(12, 1, ["退回事项甲"], [f"新增事项{i}" for i in range(10)]),
-            "440300": Spec(8, 0, ["退回事项乙", "退回事项丙"], [f"新增事项{i}" for i in range(6)]),
+            "440100": Spec(12, 1, [OUTSTANDING_ITEM], [f"新增事项{i}" for i in range(10)]),
+            "440300": Spec(8, 0, ["退回事项乙", "退回事项丙"], [f"新增事项{i}" for i in range(6)], first=1300),
             "370100": Spec(5, 0, [], [f"新增事项{i}" for i in range(5)]),
-        },
-    )
-    new = write_run(
-        home,
-        NEW_RUN,
-        {
-            "440100": Spec(12, 2, [EVIL_ITEM, "退回事项甲", "退回事项丁"], [FORMULA_ITEM], unchanged=6),
-            "440300": Spec(9, 0, ["退回事项乙"], [f"新增事项{i}" for i in range(8)], name=EVIL_NAME),
-            "370100": None,  # failed: no report
         },
     )
     old_summary = home / "reports" / OLD_RUN / "summary.json"
     os.utime(old_summary, (time.time() - 86400, time.time() - 86400))  # runs are ordered by when they finished
-    docs = home / "runs" / NEW_RUN / "440100" / "data_docs"
-    docs.mkdir(parents=True)
-    (docs / "index.html").write_text("<html><body><h1>GX Data Docs 440100</h1></body></html>", encoding="utf-8")
+    for folder in (home / "runs" / OLD_RUN).iterdir():
+        os.utime(folder, (time.time() - 86400, time.time() - 86400))
+    new = write_run(
+        home,
+        NEW_RUN,
+        {
+            "440100": Spec(12, 2, [EVIL_ITEM, "退回事项丁"], [FORMULA_ITEM], unchanged=6, full=False, first=1100),
+            "440300": Spec(
+                9, 0, ["退回事项乙"], [f"新增事项{i}" for i in range(8)], name=EVIL_NAME, delivery="failed", first=1300
+            ),
+            HELD: Spec(
+                10,
+                0,
+                [f"退回事项{i}" for i in range(4)],
+                [f"新增事项{i}" for i in range(6)],
+                held_back=True,
+                first=1400,
+            ),
+            "370100": None,  # failed: no report
+        },
+    )
+    _gx_data_docs(home / "runs" / NEW_RUN / "440100")
+    province = home / "runs" / NEW_RUN / "provinces" / PROVINCE
+    province.mkdir(parents=True)
+    (province / "five_level.json").write_text(json.dumps({"province": PROVINCE, "findings": []}), encoding="utf-8")
+    (home / "runs" / NEW_RUN / "999999").mkdir()  # a folder named like a division outside the registry
+    (home / "runs" / NEW_RUN / "999999" / "gx_validation_result.json").write_text("{}", encoding="utf-8")
     (home / "secret.txt").write_text(SECRET, encoding="utf-8")
-    (home / "runs" / NEW_RUN / "440100" / "items.jsonl").write_text(SECRET, encoding="utf-8")
+    docs = home / "runs" / NEW_RUN / "440100" / "data_docs"
     (docs / "leak.html").symlink_to(home / "secret.txt")  # inside data_docs by name, outside once resolved
     return {OLD_RUN: old, NEW_RUN: new}
+
+
+def _gx_data_docs(run: Path) -> None:
+    """Real GX Data Docs of a small validation (one rejected item), as the validate stage writes them."""
+    from tongban.validation import validate_items
+
+    partner = load_registry().partner("440100")
+    records = [make_record(catalog_code=f"{9000 + i:012d}") for i in range(3)]
+    records.append(make_record(catalog_code="000000009100", legal_basis=""))
+    validate_items(records, partner, docs_dir=run / "data_docs")
 
 
 def _free_port() -> int:
@@ -265,6 +335,16 @@ class Browser:
     profiles: Path
 
     def dom(self, path: str, *, logged_in: bool = True) -> str:
+        return self._chromium(path, ["--dump-dom"], logged_in=logged_in)
+
+    def screenshot(self, path: str, out: Path, *, height: int = 1100) -> Path:
+        """A PNG of the page as a person sees it at 1,280 px wide (the width Airflow's frame should fit)."""
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self._chromium(path, [f"--screenshot={out}", f"--window-size=1280,{height}"])
+        assert out.exists() and out.stat().st_size > 10_000, out
+        return out
+
+    def _chromium(self, path: str, action: list[str], *, logged_in: bool = True) -> str:
         handler = type(
             "Login", (_Login,), {"token": self.server.token if logged_in else "", "target": self.server.base}
         )
@@ -282,8 +362,9 @@ class Browser:
                     "--disable-component-update",
                     "--disable-sync",
                     "--no-first-run",
+                    "--lang=zh-CN",
                     f"--user-data-dir={profile}",
-                    "--dump-dom",
+                    *action,
                     f"http://127.0.0.1:{relay.server_address[1]}{path}",
                 ],
                 capture_output=True,
@@ -310,3 +391,13 @@ def chromium() -> str:
 @pytest.fixture(scope="session")
 def browser(chromium: str, server: Server, tmp_path_factory: pytest.TempPathFactory) -> Browser:
     return Browser(server, tmp_path_factory.mktemp("chromium"))
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the browser test saves its screenshots: $TONGBAN_SCREENSHOTS, else the session's pytest output
+    folder (``<basetemp>/screenshots``, kept for the last three sessions); the path is printed."""
+    folder = Path(os.environ.get("TONGBAN_SCREENSHOTS") or tmp_path_factory.getbasetemp() / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nUI screenshots: {folder}")
+    return folder

@@ -13,7 +13,7 @@ from upath import UPath
 
 from tongban_ui import links
 from tongban_ui.pages import trend_svg
-from tongban_ui.store import RUN_ID, NotFound, ReportStore, critical_failure_rate
+from tongban_ui.store import RUN_ID, NotFound, ReportStore, TrendPoint, critical_failure_rate
 
 
 @pytest.mark.parametrize(
@@ -84,9 +84,17 @@ def test_critical_failure_rate() -> None:
 
 
 def test_trend_is_inline_svg_with_escaped_tooltips() -> None:
-    svg = trend_svg([("<b>", {"published": 4, "rejected": 1}), ("r2", None), ("r3", {"published": 0, "rejected": 0})])
+    svg = trend_svg(
+        [
+            TrendPoint("<b>", "ok", {"published": 4, "rejected": 1}),
+            TrendPoint("r2", "failed", None),
+            TrendPoint("r3", "ok", {"published": 0, "rejected": 0}),
+            TrendPoint("r4", "held_back", {"published": 0, "rejected": 3}),
+        ]
+    )
     assert svg.startswith("<svg") and "<b>" not in svg and "&lt;b&gt;：已推送 4，退回 1" in svg
-    assert "r2：失败" in svg and svg.count("<rect") == 5
+    assert "r2：失败" in svg and svg.count("<rect") == 7
+    assert "r4：暂缓发布，已推送 0，退回 3" in svg and 'fill="#ef6c00" width="8" data-status="held_back"' in svg
 
 
 class Key:

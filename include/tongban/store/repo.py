@@ -263,6 +263,12 @@ class ItemStore:
             )
             return {r.task_code: r.record for r in rows}
 
+    def item(self, partner: str, task_code: str) -> dict[str, Any] | None:
+        """The item's current version on the platform as published by us, or None (never, or removed)."""
+        with self._session() as s:
+            row = s.get(CurrentItem, (partner, task_code))
+            return dict(row.record) if row is not None and row.removed_run is None else None
+
     def history(self, partner: str, task_code: str) -> list[dict[str, Any]]:
         with self._session() as s:
             rows = s.scalars(

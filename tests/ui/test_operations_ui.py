@@ -1,0 +1,126 @@
+"""Issue 12 in the browser (real API server, Debian Chromium): a held-back partner has a status of its own with
+its report and the reason; only rates above the threshold are red and the threshold is shown; the 待整改 list;
+undelivered reports and stale partners; the item trace; Data Docs with local assets; one named time zone;
+and screenshots a person can open (saved under the session's output folder, see the ``screenshots`` fixture).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from tests.ui.conftest import HELD, NEW_RUN, OLD_RUN, OUTSTANDING_ITEM, UNDELIVERED, Browser, Server, run_path
+from tests.ui.test_plugin_page import Rows
+
+
+def _code(server: Server, run_id: str, division: str, name: str) -> str:
+    rejected = (server.home / "runs" / run_id / division / "rejected.jsonl").read_text(encoding="utf-8")
+    return next(r["record"]["task_code"] for r in map(json.loads, rejected.splitlines()) if r["record"]["name"] == name)
+
+
+def test_held_back_partner_has_its_own_status_and_its_report(server: Server, browser: Browser) -> None:
+    overview = Rows(browser.dom("/tongban/"))
+    held = overview.rows[HELD]
+    assert held["data-status:held_back"] == "暂缓发布"  # was 「失败：未生成报告」
+    assert run_path(NEW_RUN, f"{HELD}/report.html").removeprefix("/tongban/") in held["links"]
+    dom = browser.dom("/tongban/")
+    [runs_row] = re.findall(rf'<tr data-run="{re.escape(NEW_RUN)}">.*?</tr>', dom, re.S)
+    assert "2 / 4 成功" in runs_row and HELD in runs_row  # the runs table: 440100 and 440300 succeeded
+    run = browser.dom(run_path(NEW_RUN))
+    [banner] = re.findall(r'<div class="banner held"[^>]*>.*?</div>', run, re.S)
+    assert "暂缓发布" in banner and "40.00%" in banner and "20%" in banner  # rate and threshold
+    assert f'href="{HELD}/report.html"' in banner
+    assert Rows(run).rows[HELD]["data-status:held_back"] == "暂缓发布"
+
+
+def test_only_rates_above_the_threshold_are_red_and_the_threshold_is_shown(server: Server, browser: Browser) -> None:
+    dom = browser.dom("/tongban/")
+    assert "阈值 20%" in dom
+    cells = dict(re.findall(r'<tr data-partner="(\d+)">.*?<td class="n( bad)?" data-rate', dom, re.S))
+    assert cells["440100"] == ""  # 20.00%: at the threshold, not above it
+    assert cells[HELD] == " bad"  # 40%
+    gx = re.search(r'<tr data-partner="440100">.*?<a class="([^"]*)" href="[^"]*gx_validation_result.json"', dom, re.S)
+    assert gx and gx.group(1) == ""  # the GX link is not red either
+
+
+def test_outstanding_rejection_stays_listed_on_incremental_nights(server: Server, browser: Browser) -> None:
+    code = _code(server, OLD_RUN, "440100", OUTSTANDING_ITEM)
+    new = server.summaries[NEW_RUN]
+    row = next(r for r in new["partners"] if r["partner"] == "440100")
+    assert row["counts"]["rejected"] == 2 and row["counts"]["outstanding"] == 3  # 甲 is not in tonight's pull
+    run = browser.dom(run_path(NEW_RUN))
+    [item] = re.findall(rf'<tr data-item="{code}">.*?</tr>', run, re.S)
+    assert OUTSTANDING_ITEM in item and "退回" in item and re.search(r'<td class="n">2</td>', item)
+    assert f'href="../../trace?q={code}"' in item
+    report = json.loads(server.get(run_path(NEW_RUN, "440100/report.json"))[2])
+    [listed] = [o for o in report["outstanding"] if o["task_code"] == code]
+    assert listed["first_run"] == OLD_RUN and listed["nights"] == 2
+
+
+def test_undelivered_reports_and_stale_partners_are_shown(server: Server, browser: Browser) -> None:
+    run = browser.dom(run_path(NEW_RUN))
+    assert re.search(r'data-banner="undelivered">.*?' + UNDELIVERED, run, re.S)
+    assert re.search(r'data-banner="failed">.*?370100.*?从未成功拉取', run, re.S)
+    page = Rows(run)
+    assert "报告未送达" in page.rows[UNDELIVERED]["text"] and "从未成功拉取" in page.rows["370100"]["text"]
+    overview = browser.dom("/tongban/")
+    [runs_row] = re.findall(rf'<tr data-run="{re.escape(NEW_RUN)}">.*?</tr>', overview, re.S)
+    assert re.search(rf'data-undelivered="?"?>{UNDELIVERED}<', runs_row)
+
+
+def test_item_trace_page_answers_why_an_item_is_not_on_the_platform(server: Server, browser: Browser) -> None:
+    code = _code(server, OLD_RUN, "440100", OUTSTANDING_ITEM)
+    for query in (code, OUTSTANDING_ITEM):
+        dom = browser.dom(f"/tongban/trace?q={query}")
+        assert f'data-trace-item="{code}"' in dom
+        assert 'data-on-platform="no"' in dom and 'data-outstanding-state="open"' in dom
+        old = re.findall(rf'<tr data-run="{re.escape(OLD_RUN)}" data-stage="([^"]+)">.*?</tr>', dom, re.S)
+        assert old == ["拉取", "校验", "送达"]
+        assert "行使层级与事项的行使层级不一致" in dom  # the rejection's reason, from the run files
+        new = re.findall(rf'<tr data-run="{re.escape(NEW_RUN)}" data-stage="[^"]+">(.*?)</tr>', dom, re.S)
+        assert len(new) == 1 and "增量拉取未包含" in new[0]
+    published = _code(server, NEW_RUN, HELD, "退回事项0")
+    assert 'data-on-platform="no"' in browser.dom(f"/tongban/trace?q={published}")
+    assert "data-trace-empty" in browser.dom("/tongban/trace?q=不存在的事项名称")
+
+
+def test_data_docs_come_with_local_assets_and_link_the_validation_page(server: Server) -> None:
+    status, headers, index = server.get(run_path(NEW_RUN, "440100/data_docs/index.html"))
+    assert status == 200 and "sandbox" in headers["content-security-policy"]
+    assert not re.search(r"<(link|script)[^>]*(https?:)?//", index)  # nothing asked of a CDN
+    assert 'href="static/styles/data_docs_default_styles.css"' in index
+    [validation] = re.findall(r'<nav class="tongban-runs">.*?href="(validations/[^"]+\.html)"', index, re.S)
+    status, _, css = server.get(run_path(NEW_RUN, "440100/data_docs/static/styles/data_docs_default_styles.css"))
+    assert status == 200 and css
+    status, _, page = server.get(run_path(NEW_RUN, f"440100/data_docs/{validation}"))
+    assert status == 200 and "fa-times" in page and '.fa-times::before' in page  # the status icons
+    assert 'href="../../../../static/styles/data_docs_default_styles.css"' in page
+
+
+def test_times_are_in_one_named_zone(server: Server, browser: Browser) -> None:
+    dom = browser.dom(run_path(NEW_RUN))
+    assert "Asia/Shanghai（UTC+08:00）" in dom
+    finished = (server.home / "reports" / NEW_RUN / "summary.json").stat().st_mtime
+    shown = datetime.fromtimestamp(finished, ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
+    assert f"完成于 {shown}" in dom
+
+
+def test_screenshots_of_the_overview_a_held_back_run_a_report_and_a_trace(
+    server: Server, browser: Browser, screenshots: Path
+) -> None:
+    """Saved for a person to open (Chinese must be readable: `make chromium` installs fonts-noto-cjk)."""
+    code = _code(server, OLD_RUN, "440100", OUTSTANDING_ITEM)
+    shots = {
+        "overview.png": "/tongban/",
+        "run-with-held-back-partner.png": run_path(NEW_RUN),
+        "report-held-back.png": run_path(NEW_RUN, f"{HELD}/report.html"),
+        "report-outstanding.png": run_path(NEW_RUN, "440100/report.html"),
+        "item-trace.png": f"/tongban/trace?q={code}",
+        "data-docs.png": run_path(NEW_RUN, "440100/data_docs/index.html"),
+    }
+    for name, path in shots.items():
+        browser.screenshot(path, screenshots / name)
+    assert sorted(p.name for p in screenshots.glob("*.png")) >= sorted(shots)
