@@ -36,13 +36,23 @@ def check_names() -> set[str]:
 def internal_names(fmt: WireFormat) -> set[str]:
     names = {*wire_formats(), *ITEM_FIELDS, *LABELS, *dictionaries(), *DICTIONARY_LABELS, *MATERIAL_LABELS}
     names |= check_names() | {"upsert", "delete"}
-    return names - set(fmt.fields.values()) - set(fmt.material_fields.values())
+    return names - own_names(fmt)
 
 
-def internal_in(text: str, fmt: WireFormat) -> list[str]:
-    """The internal identifiers ``text`` contains (for the partner of format ``fmt``)."""
-    forbidden = internal_names(fmt)
-    own = set(fmt.fields.values()) | set(fmt.material_fields.values())
+def own_names(fmt: WireFormat) -> set[str]:
+    """The partner's own names: its fields, its query parameters, its envelope keys."""
+    paging = fmt.paging
+    envelope = (paging.size_param, paging.page_param, paging.cursor_param, paging.items_field, paging.total_field)
+    own = {*fmt.fields.values(), *fmt.material_fields.values(), *(n for n in envelope if n)}
+    own |= {n for n in (paging.next_field, paging.total_header, fmt.incremental and fmt.incremental.param) if n}
+    return own
+
+
+def internal_in(text: str, fmt: WireFormat, theirs: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+    """The internal identifiers ``text`` contains (for the partner of format ``fmt``; ``theirs``: more names
+    the partner chose, e.g. fields it added)."""
+    own = own_names(fmt) | set(theirs)
+    forbidden = internal_names(fmt) - own
     return [t for t in IDENTIFIER.findall(text) if t in forbidden or (SNAKE.match(t) and t not in own)]
 
 

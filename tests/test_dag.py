@@ -109,11 +109,14 @@ def test_deadline_alert_fires_before_the_run_is_killed(dagbag) -> None:
     [alert] = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
     assert alert.interval < dag.dagrun_timeout
     after = pendulum.datetime(2026, 11, 29, 12, 0, tz="Asia/Shanghai")
-    logical = CronTriggerTimetable(dag.schedule, timezone=dag.timezone).next_dagrun_info(
-        last_automated_data_interval=None, restriction=TimeRestriction(earliest=after, latest=None, catchup=False)
-    ).logical_date
+    logical = (
+        CronTriggerTimetable(dag.schedule, timezone=dag.timezone)
+        .next_dagrun_info(
+            last_automated_data_interval=None, restriction=TimeRestriction(earliest=after, latest=None, catchup=False)
+        )
+        .logical_date
+    )
     due = pendulum.instance(logical + alert.interval).in_timezone("Asia/Shanghai")
     killed = pendulum.instance(logical + dag.dagrun_timeout).in_timezone("Asia/Shanghai")  # started on time
     assert (due.hour, due.minute) == (6, 0) and due.date() == pendulum.date(2026, 11, 30)
     assert killed > due
-

@@ -242,9 +242,7 @@ def test_an_added_field_is_ignored_and_noted(partners: Partners, store: UPath, d
 
 
 @pytest.mark.parametrize("division", [NATIONAL, PINYIN])
-def test_a_deeply_nested_body_fails_at_once_with_a_named_error(
-    partners: Partners, store: UPath, division: str
-) -> None:
+def test_a_deeply_nested_body_fails_at_once_with_a_named_error(partners: Partners, store: UPath, division: str) -> None:
     partners.faults(division, {"kind": "nested_body", "page": 1})
     error, info = failed(partners, store, division)
     assert not error.retryable and "JSON 嵌套层数过深" in str(error) and "page 1" in str(error)

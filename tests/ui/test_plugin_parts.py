@@ -143,6 +143,7 @@ def test_make_chromium_installs_a_cjk_font_with_the_browser(tmp_path: Path) -> N
     ).stdout
     installs = [line.split()[-1] for line in planned.splitlines() if "apt-get install" in line]
     assert installs == ["chromium", "fonts-noto-cjk"]
-    assert Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc").exists() or not Path(
-        "/usr/bin/chromium"
-    ).exists(), "Chromium without the CJK font: run `make chromium`"
+    assert (
+        Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc").exists()
+        or not Path("/usr/bin/chromium").exists()
+    ), "Chromium without the CJK font: run `make chromium`"
