@@ -367,6 +367,12 @@ def cross_province_sync() -> None:
                 "previous lists): %s",
                 ", ".join(summary["held_back"]),
             )
+        if summary["removals_held"]:
+            log.warning(
+                "REMOVALS HELD for confirmation (a pull would have removed too many published items; the platform "
+                "keeps them; see the reports and docs/runbook.md): %s",
+                ", ".join(summary["removals_held"]),
+            )
         if summary["undelivered"]:
             log.error(
                 "reports NOT delivered to: %s (see each partner's deliver task)", ", ".join(summary["undelivered"])

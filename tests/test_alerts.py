@@ -9,12 +9,10 @@ import json
 import logging
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import default as default_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,6 +20,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from scripts.localenv import REPO
+from tests.conftest import webhook_receiver
 
 sys.path.insert(0, str(REPO / "plugins"))  # as Airflow does for plugins/
 
@@ -40,26 +39,8 @@ def _no_channels(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A webhook receiver on loopback; yields its URL and the JSON bodies it received."""
-    received: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append({"path": self.path, "json": json.loads(body)})
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/tongban", received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with webhook_receiver() as hook:
+        yield hook
 
 
 @dataclass
@@ -234,3 +215,23 @@ def test_without_any_connection_one_line_and_no_error(caplog) -> None:
 def test_an_unreachable_webhook_does_not_fail_the_callback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(WEBHOOK, json.dumps({"conn_type": "http", "host": "http://127.0.0.1:9"}))
     assert tongban_alerts.notify_task_failure(_context()) == {"tongban_alerts": False}
+
+
+def test_a_partner_notice_goes_through_both_channels_with_its_numbers(
+    webhook, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hold-back is no failure, but a person must know: the notice (with rate and limit) goes out as is."""
+    url, received = webhook
+    monkeypatch.setenv(WEBHOOK, json.dumps({"conn_type": "http", "host": url}))
+    monkeypatch.setenv(SMTP, mailbox.conn())
+    context = {**_context(), "exception": None}
+    context["ti"].task_id = "partner_publish.report"
+    notice = "本次整体暂缓推送：未通过关键校验或无法识别的记录 9/32 = 28.1% > 20%（暂缓阈值 TONGBAN_MAX_CRITICAL_RATE）"
+    sent = tongban_alerts.notify_partner(context, "partner_held_back", notice)
+    assert sent == {"tongban_alerts": True, "tongban_alerts_smtp": True}
+    [got] = received
+    assert got["json"]["event"] == "partner_held_back" and got["json"]["error"] == notice
+    assert got["json"]["text"].startswith("[tongban] partner held back") and "[440100 广州市]" in got["json"]["text"]
+    [mail] = mailbox.messages()
+    body = mail.get_body(("html",)).get_content()
+    assert "伙伴整体暂缓推送" in body and "说明 notice" in body and "9/32 = 28.1% &gt; 20%" in body

@@ -456,6 +456,8 @@ def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> 
         "totals": totals,
         "failed": [r["partner"] for r in rows if r["status"] == "failed"],
         "held_back": [r["partner"] for r in rows if r["status"] == "held_back"],
+        # partners whose removals the removal guard held for confirmation (param confirm_removals)
+        "removals_held": [r["partner"] for r in rows if r["counts"] and r["counts"].get("removals_held")],
         "undelivered": [r["partner"] for r in rows if r["counts"] and r["delivery"] not in DELIVERED],
         "stale": {r["partner"]: r["stale_since"] for r in rows if r["status"] == "failed"},
     }
