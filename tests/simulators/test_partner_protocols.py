@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -264,3 +265,32 @@ def test_each_fault_shows_on_the_wire(registry: Registry, tmp_path: Path, app_ur
     assert refused.status_code == 401 and refused.json()["error"] == "凭证无效"
     _set(app_url, PINYIN, {"kind": "bad_signature"})
     assert get(PINYIN).json()["error"] == "签名校验失败"
+
+
+def test_each_bad_catalogue_fault_shows_on_the_wire(registry: Registry, tmp_path: Path, app_url: str) -> None:
+    """The faults of issue 16: answers that are well-formed on the wire but would mislead a pull."""
+    get = lambda division, **params: _catalogue(registry, app_url, tmp_path, division, **params)  # noqa: E731
+    clean = get(NATIONAL).json()
+    _set(app_url, NATIONAL, {"kind": "empty_catalogue"})
+    empty = get(NATIONAL).json()
+    assert (empty["total"], empty["data"]) == (0, [])
+    _set(app_url, PINYIN, {"kind": "non_objects"})
+    rows = get(PINYIN).json()["rows"]
+    assert rows and all(isinstance(r, str) and json.loads(r) for r in rows)
+    _set(app_url, NATIONAL, {"kind": "total_shrinks", "total": 30})
+    shrunk = get(NATIONAL).json()
+    assert shrunk["total"] == 30 and shrunk["data"] == clean["data"][:30]
+    _set(app_url, NATIONAL, {"kind": "total_shrinks", "total": 30, "omit_total": True})
+    assert "total" not in get(NATIONAL).json()
+    _set(app_url, CSV, {"kind": "total_shrinks", "total": 30, "omit_total": True})
+    assert "X-Total-Count" not in get(CSV).headers and get(CSV).status_code == 200
+    _set(app_url, NATIONAL, {"kind": "wrong_types", "count": 3})
+    numbers = [r["task_code"] for r in get(NATIONAL).json()["data"] if not isinstance(r["task_code"], str)]
+    assert len(numbers) == 3 and all(isinstance(n, int) and len(str(n)) == 31 for n in numbers)
+    _set(app_url, NATIONAL, {"kind": "future_timestamp", "count": 1, "stamp": "2099-12-31T08:00:00"})
+    data = get(NATIONAL).json()["data"]
+    assert data[0]["update_time"] == "2099-12-31 08:00:00" and data[1]["update_time"] < "2099"
+    _set(app_url, NATIONAL, {"kind": "nested_body", "depth": 5000})
+    assert "[" * 5000 in get(NATIONAL).text
+    with pytest.raises(RecursionError):
+        json.loads(get(NATIONAL).text)
