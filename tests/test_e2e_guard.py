@@ -90,7 +90,8 @@ def test_bad_answers_leave_the_platform_unchanged_with_the_reason_and_an_alert(
         assert guard["size"] == size and guard["previous_size"] == len(deployment.served(division))
         assert f"{division}@{bad_night['run_id']}" in guard["text"] and "> 20%" in guard["text"]
         [alert] = [a for a in deployment.alerts("removals_held", bad_night["run_id"]) if LABELS[division] in a["text"]]
-        assert alert["error"] == guard["text"] and alert["task_id"] == "partner_publish.report"
+        assert alert["error"].startswith(guard["text"]) and alert["task_id"] == "partner_publish.report"
+        assert f'"confirm_removals": ["{division}@{bad_night["run_id"]}"]' in alert["error"]
 
 
 @pytest.fixture(scope="module")

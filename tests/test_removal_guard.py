@@ -19,12 +19,13 @@ from markupsafe import escape
 from upath import UPath
 
 from tests.ingest.conftest import FAST, Partners
+from tests.partner_texts import internal_in, report_texts
 from tests.simulators.conftest import serving
 from tongban import pipeline, watermark
 from tongban.guard import check_confirmations, parse_confirmations
 from tongban.model import content_hash
 from tongban.publish import PlatformClient
-from tongban.registry import Registry, load_registry
+from tongban.registry import Registry, load_registry, wire_formats
 from tongban.simulators.credentials import platform_credentials
 from tongban.simulators.partners import create_partner_app
 from tongban.simulators.platform import create_platform_app
@@ -71,6 +72,14 @@ class World:
 
     def on_platform(self, division: str) -> dict[str, str]:
         return {r["task_code"]: content_hash(r) for r in self.platform.items(division)}
+
+
+def assert_partner_texts_clean(world: World, night: Night, division: str) -> None:
+    """The notices a partner reads name no internal identifier (tests/partner_texts.py)."""
+    fmt = wire_formats()[world.partners.registry.partner(division).format]
+    folder = Path(str(report_dir(world.root, night.run_id, division)))
+    found = {where: internal_in(text, fmt) for where, text in report_texts(folder) if internal_in(text, fmt)}
+    assert not found, found
 
 
 @dataclass
@@ -125,8 +134,10 @@ def test_an_empty_catalogue_removes_nothing_and_says_why(world: World) -> None:
     assert f"{len(before)}/{len(before)} = 100% > 20%" in guard["text"] and f"{PAGED}@{bad.run_id}" in guard["text"]
     assert bad.report["counts"]["removed"] == 0 and bad.report["counts"]["removals_held"] == len(before)
     assert [n["event"] for n in bad.notices] == ["removals_held"]
+    assert f'"confirm_removals": ["{PAGED}@{bad.run_id}"]' in bad.notices[0]["text"]  # for the operators
     html = (report_dir(world.root, bad.run_id, PAGED) / "report.html").read_text(encoding="utf-8")
     assert "暂缓删除" in html and str(escape(guard["text"])) in html
+    assert_partner_texts_clean(world, bad, PAGED)
     # the held full pull is not the weekly full pull: the next night pulls in full again
     plan = watermark.plan(world.root, world.partners.registry.partner(PAGED), "next", now=datetime.now(UTC))
     assert plan.mode == "full" and bad.run_id in plan.reason
@@ -185,6 +196,7 @@ def test_numeric_task_codes_are_recovered_and_held(world: World) -> None:
     assert len(codes) == 7 and codes & set(before) and codes & set(before) <= set(bad.report["held"])
     assert bad.report["counts"]["removed"] == 0
     assert bad.report["removal_guard"] is None and not bad.notices
+    assert_partner_texts_clean(world, bad, PAGED)
 
 
 def test_a_confirmed_mass_withdrawal_removes_exactly_the_withdrawn_items(world: World) -> None:
@@ -212,6 +224,7 @@ def test_a_confirmed_mass_withdrawal_removes_exactly_the_withdrawn_items(world: 
     assert confirmed.report["removal_guard"]["confirmed"] == withdrawn
     assert sorted(r["task_code"] for r in confirmed.report["removed"]) == sorted([*withdrawn, also_gone])
     assert "已经人工确认" in confirmed.report["removal_guard"]["text"] and not confirmed.notices
+    assert_partner_texts_clean(world, confirmed, PAGED)
 
 
 # --- held back: the watermark stays, the next night re-pulls ----------------------------------------
@@ -237,6 +250,7 @@ def test_a_held_back_night_does_not_advance_the_watermark(world: World, monkeypa
     assert fine in passed and not passed & set(broken) and len(passed) == pulled - 10
     assert [n["event"] for n in held.notices] == ["partner_held_back"]
     assert not watermark.committed(world.root, held.run_id, PAGED)
+    assert_partner_texts_clean(world, held, PAGED)
 
     for record in alone[:10]:  # the partner fixes its records (and says what the result is now)
         world.partners.patch(PAGED, record["task_code"], legal_basis=record["legal_basis"], result="更正后的办理结果")
@@ -265,6 +279,7 @@ def test_a_future_timestamp_is_flagged_and_does_not_freeze_the_partner(world: Wo
     mark = datetime.fromisoformat(read_json(flagged.run / pipeline.FETCH)["watermark"])
     assert mark.year < 2099
     [future] = flagged.report["future_dated"]
+    assert_partner_texts_clean(world, flagged, CURSOR)
     assert future["updated_at"].startswith("2099-12-31") and "晚于本次拉取时间" in future["reason"]
     world.partners.faults(CURSOR)
     target = world.alone(CURSOR)[-1]["task_code"]

@@ -137,15 +137,23 @@ def apply(
 
 
 def removal_notice(guard: Mapping[str, Any], division: str, run_id: str) -> str | None:
-    """What the partner (and the alert) is told about held removals, in Chinese; None if none were held."""
+    """What the partner is told about held removals, in Chinese; None if none were held. The alert adds how
+    to confirm (:func:`how_to_confirm`)."""
     if not guard.get("held"):
         return None
-    param = f'confirm_removals: ["{division}@{run_id}"]'
     return (
         "；".join(guard["reasons"])
         + f"。为防止接口异常导致误删，这 {len(guard['held'])} 项删除本次暂缓执行，省一体化平台保留其原版本，"
         "待人工确认；贵方其他变更已正常推送。如确系撤销这些事项，请联系省平台运维人员确认删除"
-        f"（运行参数 {param}）；如并非有意撤销，请检查接口返回的事项清单是否完整。"
+        f"（确认编号 {division}@{run_id}）；如并非有意撤销，请检查接口返回的事项清单是否完整。"
+    )
+
+
+def how_to_confirm(division: str, run_id: str) -> str:
+    """For the operators (the alert): the DAG param that confirms the removals run ``run_id`` held."""
+    return (
+        f'If the partner confirms the withdrawal: trigger cross_province_sync with {{"partners": ["{division}"], '
+        f'"confirm_removals": ["{division}@{run_id}"]}} (docs/runbook.md, Removals held for confirmation).'
     )
 
 
@@ -163,7 +171,7 @@ def hold_back_notice(check: Mapping[str, Any], passed: int) -> str:
     failing, records = int(check["failing"]), int(check["records"])
     return (
         f"本次整体暂缓推送：未通过关键校验或无法识别的记录 {ratio(failing, records, check['max_critical_rate'])}"
-        f"（暂缓阈值 TONGBAN_MAX_CRITICAL_RATE），省一体化平台保留贵方上一版事项清单；"
+        f"（超过暂缓阈值），省一体化平台保留贵方上一版事项清单；"
         f"已通过校验的 {passed} 项也随之暂缓，见“随同暂缓”。请按“退回”和“隔离”所列原因更正后重新提供，"
         "下一次同步将重新拉取并推送更正后的事项。"
     )

@@ -169,7 +169,8 @@ class _Mapper:
         if canonical == "task_code" and not isinstance(value, str):
             recovered = recover_code(value)
             known = f"，可识别为 {recovered}，平台保留该事项原版本" if recovered else "，无法识别是哪一事项"
-            raise ValueError(f"字段 {wire} 应为文本，实际为 {type(value).__name__} {value!r}{known}")
+            kind = JSON_KINDS.get(type(value).__name__, "非文本的值")
+            raise ValueError(f"字段 {wire}（实施编码）应为文本，实际为{kind} {value!r}{known}")
         if canonical == "service_objects":
             parts = [p for p in str(value).split(self.fmt.multi_value_separator) if p.strip()]
             return [self._code("service_object", wire, p) for p in parts]
@@ -242,6 +243,7 @@ class _Mapper:
 
 
 TASK_CODE_LENGTH = 31  # DOMAIN.md: a 实施编码 has 31 characters
+JSON_KINDS = {"int": "整数", "float": "小数", "bool": "布尔值", "list": "数组", "dict": "对象"}
 
 
 def recover_code(value: Any) -> str | None:

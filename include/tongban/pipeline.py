@@ -369,7 +369,8 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
     if report.hold_back:
         notices.append({"event": "partner_held_back", "text": report.hold_back.text})
     if report.removal_guard and report.removal_guard.held:
-        notices.append({"event": "removals_held", "text": report.removal_guard.text})
+        confirm = guard.how_to_confirm(partner.division, run_id)
+        notices.append({"event": "removals_held", "text": f"{report.removal_guard.text}\n{confirm}"})
     counts = report.counts
     store.record_pull(
         run_id,
