@@ -36,6 +36,7 @@ from typing import Any
 from scripts.localenv import DAG_ID, REPO, airflow, airflow_env, ensure_pools, tongban_home
 from scripts.run_local import check_against_platform, newest_summary
 from tongban.connections import simulator_connections
+from tongban.publish import PlatformClient
 from tongban.registry import load_registry
 from tongban.report import summary_table
 from tongban.simulators.credentials import partner_secrets, platform_credentials
@@ -332,7 +333,15 @@ def main() -> int:
             table, per_worker, stats = task_table(tis)
             summary_path = newest_summary(home / "reports", started)
             summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path else None
-            problems = check_against_platform(summary, urls.platform) if summary else ["the run wrote no summary"]
+            problems = (
+                check_against_platform(
+                    summary,
+                    PlatformClient(urls.platform, **platform_credentials(home / "simulators")),
+                    home / "reports",
+                )
+                if summary
+                else ["the run wrote no summary"]
+            )
 
         print("\n" + table)
         print("\ntasks per worker (succeeded): " + ", ".join(f"{h}: {n}" for h, n in sorted(per_worker.items())))

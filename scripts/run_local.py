@@ -24,23 +24,25 @@ from scripts.localenv import DAG_ID, airflow_env, dags_test, ensure_pools, tongb
 from tongban.connections import simulator_connections
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
-from tongban.report import SUMMARY_JSON, summary_table
+from tongban.report import REPORT_JSON, SUMMARY_JSON, summary_table
 from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.launcher import running_simulators
 
 
-def newest_summary(reports: Path, since: float) -> Path | None:
-    found = [p for p in reports.glob(f"*/{SUMMARY_JSON}") if p.stat().st_mtime >= since]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+def newest_summary(reports: Path | UPath, since: float) -> Path | UPath | None:
+    """The newest ``summary.json`` written since ``since`` under the reports folder (local or object storage)."""
+    found = [(p.stat().st_mtime, p) for p in reports.glob(f"*/{SUMMARY_JSON}")]
+    return max((f for f in found if f[0] >= since - 1), key=lambda f: f[0], default=(0, None))[1]
 
 
-def check_against_platform(summary: dict, client: PlatformClient) -> list[str]:
-    """Each partner's platform list must be what its report says was kept, added or changed."""
+def check_against_platform(summary: dict, client: PlatformClient, reports: Path | UPath) -> list[str]:
+    """Each partner's platform list must be what its report (under ``reports``, local or object storage)
+    says was kept, added or changed."""
     problems = []
     for row in summary["partners"]:
         if row["status"] == "failed":
             continue
-        report = json.loads(UPath(row["report"]).read_bytes())
+        report = json.loads((reports / summary["run_id"] / row["partner"] / REPORT_JSON).read_bytes())
         removed = {r["task_code"] for r in report["removed"]}
         expected = {*report["unchanged"], *report["held"], *(c["task_code"] for c in report["changed"]), *removed}
         if not report["dry_run"]:
@@ -157,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"\nthe run wrote no summary (airflow exited {result.returncode}); full log: {log}")
             return 1
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        problems = check_against_platform(summary, PlatformClient(urls.platform, **platform))
+        problems = check_against_platform(summary, PlatformClient(urls.platform, **platform), home / "reports")
     print()
     print(summary_table(summary, extra=("platform",)))
     print(f"\nrun {summary['run_id']}: reports in {summary_path.parent}/<division>/report.{{json,html}}")

@@ -100,7 +100,7 @@ def test_first_run_syncs_every_partner(deployment: Deployment, first: dict[str, 
     assert first["failed"] == []
     assert [r["partner"] for r in first["partners"]] == [p.division for p in REGISTRY.partners]
     assert first["totals"]["fetched"] == sum(p.items for p in REGISTRY.partners) == 2976
-    assert check_against_platform(first, deployment.platform) == []
+    assert check_against_platform(first, deployment.platform, deployment.home / "reports") == []
 
 
 @pytest.mark.parametrize("division", [p.division for p in REGISTRY.partners])

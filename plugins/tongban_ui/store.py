@@ -201,6 +201,8 @@ class ReportStore:
     def recent_runs(self, limit: int) -> list[RunSummary]:
         """The ``limit`` most recently finished runs that wrote a summary, newest first."""
         base = self.root / REPORTS
+        # object stores' filesystems cache listings per process: the api-server would never see a new run
+        base.fs.invalidate_cache()
         if not base.exists():
             return []
         summaries = [p for p in base.glob(f"*/{SUMMARY}") if RUN_ID.fullmatch(p.parent.name)]
