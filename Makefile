@@ -12,7 +12,7 @@ AIRFLOW_DB := $(TONGBAN_HOME)/airflow/.migrated-3.3.2
 
 include mk/ui.mk
 
-.PHONY: help venv airflow-db run ui test lint e2e bench bench-national lock clean
+.PHONY: help venv airflow-db run ui test lint e2e bench bench-national lock clean env
 help:
 	@echo "make run   - start the simulators, run cross_province_sync once with Airflow, print the result"
 	@echo "             ARGS=\"--partners 440100 --full-resync --dry-run\" passes DAG params"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench - validation, reconciliation and publishing benchmarks (bench/*.py --help for larger sizes)"
 	@echo "make bench-national - the whole pipeline on ~1M items of simulated partners, time and memory per stage"
 	@echo "make lock  - recompile requirements.txt from requirements.in"
+	@echo "make env   - write .env for docker compose: a new Fernet key, random secrets (never overwrites)"
 
 venv: $(STAMP)
 $(STAMP):
@@ -35,6 +36,9 @@ airflow-db: $(AIRFLOW_DB)
 $(AIRFLOW_DB): $(STAMP)
 	$(PY) -m scripts.localenv db migrate > /dev/null
 	touch $@
+
+env: venv
+	$(PY) -m scripts.make_env
 
 run: venv airflow-db
 	$(PY) -m scripts.run_local $(ARGS)

@@ -21,7 +21,7 @@ from pathlib import Path
 from upath import UPath
 
 from scripts.localenv import DAG_ID, airflow_env, dags_test, ensure_pools, tongban_home
-from tongban.connections import simulator_connections
+from tongban.connections import PLATFORM_CONN_ID, conn_env_var, simulator_connections
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
 from tongban.report import REPORT_JSON, SUMMARY_JSON, summary_table
@@ -141,7 +141,11 @@ def run(args: argparse.Namespace) -> int:
         divisions = [p.division for p in registry.partners]
         secrets = partner_secrets(home / "simulators", registry)
         platform = platform_credentials(home / "simulators")
-        env = airflow_env(home, simulator_connections(urls.partners, urls.platform, divisions, secrets, platform))
+        simulated = simulator_connections(urls.partners, urls.platform, divisions, secrets, platform)
+        real = sorted(k for k in simulated if k in os.environ and k != conn_env_var(PLATFORM_CONN_ID))
+        for name in real:  # a partner the operator pointed at its real endpoint (docs/partner-formats.md §10)
+            print(f"{name}: set in the environment, used as it is (not the simulator)")
+        env = airflow_env(home, {k: v for k, v in simulated.items() if k not in real})
         ensure_pools(env, divisions)
         print(f"simulators: partners {urls.partners}  platform {urls.platform}")
         if args.ui:

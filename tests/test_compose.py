@@ -106,8 +106,25 @@ def test_every_partner_has_a_connection_with_a_secret_from_env(
         conn = json.loads(raw)
         assert conn["conn_type"] == "http"
         assert conn["host"].endswith(f"/partners/{partner.division}")
-        assert conn["password"] == f"${{PARTNER_{partner.division}_SECRET}}"
+        # the secret is never spliced into the JSON: tongban.connections adds it from PARTNER_<division>_SECRET
+        assert "password" not in conn and "SECRET" not in raw
         assert f"PARTNER_{partner.division}_SECRET" in env_example, f"{partner.division} missing from .env.example"
+    assert (
+        "password" not in json.loads(env["AIRFLOW_CONN_TONGBAN_PLATFORM"]) and "TONGBAN_PLATFORM_SECRET" in env_example
+    )
+
+
+@pytest.mark.parametrize("service", AIRFLOW)
+def test_airflow_services_start_with_the_connection_secrets_added(compose: dict[str, Any], service: str) -> None:
+    entrypoint = compose["services"][service]["entrypoint"]
+    assert entrypoint[:4] == ["python", "-m", "tongban.connections", "--"]
+    assert entrypoint[4:] == ["/usr/bin/dumb-init", "--", "/entrypoint"]  # the Airflow image's own
+
+
+@pytest.mark.parametrize("service", ["partner-sim", "platform-sim"])
+def test_simulators_take_their_secrets_from_the_env_file(compose: dict[str, Any], service: str) -> None:
+    script = " ".join(compose["services"][service]["command"])
+    assert "python -m tongban.simulators.credentials /opt/tongban/var/simulators" in script
 
 
 def _walk(node: Any, path: str = "") -> list[tuple[str, str]]:

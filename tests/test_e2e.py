@@ -7,7 +7,9 @@ and a partner whose pull fails.
 
 from __future__ import annotations
 
+import gzip
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +27,13 @@ from tongban.province import FIVE_LEVEL, PROVINCES
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
 from tongban.simulators import province_quirks
-from tongban.simulators.credentials import partner_secrets, platform_credentials
+from tongban.simulators.credentials import (
+    PLATFORM_SECRET_FILE,
+    SECRETS_FILE,
+    partner_secrets,
+    platform_credentials,
+    secrets_from_env,
+)
 from tongban.storage import RUNS
 
 pytestmark = pytest.mark.e2e
@@ -34,6 +42,7 @@ REGISTRY = load_registry()
 # a pinyin_json partner (the change crosses a real format mapping) holding 基本编码 no other partner of its
 # province holds: a change to one of those alone keeps 五级N同 across the province's partners
 CHANGED_PARTNER = "370100"
+ODD_SECRET = "q\"uo\\te '$HOME' ${X} #; = & 密钥"
 
 
 class Deployment:
@@ -46,10 +55,13 @@ class Deployment:
         conns = simulator_connections(urls.partners, urls.platform, divisions, secrets, platform)
         self.env = airflow_env(home, conns)
         self.platform = PlatformClient(urls.platform, **platform)
+        self.secrets = [*secrets.values(), platform["secret"]]
+        self.output: list[str] = []  # what every `airflow dags test` printed
 
     def run(self, conf: dict[str, Any] | None = None, *, succeeds: bool = True) -> dict[str, Any]:
         started = time.time()
         done = dags_test(self.env, conf, capture_output=True)
+        self.output.append(done.stdout + done.stderr)
         summary_path = newest_summary(self.home / "reports", started)
         assert (done.returncode == 0) is succeeds and summary_path, done.stdout[-4000:] + done.stderr[-4000:]
         return json.loads(summary_path.read_text(encoding="utf-8"))
@@ -83,6 +95,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     from tongban.simulators.launcher import running_simulators
 
     home = tmp_path_factory.mktemp("tongban-home")
+    # secrets with characters that break naive quoting: one partner's (signature only, so never in a header)
+    # and the platform's, as .env would give them
+    secrets_from_env(
+        home / "simulators", {"PARTNER_440300_SECRET": ODD_SECRET, "TONGBAN_PLATFORM_SECRET": ODD_SECRET[::-1]}
+    )
     with running_simulators(home / "simulators") as urls:
         deployment = Deployment(home, urls)
         migrated = airflow("db", "migrate", env=deployment.env, capture_output=True)
@@ -125,6 +142,33 @@ def test_nothing_lost_and_platform_holds_exactly_the_accepted_items(
         assert rejected["findings"] and all(f["message"] for f in rejected["findings"])
     for quarantined in report["quarantined"]:
         assert quarantined["position"] and all(p["reason"] for p in quarantined["problems"])
+
+
+def test_no_secret_is_in_any_log_archive_report_or_xcom_of_a_run(deployment: Deployment, first: dict[str, Any]) -> None:
+    """Every file of the run's home (the simulators' logs, Airflow's database with its XComs, the raw archive,
+    the run folders, the reports) and everything `airflow dags test` printed (the task logs), searched for
+    each secret used: none."""
+    kept = {SECRETS_FILE, PLATFORM_SECRET_FILE}  # the simulators' own secrets files hold them by design
+    files = [p for p in deployment.home.rglob("*") if p.is_file() and p.name not in kept]
+    kinds = {"log": 0, "archive": 0, "report": 0, "db": 0}
+    for path in files:
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+        kinds["log"] += path.suffix == ".log"
+        kinds["archive"] += "archive" in path.parts
+        kinds["report"] += path.name.startswith("report.")
+        kinds["db"] += path.name == "airflow.db"
+        for secret in deployment.secrets:
+            for form in {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}:
+                assert form.encode() not in data, f"a secret in {path}"
+    assert all(kinds.values()), kinds  # every kind of place was searched
+    with sqlite3.connect(deployment.home / "airflow" / "airflow.db") as db:
+        xcoms = [str(v) for (v,) in db.execute("SELECT value FROM xcom")]
+    assert len(xcoms) > 20 and sum(len(out) for out in deployment.output) > 100_000  # the task logs
+    for secret in deployment.secrets:
+        assert not any(secret in x for x in xcoms) and not any(secret in out for out in deployment.output)
+    assert ODD_SECRET in deployment.secrets and first["failed"] == []  # the odd secrets worked end to end
 
 
 def test_defects_in_partner_data_are_caught(first: dict[str, Any]) -> None:

@@ -65,3 +65,43 @@ def simulator_connections(
             conn["password"] = secrets[division]
         env[conn_env_var(f"partner_{division}")] = json.dumps(conn)
     return env
+
+
+SECRET_SUFFIX = "_SECRET"
+
+
+def with_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` with each JSON ``AIRFLOW_CONN_<ID>`` given the password in ``<ID>_SECRET``, if set.
+
+    The deployment (docker-compose.yaml) keeps secrets out of the Connection templates: a secret spliced
+    into a JSON string breaks on a ``"`` or ``\\``; put in here by ``json.dumps``, any character survives.
+    """
+    env = dict(environ)
+    for name, value in environ.items():
+        if not name.startswith("AIRFLOW_CONN_"):
+            continue
+        secret = environ.get(name.removeprefix("AIRFLOW_CONN_") + SECRET_SUFFIX)
+        if not secret:
+            continue
+        try:
+            conn = json.loads(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a JSON Connection to take its secret from the environment") from None
+        env[name] = json.dumps({**conn, "password": secret})
+    return env
+
+
+def main(argv: list[str]) -> None:
+    """``python -m tongban.connections -- <command …>``: run the command with :func:`with_secrets` applied."""
+    import os
+
+    command = argv[1:] if argv[:1] == ["--"] else argv
+    if not command:
+        raise SystemExit("usage: python -m tongban.connections -- <command> [args…]")
+    os.execvpe(command[0], command, with_secrets(os.environ))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

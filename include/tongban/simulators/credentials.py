@@ -15,6 +15,7 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,26 @@ def check_signed(
 async def raw_body(request: Request) -> bytes:
     """FastAPI dependency: the request's body as sent (what its signature covers)."""
     return bytes(await request.body())
+
+
+def secrets_from_env(state_dir: Path, environ: Mapping[str, str]) -> None:
+    """Write the simulators' secrets files from ``PARTNER_<division>_SECRET`` and ``TONGBAN_PLATFORM_SECRET``
+    (the deployment's .env), so the simulators check requests against what the Connections carry."""
+    partners = {
+        k.removeprefix("PARTNER_").removesuffix("_SECRET"): v
+        for k, v in environ.items()
+        if k.startswith("PARTNER_") and k.endswith("_SECRET") and v
+    }
+    _write_private(Path(state_dir) / SECRETS_FILE, partners)
+    if environ.get("TONGBAN_PLATFORM_SECRET"):
+        algorithm = environ.get("TONGBAN_PLATFORM_SIGNATURE") or PLATFORM_SIGNATURE
+        _write_private(
+            Path(state_dir) / PLATFORM_SECRET_FILE,
+            {"secret": environ["TONGBAN_PLATFORM_SECRET"], "algorithm": algorithm},
+        )
+
+
+if __name__ == "__main__":
+    import sys
+
+    secrets_from_env(Path(sys.argv[1]), os.environ)
