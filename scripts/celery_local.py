@@ -1,16 +1,26 @@
-"""`make celery-e2e`: the scale-out topology of docker-compose.yaml, without Docker, on this machine.
+"""`make celery-e2e`: the scale-out topology, without Docker, with each Celery worker as a host of its own.
 
-Airflow with the CeleryExecutor against the local PostgreSQL (a fresh database for the metadata, one
-for the item store) and Redis (db 5 as the broker): a scheduler, a dag-processor, an api-server on a
-free loopback port and two Celery workers (``w1@%h``, ``w2@%h``, concurrency 2 each), every one a
-subprocess in its own process group, logging to ``$TONGBAN_HOME/celery/``. It starts the simulators,
-unpauses and triggers ``cross_province_sync`` through the REST API, waits for the run, checks the
-outcome as ``make run`` does (summary, reports, platform contents) and shows from the run's task
-instances that both workers ran tasks. Whatever it starts it stops, and it drops its databases.
+Airflow with the CeleryExecutor against the local PostgreSQL (a fresh database for the metadata, one for
+the item store) and Redis (db 5 as the broker): a scheduler, a dag-processor and an api-server on this
+machine, and two Celery workers (``w1``, ``w2``, concurrency 2 each), every one a subprocess in its own
+process group, logging to ``$TONGBAN_HOME/celery/``.
 
-The workers share this machine's disk: storage is ``file://`` under the run's home, which stands in
-for the S3 bucket of a multi-host deployment; task logs go to one shared base log folder, where the
-api-server reads them.
+Each worker is a host of its own (``scripts.netns``; root, as CI runs): its own network namespace, joined to
+this machine by a veth pair on a private bridge (``10.213.0.0/24``), and its own empty folders (home,
+``AIRFLOW_HOME``, task logs, temp). It reaches the rest only over that link at ``10.213.0.1``: SeaweedFS (the
+S3 storage, ``scripts.seaweedfs``), the simulators and the api-server (the Execution API) listen there;
+PostgreSQL and Redis, which listen on the machine's loopback only, are relayed there by a small TCP forwarder.
+No folder is shared: every file that passes between tasks goes through the S3 bucket, and the script checks
+afterwards that none was written to a local folder. ``--same-host`` keeps the workers in this machine's
+network (loopback; no root needed), with everything else the same.
+
+It triggers ``cross_province_sync`` through the REST API and, unless ``--no-kill``, kills worker ``w2`` with
+SIGKILL (its whole process group, as a host that is lost) while it runs tasks of the publishing group. The
+scheduler finds those tasks' heartbeats gone and Airflow's retries run them on ``w1``. The run must still
+succeed with the outcome unchanged: every partner's platform list exactly what its report says, the publish
+ledger complete (no batch left pending) and its accepted operations exactly the report's, the item store's
+current items exactly the platform's, and the report served by the UI plugin from the bucket. Whatever it
+starts it stops, and it drops its databases and deletes its namespaces.
 """
 
 from __future__ import annotations
@@ -22,7 +32,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,13 +41,18 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
+
+from upath import UPath
 
 from scripts.localenv import DAG_ID, REPO, airflow, airflow_env, ensure_pools, tongban_home
+from scripts.netns import Topology, forward_command, worker_hosts
 from scripts.run_local import check_against_platform, newest_summary
+from scripts.seaweedfs import free_ports, running_seaweedfs
 from tongban.connections import simulator_connections
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
-from tongban.report import summary_table
+from tongban.report import REPORT_JSON, summary_table
 from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.launcher import running_simulators
 
@@ -51,13 +65,16 @@ METADATA_DB = "tongban_airflow_ci"
 STORE_DB = "tongban_store_ci"
 REDIS_URL = os.environ.get("TONGBAN_CI_REDIS_URL", "redis://127.0.0.1:6379/5")
 WORKERS = ("w1", "w2")
+VICTIM = "w2"  # the worker killed mid-run
+HEARTBEAT_TIMEOUT = 45  # seconds without a task heartbeat before the scheduler fails the task (then retries it)
+URL_PREFIX = "/tongban"  # the UI plugin's (tongban_ui.settings.URL_PREFIX; plugins/ is not importable here)
 CONCURRENCY = 2
 AIRFLOW_EXE = str(Path(sys.executable).with_name("airflow"))
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def pg_url(db: str, driver: str = "postgresql+psycopg2") -> str:
-    return f"{driver}://{PG_USER}@{PG['host']}:{PG['port']}/{db}"
+def pg_url(db: str, driver: str = "postgresql+psycopg2", host: str | None = None) -> str:
+    return f"{driver}://{PG_USER}@{host or PG['host']}:{PG['port']}/{db}"
 
 
 def recreate_databases(*names: str, drop_only: bool = False) -> None:
@@ -81,25 +98,27 @@ def flush_broker() -> None:
     redis.Redis.from_url(REDIS_URL).flushdb()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Processes:
     """Subprocesses, each in its own process group (session), stopped whole."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.killed: list[str] = []
 
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         log = (self.log_dir / f"{name}.log").open("wb")
         self.procs[name] = subprocess.Popen(
-            [AIRFLOW_EXE, *args], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL to the whole process group, as a host that is lost: no shutdown, no task gets to finish."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        self.killed.append(name)
 
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
@@ -141,6 +160,14 @@ class Api:
         if status not in expect:
             raise RuntimeError(f"{method} {path}: HTTP {status} {text[:500]}")
         return json.loads(text) if text else None
+
+    def text(self, path: str) -> tuple[int, str]:
+        req = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with NO_PROXY.open(req, timeout=30) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode(errors="replace")
 
     def login(self, username: str = "admin", password: str = "admin") -> None:
         self.token = self.call("POST", "/auth/token", {"username": username, "password": password}, (200, 201))[
@@ -200,6 +227,53 @@ def task_table(tis: list[dict[str, Any]]) -> tuple[str, Counter[str], dict[str, 
     return "\n".join(lines), per_worker, stats
 
 
+def task_instances(api: Api, run_id: str) -> list[dict[str, Any]]:
+    tis: list[dict[str, Any]] = []
+    while True:  # the API caps a page (maximum_page_limit, 100 by default)
+        page = api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100&offset={len(tis)}")
+        tis += page["task_instances"]
+        if not page["task_instances"] or len(tis) >= page["total_entries"]:
+            return tis
+
+
+def outcome_problems(summary: dict[str, Any], platform: PlatformClient, store_url: str, reports: UPath) -> list[str]:
+    """Beyond the platform check: nothing lost, nothing duplicated. Per partner, the publish ledger has no batch
+    left pending and accepted exactly the operations its report lists as published; the platform holds each
+    item once; the item store's current items are exactly the platform's."""
+    from tongban.store.repo import ItemStore
+
+    store = ItemStore(store_url)
+    problems = []
+    for row in summary["partners"]:
+        if row["status"] == "failed":
+            continue
+        division = row["partner"]
+        ledger = store.ledger(summary["run_id"], division)
+        pending = [e["key"] for e in ledger if e["status"] != "acked"]
+        if pending:
+            problems.append(f"{division}: ledger batches never acknowledged: {pending}")
+        accepted = [(r["op"], r["task_code"]) for e in ledger for r in e["results"] or [] if r["status"] == "accepted"]
+        report = json.loads((reports / summary["run_id"] / division / REPORT_JSON).read_bytes())
+        published = sorted((p["op"], p["task_code"]) for p in report["published"])
+        if sorted(accepted) != published:
+            problems.append(
+                f"{division}: the ledger accepted {len(accepted)} operations, the report lists {len(published)}"
+            )
+        codes = [r["task_code"] for r in platform.items(division)]
+        if len(codes) != len(set(codes)):
+            problems.append(f"{division}: the platform holds {len(codes) - len(set(codes))} items twice")
+        if set(store.current(division)) != set(codes):
+            problems.append(f"{division}: the item store's current items differ from the platform's")
+    return problems
+
+
+def local_run_files(folders: list[Path]) -> list[str]:
+    """Run or report files in local folders: there must be none, storage is the bucket."""
+    from tongban.storage import REPORTS, RUNS
+
+    return [str(f / area) for f in folders for area in (RUNS, REPORTS) if (f / area).exists()]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the run (default 900)")
@@ -209,31 +283,49 @@ def main() -> int:
         help="comma-separated division codes to sync (the DAG's `partners` param; default every partner, "
         "or $CELERY_E2E_PARTNERS)",
     )
+    parser.add_argument(
+        "--same-host", action="store_true", help="workers in this machine's network (no namespaces, no root)"
+    )
+    parser.add_argument("--no-kill", action="store_true", help=f"do not kill worker {VICTIM} mid-run")
     args = parser.parse_args()
+    if not args.same_host and os.geteuid() != 0:
+        parser.error("workers in network namespaces need root; --same-host runs them in this machine's network")
     t0 = time.monotonic()
 
     base = tongban_home() / "celery"
-    home = base / "home"  # the run's TONGBAN_HOME: fresh every time, like its databases
-    shutil.rmtree(home, ignore_errors=True)
-    base.mkdir(parents=True, exist_ok=True)
-    for old in base.glob("*.log"):
-        old.unlink()
+    shutil.rmtree(base, ignore_errors=True)  # fresh every time, like its databases
+    base.mkdir(parents=True)
+    home = base / "home"  # the control host's TONGBAN_HOME (scheduler, dag-processor, api-server, simulators)
+    hosts = {name: base / "hosts" / name for name in WORKERS}  # each worker's own, empty folders
     registry = load_registry()
     divisions = [p.division for p in registry.partners]
     procs = Processes(base)
     timings: dict[str, float] = {}
-    try:
-        recreate_databases(METADATA_DB, STORE_DB)
-        flush_broker()
-        with running_simulators(home / "simulators") as urls:
-            port = free_port()
+    with contextlib.ExitStack() as stack:
+        try:
+            topology = Topology("127.0.0.1", {}) if args.same_host else stack.enter_context(worker_hosts(WORKERS))
+            ip = topology.host_ip
+            recreate_databases(METADATA_DB, STORE_DB)
+            flush_broker()
+            s3 = stack.enter_context(running_seaweedfs(base / "seaweedfs", host=ip))
+            urls = stack.enter_context(running_simulators(home / "simulators", host=ip))
+            redis = urlsplit(REDIS_URL)
+            if not args.same_host:  # PostgreSQL and Redis listen on loopback only: relay them onto the link
+                procs.start(
+                    "forwarder",
+                    forward_command({PG["port"]: PG["port"], redis.port or 6379: redis.port or 6379}),
+                    os.environ.copy(),
+                )
+            port = free_ports(ip, 1)[0]
+            platform = platform_credentials(home / "simulators")
             extra = simulator_connections(
                 urls.partners,
                 urls.platform,
                 divisions,
                 partner_secrets(home / "simulators", registry),
-                platform_credentials(home / "simulators"),
+                platform,
             )
+            extra |= s3.storage_env("nightly")
             extra |= {
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url(METADATA_DB),
@@ -241,8 +333,8 @@ def main() -> int:
                 "AIRFLOW__CELERY__RESULT_BACKEND": pg_url(METADATA_DB, "db+postgresql+psycopg2"),
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(CONCURRENCY),
                 "AIRFLOW__CORE__HOSTNAME_CALLABLE": "scripts.worker_hostname.hostname",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{ip}:{port}/execution/",
+                "AIRFLOW__API__HOST": ip,
                 "AIRFLOW__API__PORT": str(port),
                 "AIRFLOW__API__WORKERS": "1",
                 # one secret for every process: the scheduler signs the tasks' tokens, the api-server checks them
@@ -251,16 +343,24 @@ def main() -> int:
                 # only the run triggered here: no scheduled run appears on unpause
                 "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+                # a lost worker's tasks are found by their missing heartbeats (default 300 s) and retried
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
                 "TONGBAN_DB_URL": pg_url(STORE_DB),
-                "TONGBAN_STORAGE_URL": f"file://{home}",
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                 "NO_PROXY": "*",
                 "no_proxy": "*",
             }
             env = airflow_env(home, extra)
             print(f"metadata: {pg_url(METADATA_DB)}  item store: {pg_url(STORE_DB)}  broker: {REDIS_URL}")
+            print(f"storage: {s3.url('nightly')} (SeaweedFS S3 at {s3.endpoint})")
             print(f"simulators: partners {urls.partners}  platform {urls.platform}")
-            print(f"logs: {base}/*.log  task logs: {env['AIRFLOW__LOGGING__BASE_LOG_FOLDER']}", flush=True)
+            if not args.same_host:
+                hosts_text = ", ".join(
+                    f"{n} {a} (netns {topology.namespace(n)})" for n, a in topology.addresses.items()
+                )
+                print(f"workers: {hosts_text}; the machine at {ip}")
+            print(f"logs: {base}/*.log  task logs: {base}/hosts/<worker>/airflow/logs", flush=True)
 
             step = time.monotonic()
             with (base / "db-migrate.log").open("w") as fh:
@@ -270,27 +370,40 @@ def main() -> int:
             timings["db migrate + pools"] = time.monotonic() - step
 
             step = time.monotonic()
-            procs.start("scheduler", ["scheduler"], env)
-            procs.start("dag-processor", ["dag-processor"], env)
-            procs.start("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(port)], env)
+            procs.start("scheduler", [AIRFLOW_EXE, "scheduler"], env)
+            procs.start("dag-processor", [AIRFLOW_EXE, "dag-processor"], env)
+            procs.start("api-server", [AIRFLOW_EXE, "api-server", "--host", ip, "--port", str(port)], env)
             for name in WORKERS:
-                worker_env = env | {"TONGBAN_WORKER_NAME": name}
+                # the worker's own folders, and every service at the machine's address on its link
+                worker_env = airflow_env(hosts[name], extra) | {
+                    "TONGBAN_WORKER_NAME": name,
+                    "TMPDIR": str(hosts[name] / "tmp"),
+                    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url(METADATA_DB, host=ip),
+                    "AIRFLOW__CELERY__BROKER_URL": redis._replace(netloc=f"{ip}:{redis.port or 6379}").geturl(),
+                    "AIRFLOW__CELERY__RESULT_BACKEND": pg_url(METADATA_DB, "db+postgresql+psycopg2", host=ip),
+                    "TONGBAN_DB_URL": pg_url(STORE_DB, host=ip),
+                }
+                (hosts[name] / "tmp").mkdir(parents=True)
                 procs.start(
                     f"worker-{name}",
-                    [
-                        "celery",
-                        "worker",
-                        "--celery-hostname",
-                        f"{name}@%h",
-                        "--concurrency",
-                        str(CONCURRENCY),
-                        "--skip-serve-logs",
-                        "--pid",
-                        str(base / f"worker-{name}.pid"),
-                    ],
+                    topology.exec(
+                        name,
+                        [
+                            AIRFLOW_EXE,
+                            "celery",
+                            "worker",
+                            "--celery-hostname",
+                            f"{name}@%h",
+                            "--concurrency",
+                            str(CONCURRENCY),
+                            "--skip-serve-logs",
+                            "--pid",
+                            str(hosts[name] / "worker.pid"),
+                        ],
+                    ),
                     worker_env,
                 )
-            api = Api(f"http://127.0.0.1:{port}")
+            api = Api(f"http://{ip}:{port}")
             wait_for("the api-server", lambda: api.call("GET", "/api/v2/version"), 180, procs)
             api.login()
             wait_for(
@@ -312,79 +425,119 @@ def main() -> int:
                 f"triggered {DAG_ID} run {run_id} through the REST API; waiting (timeout {args.timeout:.0f}s) …",
                 flush=True,
             )
-
-            def finished() -> str | None:
+            killed: list[dict[str, Any]] = []
+            deadline = time.monotonic() + args.timeout
+            while True:
+                procs.check_alive()
                 if time.monotonic() - step > 600 and api.token:  # tokens expire: log in again now and then
                     api.login()
+                    step = time.monotonic() - 1
                 state = api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
-                return state if state in ("success", "failed") else None
-
-            state = wait_for(f"run {run_id}", finished, args.timeout, procs, every=5)
+                if state in ("success", "failed"):
+                    break
+                if not args.no_kill and not killed:
+                    killed = [
+                        ti
+                        for ti in task_instances(api, run_id)
+                        if ti["state"] == "running"
+                        and (ti.get("hostname") or "").startswith(f"{VICTIM}@")
+                        and ti["task_id"].startswith("partner_publish.")
+                    ]
+                    if killed:
+                        procs.kill(f"worker-{VICTIM}")
+                        print(
+                            f"killed worker {VICTIM} (SIGKILL to its process group) while it ran "
+                            + ", ".join(f"{ti['task_id']}[{ti.get('map_index')}]" for ti in killed),
+                            flush=True,
+                        )
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"run {run_id} not finished after {args.timeout:.0f}s")
+                time.sleep(1 if not args.no_kill and not killed else 5)
             timings["the run (trigger → finished)"] = time.monotonic() - step
 
-            tis: list[dict[str, Any]] = []
-            while True:  # the API caps a page (maximum_page_limit, 100 by default)
-                page = api.call(
-                    "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100&offset={len(tis)}"
-                )
-                tis += page["task_instances"]
-                if not page["task_instances"] or len(tis) >= page["total_entries"]:
-                    break
+            tis = task_instances(api, run_id)
             table, per_worker, stats = task_table(tis)
-            summary_path = newest_summary(home / "reports", started)
-            summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path else None
-            problems = (
-                check_against_platform(
-                    summary,
-                    PlatformClient(urls.platform, **platform_credentials(home / "simulators")),
-                    home / "reports",
-                )
-                if summary
-                else ["the run wrote no summary"]
-            )
+            reports = s3.root("nightly") / "reports"
+            summary_path = newest_summary(reports, started)
+            summary = json.loads(summary_path.read_bytes()) if summary_path else None
+            failures = []
+            if summary:
+                client = PlatformClient(urls.platform, **platform)
+                problems = check_against_platform(summary, client, reports)
+                problems += outcome_problems(summary, client, pg_url(STORE_DB), reports)
+                served = [
+                    (r["partner"], api.text(f"{URL_PREFIX}/runs/{quote(run_id, safe='')}/{r['partner']}/report.html"))
+                    for r in summary["partners"]
+                    if r["status"] != "failed"
+                ]
+                problems += [
+                    f"{d}: the UI plugin answered {code} for its report" for d, (code, _) in served if code != 200
+                ]
+            else:
+                problems = ["the run wrote no summary"]
+            local = local_run_files([home, *hosts.values()])
+            if local:
+                failures.append(f"run files written to local folders: {local}")
+            if killed:
+                by_key = {(t["task_id"], t.get("map_index", -1)): t for t in tis}
+                for ti in killed:
+                    after = by_key[(ti["task_id"], ti.get("map_index", -1))]
+                    if after["state"] != "success" or (after.get("hostname") or "").startswith(f"{VICTIM}@"):
+                        failures.append(
+                            f"{ti['task_id']}[{ti.get('map_index')}] killed on {VICTIM} ended {after['state']} "
+                            f"on {after.get('hostname')}"
+                        )
+                    else:
+                        print(
+                            f"recovered: {ti['task_id']}[{ti.get('map_index')}] try {after.get('try_number')} "
+                            f"succeeded on {after.get('hostname')}"
+                        )
+        finally:
+            procs.stop_all()
+            with contextlib.suppress(Exception):
+                flush_broker()
+            try:
+                recreate_databases(METADATA_DB, STORE_DB, drop_only=True)
+            except Exception as err:
+                print(f"warning: could not drop the CI databases: {err}", file=sys.stderr)
 
-        print("\n" + table)
-        print("\ntasks per worker (succeeded): " + ", ".join(f"{h}: {n}" for h, n in sorted(per_worker.items())))
-        print(
-            "task overhead: "
-            + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items())
-        )
-        if summary:
-            print()
-            print(summary_table(summary, extra=("platform",)))
-            print(f"summary: {summary_path}")
-        for problem in problems:
-            print(f"MISMATCH {problem}")
-        workers_used = {h.split("@", 1)[0] for h in per_worker}
-        failures = []
-        if state != "success":
-            failures.append(f"run {run_id} ended {state}")
-        if summary and summary["failed"]:
-            failures.append(f"failed partners: {', '.join(summary['failed'])}")
-        if problems:
-            failures.append("platform check failed")
-        if not set(WORKERS) <= workers_used:
-            failures.append(f"tasks did not run on both workers: {sorted(per_worker)}")
-        (base / "timings.json").write_text(json.dumps({"timings_s": timings, "task_stats": stats}, indent=1))
-        for name, seconds in timings.items():
-            print(f"time: {name:<30} {seconds:7.1f}s")
-        if failures:
-            print("FAILED: " + "; ".join(failures) + f"  (logs: {base})")
-            return 1
-        print(
-            f"OK: {DAG_ID} succeeded on the CeleryExecutor, tasks spread over {', '.join(sorted(per_worker))}; "
-            "platform matches every report"
-        )
-        return 0
-    finally:
-        procs.stop_all()
-        with contextlib.suppress(Exception):
-            flush_broker()
-        try:
-            recreate_databases(METADATA_DB, STORE_DB, drop_only=True)
-        except Exception as err:
-            print(f"warning: could not drop the CI databases: {err}", file=sys.stderr)
-        print(f"stopped everything it started; dropped {METADATA_DB}, {STORE_DB}  (total {time.monotonic() - t0:.0f}s)")
+    print("\n" + table)
+    print("\ntasks per worker (succeeded): " + ", ".join(f"{h}: {n}" for h, n in sorted(per_worker.items())))
+    print(
+        "task overhead: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items())
+    )
+    if summary:
+        print()
+        print(summary_table(summary, extra=("platform",)))
+        print(f"summary: {summary_path}")
+    for problem in problems:
+        print(f"MISMATCH {problem}")
+    workers_used = {h.split("@", 1)[0] for h in per_worker}
+    if state != "success":
+        failures.append(f"run {run_id} ended {state}")
+    if summary and summary["failed"]:
+        failures.append(f"failed partners: {', '.join(summary['failed'])}")
+    if problems:
+        failures.append("outcome check failed")
+    if not args.no_kill and not killed:
+        failures.append(f"worker {VICTIM} was never seen running a publishing task: not killed")
+    if not set(WORKERS) - {VICTIM} <= workers_used or not (killed or VICTIM in workers_used):
+        failures.append(f"tasks did not run on both workers: {sorted(per_worker)}")
+    (base / "timings.json").write_text(json.dumps({"timings_s": timings, "task_stats": stats}, indent=1))
+    for name, seconds in timings.items():
+        print(f"time: {name:<30} {seconds:7.1f}s")
+    print(f"stopped everything it started; dropped {METADATA_DB}, {STORE_DB}  (total {time.monotonic() - t0:.0f}s)")
+    if failures:
+        print("FAILED: " + "; ".join(failures) + f"  (logs: {base})")
+        return 1
+    print(
+        f"OK: {DAG_ID} succeeded on the CeleryExecutor, workers {', '.join(WORKERS)} "
+        + ("in their own network namespaces" if not args.same_host else "on this host")
+        + f", storage on SeaweedFS S3, tasks spread over {', '.join(sorted(per_worker))}"
+        + (f"; {VICTIM} killed mid-run and its tasks retried elsewhere" if killed else "")
+        + "; platform, ledger, item store and reports agree"
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ class _Simulator:
         return "\n".join(lines[-_TAIL_LINES:]) or "(empty)"
 
 
-def _start(kind: str, state_dir: Path, registry_path: Path | None) -> _Simulator:
+def _start(kind: str, state_dir: Path, registry_path: Path | None, host: str = "127.0.0.1") -> _Simulator:
     state_dir.mkdir(parents=True, exist_ok=True)
     ready_file = state_dir / f"{kind}.ready"
     ready_file.unlink(missing_ok=True)
@@ -67,7 +67,7 @@ def _start(kind: str, state_dir: Path, registry_path: Path | None) -> _Simulator
         "tongban.simulators",
         kind,
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         "0",
         "--state-dir",
@@ -128,12 +128,12 @@ def _stop(sim: _Simulator, grace: float = STOP_GRACE) -> None:
 
 @contextmanager
 def _running(
-    kinds: tuple[str, ...], state_dir: Path, registry_path: Path | None, timeout: float
+    kinds: tuple[str, ...], state_dir: Path, registry_path: Path | None, timeout: float, host: str = "127.0.0.1"
 ) -> Iterator[dict[str, str]]:
     sims: list[_Simulator] = []
     try:
         for kind in kinds:
-            sims.append(_start(kind, Path(state_dir), registry_path))
+            sims.append(_start(kind, Path(state_dir), registry_path, host))
         deadline = time.monotonic() + timeout
         yield {sim.kind: _wait_ready(sim, deadline, timeout) for sim in sims}
     finally:
@@ -153,8 +153,9 @@ def running_simulator(
 
 @contextmanager
 def running_simulators(
-    state_dir: Path, registry_path: Path | None = None, timeout: float = START_TIMEOUT
+    state_dir: Path, registry_path: Path | None = None, timeout: float = START_TIMEOUT, host: str = "127.0.0.1"
 ) -> Iterator[SimulatorURLs]:
-    """Both simulators as subprocesses sharing ``state_dir``; yields their base URLs."""
-    with _running(("partners", "platform"), state_dir, registry_path, timeout) as urls:
+    """Both simulators as subprocesses sharing ``state_dir``, listening on ``host`` (loopback by default; the
+    host side of the workers' network in ``make celery-e2e``); yields their base URLs."""
+    with _running(("partners", "platform"), state_dir, registry_path, timeout, host) as urls:
         yield SimulatorURLs(partners=urls["partners"], platform=urls["platform"], state_dir=Path(state_dir))
