@@ -6,7 +6,8 @@ Each channel is optional and configured by its own Airflow Connection:
   schema/host/port plus an optional endpoint in ``extra`` as ``{"endpoint": "..."}``; login/password for
   basic auth, extra headers in ``extra`` as the http provider reads them). Sent by the http provider's
   :class:`~airflow.providers.http.notifications.http.HttpNotifier` as JSON: ``event`` (``task_failed``,
-  ``dag_failed``, ``deadline_missed``, and the partner notices ``partner_held_back`` and ``removals_held``),
+  ``dag_failed``, ``deadline_missed``, and the partner notices ``partner_held_back``, ``removals_held`` and
+  ``codes_recovered``),
   ``text`` (one readable line), ``dag_id``, ``run_id``,
   ``task_id``, ``map_index``, ``error``, ``log_url``.
 - **mail**: Connection ``tongban_alerts_smtp`` (type ``smtp``: host, port, login/password; in ``extra``
@@ -70,6 +71,7 @@ def alert_payload(context: Mapping[str, Any] | None, event: str) -> dict[str, An
         "deadline_missed": f"[tongban] nightly sync not finished by its deadline (06:00 Asia/Shanghai): {where}",
         "partner_held_back": f"[tongban] partner held back, nothing of it published: {where}",
         "removals_held": f"[tongban] removals held for confirmation (param confirm_removals): {where}",
+        "codes_recovered": f"[tongban] records with a non-text 实施编码 (recovered, items held): {where}",
     }.get(event, f"[tongban] {event}: {where}")
     if error:
         text += f": {str(error)[:300]}"
@@ -93,8 +95,10 @@ EVENT_TITLES = {
     "deadline_missed": "06:00 前未完成 (deadline missed)",
     "partner_held_back": "伙伴整体暂缓推送 (partner held back)",
     "removals_held": "删除暂缓，待人工确认 (removals held)",
+    "codes_recovered": "实施编码类型错误，事项保留原版本 (codes recovered)",
 }
-NOTICES = ("partner_held_back", "removals_held")  # events of the run that need a person, not failures
+# events of a run that need a person though nothing failed
+NOTICES = ("partner_held_back", "removals_held", "codes_recovered")
 MAIL_FIELDS = (
     ("event", "事件 event"),
     ("dag_id", "DAG"),

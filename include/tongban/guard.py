@@ -166,6 +166,15 @@ def confirmed_notice(guard: Mapping[str, Any]) -> str | None:
     )
 
 
+def recovered_notice(count: int) -> str:
+    """Records whose 实施编码 came as a number (or another non-text type) and was recovered: the items were held,
+    nothing removed, but the partner's interface sends the wrong type."""
+    return (
+        f"本次拉取有 {count} 条记录的实施编码不是文本（例如以数字发送），已识别出编码：这些事项未作更新也未删除，"
+        "省一体化平台保留其原版本。请按约定以文本发送实施编码，明细见报告“隔离”。"
+    )
+
+
 def hold_back_notice(check: Mapping[str, Any], passed: int) -> str:
     """The hold-back notice: the rate against the limit, what was held with the partner, what to do."""
     failing, records = int(check["failing"]), int(check["records"])

@@ -84,6 +84,7 @@ class Quarantined:
     task_code: str | None
     problems: list[Problem]
     raw: Any = field(repr=False)
+    code_recovered: bool = False  # its 实施编码 came as another JSON type and was recovered (recover_code)
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,7 +151,8 @@ class _Mapper:
                     wire = self.fmt.fields.get(canonical, canonical)
                     what = f"{wire}（{FIELD_LABELS[canonical]}）" if canonical in FIELD_LABELS else wire
                     problems.append(Problem(canonical, wire, f"字段 {what} 格式不符：{err['msg']}"))
-        return Quarantined(self.partner.division, position, task_code, problems, raw)
+        recovered = task_code is not None and not isinstance(raw.get(self.fmt.fields["task_code"]), str)
+        return Quarantined(self.partner.division, position, task_code, problems, raw, recovered)
 
     def _code(self, dictionary: str, wire_field: str, value: Any) -> Any:
         key = str(value).strip()

@@ -326,7 +326,8 @@ def publish_partner(
 
 def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: ItemStore) -> dict[str, Any]:
     """Write the partner's report; the summary carries ``notices`` (event, text) that call for an alert:
-    the partner held back whole, or removals held for confirmation."""
+    the partner held back whole, 实施编码 sent as another type (recovered, the items held), or removals held
+    for confirmation."""
     manifest = read_json(run / RAW / MANIFEST)
     quarantined = list(read_jsonl(run / QUARANTINE))
     rejected = list(read_jsonl(run / REJECTED))
@@ -368,6 +369,8 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
     notices = []
     if report.hold_back:
         notices.append({"event": "partner_held_back", "text": report.hold_back.text})
+    if recovered := sum(1 for q in quarantined if q.get("code_recovered")):
+        notices.append({"event": "codes_recovered", "text": guard.recovered_notice(recovered)})
     if report.removal_guard and report.removal_guard.held:
         confirm = guard.how_to_confirm(partner.division, run_id)
         notices.append({"event": "removals_held", "text": f"{report.removal_guard.text}\n{confirm}"})
