@@ -2,13 +2,12 @@
 
 Each batch carries an idempotency key derived from run, partner and the batch's content: a retried
 request, a re-run task or a crash between push and acknowledgement replays the same key and the
-platform applies the batch at most once. After pushing, the platform's list is read back and must
-equal what was meant.
+platform applies the batch at most once (:mod:`tongban.batches`, shared with the outbound direction).
+After pushing, the platform's list is read back and must equal what was meant.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 
 import requests
 
+from tongban.batches import batch_key, readback_problems, send_batches
 from tongban.connections import PLATFORM_AUTH, PLATFORM_SIGNATURE
 from tongban.http import HttpClient, HttpFailure, HttpSettings, Signer
 from tongban.model import content_hash
@@ -88,18 +88,8 @@ def idempotency_key(
 ) -> str:
     """``digests``: the upserts' content hashes by 实施编码, when the caller has them already."""
     digests = digests or {}
-    digest = hashlib.sha256()
-    upserted = (digests.get(r["task_code"]) or content_hash(r) for r in upserts)
-    for part in (
-        run_id,
-        division,
-        *(h + r["task_code"] for h, r in zip(upserted, upserts, strict=True)),
-        "|",
-        *deletes,
-    ):
-        digest.update(part.encode())
-        digest.update(b"\0")
-    return f"{division}-{digest.hexdigest()[:32]}"
+    pairs = ((r["task_code"], digests.get(r["task_code"]) or content_hash(r)) for r in upserts)
+    return batch_key(run_id, division, pairs, deletes)
 
 
 def publish(
@@ -121,25 +111,18 @@ def publish(
     result = PublishResult(dry_run=dry_run)
     if dry_run:
         return result
-    ops: list[tuple[str, Any]] = [("upsert", r) for r in recon.upserts()] + [("delete", c) for c in recon.deletes()]
     digests = {r["task_code"]: content_hash(r) for r in recon.upserts()}  # once per item, used three times
-    for batch_no, start in enumerate(range(0, len(ops), batch_size), start=1):
-        chunk = ops[start : start + batch_size]
-        ups = [r for op, r in chunk if op == "upsert"]
-        dels = [c for op, c in chunk if op == "delete"]
-        key = idempotency_key(run_id, division, ups, dels, digests)
-        entry = store.ledger_entry(key)
-        if entry and entry["status"] == "acked":
-            answer = {"batch_id": entry["platform_batch_id"], "replayed": True, "results": entry["results"]}
-        else:
-            store.ledger_pending(key, run_id, division, batch_no, len(chunk))
-            answer = client.push(division, key, ups, dels)
-            store.ledger_ack(key, answer)
-        result.batches.append(
-            {"key": key, "batch_id": answer.get("batch_id"), "replayed": answer.get("replayed"), "size": len(chunk)}
-        )
-        for item in answer["results"]:
-            (result.accepted if item["status"] == "accepted" else result.rejected).append(item)
+    sent = send_batches(
+        store,
+        run_id,
+        division,
+        recon.upserts(),
+        recon.deletes(),
+        digests,
+        lambda key, ups, dels: client.push(division, key, ups, dels),
+        batch_size=batch_size,
+    )
+    result.batches, result.accepted, result.rejected = sent.batches, sent.accepted, sent.rejected
     verify(client, division, recon, result, digests)
     accepted = {(a["op"], a["task_code"]) for a in result.accepted}
     store.apply(
@@ -177,12 +160,5 @@ def verify(
     }
     expected = (before - {code for op, code in accepted if op == "delete"}) | intended.keys()
     actual = {r["task_code"]: content_hash(r) for r in client.items(division)}
-    problems = []
-    if missing := sorted(expected - actual.keys()):
-        problems.append(f"missing {len(missing)}: {', '.join(missing[:5])}")
-    if extra := sorted(actual.keys() - expected):
-        problems.append(f"unexpected {len(extra)}: {', '.join(extra[:5])}")
-    if wrong := sorted(code for code, h in intended.items() if code in actual and actual[code] != h):
-        problems.append(f"different content {len(wrong)}: {', '.join(wrong[:5])}")
-    if problems:
+    if problems := readback_problems(expected, actual, intended):
         raise PublishError(f"read-back of region {division} differs from what was published: " + "; ".join(problems))
