@@ -140,6 +140,31 @@ class MaterialsCell(BaseModel):
     field_separator: str = Field(min_length=1)
 
 
+class OfferEndpoint(BaseModel):
+    """Where and how a partner takes 沅江's items offered to it (跨省通办, our items handled there).
+
+    ``path`` under the partner's base URL: ``GET`` lists what the partner has configured of our items
+    (the format's paging, encoding and auth, the records in its field names plus ``modes_field``);
+    ``POST`` takes a batch of operations, each a record plus ``op_field`` (``ops`` names the values),
+    idempotent under the request header ``key_header`` (docs/partner-formats.md §11).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    modes_field: str  # the handling modes we offer for the item, joined by the format's separator
+    op_field: str
+    ops: dict[Literal["upsert", "delete"], str]
+    key_header: str
+    items_field: str | None = None  # JSON formats: the list of operations in the request body
+
+    @model_validator(mode="after")
+    def _both_ops(self) -> OfferEndpoint:
+        if set(self.ops) != {"upsert", "delete"} or len(set(self.ops.values())) != 2:
+            raise ValueError("offer.ops needs distinct wire values for upsert and delete")
+        return self
+
+
 class WireFormat(BaseModel):
     """How one family of partner systems names, codes and pages its items."""
 
@@ -160,11 +185,14 @@ class WireFormat(BaseModel):
     material_fields: dict[str, str]
     materials_cell: MaterialsCell | None = None
     dictionaries: dict[str, dict[str, Any] | Literal["identity"]]
+    offer: OfferEndpoint | None = None  # the write side: 沅江's items offered to the partner
 
     @model_validator(mode="after")
     def _consistent(self) -> WireFormat:
         if self.media == "json" and not self.paging.items_field:
             raise ValueError(f"format {self.name}: JSON paging needs items_field")
+        if self.offer and self.media == "json" and not self.offer.items_field:
+            raise ValueError(f"format {self.name}: a JSON offer endpoint needs items_field")
         if self.media == "csv" and self.materials_cell is None:
             raise ValueError(f"format {self.name}: CSV needs materials_cell (materials in one cell)")
         try:
@@ -203,7 +231,9 @@ FAULT_KINDS = (
     "wrong_types",  # ``count`` records with an all-digit 实施编码 send it as a JSON number (JSON formats)
     "future_timestamp",  # ``count`` records of a page updated at ``stamp`` (far in the future)
     "nested_body",  # a record field nested ``depth`` arrays deep (JSON formats)
+    "write_unavailable",  # the offer endpoint's writes answer ``status`` (5xx); reads are not affected
 )
+WRITE_FAULTS = ("write_unavailable",)  # faults of the offer endpoint's writes, never of the catalogue
 
 
 class Fault(BaseModel):

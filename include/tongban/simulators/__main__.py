@@ -29,9 +29,10 @@ def build_app(kind: str, state_dir: Path, registry_path: Path | None = None) -> 
 
         return create_partner_app(load_registry(registry_path), state_dir)
     if kind == "platform":
+        from tongban.registry import load_registry
         from tongban.simulators.platform import create_platform_app
 
-        return create_platform_app(state_dir)
+        return create_platform_app(state_dir, load_registry(registry_path))
     raise ValueError(f"unknown simulator {kind!r}; expected one of {', '.join(KINDS)}")
 
 

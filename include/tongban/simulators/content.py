@@ -619,6 +619,21 @@ DISTRICTS: dict[str, tuple[str, ...]] = {
     ),
 }
 TOWNS: dict[str, tuple[str, ...]] = {
+    "430981": (  # 沅江市 (home: its own library, tongban.simulators.library)
+        "琼湖街道",
+        "胭脂湖街道",
+        "庆云山街道",
+        "南大膳镇",
+        "黄茅洲镇",
+        "草尾镇",
+        "阳罗洲镇",
+        "四季红镇",
+        "泗湖山镇",
+        "南嘴镇",
+        "新湾镇",
+        "茶盘洲镇",
+        "共华镇",
+    ),
     "441900": (
         "莞城街道",
         "南城街道",

@@ -37,9 +37,11 @@ from pydantic import ValidationError
 from tongban.auth import Refused, Verifier
 from tongban.delivery import CHECKSUM_HEADER, REPORT_PATH, RUN_HEADER
 from tongban.model import ITEM_FIELDS, Item
-from tongban.registry import Fault, Partner, Registry, WireFormat, wire_formats
+from tongban.outbound.wire import readback_format
+from tongban.registry import WRITE_FAULTS, Fault, Partner, Registry, WireFormat, wire_formats
 from tongban.simulators.catalogue import CHINA_TZ, defects, generate_catalogue, reference_time
 from tongban.simulators.credentials import check_signed, partner_secrets, raw_body
+from tongban.simulators.offers import OfferBook, OfferError, wire_listing
 from tongban.simulators.wire import WireEncoder, csv_text
 
 MAX_PAGE_SIZE = 500
@@ -296,13 +298,16 @@ class FaultBook:
             self._left = {}
             self._save()
 
-    def draw(self, division: str, page: int) -> list[Fault]:
-        """The faults that hit this request (for page ``page``), counted."""
+    def draw(self, division: str, page: int, writes: bool = False) -> list[Fault]:
+        """The faults that hit this request (for page ``page``; ``writes``: a write of the offer endpoint,
+        which only ``WRITE_FAULTS`` hit, and only there), counted."""
         with self._lock:
             faults = self.faults(division)
             left = self._left.setdefault(division, [f.times for f in faults])
             hit = []
             for i, fault in enumerate(faults):
+                if (fault.kind in WRITE_FAULTS) is not writes:
+                    continue
                 if fault.page is not None and fault.page != page:
                     continue
                 if fault.kind == "duplicate_page" and page < 2:
@@ -466,6 +471,9 @@ def create_partner_app(registry: Registry, state_dir: Path, clock: Callable[[], 
     app = FastAPI(title="跨省通办合作地区事项接口模拟器", docs_url="/docs", redoc_url=None)
     app.state.store = store
     app.state.faults = book
+    offers = OfferBook(registry, state_dir)
+    app.state.offers = offers
+    readback = {name: WireEncoder(readback_format(fmt)) for name, fmt in wire_formats().items() if fmt.offer}
 
     @app.exception_handler(SimulatorError)
     async def _refused(_: Request, exc: SimulatorError) -> JSONResponse:
@@ -480,6 +488,9 @@ def create_partner_app(registry: Registry, state_dir: Path, clock: Callable[[], 
         partner = store.partner(division)
         encoder = encoders[partner.format]
         wire = encoder.format
+        if wire.offer and "/" + path.strip("/") == wire.offer.path.rstrip("/"):  # what it configured of ours
+            gate.check(partner, wire, request, body)
+            return _answer(readback[wire.name], wire_listing(wire, offers.configured(division)), request, [])
         if "/" + path.strip("/") != wire.path.rstrip("/"):
             raise SimulatorError(404, f"合作地区 {division} 没有接口 /{path}（应为 {wire.path}）")
         gate.check(partner, wire, request, body)
@@ -545,7 +556,19 @@ def create_partner_app(registry: Registry, state_dir: Path, clock: Callable[[], 
         """Drop every admin change and every fault set through the admin API."""
         store.reset()
         book.reset()
+        offers.reset()
         return {"reset": True}
+
+    @app.get("/admin/partners/{division}/offers")
+    def admin_offers(division: str) -> dict[str, Any]:
+        """What the partner has configured of 沅江's items (canonical), and the drift it started with."""
+        items = offers.configured(division)
+        return {"partner": division, "count": len(items), "items": items, "drift": offers.drift(division)}
+
+    @app.delete("/admin/partners/{division}/offers/{task_code}")
+    def admin_drop_offer(division: str, task_code: str) -> dict[str, Any]:
+        offers.remove(division, task_code)
+        return {"partner": division, "removed": task_code}
 
     # -- report delivery (tongban.delivery): each partner receives its run reports --
 
@@ -590,6 +613,25 @@ def create_partner_app(registry: Registry, state_dir: Path, clock: Callable[[], 
         store.partner(division)
         entries = received.list(division)
         return {"partner": division, "count": len(entries), "reports": entries}
+
+    @app.post("/partners/{division}/{path:path}")
+    async def offer_batch(division: str, path: str, request: Request) -> JSONResponse:
+        """A batch of 沅江's items to configure or withdraw (the format's ``offer`` endpoint)."""
+        partner = store.partner(division)
+        wire = encoders[partner.format].format
+        if not wire.offer or "/" + path.strip("/") != wire.offer.path.rstrip("/"):
+            raise SimulatorError(404, f"合作地区 {division} 没有接口 POST /{path}")
+        body = await request.body()
+        gate.check(partner, wire, request, body)
+        for fault in book.draw(division, 1, writes=True):
+            return JSONResponse({"error": "事项配置接口维护中，暂不可写入"}, status_code=fault.status)
+        key = request.headers.get(wire.offer.key_header, "").strip()
+        if not key or len(key) > 200:
+            raise SimulatorError(400, f"缺少或过长的请求头 {wire.offer.key_header}（幂等键，最多200个字符）")
+        try:
+            return JSONResponse(offers.apply(division, wire, key, body))
+        except OfferError as exc:
+            raise SimulatorError(exc.status, exc.message) from exc
 
     return app
 

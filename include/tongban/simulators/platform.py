@@ -22,7 +22,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from fastapi import Depends, FastAPI, Header, Request
@@ -37,6 +37,9 @@ from tongban.auth import Refused, Verifier
 from tongban.codes import TASK_CODE_LENGTH
 from tongban.connections import PLATFORM_AUTH
 from tongban.simulators.credentials import check_signed, platform_credentials, raw_body
+
+if TYPE_CHECKING:
+    from tongban.registry import Registry
 
 DB_FILE = "platform.db"
 _DIVISION = re.compile(r"^\d{6}$")
@@ -279,13 +282,19 @@ def _region(division: str) -> str:
     return division
 
 
-def create_platform_app(state_dir: Path) -> FastAPI:
-    """The platform simulator app, with its database in ``state_dir/platform.db``."""
+def create_platform_app(state_dir: Path, registry: Registry | None = None) -> FastAPI:
+    """The platform simulator app, with its database in ``state_dir/platform.db``; it also serves 沅江's own
+    item library (:mod:`tongban.simulators.library`, generated from ``registry``: the default one unless given)."""
+    from tongban.registry import load_registry
+    from tongban.simulators.library import Library, LibraryError, library_router
+
     platform = Platform(platform_engine(Path(state_dir)))
     credentials = platform_credentials(Path(state_dir))
     verifier = Verifier()
     app = FastAPI(title="省一体化政务服务平台事项接口模拟器", redoc_url=None)
     app.state.platform = platform
+    app.state.library = Library(registry or load_registry(), Path(state_dir))
+    app.include_router(library_router(app.state.library))
 
     def signed(request: Request, body: bytes = Depends(raw_body)) -> None:
         try:
@@ -296,7 +305,8 @@ def create_platform_app(state_dir: Path) -> FastAPI:
             raise PlatformError(401, exc.message) from None
 
     @app.exception_handler(PlatformError)
-    async def _refused(_: Request, exc: PlatformError) -> JSONResponse:
+    @app.exception_handler(LibraryError)
+    async def _refused(_: Request, exc: PlatformError | LibraryError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
     @app.get("/healthz")
