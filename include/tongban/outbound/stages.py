@@ -1,0 +1,132 @@
+"""The outbound pipeline stages: the library check (once per run) and the offer to each partner.
+
+Like the inbound stages, each reads and writes its own files in the run folder and returns a small
+JSON-safe summary. ``offer_partner`` never raises for the partner's endpoint: what failed is written to
+``outbound.json`` (the report and the summary show it) and the caller decides; the next run starts from
+what the partner holds then, so nothing is lost by a failed run.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from upath import UPath
+
+from tongban.archive import Archive
+from tongban.batches import Sent, readback_problems, send_batches
+from tongban.ingest import FetchSettings
+from tongban.outbound.client import LibraryClient, OfferClient, OfferError, WriteSettings
+from tongban.outbound.diff import OfferDiff, compare, digest
+from tongban.outbound.library import INTERNAL, check_library, home_region, offer_for
+from tongban.registry import Partner, Registry
+from tongban.storage import REPORTS, RUNS, read_json, run_dir, write_json
+from tongban.store.repo import ItemStore
+
+OUTBOUND = "outbound.json"  # runs/<run>/<division>/: the offer to one partner this run
+KEY_PREFIX = "offer-"  # ledger keys of offer batches (publish batches have none)
+log = logging.getLogger(__name__)
+
+
+def home_run(root: UPath, run_id: str, registry: Registry) -> UPath:
+    """The run folder of 沅江's own library: ``runs/<run>/<home division>/``."""
+    return run_dir(root, run_id, registry.home["division"])
+
+
+def library(
+    registry: Registry,
+    platform_url: str,
+    root: UPath,
+    run_id: str,
+    store: ItemStore,
+    session: requests.Session | None = None,
+) -> dict[str, Any]:
+    """Read 沅江's library from the platform (whole), check it and write the run's offer."""
+    entries = LibraryClient(platform_url, session=session).entries()
+    return check_library(
+        registry, entries, home_run(root, run_id, registry), root / REPORTS / run_id / INTERNAL, store, run_id
+    )
+
+
+def offer_partner(
+    partner: Partner,
+    registry: Registry,
+    root: UPath,
+    run_id: str,
+    base_url: str,
+    store: ItemStore,
+    *,
+    secret: str | None = None,
+    fetch_settings: FetchSettings | None = None,
+    write_settings: WriteSettings | None = None,
+    session: requests.Session | None = None,
+) -> dict[str, Any]:
+    """Bring the partner's configured list in line with our offer: read it back, compare, send the
+    difference in idempotent batches, read it back again. Writes ``outbound.json``; returns its counts."""
+    offer = offer_for(home_run(root, run_id, registry), partner.division)
+    client = OfferClient(
+        partner,
+        base_url,
+        Archive(root),
+        home_region(registry),
+        secret=secret,
+        fetch_settings=fetch_settings,
+        write_settings=write_settings,
+        session=session,
+    )
+    started = datetime.now(UTC).isoformat()
+    diff, sent, status, error = OfferDiff(offered=sorted(offer)), Sent(), "ok", None
+    after: list[dict[str, Any]] | None = None
+    try:
+        before, _ = client.configured()
+        diff = compare(offer.values(), before)
+        digests = {code: digest(r) for code, r in offer.items()}
+        upserts = diff.upserts(offer)
+        send_batches(
+            store, run_id, partner.division, upserts, diff.deletes(), digests, client.push, prefix=KEY_PREFIX, sent=sent
+        )
+        after, _ = client.configured()
+        accepted = {(a["op"], a["task_code"]) for a in sent.accepted}
+        expected = ({r["task_code"] for r in before} - {c for op, c in accepted if op == "delete"}) | {
+            c for op, c in accepted if op == "upsert"
+        }
+        intended = {c: digests[c] for op, c in accepted if op == "upsert"}
+        if problems := readback_problems(expected, {r["task_code"]: digest(r) for r in after}, intended):
+            status, error = "failed", "回读结果与发送内容不一致：" + "; ".join(problems)
+    except OfferError as exc:
+        status, error = "failed", str(exc)
+        log.error("partner %s: offer not completed this run: %s", partner.division, exc)
+        if after is None and sent.batches:  # something was written: what does the partner hold now?
+            try:
+                after, _ = client.configured()
+            except OfferError:
+                after = None
+    held = {r["task_code"]: digest(r) for r in after} if after is not None else None
+    if held is None:  # no read-back after the run: what was current before it
+        configured = set(diff.current)
+    else:
+        configured = {code for code, r in offer.items() if held.get(code) == digest(r)}
+    record = {
+        "partner": partner.division,
+        "run_id": run_id,
+        "status": status,
+        "error": error,
+        "started_at": started,
+        "finished_at": datetime.now(UTC).isoformat(),
+        "counts": {**diff.counts(), "offered": len(offer), "configured": len(configured), "sent": len(sent.accepted)},
+        "diff": diff.as_dict(),
+        "results": [*sent.accepted, *sent.rejected],
+        "batches": sent.batches,
+        "not_configured": sorted(offer.keys() - configured),
+        "readback": sorted(held) if held is not None else None,
+    }
+    write_json(run_dir(root, run_id, partner.division) / OUTBOUND, record)
+    return {"partner": partner.division, "status": status, "error": error, **record["counts"]}
+
+
+def outbound_of(root: UPath, run_id: str, division: str) -> dict[str, Any] | None:
+    """A partner's ``outbound.json`` of a run, or None when the offer did not run."""
+    path = root / RUNS / run_id / division / OUTBOUND
+    return read_json(path) if path.exists() else None

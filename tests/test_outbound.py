@@ -1,0 +1,173 @@
+"""The outbound direction end to end through its stages: 沅江's library read from the platform simulator,
+validated, offered to every partner simulator in its own wire style; item store on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from upath import UPath
+
+from tests.test_publish import store  # noqa: F401  (the item store fixture: SQLite and PostgreSQL)
+from tongban.ingest import FetchSettings
+from tongban.outbound import stages
+from tongban.outbound.client import WriteSettings
+from tongban.outbound.library import LIBRARY_CHECK, offer_for
+from tongban.outbound.report import section
+from tongban.outbound.wire import MODES
+from tongban.registry import load_registry
+from tongban.simulators.credentials import partner_secrets
+from tongban.simulators.launcher import SimulatorURLs, partner_base_url, running_simulators
+from tongban.simulators.offers import drift_roles
+from tongban.storage import read_json
+from tongban.store.repo import ItemStore
+
+REGISTRY = load_registry()
+FETCH = FetchSettings(retries=1, backoff=0.01, jitter=0)
+WRITE = WriteSettings(retries=2, backoff=0.01, jitter=0)
+
+
+class World:
+    """Fresh simulators, a storage root and an item store: runs of the outbound stages against them."""
+
+    def __init__(self, urls: SimulatorURLs, state: Path, root: UPath, items: ItemStore) -> None:
+        self.urls, self.root, self.store = urls, root, items
+        self.secrets = partner_secrets(state, REGISTRY)
+
+    def run(self, run_id: str) -> dict[str, dict[str, Any]]:
+        stages.library(REGISTRY, self.urls.platform, self.root, run_id, self.store)
+        return {
+            p.division: stages.offer_partner(
+                p,
+                REGISTRY,
+                self.root,
+                run_id,
+                partner_base_url(self.urls, p.division),
+                self.store,
+                secret=self.secrets[p.division],
+                fetch_settings=FETCH,
+                write_settings=WRITE,
+            )
+            for p in REGISTRY.partners
+        }
+
+    def configured(self, division: str) -> dict[str, dict[str, Any]]:
+        """What the partner simulator holds (its admin view, not our files)."""
+        answer = requests.get(f"{self.urls.partners}/admin/partners/{division}/offers", timeout=30)
+        answer.raise_for_status()
+        return {r["task_code"]: r for r in answer.json()["items"]}
+
+    def patch(self, task_code: str, **changes: Any) -> dict[str, Any]:
+        answer = requests.patch(f"{self.urls.platform}/admin/library/items/{task_code}", json=changes, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def outbound(self, run_id: str, division: str) -> dict[str, Any]:
+        found = stages.outbound_of(self.root, run_id, division)
+        assert found is not None
+        return found
+
+
+@pytest.fixture
+def world(tmp_path: Path, store: ItemStore) -> Iterator[World]:  # noqa: F811
+    with running_simulators(tmp_path / "sims") as urls:
+        yield World(urls, tmp_path / "sims", UPath(tmp_path / "home"), store)
+
+
+def offer_of(world: World, run_id: str, division: str) -> dict[str, dict[str, Any]]:
+    return offer_for(stages.home_run(world.root, run_id, REGISTRY), division)
+
+
+def same(offer: dict[str, dict[str, Any]], held: dict[str, dict[str, Any]]) -> bool:
+    from tongban.outbound.diff import digest
+
+    return {c: digest(r) for c, r in offer.items()} == {c: digest(r) for c, r in held.items()}
+
+
+def test_every_drift_is_found_repaired_and_a_rerun_sends_nothing(world: World) -> None:
+    first = world.run("r1")
+    library = read_json(stages.home_run(world.root, "r1", REGISTRY) / LIBRARY_CHECK)
+    assert library["offered"] == 99 and library["rejected"] > 0 and library["not_offered"] == 0
+    assert sum(s["offered"] for s in first.values()) == library["offers"]
+    roles = {role: division for division, role in drift_roles(REGISTRY).items()}
+    kinds = {"behind": "outdated", "missing": "missing", "withdrawn": "withdrawn", "mode_mismatch": "mode_mismatch"}
+    for role, kind in kinds.items():
+        summary = first[roles[role]]
+        assert summary[kind] > 0 and summary["sent"] == summary[kind], (role, summary)
+        assert all(summary[k] == 0 for k in kinds.values() if k != kind), (role, summary)
+    behind = world.outbound("r1", roles["behind"])["diff"]["outdated"]
+    assert {e["element"] for c in behind for e in c["changes"]} == {"time_limit", "materials"}
+    report = section(world.outbound("r1", roles["mode_mismatch"]))
+    assert report.mode_mismatch and all(m.extra != "（无）" or m.lacking != "（无）" for m in report.mode_mismatch)
+    for partner in REGISTRY.partners:
+        assert first[partner.division]["status"] == "ok"
+        assert first[partner.division]["configured"] == first[partner.division]["offered"]
+        assert same(offer_of(world, "r1", partner.division), world.configured(partner.division))
+
+    second = world.run("r2")
+    assert all(s["sent"] == 0 and s["configured"] == s["offered"] for s in second.values())
+    assert all(s[k] == 0 for s in second.values() for k in kinds.values())
+
+
+def test_a_changed_item_goes_to_its_partners_only_and_an_invalid_one_keeps_the_previous_version(world: World) -> None:
+    world.run("r1")
+    offer = read_json(stages.home_run(world.root, "r1", REGISTRY) / "offer.json")["items"]
+    narrow = next(o for o in offer if len(o["regions"]) < len(REGISTRY.partners))
+    code, old_result = narrow["record"]["task_code"], narrow["record"]["result"]
+    new_result = old_result + "（电子证照同步发放）"
+    world.patch(code, result=new_result)
+    second = world.run("r2")
+    for division, summary in second.items():
+        if division in narrow["regions"]:
+            assert (summary["sent"], summary["outdated"]) == (1, 1), (division, summary)
+            [outdated] = world.outbound("r2", division)["diff"]["outdated"]
+            assert outdated["task_code"] == code
+            assert outdated["changes"] == [
+                {
+                    "element": "result",
+                    "label": "办理结果",
+                    "old": old_result,
+                    "new": old_result + "（电子证照同步发放）",
+                }
+            ]
+            assert world.configured(division)[code]["result"].endswith("（电子证照同步发放）")
+        else:
+            assert summary["sent"] == 0 and code not in world.configured(division)
+
+    # the next version is invalid (empty 设定依据): not offered; the partners keep the valid one
+    world.patch(code, legal_basis="")
+    third = world.run("r3")
+    assert all(s["sent"] == 0 for s in third.values())
+    check = read_json(stages.home_run(world.root, "r3", REGISTRY) / LIBRARY_CHECK)
+    [flagged] = [f for f in check["flagged"] if f["task_code"] == code]
+    assert flagged["consequence"] == "previous_version_offered" and flagged["rejected"]
+    assert any(f["element"] == "legal_basis" and f["severity"] == "critical" for f in flagged["findings"])
+    internal = (world.root / "reports" / "r3" / "internal" / "library_check.html").read_text()
+    assert code in internal and "继续提供" in internal
+    division = narrow["regions"][0]
+    assert world.configured(division)[code]["legal_basis"] == narrow["record"]["legal_basis"]
+    assert code in offer_of(world, "r3", division)
+
+
+def test_a_failing_write_endpoint_is_reported_and_retried_next_run(world: World) -> None:
+    failing = drift_roles(REGISTRY)
+    division = next(d for d, role in failing.items() if role == "missing")
+    faults = f"{world.urls.partners}/admin/partners/{division}/faults"
+    requests.put(faults, json=[{"kind": "write_unavailable"}], timeout=30).raise_for_status()
+    first = world.run("r1")
+    summary = first[division]
+    assert summary["status"] == "failed" and "503" in summary["error"]
+    assert summary["missing"] > 0 and summary["sent"] == 0
+    assert summary["configured"] == summary["offered"] - summary["missing"]
+    assert all(s["status"] == "ok" for d, s in first.items() if d != division)  # the others are not held up
+    report = section(world.outbound("r1", division))
+    assert report.status == "failed" and report.error and len(report.missing) == summary["missing"]
+
+    requests.delete(faults, timeout=30).raise_for_status()
+    second = world.run("r2")
+    assert second[division]["status"] == "ok" and second[division]["sent"] == summary["missing"]
+    assert same(offer_of(world, "r2", division), world.configured(division))
+    assert all(r[MODES] for r in world.configured(division).values())
