@@ -171,3 +171,38 @@ def test_a_failing_write_endpoint_is_reported_and_retried_next_run(world: World)
     assert second[division]["status"] == "ok" and second[division]["sent"] == summary["missing"]
     assert same(offer_of(world, "r2", division), world.configured(division))
     assert all(r[MODES] for r in world.configured(division).values())
+
+
+def test_the_partner_report_shows_the_section_in_json_html_and_xlsx(world: World, tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    from tongban import report as reports
+    from tongban.reconcile import Reconciliation
+    from tongban.report_model import PartnerReport
+
+    world.run("r1")
+    division = next(d for d, role in drift_roles(REGISTRY).items() if role == "behind")
+    outbound = world.outbound("r1", division)
+    built = reports.build(
+        partner=REGISTRY.partner(division),
+        run_id="r1",
+        fetched=0,
+        quarantined=[],
+        rejected=[],
+        warnings=[],
+        recon=Reconciliation(),
+        publish={},
+        outbound=outbound,
+    )
+    paths = reports.write(built, UPath(tmp_path / "report"))
+    loaded = PartnerReport.load(Path(paths["report_json"]).read_bytes())
+    assert loaded.outbound is not None and loaded.outbound.counts.outdated == len(outbound["diff"]["outdated"]) > 0
+    change = loaded.outbound.outdated[0].changes[0]
+    html = Path(paths["report_html"]).read_text()
+    assert "沅江事项在贵地配置情况" in html and loaded.outbound.outdated[0].task_code in html
+    sheet = load_workbook(paths["report_xlsx"])["沅江事项在贵地配置情况"]
+    rows = [[c.value for c in row] for row in sheet.iter_rows()]
+    assert rows[0] == ["类别", "实施编码", "事项名称", "要素", "贵地现值", "沅江提供值"]
+    outdated = [r for r in rows if r[0] == "版本落后"]
+    assert len(outdated) == sum(len(c.changes) for c in loaded.outbound.outdated)
+    assert outdated[0][1] == loaded.outbound.outdated[0].task_code and outdated[0][3] == change.label

@@ -28,6 +28,7 @@ from tongban.http import HttpSettings
 from tongban.ingest import FetchError, FetchSettings, archived_pages, fetch_catalogue
 from tongban.model import Item
 from tongban.normalise import normalise_catalogue
+from tongban.outbound.stages import OUTBOUND
 from tongban.publish import PlatformClient, publish
 from tongban.reconcile import Reconciliation, reconcile
 from tongban.registry import Partner, wire_formats
@@ -364,6 +365,7 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
         hold_back=check,
         held_with_partner=list(accepted_records(run)) if recon.held_back else [],
         future_dated=fetch_info.get("future_dated_records", []),
+        outbound=read_json(run / OUTBOUND) if (run / OUTBOUND).exists() else None,  # this run's offer to it
     )
     paths = report_mod.write(report, out)
     notices = []

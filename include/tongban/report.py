@@ -20,6 +20,8 @@ from upath import UPath
 from tongban import guard, watermark
 from tongban.config import max_critical_rate
 from tongban.model import LABELS
+from tongban.outbound.report import SECTION_TITLE, SHEET_HEADINGS, sheet_rows
+from tongban.outbound.report import section as outbound_section
 from tongban.outstanding import KIND_LABELS, RESOLUTION_LABELS
 from tongban.reconcile import Reconciliation
 from tongban.registry import Partner, label
@@ -147,6 +149,7 @@ def build(
     held_with_partner: Sequence[Mapping[str, Any]] = (),
     future_dated: Sequence[Mapping[str, Any]] = (),
     normalised: Sequence[Mapping[str, Any]] = (),
+    outbound: Mapping[str, Any] | None = None,
 ) -> PartnerReport:
     """Everything a partner needs to know about one run, from the stages' files (see pipeline.write_report).
 
@@ -212,6 +215,7 @@ def build(
             FutureDated(**f, reason=f"更新时间 {f['updated_at']} 晚于本次拉取时间：{FUTURE_DATED}")
             for f in future_dated
         ],
+        outbound=outbound_section(outbound) if outbound is not None else None,
     )
 
 
@@ -368,6 +372,7 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
                 for n in report.normalised
             ],
         ),
+        **({SECTION_TITLE: (SHEET_HEADINGS, sheet_rows(report.outbound))} if report.outbound else {}),
     }
 
 

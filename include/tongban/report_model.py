@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, computed_field, model_validator
 
+from tongban.outbound.report import OutboundSection
+
 
 class _Part(BaseModel):
     # extra="ignore": a report written by a newer version still reads; frozen: a report is a record
@@ -241,6 +243,9 @@ class PartnerReport(_Part):
     removal_guard: RemovalHold | None = None
     future_dated: list[FutureDated] = []
     normalised: list[NormalisedValue] = Field(default=[], description="values with full-width or invisible characters")
+    outbound: OutboundSection | None = Field(
+        default=None, description="沅江事项在贵地配置情况: our items offered to the partner (None: not this run)"
+    )
 
     @model_validator(mode="before")
     @classmethod
