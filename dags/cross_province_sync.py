@@ -47,9 +47,17 @@ partner, shown by its division code, around one province-level task):
 7. **partner_publish.report** to the partner: `$TONGBAN_HOME/reports/<run id>/<division>/report.{json,html}`.
 8. **partner_publish.deliver** the report to the partner (checksummed, idempotent per run; `delivery.json`).
 
+The other direction, 沅江's own items offered to the partners (`tongban.outbound`), runs beside it:
+**outbound_library** (one task, from the start of the run) reads 沅江's library from the platform and
+validates it (defects to `reports/<run id>/internal/`, never to a partner); **partner_publish.offer** reads
+back what the partner has configured of our items, sends the difference (idempotent batches) and reads it
+back again. The report of a partner waits for its publish and its offer, and shows both directions; a
+failed offer fails neither the partner's publish nor its report, and a failed inbound side does not stop
+its offer.
+
 **summarise** writes `reports/<run id>/summary.json` and fails the run if any partner failed.
 One partner's failure never stops the others. Params: `partners` (division codes; empty = all),
-`dry_run` (reconcile and report without pushing), `full_resync`, and `confirm_removals`
+`dry_run` (reconcile, compare and report without pushing or offering), `full_resync`, and `confirm_removals`
 (`["<division>@<run id>"]`: removals that the removal guard held in that run, confirmed by a person).
 """
 
@@ -297,14 +305,61 @@ def cross_province_sync() -> None:
             context["params"]["dry_run"],
         )
 
-    @task(**PARTNER_TASK)
-    def report(published: dict[str, Any]) -> dict[str, Any]:
+    @task
+    def outbound_library() -> dict[str, Any]:
+        """沅江's own item library from the platform, validated like a partner's catalogue (GX, 五级N同 in Hunan):
+        what we offer each partner this run; our defects go to reports/<run id>/internal/, never to a partner."""
+        from tongban.connections import PLATFORM_CONN_ID, base_url
+        from tongban.outbound import stages
+        from tongban.registry import load_registry
+
+        conn = BaseHook.get_connection(PLATFORM_CONN_ID)
+        url = base_url(conn.host, conn.port, conn.schema)
+        return stages.library(load_registry(), url, _storage(), get_current_context()["run_id"], _store())
+
+    @task(**PARTNER_TASK, pool=PARTNER_API_POOL)
+    def offer(checked: dict[str, Any]) -> dict[str, Any]:
+        """Bring what the partner has configured of our items in line with our offer (tongban.outbound), whatever
+        became of its inbound side. Retried by Airflow only when the partner's endpoint was unavailable (the
+        ledger replays what was sent); after that the next run tries again."""
+        from tongban.connections import base_url
+        from tongban.outbound import stages
+        from tongban.registry import load_registry
+
+        division = checked["partner"]
+        partner = _partner(division)
+        conn = BaseHook.get_connection(partner.conn_id)
+        context = get_current_context()
+        summary = stages.offer_partner(
+            partner,
+            load_registry(),
+            _storage(),
+            context["run_id"],
+            base_url(conn.host, conn.port, conn.schema),
+            _store(),
+            secret=conn.password,
+            dry_run=bool(context["params"]["dry_run"]),
+        )
+        if summary["status"] != "ok":
+            message = (
+                f"partner {division}: our items not brought in line this run ({summary['error']}); its report says "
+                "so, its inbound side is not affected, the next run tries again"
+            )
+            raise RuntimeError(message) if summary["retryable"] else AirflowFailException(message)
+        return summary
+
+    @task(**PARTNER_TASK, trigger_rule=TriggerRule.ALL_DONE)
+    def report(checked: dict[str, Any]) -> dict[str, Any]:
+        """Both directions of the partner in one report, once its publish and its offer are done, whatever became of
+        the offer; without this run's publish (not validated, or failed) there is no report."""
         from tongban import pipeline
         from tongban.storage import report_dir
 
-        division = published["partner"]
+        division = checked["partner"]
         context = get_current_context()
         run_id = context["run_id"]
+        if not (_run_dir(division) / pipeline.PUBLISH).exists():
+            raise AirflowSkipException(f"partner {division} was not published this run: no report (see its tasks)")
         summary = pipeline.write_report(
             _partner(division), _run_dir(division), report_dir(_storage(), run_id, division), run_id, _store()
         )
@@ -348,7 +403,9 @@ def cross_province_sync() -> None:
 
     @task_group(group_id="partner_publish")
     def publish_partner(checked: dict[str, Any]) -> None:
-        deliver(report(publish(reconcile(checked))))
+        reported = report(checked)
+        [publish(reconcile(checked)), library >> offer(checked)] >> reported
+        deliver(reported)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
     def summarise(divisions: list[str]) -> dict[str, Any]:
@@ -360,7 +417,7 @@ def cross_province_sync() -> None:
         registry = load_registry()
         run_id = get_current_context()["run_id"]
         summary = reports.summarise(_storage() / REPORTS, run_id, [registry.partner(d) for d in divisions])
-        print(reports.summary_table(summary))
+        print(reports.summary_table(summary, extra=("ours",)))
         if summary["held_back"]:
             log.warning(
                 "HELD BACK this run (critical-failure rate above the threshold; the platform keeps their "
@@ -377,15 +434,22 @@ def cross_province_sync() -> None:
             log.error(
                 "reports NOT delivered to: %s (see each partner's deliver task)", ", ".join(summary["undelivered"])
             )
-        if summary["failed"] or summary["undelivered"]:
+        if summary["outbound_failed"]:
+            log.error(
+                "our items NOT brought in line at: %s (see each partner's offer task; retried next run)",
+                ", ".join(summary["outbound_failed"]),
+            )
+        if summary["failed"] or summary["undelivered"] or summary["outbound_failed"]:
             raise AirflowFailException(
                 f"partners failed this run (no report written): {', '.join(summary['failed']) or 'none'}; "
-                f"reports not delivered: {', '.join(summary['undelivered']) or 'none'}. Failed partners' previous "
+                f"reports not delivered: {', '.join(summary['undelivered']) or 'none'}; our items not brought in line "
+                f"at: {', '.join(summary['outbound_failed']) or 'none'}. Failed partners' previous "
                 "lists stay on the platform. See each partner's task logs."
             )
         return {"run_id": run_id, "totals": summary["totals"], "failed": summary["failed"]}
 
     divisions = plan()
+    library = outbound_library()  # the outbound side's own root: it waits for nothing of the inbound side
     validated = validate_partner.expand(division=divisions)
     checked = province_five_level(divisions, validated)
     publish_partner.expand(checked=checked) >> summarise(divisions)

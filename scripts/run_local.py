@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import requests
 from upath import UPath
 
 from scripts.localenv import DAG_ID, airflow_env, dags_test, ensure_pools, tongban_home
@@ -53,6 +54,28 @@ def check_against_platform(summary: dict, client: PlatformClient, reports: Path 
         row["platform"] = len(held)
         if held != expected:
             problems.append(f"{row['partner']}: platform holds {len(held)} items, the report implies {len(expected)}")
+    return problems
+
+
+def check_outbound(summary: dict, partners_url: str, home: Path) -> list[str]:
+    """Each partner's configured list of our items, read from the partner simulator itself, must equal what
+    we offered it this run (unless the offer failed and says so)."""
+    from tongban.outbound.diff import digest
+    from tongban.outbound.library import offer_for
+    from tongban.outbound.stages import home_run
+
+    run = home_run(UPath(home), summary["run_id"], load_registry())
+    problems = []
+    for row in summary["partners"]:
+        if row["outbound"]["status"] != "ok" or row["outbound"].get("dry_run"):
+            continue
+        offer = {c: digest(r) for c, r in offer_for(run, row["partner"]).items()}
+        answer = requests.get(f"{partners_url}/admin/partners/{row['partner']}/offers", timeout=60)
+        answer.raise_for_status()
+        held = {r["task_code"]: digest(r) for r in answer.json()["items"]}
+        if held != offer:
+            differ = sorted(set(held.items()) ^ set(offer.items()))
+            problems.append(f"{row['partner']}: configures {len(held)} of ours, {len(offer)} offered; {differ[:3]}")
     return problems
 
 
@@ -164,16 +187,21 @@ def run(args: argparse.Namespace) -> int:
             return 1
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         problems = check_against_platform(summary, PlatformClient(urls.platform, **platform), home / "reports")
+        problems += check_outbound(summary, urls.partners, home)
     print()
-    print(summary_table(summary, extra=("platform",)))
+    print(summary_table(summary, extra=("platform", "ours")))
+    print("ours: 沅江's items the partner has configured as offered / offered to it, and the change since the last run")
     print(f"\nrun {summary['run_id']}: reports in {summary_path.parent}/<division>/report.{{json,html}}")
     print(f"summary: {summary_path}\nAirflow log: {log}")
     if summary["failed"]:
         print(f"FAILED partners: {', '.join(summary['failed'])}")
     for problem in problems:
         print(f"MISMATCH {problem}")
+    if summary.get("outbound_failed"):
+        print(f"our items NOT brought in line at: {', '.join(summary['outbound_failed'])} (retried next run)")
     if not problems:
         print("platform check: every partner's platform list matches its report")
+        print("partner check: every partner configures exactly the items we offer it (read from the partner)")
     return 0 if result.returncode == 0 and not problems and not summary["failed"] else 1
 
 

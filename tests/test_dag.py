@@ -45,7 +45,8 @@ def test_schedule_and_run_settings(dagbag) -> None:
 
 def test_partner_groups_around_the_province_check(dagbag) -> None:
     """Per partner fetch -> normalise -> validate; then one province-level 五级N同 task over every partner,
-    run whatever became of them; then per partner reconcile -> publish -> report -> deliver."""
+    run whatever became of them; then per partner reconcile -> publish -> report -> deliver, with the partner's
+    offer of our items (outbound) beside reconcile -> publish, both feeding its report."""
     dag = dagbag.dags["cross_province_sync"]
     chain = [
         "partner.fetch",
@@ -58,7 +59,11 @@ def test_partner_groups_around_the_province_check(dagbag) -> None:
         "partner_publish.deliver",
     ]
     for upstream, downstream in itertools.pairwise(chain):
-        assert dag.get_task(upstream).downstream_task_ids == {downstream}, upstream
+        assert downstream in dag.get_task(upstream).downstream_task_ids, upstream
+    assert dag.get_task("partner.validate").downstream_task_ids == {"province_five_level"}
+    assert dag.get_task("partner_publish.reconcile").downstream_task_ids == {"partner_publish.publish"}
+    assert dag.get_task("partner_publish.publish").downstream_task_ids == {"partner_publish.report"}
+    assert dag.get_task("partner_publish.report").downstream_task_ids == {"partner_publish.deliver"}
     for group in ("partner", "partner_publish"):
         assert type(dag.task_group_dict[group]).__name__ == "MappedTaskGroup"
     province = dag.get_task("province_five_level")
@@ -70,6 +75,22 @@ def test_partner_groups_around_the_province_check(dagbag) -> None:
     summarise = dag.get_task("summarise")
     assert summarise.trigger_rule == "all_done"
     assert "partner_publish.deliver" in summarise.upstream_task_ids
+
+
+def test_the_outbound_side_beside_the_inbound_one(dagbag) -> None:
+    """沅江's library check starts with the run and waits for nothing; each partner's offer needs only it and the
+    partner's turn (the province task hands every planned partner over, whatever became of it), never its
+    inbound stages; the report waits for both directions and runs whatever became of the offer."""
+    dag = dagbag.dags["cross_province_sync"]
+    library = dag.get_task("outbound_library")
+    assert library.upstream_task_ids == set() and library.downstream_task_ids == {"partner_publish.offer"}
+    offer = dag.get_task("partner_publish.offer")
+    assert offer.upstream_task_ids == {"outbound_library", "province_five_level"}
+    assert offer.downstream_task_ids == {"partner_publish.report"} and offer.pool == "partner_api"
+    assert offer.trigger_rule == "all_success" and offer.retries >= 1
+    report = dag.get_task("partner_publish.report")
+    assert report.upstream_task_ids == {"partner_publish.publish", "partner_publish.offer", "province_five_level"}
+    assert report.trigger_rule == "all_done"  # a failed offer never costs the partner its report
 
 
 def test_parsing_imports_nothing_heavy() -> None:

@@ -20,8 +20,10 @@ from upath import UPath
 from tongban import guard, watermark
 from tongban.config import max_critical_rate
 from tongban.model import LABELS
+from tongban.outbound.diff import COUNT_KEYS as OUTBOUND_KEYS
 from tongban.outbound.report import SECTION_TITLE, SHEET_HEADINGS, sheet_rows
 from tongban.outbound.report import section as outbound_section
+from tongban.outbound.report import summary_rows as outbound_summary
 from tongban.outstanding import KIND_LABELS, RESOLUTION_LABELS
 from tongban.reconcile import Reconciliation
 from tongban.registry import Partner, label
@@ -454,6 +456,7 @@ def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> 
     keys = [*COUNT_KEYS, *(k for k in COUNT_LABELS if k not in COUNT_KEYS)]
     keys += sorted({k for r in rows if r["counts"] for k in r["counts"]} - set(keys))
     totals = {k: sum(r["counts"].get(k, 0) for r in rows if r["counts"]) for k in keys}
+    outbound_failed = outbound_summary(reports_root.parent, reports_root, run_id, rows)  # our items, there
     summary = {
         "run_id": run_id,
         "max_critical_rate": max_critical_rate(),  # the hold-back threshold the run's validation used
@@ -465,6 +468,8 @@ def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> 
         "removals_held": [r["partner"] for r in rows if r["counts"] and r["counts"].get("removals_held")],
         "undelivered": [r["partner"] for r in rows if r["counts"] and r["delivery"] not in DELIVERED],
         "stale": {r["partner"]: r["stale_since"] for r in rows if r["status"] == "failed"},
+        "outbound_failed": outbound_failed,
+        "outbound_totals": {k: sum(r["outbound"][k] or 0 for r in rows) for k in OUTBOUND_KEYS},
     }
     write_json(reports_root / run_id / SUMMARY_JSON, summary)
     return summary
@@ -479,7 +484,12 @@ def summary_table(summary: Mapping[str, Any], extra: Sequence[str] = ()) -> str:
         cells = [str(counts.get(k, "-")) for k in COUNT_KEYS] + [str(row.get(k, "-")) for k in extra]
         lines.append([row["partner"], row["name"], row["status"], *cells])
     totals = [str(summary["totals"][k]) for k in COUNT_KEYS]
-    lines.append(["total", "", "", *totals, *(str(sum(r.get(k) or 0 for r in summary["partners"])) for k in extra)])
+
+    def total(key: str) -> str:  # numbers add up; text columns (such as "ours": 92/92 +4) have no total
+        values = [r.get(key) for r in summary["partners"]]
+        return str(sum(v or 0 for v in values)) if all(isinstance(v, int | None) for v in values) else ""
+
+    lines.append(["total", "", "", *totals, *(total(k) for k in extra)])
     widths = [max(_width(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join(
         "  ".join(cell + " " * (w - _width(cell)) for cell, w in zip(line, widths, strict=True)) for line in lines

@@ -163,3 +163,56 @@ def write_internal_report(check: Mapping[str, Any], out: UPath) -> dict[str, str
     html = _templates().get_template("library_check.html.j2").render(c=check, labels=LABELS)
     (out / INTERNAL_HTML).write_bytes(html.encode())
     return {"json": str(json_path), "html": str(out / INTERNAL_HTML)}
+
+
+def _previous_summary(reports_root: UPath, run_id: str) -> Mapping[str, Any] | None:
+    """The summary of the run that finished last before this one (by its summary file's time), if any."""
+    from tongban.report import SUMMARY_JSON
+    from tongban.storage import read_json
+
+    found = [p for p in reports_root.glob(f"*/{SUMMARY_JSON}") if p.parent.name != run_id]
+    if not found:
+        return None
+    return read_json(max(found, key=lambda p: (p.stat().st_mtime, p.parent.name)))
+
+
+def summary_rows(root: UPath, reports_root: UPath, run_id: str, rows: list[dict[str, Any]]) -> list[str]:
+    """Give each partner row of a run summary its ``outbound`` object (the counts of ``COUNT_KEYS``, status,
+    error, ``trend``: configured now minus at the end of the previous run, or, without one, minus as found at
+    the start of this run); returns the partners whose offer failed."""
+    from tongban.outbound.diff import COUNT_KEYS
+    from tongban.outbound.stages import outbound_of
+
+    previous = _previous_summary(reports_root, run_id)
+    before = {
+        r["partner"]: r["outbound"]["configured"]
+        for r in (previous or {}).get("partners", [])
+        if (r.get("outbound") or {}).get("configured") is not None
+    }
+    failed = []
+    for row in rows:
+        found = outbound_of(root, run_id, row["partner"])
+        if found is None:
+            row["outbound"] = {"status": "not_run", **dict.fromkeys(COUNT_KEYS), "trend": None}
+        else:
+            counts = {k: found["counts"][k] for k in COUNT_KEYS}
+            was = before.get(row["partner"], found.get("configured_before"))
+            trend = counts["configured"] - was if was is not None else None
+            row["outbound"] = {"status": found["status"], "error": found.get("error"), **counts, "trend": trend}
+            row["outbound"]["dry_run"] = bool(found.get("dry_run"))
+        if row["outbound"]["status"] != "ok":
+            failed.append(row["partner"])
+        row["ours"] = ours_cell(row["outbound"])
+    return failed
+
+
+def ours_cell(outbound: Mapping[str, Any] | None) -> str:
+    """``92/92 +4``: our items the partner holds as offered, of those offered to it, and the change since the
+    previous run; ``-`` when the offer did not run, ``!`` after the numbers when it failed."""
+    if not outbound or outbound.get("configured") is None:
+        return "-"
+    trend = outbound.get("trend")
+    shown = f"{outbound['configured']}/{outbound['offered']}"
+    if trend is not None:
+        shown += f" {trend:+d}" if trend else " ±0"
+    return shown + ("" if outbound.get("status") == "ok" else " !")

@@ -62,9 +62,11 @@ def offer_partner(
     fetch_settings: FetchSettings | None = None,
     write_settings: WriteSettings | None = None,
     session: requests.Session | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Bring the partner's configured list in line with our offer: read it back, compare, send the
-    difference in idempotent batches, read it back again. Writes ``outbound.json``; returns its counts."""
+    difference in idempotent batches, read it back again (``dry_run``: compare only). Writes
+    ``outbound.json``; returns its counts."""
     offer = offer_for(home_run(root, run_id, registry), partner.division)
     client = OfferClient(
         partner,
@@ -77,28 +79,18 @@ def offer_partner(
         session=session,
     )
     started = datetime.now(UTC).isoformat()
-    diff, sent, status, error = OfferDiff(offered=sorted(offer)), Sent(), "ok", None
+    diff, sent, status, error, retryable = OfferDiff(offered=sorted(offer)), Sent(), "ok", None, False
     after: list[dict[str, Any]] | None = None
     try:
         before, _ = client.configured()
         diff = compare(offer.values(), before)
-        digests = {code: digest(r) for code, r in offer.items()}
-        upserts = diff.upserts(offer)
-        send_batches(
-            store, run_id, partner.division, upserts, diff.deletes(), digests, client.push, prefix=KEY_PREFIX, sent=sent
-        )
-        after, _ = client.configured()
-        accepted = {(a["op"], a["task_code"]) for a in sent.accepted}
-        expected = ({r["task_code"] for r in before} - {c for op, c in accepted if op == "delete"}) | {
-            c for op, c in accepted if op == "upsert"
-        }
-        intended = {c: digests[c] for op, c in accepted if op == "upsert"}
-        if problems := readback_problems(expected, {r["task_code"]: digest(r) for r in after}, intended):
+        after = before if dry_run else _send(client, store, run_id, partner.division, offer, diff, sent)
+        if not dry_run and (problems := _readback(offer, before, after, sent)):
             status, error = "failed", "回读结果与发送内容不一致：" + "; ".join(problems)
     except OfferError as exc:
-        status, error = "failed", str(exc)
+        status, error, retryable = "failed", str(exc), exc.retryable
         log.error("partner %s: offer not completed this run: %s", partner.division, exc)
-        if after is None and sent.batches:  # something was written: what does the partner hold now?
+        if sent.batches:  # something was written: what does the partner hold now?
             try:
                 after, _ = client.configured()
             except OfferError:
@@ -113,9 +105,11 @@ def offer_partner(
         "run_id": run_id,
         "status": status,
         "error": error,
+        "dry_run": dry_run,
         "started_at": started,
         "finished_at": datetime.now(UTC).isoformat(),
         "counts": {**diff.counts(), "offered": len(offer), "configured": len(configured), "sent": len(sent.accepted)},
+        "configured_before": len(diff.current),  # as found at the start of this run
         "diff": diff.as_dict(),
         "results": [*sent.accepted, *sent.rejected],
         "batches": sent.batches,
@@ -123,7 +117,35 @@ def offer_partner(
         "readback": sorted(held) if held is not None else None,
     }
     write_json(run_dir(root, run_id, partner.division) / OUTBOUND, record)
-    return {"partner": partner.division, "status": status, "error": error, **record["counts"]}
+    return {"partner": partner.division, "status": status, "error": error, "retryable": retryable, **record["counts"]}
+
+
+def _send(
+    client: OfferClient,
+    store: ItemStore,
+    run_id: str,
+    division: str,
+    offer: dict[str, dict[str, Any]],
+    diff: OfferDiff,
+    sent: Sent,
+) -> list[dict[str, Any]]:
+    """Send the difference (ledgered batches, ``sent`` filled as they are answered); the list read back."""
+    digests = {code: digest(r) for code, r in offer.items()}
+    send_batches(
+        store, run_id, division, diff.upserts(offer), diff.deletes(), digests, client.push, prefix=KEY_PREFIX, sent=sent
+    )
+    return client.configured()[0]
+
+
+def _readback(
+    offer: dict[str, dict[str, Any]], before: list[dict[str, Any]], after: list[dict[str, Any]], sent: Sent
+) -> list[str]:
+    """How the list read back differs from the one before with the accepted operations applied."""
+    accepted = {(a["op"], a["task_code"]) for a in sent.accepted}
+    expected = {r["task_code"] for r in before} - {c for op, c in accepted if op == "delete"}
+    expected |= {c for op, c in accepted if op == "upsert"}
+    intended = {c: digest(offer[c]) for op, c in accepted if op == "upsert"}
+    return readback_problems(expected, {r["task_code"]: digest(r) for r in after}, intended)
 
 
 def outbound_of(root: UPath, run_id: str, division: str) -> dict[str, Any] | None:
