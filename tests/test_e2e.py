@@ -20,7 +20,7 @@ import requests
 from upath import UPath
 
 from scripts.localenv import airflow, airflow_env, dags_test, ensure_pools
-from scripts.run_local import check_against_platform, newest_summary
+from scripts.run_local import check_against_platform, check_outbound, newest_summary
 from tongban.connections import simulator_connections
 from tongban.model import content_hash
 from tongban.province import FIVE_LEVEL, PROVINCES
@@ -70,6 +70,10 @@ class Deployment:
         [row] = [r for r in summary["partners"] if r["partner"] == division]
         return json.loads(UPath(row["report"]).read_bytes())
 
+    def report_path(self, summary: dict[str, Any], division: str) -> str:
+        [row] = [r for r in summary["partners"] if r["partner"] == division]
+        return str(row["report"])
+
     def served(self, division: str) -> list[dict[str, Any]]:
         answer = requests.get(f"{self.urls.partners}/admin/partners/{division}/items", timeout=30)
         answer.raise_for_status()
@@ -118,6 +122,23 @@ def test_first_run_syncs_every_partner(deployment: Deployment, first: dict[str, 
     assert [r["partner"] for r in first["partners"]] == [p.division for p in REGISTRY.partners]
     assert first["totals"]["fetched"] == sum(p.items for p in REGISTRY.partners) == 2976
     assert check_against_platform(first, deployment.platform, deployment.home / "reports") == []
+
+
+def test_first_run_offers_our_99_items_and_every_partner_then_holds_its_offer(
+    deployment: Deployment, first: dict[str, Any]
+) -> None:
+    from tongban.outbound.client import LibraryClient
+
+    library = [e for e in LibraryClient(deployment.urls.platform).entries() if e["offer"]["offered"]]
+    assert len(library) == 99
+    keys = {"offered", "configured", "missing", "outdated", "withdrawn", "mode_mismatch", "sent"}
+    assert all(keys <= row["outbound"].keys() and row["outbound"]["status"] == "ok" for row in first["partners"])
+    assert sum(r["outbound"]["offered"] for r in first["partners"]) == sum(len(e["offer"]["regions"]) for e in library)
+    assert all(r["outbound"]["configured"] == r["outbound"]["offered"] for r in first["partners"])
+    drift = {k: sum(r["outbound"][k] for r in first["partners"]) for k in keys - {"offered", "configured"}}
+    assert all(drift.values()), drift  # the simulators' drift of every kind was found and sent
+    assert drift["sent"] == drift["missing"] + drift["outdated"] + drift["withdrawn"] + drift["mode_mismatch"]
+    assert check_outbound(first, deployment.urls.partners, deployment.home) == []  # read from the partners
 
 
 @pytest.mark.parametrize("division", [p.division for p in REGISTRY.partners])
@@ -225,6 +246,7 @@ def test_unchanged_rerun_publishes_nothing(first: dict[str, Any], second: dict[s
     assert {k: second["totals"][k] for k in ("added", "changed", "removed", "published")} == dict.fromkeys(
         ("added", "changed", "removed", "published"), 0
     )
+    assert all(r["outbound"]["sent"] == 0 and r["outbound"]["trend"] == 0 for r in second["partners"])
     for before, after in zip(first["partners"], second["partners"], strict=True):
         b, a = before["counts"], after["counts"]
         assert a["unchanged"] == b["added"] + b["changed"] + b["unchanged"]
@@ -310,6 +332,57 @@ def test_a_partner_whose_pull_fails_does_not_block_the_others(deployment: Deploy
     roles = json.loads(province.read_text(encoding="utf-8"))["partners"]
     assert roles[failing]["role"] == "not_validated" and roles[failing]["context"] > 0  # its published items
     assert roles[other]["role"] == "judged"
+
+
+def test_a_changed_item_of_ours_reaches_its_partners_and_a_failing_write_endpoint_blocks_nothing(
+    deployment: Deployment, second: dict[str, Any]
+) -> None:
+    """One of our items changes on the platform: the next run sends exactly that change to the partners it is
+    offered to, each report showing old and new; one of them cannot take writes: its inbound side still
+    syncs, the failure is reported and the run after repairs it."""
+    from tongban.outbound.client import LibraryClient
+
+    entry = next(e for e in LibraryClient(deployment.urls.platform).entries() if e["offer"]["offered"])
+    partners = entry["offer"]["regions"][-3:]
+    failing = partners[-1]
+    new_result = entry["result"] + "（可邮寄送达）"
+    requests.patch(
+        f"{deployment.urls.platform}/admin/library/items/{entry['task_code']}", json={"result": new_result}, timeout=30
+    ).raise_for_status()
+    faults = f"{deployment.urls.partners}/admin/partners/{failing}/faults"
+    requests.put(faults, json=[{"kind": "write_unavailable"}], timeout=30).raise_for_status()
+    try:
+        summary = deployment.run({"partners": partners}, succeeds=False)
+    finally:
+        requests.delete(faults, timeout=30).raise_for_status()
+    assert summary["failed"] == [] and summary["outbound_failed"] == [failing]
+    for division in partners:
+        report = deployment.report(summary, division)  # written for every partner, the failing one too
+        outbound = report["outbound"]
+        [outdated] = outbound["outdated"]
+        assert outdated["task_code"] == entry["task_code"]
+        assert outdated["changes"] == [
+            {"element": "result", "label": "办理结果", "old": entry["result"], "new": new_result}
+        ]
+        if division == failing:
+            assert outbound["status"] == "failed" and "503" in outbound["error"]
+            assert (
+                outbound["counts"]["sent"] == 0
+                and outbound["counts"]["configured"] == outbound["counts"]["offered"] - 1
+            )
+            assert report["counts"]["fetched"] > 0  # its inbound sync went on
+        else:
+            assert outbound["status"] == "ok" and outbound["counts"]["sent"] == 1
+            assert outbound["sent"] == [
+                {"task_code": entry["task_code"], "op": "upsert", "status": "accepted", "reason": None}
+            ]
+    html = (UPath(deployment.report_path(summary, failing)).parent / "report.html").read_text(encoding="utf-8")
+    assert "沅江事项在贵地配置情况" in html and new_result in html
+
+    again = deployment.run({"partners": [failing]})
+    [row] = again["partners"]
+    assert row["outbound"]["status"] == "ok" and row["outbound"]["sent"] == 1 and row["outbound"]["trend"] == 1
+    assert check_outbound(again, deployment.urls.partners, deployment.home) == []
 
 
 def test_replay_cli_reproduces_a_real_dag_run(deployment: Deployment, first: dict[str, Any]) -> None:
