@@ -309,13 +309,10 @@ def cross_province_sync() -> None:
     def outbound_library() -> dict[str, Any]:
         """沅江's own item library from the platform, validated like a partner's catalogue (GX, 五级N同 in Hunan):
         what we offer each partner this run; our defects go to reports/<run id>/internal/, never to a partner."""
-        from tongban.connections import PLATFORM_CONN_ID, base_url
         from tongban.outbound import stages
         from tongban.registry import load_registry
 
-        conn = BaseHook.get_connection(PLATFORM_CONN_ID)
-        url = base_url(conn.host, conn.port, conn.schema)
-        return stages.library(load_registry(), url, _storage(), get_current_context()["run_id"], _store())
+        return stages.library(load_registry(), _platform(), _storage(), get_current_context()["run_id"], _store())
 
     @task(**PARTNER_TASK, pool=PARTNER_API_POOL)
     def offer(checked: dict[str, Any]) -> dict[str, Any]:

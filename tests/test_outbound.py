@@ -12,14 +12,15 @@ import requests
 from upath import UPath
 
 from tests.test_publish import store  # noqa: F401  (the item store fixture: SQLite and PostgreSQL)
+from tongban.http import HttpSettings
 from tongban.ingest import FetchSettings
 from tongban.outbound import stages
-from tongban.outbound.client import WriteSettings
 from tongban.outbound.library import LIBRARY_CHECK, offer_for
 from tongban.outbound.report import section
 from tongban.outbound.wire import MODES
+from tongban.publish import PlatformClient
 from tongban.registry import load_registry
-from tongban.simulators.credentials import partner_secrets
+from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.launcher import SimulatorURLs, partner_base_url, running_simulators
 from tongban.simulators.offers import drift_roles
 from tongban.storage import read_json
@@ -27,7 +28,7 @@ from tongban.store.repo import ItemStore
 
 REGISTRY = load_registry()
 FETCH = FetchSettings(retries=1, backoff=0.01, jitter=0)
-WRITE = WriteSettings(retries=2, backoff=0.01, jitter=0)
+WRITE = HttpSettings(retries=2, backoff=0.01, jitter=0)
 
 
 class World:
@@ -36,9 +37,10 @@ class World:
     def __init__(self, urls: SimulatorURLs, state: Path, root: UPath, items: ItemStore) -> None:
         self.urls, self.root, self.store = urls, root, items
         self.secrets = partner_secrets(state, REGISTRY)
+        self.platform = PlatformClient(urls.platform, **platform_credentials(state))
 
     def run(self, run_id: str) -> dict[str, dict[str, Any]]:
-        stages.library(REGISTRY, self.urls.platform, self.root, run_id, self.store)
+        stages.library(REGISTRY, self.platform, self.root, run_id, self.store)
         return {
             p.division: stages.offer_partner(
                 p,

@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from tests.simulators.conftest import fetch_all
-from tongban.auth import request_headers
+from tests.simulators.conftest import fetch_all, partner_signer, platform_signer
 from tongban.outbound.wire import MODES, Operation, decode_modes, encode_batch, readback_format
 from tongban.registry import Registry, wire_formats
 from tongban.simulators.credentials import partner_secrets
@@ -27,8 +25,11 @@ def sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimulatorUR
         yield urls, state
 
 
-def library_page(urls: SimulatorURLs, **params: Any) -> dict[str, Any]:
-    answer = requests.get(f"{urls.platform}/api/v1/library/items", params=params, timeout=30)
+def library_page(sims: tuple[SimulatorURLs, Path], **params: Any) -> dict[str, Any]:
+    urls, state = sims
+    answer = requests.get(
+        f"{urls.platform}/api/v1/library/items", params=params, auth=platform_signer(state), timeout=30
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()
 
@@ -50,8 +51,8 @@ def test_library_is_deterministic_with_99_valid_items_offered(registry: Registry
 
 
 def test_library_read_api_pages_and_reads_incrementally(sims: tuple[SimulatorURLs, Path]) -> None:
-    urls, _ = sims
-    pages = [library_page(urls, page=n, page_size=100) for n in range(1, 5)]
+    urls, state = sims
+    pages = [library_page(sims, page=n, page_size=100) for n in range(1, 5)]
     entries = [e for p in pages for e in p["items"]]
     assert {p["total"] for p in pages} == {LIBRARY_SIZE} and len({e["task_code"] for e in entries}) == LIBRARY_SIZE
     assert [e["task_code"] for e in entries] == sorted(e["task_code"] for e in entries)
@@ -62,10 +63,12 @@ def test_library_read_api_pages_and_reads_incrementally(sims: tuple[SimulatorURL
     assert answer.status_code == 200, answer.text
     changed = answer.json()
     assert changed["version"] == str(int(target["version"]) + 1) and changed["offer"] == target["offer"]
-    since = library_page(urls, updated_since=changed["updated_at"])
+    since = library_page(sims, updated_since=changed["updated_at"])
     assert [e["task_code"] for e in since["items"]] == [target["task_code"]] and since["total"] == 1
-    bad = requests.get(f"{urls.platform}/api/v1/library/items", params={"updated_since": "2026-01-01T00:00:00"})
+    url = f"{urls.platform}/api/v1/library/items"
+    bad = requests.get(url, params={"updated_since": "2026-01-01T00:00:00"}, auth=platform_signer(state), timeout=30)
     assert bad.status_code == 400 and "时区" in bad.json()["error"]
+    assert requests.get(url, timeout=30).status_code == 401  # signed like every platform API
     refused = requests.patch(
         f"{urls.platform}/admin/library/items/{target['task_code']}", json={"offer": {"modes": ["9"]}}, timeout=30
     )
@@ -131,9 +134,8 @@ def test_offer_endpoint_reads_back_and_writes_idempotently_in_each_style(
 
     def post(payload: bytes, key: str) -> requests.Response:
         url = base + fmt.offer.path  # type: ignore[union-attr]
-        headers = request_headers(fmt.auth, secret, "POST", urlsplit(url).path)
-        headers |= {"Content-Type": content_type, fmt.offer.key_header: key}  # type: ignore[union-attr]
-        return requests.post(url, data=payload, headers=headers, timeout=30)
+        headers = {"Content-Type": content_type, fmt.offer.key_header: key}  # type: ignore[union-attr]
+        return requests.post(url, data=payload, headers=headers, auth=partner_signer(url, fmt, secret), timeout=30)
 
     answer = post(body, f"k-{fmt_name}")
     assert answer.status_code == 200, answer.text
@@ -169,10 +171,10 @@ def test_write_fault_fails_writes_only_until_used_up(sims: tuple[SimulatorURLs, 
         fetch_all(base, readback_format(fmt), secret=secret)  # reads are not affected, nor counted
         fetch_all(base, fmt, secret=secret)
         body, content_type = encode_batch(fmt, [Operation("delete", "X" * 31)])
-        headers = {"Content-Type": content_type, "Idempotency-Key": "w1", "X-Api-Key": secret}
-        statuses = [
-            requests.post(base + "/api/v1/cross-items", data=body, headers=headers).status_code for _ in range(3)
-        ]
+        headers = {"Content-Type": content_type, "Idempotency-Key": "w1"}
+        url = base + "/api/v1/cross-items"
+        signer = partner_signer(url, fmt, secret)
+        statuses = [requests.post(url, data=body, headers=headers, auth=signer, timeout=30).status_code for _ in "abc"]
         assert statuses == [503, 503, 200]
     finally:
         requests.delete(faults, timeout=30).raise_for_status()

@@ -1,51 +1,35 @@
 """HTTP clients of the outbound direction: the platform's library API and a partner's offer endpoint.
 
-The partner's configured list is read with the catalogue pull itself (:func:`tongban.ingest.fetch_catalogue`
-on the format's read-back variant: same paging, auth, retries, raw answers archived). Writes are
-authenticated like every partner request (:func:`tongban.auth.request_headers`, signed anew for each
-attempt) and retried with the one retry policy (connection errors, timeouts, 429, 5xx); the batch's
-idempotency key makes a retried write safe.
+Both go through the one HTTP client (:mod:`tongban.http`: every attempt signed anew, timeouts, retries with
+backoff). The partner's configured list is read with the catalogue pull itself
+(:func:`tongban.ingest.fetch_catalogue` on the format's read-back variant: same paging, auth, retries, raw
+answers archived); the batch's idempotency key makes a retried write safe.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
-from urllib3.exceptions import MaxRetryError
 
 from tongban.archive import Archive
-from tongban.auth import MissingSecret, request_headers
-from tongban.delivery import DeliverySettings
-from tongban.ingest import (
-    RETRY_STATUSES,
-    TRANSIENT,
-    FetchError,
-    FetchSettings,
-    archived_pages,
-    fetch_catalogue,
-    fetch_session,
-    http_session,
-)
+from tongban.http import HttpClient, HttpFailure, HttpSettings, Signer
+from tongban.ingest import FetchError, FetchSettings, archived_pages, fetch_catalogue
 from tongban.outbound.wire import MODES, Operation, decode_rows, encode_batch, endpoint, readback_format
+from tongban.publish import PlatformClient
 from tongban.registry import Partner, wire_formats
 
-log = logging.getLogger(__name__)
 LIBRARY_PATH = "/api/v1/library/items"
-WriteSettings = DeliverySettings  # the same knobs: timeouts, retries, backoff
 
 
 class OfferError(RuntimeError):
     """The partner's offer endpoint could not be read or written; ``retryable`` if later may help."""
 
-    def __init__(self, message: str, *, retryable: bool, attempts: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
-        self.attempts = attempts or []
 
 
 class LibraryError(RuntimeError):
@@ -53,33 +37,32 @@ class LibraryError(RuntimeError):
 
 
 class LibraryClient:
-    """沅江's item library on the provincial platform (``GET /api/v1/library/items``, paged)."""
+    """沅江's item library on the provincial platform (``GET /api/v1/library/items``, paged), signed like every
+    platform request (the platform client's HTTP client)."""
 
-    def __init__(self, base_url: str, session: requests.Session | None = None, page_size: int = 200) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.session = session or http_session()
-        self.page_size = page_size
+    def __init__(self, platform: PlatformClient, page_size: int = 200) -> None:
+        self.platform, self.page_size = platform, page_size
 
-    def entries(self, since: datetime | None = None, timeout: float = 60.0) -> list[dict[str, Any]]:
+    def entries(self, since: datetime | None = None) -> list[dict[str, Any]]:
         """Every entry (record + ``offer``), or those updated at or after ``since``; checked against the total."""
         params: dict[str, Any] = {"page_size": self.page_size, "page": 1}
         if since is not None:
             params["updated_since"] = since.isoformat()
+        url = self.platform.base_url + LIBRARY_PATH
         entries: list[dict[str, Any]] = []
         while True:
-            response = self.session.get(self.base_url + LIBRARY_PATH, params=params, timeout=timeout)
-            if response.status_code != 200:
-                raise LibraryError(
-                    f"platform library page {params['page']}: HTTP {response.status_code} {response.text[:200]}"
-                )
-            body = response.json()
+            try:
+                body = self.platform.client.request(
+                    "GET", url, params=params, what=f"library page {params['page']}"
+                ).json()
+            except HttpFailure as exc:
+                raise LibraryError(f"platform library: {exc}") from None
             entries.extend(body["items"])
             if len(body["items"]) < self.page_size or len(entries) >= body["total"]:
                 break
             params["page"] += 1
-        codes = {e["task_code"] for e in entries}
-        if len(codes) != len(entries) or len(entries) != body["total"]:
-            raise LibraryError(f"platform library: read {len(codes)} distinct items of {body['total']} declared")
+        if len({e["task_code"] for e in entries}) != len(entries) or len(entries) != body["total"]:
+            raise LibraryError(f"platform library: read {len(entries)} items of {body['total']} declared")
         return entries
 
 
@@ -95,16 +78,17 @@ class OfferClient:
         *,
         secret: str | None = None,
         fetch_settings: FetchSettings | None = None,
-        write_settings: WriteSettings | None = None,
+        write_settings: HttpSettings | None = None,
         session: requests.Session | None = None,
     ) -> None:
         self.partner, self.base_url, self.archive, self.home, self.secret = partner, base_url, archive, home, secret
         self.fmt = wire_formats()[partner.format]
         self.offer = endpoint(self.fmt)
         self.fetch_settings = fetch_settings or FetchSettings()
-        self.write_settings = write_settings or WriteSettings()
-        self.session = session or fetch_session()
+        self.session = session
         self.who = f"partner {partner.division} ({partner.name})"
+        signer = Signer(self.fmt.auth, secret, partner.signature)
+        self.client = HttpClient(self.who, signer, write_settings, session)
 
     def configured(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """What the partner has configured of our items (records with ``offer_modes``), and the manifest of
@@ -112,7 +96,13 @@ class OfferClient:
         fmt = readback_format(self.fmt)
         try:
             result = fetch_catalogue(
-                self.partner, fmt, self.base_url, self.archive, secret=self.secret, settings=self.fetch_settings
+                self.partner,
+                fmt,
+                self.base_url,
+                self.archive,
+                secret=self.secret,
+                settings=self.fetch_settings,
+                session=self.session,
             )
         except FetchError as exc:
             raise OfferError(f"reading what it configured: {exc}", retryable=exc.retryable) from exc
@@ -135,56 +125,12 @@ class OfferClient:
         ] + [Operation("delete", code) for code in deletes]
         body, content_type = encode_batch(self.fmt, operations)
         url = self.base_url.rstrip("/") + self.offer.path
-        settings, retry = self.write_settings, self.write_settings.retry()
-        attempts: list[dict[str, Any]] = []
-        while True:
-            entry: dict[str, Any] = {"attempt": len(attempts) + 1, "at": datetime.now(UTC).isoformat()}
-            attempts.append(entry)
-            try:
-                headers = request_headers(self.fmt.auth, self.secret, "POST", urlsplit(url).path)
-            except MissingSecret as exc:
-                raise OfferError(f"{self.who}: no credentials: {exc}", retryable=False, attempts=attempts) from exc
-            headers |= {"Content-Type": content_type, self.offer.key_header: key}
-            response, error = None, None
-            try:
-                response = self.session.post(
-                    url, data=body, headers=headers, timeout=(settings.connect_timeout, settings.read_timeout)
-                )
-            except TRANSIENT as exc:
-                error = exc
-            except requests.RequestException as exc:
-                raise OfferError(f"{self.who}: POST {url}: {exc}", retryable=False, attempts=attempts) from None
-            if response is not None:
-                entry["status"] = response.status_code
-                if response.status_code == 200:
-                    return self._canonical(response.json())
-                entry["error"] = f"HTTP {response.status_code}: {_reason(response)}"
-                if response.status_code not in RETRY_STATUSES:
-                    raise OfferError(
-                        f"{self.who}: POST {url} batch {key}: {entry['error']}", retryable=False, attempts=attempts
-                    )
-            else:
-                entry["error"] = f"{type(error).__name__}: {error}"
-            raw = response.raw if response is not None else None
-            try:
-                retry = retry.increment("POST", url, response=raw, error=error)
-            except MaxRetryError:
-                message = f"{self.who}: POST {url} still failing after {len(attempts)} attempts; last: {entry['error']}"
-                raise OfferError(message, retryable=True, attempts=attempts) from None
-            log.warning(
-                "%s: offer batch %s attempt %s failed (%s); retrying", self.who, key, entry["attempt"], entry["error"]
-            )
-            retry.sleep(raw)
-
-    def _canonical(self, answer: dict[str, Any]) -> dict[str, Any]:
+        headers = {"Content-Type": content_type, self.offer.key_header: key}
+        try:
+            answer = self.client.request("POST", url, data=body, headers=headers, what=f"POST {url} batch {key}").json()
+        except HttpFailure as exc:
+            raise OfferError(str(exc), retryable=exc.retryable) from None
         for result in answer.get("results", []):
             if result.get("op") not in ("upsert", "delete"):
                 raise OfferError(f"{self.who}: answer names an unknown operation: {result}", retryable=False)
-        return answer
-
-
-def _reason(response: requests.Response) -> str:
-    try:
-        return str(response.json().get("error", response.text[:300]))
-    except ValueError:
-        return response.text[:300]
+        return dict(answer)

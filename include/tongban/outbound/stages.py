@@ -17,10 +17,12 @@ from upath import UPath
 
 from tongban.archive import Archive
 from tongban.batches import Sent, readback_problems, send_batches
+from tongban.http import HttpSettings
 from tongban.ingest import FetchSettings
-from tongban.outbound.client import LibraryClient, OfferClient, OfferError, WriteSettings
+from tongban.outbound.client import LibraryClient, OfferClient, OfferError
 from tongban.outbound.diff import OfferDiff, compare, digest
 from tongban.outbound.library import INTERNAL, check_library, home_region, offer_for
+from tongban.publish import PlatformClient
 from tongban.registry import Partner, Registry
 from tongban.storage import REPORTS, RUNS, read_json, run_dir, write_json
 from tongban.store.repo import ItemStore
@@ -35,19 +37,11 @@ def home_run(root: UPath, run_id: str, registry: Registry) -> UPath:
     return run_dir(root, run_id, registry.home["division"])
 
 
-def library(
-    registry: Registry,
-    platform_url: str,
-    root: UPath,
-    run_id: str,
-    store: ItemStore,
-    session: requests.Session | None = None,
-) -> dict[str, Any]:
+def library(registry: Registry, platform: PlatformClient, root: UPath, run_id: str, store: ItemStore) -> dict[str, Any]:
     """Read 沅江's library from the platform (whole), check it and write the run's offer."""
-    entries = LibraryClient(platform_url, session=session).entries()
-    return check_library(
-        registry, entries, home_run(root, run_id, registry), root / REPORTS / run_id / INTERNAL, store, run_id
-    )
+    entries = LibraryClient(platform).entries()
+    internal = root / REPORTS / run_id / INTERNAL
+    return check_library(registry, entries, home_run(root, run_id, registry), internal, store, run_id)
 
 
 def offer_partner(
@@ -60,7 +54,7 @@ def offer_partner(
     *,
     secret: str | None = None,
     fetch_settings: FetchSettings | None = None,
-    write_settings: WriteSettings | None = None,
+    write_settings: HttpSettings | None = None,
     session: requests.Session | None = None,
     dry_run: bool = False,
 ) -> dict[str, Any]:

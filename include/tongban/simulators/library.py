@@ -19,6 +19,7 @@ import json
 import os
 import random
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -183,11 +184,12 @@ class Library:
         os.replace(tmp, self.path)
 
 
-def library_router(library: Library) -> APIRouter:
-    """The library's routes on the platform app (``LibraryError`` answered as ``{"error": ...}``)."""
+def library_router(library: Library, signed: Sequence[Any] = ()) -> APIRouter:
+    """The library's routes on the platform app (``LibraryError`` answered as ``{"error": ...}``); ``signed``:
+    the dependencies that check a request's signature, as for the platform's other APIs (admin routes have none)."""
     router = APIRouter()
 
-    @router.get("/api/v1/library/items")
+    @router.get("/api/v1/library/items", dependencies=list(signed))
     def library_items(
         page: Annotated[int, Query(ge=1)] = 1,
         page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,

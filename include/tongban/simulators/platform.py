@@ -294,7 +294,6 @@ def create_platform_app(state_dir: Path, registry: Registry | None = None) -> Fa
     app = FastAPI(title="省一体化政务服务平台事项接口模拟器", redoc_url=None)
     app.state.platform = platform
     app.state.library = Library(registry or load_registry(), Path(state_dir))
-    app.include_router(library_router(app.state.library))
 
     def signed(request: Request, body: bytes = Depends(raw_body)) -> None:
         try:
@@ -303,6 +302,8 @@ def create_platform_app(state_dir: Path, registry: Registry | None = None) -> Fa
             )
         except Refused as exc:
             raise PlatformError(401, exc.message) from None
+
+    app.include_router(library_router(app.state.library, [Depends(signed)]))
 
     @app.exception_handler(PlatformError)
     @app.exception_handler(LibraryError)
