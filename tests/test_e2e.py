@@ -129,7 +129,7 @@ def test_first_run_offers_our_99_items_and_every_partner_then_holds_its_offer(
 ) -> None:
     from tongban.outbound.client import LibraryClient
 
-    library = [e for e in LibraryClient(deployment.urls.platform).entries() if e["offer"]["offered"]]
+    library = [e for e in LibraryClient(deployment.platform).entries() if e["offer"]["offered"]]
     assert len(library) == 99
     keys = {"offered", "configured", "missing", "outdated", "withdrawn", "mode_mismatch", "sent"}
     assert all(keys <= row["outbound"].keys() and row["outbound"]["status"] == "ok" for row in first["partners"])
@@ -342,7 +342,7 @@ def test_a_changed_item_of_ours_reaches_its_partners_and_a_failing_write_endpoin
     syncs, the failure is reported and the run after repairs it."""
     from tongban.outbound.client import LibraryClient
 
-    entry = next(e for e in LibraryClient(deployment.urls.platform).entries() if e["offer"]["offered"])
+    entry = next(e for e in LibraryClient(deployment.platform).entries() if e["offer"]["offered"])
     partners = entry["offer"]["regions"][-3:]
     failing = partners[-1]
     new_result = entry["result"] + "（可邮寄送达）"

@@ -208,3 +208,35 @@ def test_the_partner_report_shows_the_section_in_json_html_and_xlsx(world: World
     outdated = [r for r in rows if r[0] == "版本落后"]
     assert len(outdated) == sum(len(c.changes) for c in loaded.outbound.outdated)
     assert outdated[0][1] == loaded.outbound.outdated[0].task_code and outdated[0][3] == change.label
+
+
+def test_the_summary_gives_every_partner_both_directions_with_a_trend(tmp_path: Path) -> None:
+    """summary.json: an ``outbound`` object per partner (not_run without an offer this run), the trend against the
+    run before (or, without one, against what the partner held when this run started), the failed offers."""
+    from tongban.outbound.report import ours_cell, summary_rows
+    from tongban.storage import write_json
+
+    root = UPath(tmp_path)
+    reports = root / "reports"
+
+    def offer(run_id: str, division: str, configured: int | None, status: str = "ok", before: int = 90) -> None:
+        counts = {"offered": 92, "configured": configured, "missing": 2, "outdated": 0, "withdrawn": 0}
+        counts |= {"mode_mismatch": 0, "sent": 2 if status == "ok" else 0}
+        record = {"status": status, "error": None if status == "ok" else "HTTP 503", "counts": counts}
+        write_json(root / "runs" / run_id / division / stages.OUTBOUND, record | {"configured_before": before})
+
+    offer("r1", "440100", 92)
+    offer("r1", "440300", 90, "failed")
+    rows = [{"partner": "440100"}, {"partner": "440300"}, {"partner": "440600"}]
+    assert summary_rows(root, reports, "r1", rows) == ["440300", "440600"]
+    assert rows[0]["outbound"]["trend"] == 2 and rows[0]["ours"] == "92/92 +2"  # against the start of the run
+    assert rows[1]["outbound"]["status"] == "failed" and rows[1]["ours"] == "90/92 ±0 !"
+    assert rows[2]["outbound"]["status"] == "not_run" and rows[2]["outbound"]["sent"] is None
+    assert ours_cell(rows[2]["outbound"]) == "-"
+    write_json(reports / "r1" / "summary.json", {"run_id": "r1", "partners": rows})
+
+    offer("r2", "440100", 91, before=92)
+    offer("r2", "440300", 92, before=90)
+    rows = [{"partner": "440100"}, {"partner": "440300"}]
+    assert summary_rows(root, reports, "r2", rows) == []
+    assert [r["outbound"]["trend"] for r in rows] == [-1, 2]  # against the end of r1

@@ -71,7 +71,9 @@ class SentOp(_Part):
 
 class OutboundCounts(_Part):
     offered: int
-    configured: int = Field(description="offered items the partner holds as offered, read back after the run")
+    configured: int | None = Field(
+        description="offered items the partner holds as offered, read back after the run (None: not readable)"
+    )
     missing: int
     outdated: int
     withdrawn: int
@@ -197,7 +199,7 @@ def summary_rows(root: UPath, reports_root: UPath, run_id: str, rows: list[dict[
         else:
             counts = {k: found["counts"][k] for k in COUNT_KEYS}
             was = before.get(row["partner"], found.get("configured_before"))
-            trend = counts["configured"] - was if was is not None else None
+            trend = counts["configured"] - was if was is not None and counts["configured"] is not None else None
             row["outbound"] = {"status": found["status"], "error": found.get("error"), **counts, "trend": trend}
             row["outbound"]["dry_run"] = bool(found.get("dry_run"))
         if row["outbound"]["status"] != "ok":

@@ -75,8 +75,10 @@ def offer_partner(
     started = datetime.now(UTC).isoformat()
     diff, sent, status, error, retryable = OfferDiff(offered=sorted(offer)), Sent(), "ok", None, False
     after: list[dict[str, Any]] | None = None
+    read_before = False
     try:
         before, _ = client.configured()
+        read_before = True
         diff = compare(offer.values(), before)
         after = before if dry_run else _send(client, store, run_id, partner.division, offer, diff, sent)
         if not dry_run and (problems := _readback(offer, before, after, sent)):
@@ -90,10 +92,11 @@ def offer_partner(
             except OfferError:
                 after = None
     held = {r["task_code"]: digest(r) for r in after} if after is not None else None
-    if held is None:  # no read-back after the run: what was current before it
-        configured = set(diff.current)
-    else:
+    configured: set[str] | None = None  # unknown when the partner's list could not be read at all
+    if held is not None:
         configured = {code for code, r in offer.items() if held.get(code) == digest(r)}
+    elif read_before:  # no read-back after the run: what was current before it
+        configured = set(diff.current)
     record = {
         "partner": partner.division,
         "run_id": run_id,
@@ -102,12 +105,17 @@ def offer_partner(
         "dry_run": dry_run,
         "started_at": started,
         "finished_at": datetime.now(UTC).isoformat(),
-        "counts": {**diff.counts(), "offered": len(offer), "configured": len(configured), "sent": len(sent.accepted)},
-        "configured_before": len(diff.current),  # as found at the start of this run
+        "counts": {
+            **diff.counts(),
+            "offered": len(offer),
+            "configured": len(configured) if configured is not None else None,
+            "sent": len(sent.accepted),
+        },
+        "configured_before": len(diff.current) if read_before else None,  # as found at the start of this run
         "diff": diff.as_dict(),
         "results": [*sent.accepted, *sent.rejected],
         "batches": sent.batches,
-        "not_configured": sorted(offer.keys() - configured),
+        "not_configured": sorted(offer.keys() - configured) if configured is not None else sorted(offer),
         "readback": sorted(held) if held is not None else None,
     }
     write_json(run_dir(root, run_id, partner.division) / OUTBOUND, record)
