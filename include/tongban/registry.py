@@ -146,7 +146,7 @@ class OfferEndpoint(BaseModel):
     ``path`` under the partner's base URL: ``GET`` lists what the partner has configured of our items
     (the format's paging, encoding and auth, the records in its field names plus ``modes_field``);
     ``POST`` takes a batch of operations, each a record plus ``op_field`` (``ops`` names the values),
-    idempotent under the request header ``key_header`` (docs/partner-formats.md §11).
+    idempotent under the request header ``key_header`` (docs/partner-formats.md §13).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

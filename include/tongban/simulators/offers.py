@@ -16,7 +16,7 @@ not take), so that the first run meets the failing endpoint.
 
 The endpoint is the wire format's ``offer`` block: ``GET`` pages the configured list like the catalogue,
 ``POST`` applies a batch idempotently (same key and body: the stored answer again; same key, other body:
-409), answering per operation; see docs/partner-formats.md §11.
+409), answering per operation; see docs/partner-formats.md §13.
 """
 
 from __future__ import annotations
