@@ -112,12 +112,23 @@ def _storage() -> ObjectStoragePath:
     return ObjectStoragePath(storage_url(), conn_id=os.environ.get("TONGBAN_STORAGE_CONN_ID"))
 
 
-def _partner(division: str) -> Any:
-    """The registry entry of ``division``; labels the mapped task instance in the UI."""
+HELD_LABEL = "暂缓发布"  # marks a held-back partner's publishing tasks in the grid (their rendered map index)
+
+
+def _partner(division: str, *, after_check: bool = False) -> Any:
+    """The registry entry of ``division``; labels the mapped task instance in the UI. ``after_check``: a task
+    of the publishing group, whose label also says when the partner is held back this run (its tasks succeed,
+    so the grid would otherwise show a held-back partner like any other)."""
+    from tongban import pipeline
     from tongban.registry import load_registry
 
     partner = load_registry().partner(division)
-    get_current_context()["partner_label"] = f"{partner.division} {partner.name}"  # type: ignore[literal-required]
+    label = f"{partner.division} {partner.name}"
+    if after_check:
+        run = _run_dir(division)
+        if (run / pipeline.VALIDATION).exists() and pipeline.held_back(run):
+            label += f" · {HELD_LABEL}"
+    get_current_context()["partner_label"] = label  # type: ignore[literal-required]
     return partner
 
 
@@ -279,7 +290,7 @@ def cross_province_sync() -> None:
         from tongban import pipeline
 
         division = checked["partner"]
-        partner = _partner(division)
+        partner = _partner(division, after_check=checked["validated"])
         if not checked["validated"]:
             raise AirflowSkipException(
                 f"partner {division} was not validated this run (see its partner.* tasks): nothing to reconcile, "
@@ -297,7 +308,7 @@ def cross_province_sync() -> None:
         division = reconciled["partner"]
         context = get_current_context()
         return pipeline.publish_partner(
-            _partner(division),
+            _partner(division, after_check=True),
             _run_dir(division),
             _platform(),
             _store(),
@@ -358,7 +369,11 @@ def cross_province_sync() -> None:
         if not (_run_dir(division) / pipeline.PUBLISH).exists():
             raise AirflowSkipException(f"partner {division} was not published this run: no report (see its tasks)")
         summary = pipeline.write_report(
-            _partner(division), _run_dir(division), report_dir(_storage(), run_id, division), run_id, _store()
+            _partner(division, after_check=True),
+            _run_dir(division),
+            report_dir(_storage(), run_id, division),
+            run_id,
+            _store(),
         )
         if summary["notices"]:  # held back, or removals held: a person must know, though nothing failed
             from tongban_alerts import notify_partner
@@ -376,7 +391,7 @@ def cross_province_sync() -> None:
         from tongban.storage import report_dir
 
         division = reported["partner"]
-        partner = _partner(division)
+        partner = _partner(division, after_check=True)
         conn = BaseHook.get_connection(partner.conn_id)
         run_id = get_current_context()["run_id"]
         try:

@@ -74,6 +74,19 @@ class Deployment:
         [row] = [r for r in summary["partners"] if r["partner"] == division]
         return str(row["report"])
 
+    def map_labels(self, run_id: str) -> dict[str, set[str]]:
+        """task id -> the rendered map indexes (partner labels) of its mapped instances in that run."""
+        import sqlite3
+
+        with sqlite3.connect(self.home / "airflow" / "airflow.db") as db:
+            rows = db.execute(
+                "SELECT task_id, rendered_map_index FROM task_instance WHERE run_id = ? AND map_index >= 0", (run_id,)
+            ).fetchall()
+        labels: dict[str, set[str]] = {}
+        for task_id, label in rows:
+            labels.setdefault(task_id, set()).add(label)
+        return labels
+
     def served(self, division: str) -> list[dict[str, Any]]:
         answer = requests.get(f"{self.urls.partners}/admin/partners/{division}/items", timeout=30)
         answer.raise_for_status()
@@ -315,6 +328,12 @@ def test_partner_above_the_critical_rate_is_held_back_while_others_publish(
     published = deployment.report(summary, good)
     assert published["counts"]["published"] == 1
     assert [c["task_code"] for c in published["changed"]] == [target["task_code"]]
+    # in Airflow's grid the held-back partner's publishing tasks say so (they succeed: no state tells it)
+    labels = deployment.map_labels(summary["run_id"])
+    bad_name, good_name = REGISTRY.partner(bad).name, REGISTRY.partner(good).name
+    for task in ("reconcile", "publish", "report", "deliver"):
+        assert f"{bad} {bad_name} · 暂缓发布" in labels[f"partner_publish.{task}"]
+        assert f"{good} {good_name}" in labels[f"partner_publish.{task}"]
 
 
 def test_a_partner_whose_pull_fails_does_not_block_the_others(deployment: Deployment, second: dict[str, Any]) -> None:

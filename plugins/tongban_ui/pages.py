@@ -32,6 +32,7 @@ table { border-collapse: collapse; margin: 0.4em 0 1.2em; }
 th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: middle; }
 th { background: #f0f3f7; font-weight: 600; white-space: nowrap; }
 td { white-space: nowrap; } td.wrap { white-space: normal; max-width: 36em; }
+td.name { white-space: normal; min-width: 7em; max-width: 13em; overflow-wrap: anywhere; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
 tfoot td { font-weight: 600; background: #fafafa; }
 .ok { color: #1b5e20; } .bad { color: #b71c1c; font-weight: 600; } .held { color: #8a4b00; font-weight: 600; }

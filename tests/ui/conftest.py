@@ -394,10 +394,12 @@ def browser(chromium: str, server: Server, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="session")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the browser test saves its screenshots: $TONGBAN_SCREENSHOTS, else the session's pytest output
-    folder (``<basetemp>/screenshots``, kept for the last three sessions); the path is printed."""
-    folder = Path(os.environ.get("TONGBAN_SCREENSHOTS") or tmp_path_factory.getbasetemp() / "screenshots")
+def screenshots() -> Path:
+    """Where the browser test saves its screenshots: $TONGBAN_SCREENSHOTS, else ``var/test-output/screenshots``
+    in the repository (ignored by git; pytest's own temporary folders are pruned to the last three sessions of
+    the user, so a person might not find them there); replaced on every run, the path is printed."""
+    folder = Path(os.environ.get("TONGBAN_SCREENSHOTS") or REPO / "var" / "test-output" / "screenshots")
+    shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     print(f"\nUI screenshots: {folder}")
     return folder
