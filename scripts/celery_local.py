@@ -236,6 +236,22 @@ def task_instances(api: Api, run_id: str) -> list[dict[str, Any]]:
             return tis
 
 
+def to_kill(tis: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The task instances to kill ``VICTIM`` under, or none yet: what it runs of the publishing group, as soon as
+    that includes a ``publish`` (killed between batches, the ledger must keep the outcome whole), or once no
+    ``publish`` is left to start (so the kill happens in every run)."""
+    publish = "partner_publish.publish"
+    running = [
+        ti
+        for ti in tis
+        if ti["state"] == "running"
+        and (ti.get("hostname") or "").startswith(f"{VICTIM}@")
+        and ti["task_id"].startswith("partner_publish.")
+    ]
+    to_start = any(ti["task_id"] == publish and ti["state"] in (None, "scheduled", "queued") for ti in tis)
+    return running if any(ti["task_id"] == publish for ti in running) or not to_start else []
+
+
 def outcome_problems(summary: dict[str, Any], platform: PlatformClient, store_url: str, reports: UPath) -> list[str]:
     """Beyond the platform check: nothing lost, nothing duplicated. Per partner, the publish ledger has no batch
     left pending and accepted exactly the operations its report lists as published; the platform holds each
@@ -436,13 +452,7 @@ def main() -> int:
                 if state in ("success", "failed"):
                     break
                 if not args.no_kill and not killed:
-                    killed = [
-                        ti
-                        for ti in task_instances(api, run_id)
-                        if ti["state"] == "running"
-                        and (ti.get("hostname") or "").startswith(f"{VICTIM}@")
-                        and ti["task_id"].startswith("partner_publish.")
-                    ]
+                    killed = to_kill(task_instances(api, run_id))
                     if killed:
                         procs.kill(f"worker-{VICTIM}")
                         print(
