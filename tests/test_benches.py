@@ -34,3 +34,25 @@ def test_national_bench_runs_every_stage_and_checks_the_platform(tmp_path: Path)
         assert f"\n{stage} " in out
     assert "3 partners x 40 items = 120 items" in out
     assert "held by the platform" in out
+
+
+def test_the_floor_dag_has_the_nightly_runs_shape() -> None:
+    """bench_nightly compares the DAG with an empty one: same tasks, dependencies, mapping and trigger rules."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    real = DagBag(dag_folder=BENCH.parent / "dags").dags["cross_province_sync"]
+    floor = DagBag(dag_folder=BENCH / "dags").dags["nightly_shape_floor"]
+
+    def shape(dag: object) -> dict[str, tuple[list[str], str, bool]]:
+        return {
+            t.task_id: (sorted(t.upstream_task_ids), str(t.trigger_rule), bool(t.get_closest_mapped_task_group()))
+            for t in dag.tasks  # type: ignore[attr-defined]
+        }
+
+    assert shape(real) == shape(floor) and len(shape(real)) == 10
+
+
+def test_nightly_bench_prints_both_times_and_the_ratio() -> None:
+    out = run("bench_nightly.py", "--partners", "440100", "--repeat", "1", timeout=900)
+    assert "round 1: floor" in out and "round 1: real" in out
+    assert "ratio" in out

@@ -1,0 +1,80 @@
+"""The floor of the nightly run: ``cross_province_sync``'s shape with empty task bodies (bench/bench_nightly.py).
+
+The same tasks, mapping and trigger rules: ``plan``, a mapped group of 3 tasks per partner, one province
+task over all of them, a mapped group of 4 tasks per partner, ``summarise`` (7 x partners + 3 task
+instances). Every task only passes on a small dict, so what a run of it costs is Airflow's own per-task cost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, TriggerRule, dag, get_current_context, task, task_group
+
+
+@dag(
+    dag_id="nightly_shape_floor",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 11, 1, tz="Asia/Shanghai"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["bench"],
+    params={"partners": Param([], type="array", items={"type": "string"})},
+)
+def nightly_shape_floor() -> None:
+    @task
+    def plan() -> list[str]:
+        return list(get_current_context()["params"]["partners"])
+
+    @task
+    def fetch(division: str) -> dict[str, Any]:
+        return {"partner": division}
+
+    @task
+    def normalise(fetched: dict[str, Any]) -> dict[str, Any]:
+        return fetched
+
+    @task
+    def validate(normalised: dict[str, Any]) -> dict[str, Any]:
+        return normalised | {"validated": True}
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def province_five_level(divisions: list[str], validated: Any) -> list[dict[str, Any]]:
+        return [{"partner": d, "validated": True} for d in divisions]
+
+    @task
+    def reconcile(checked: dict[str, Any]) -> dict[str, Any]:
+        return checked
+
+    @task
+    def publish(reconciled: dict[str, Any]) -> dict[str, Any]:
+        return reconciled
+
+    @task
+    def report(published: dict[str, Any]) -> dict[str, Any]:
+        return published
+
+    @task
+    def deliver(reported: dict[str, Any]) -> dict[str, Any]:
+        return reported
+
+    @task_group(group_id="partner")
+    def validate_partner(division: str) -> Any:
+        return validate(normalise(fetch(division)))
+
+    @task_group(group_id="partner_publish")
+    def publish_partner(checked: dict[str, Any]) -> None:
+        deliver(report(publish(reconcile(checked))))
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+    def summarise(divisions: list[str]) -> dict[str, Any]:
+        return {"partners": len(divisions)}
+
+    divisions = plan()
+    validated = validate_partner.expand(division=divisions)
+    checked = province_five_level(divisions, validated)
+    publish_partner.expand(checked=checked) >> summarise(divisions)
+
+
+nightly_shape_floor()
