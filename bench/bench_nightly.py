@@ -4,7 +4,7 @@ Starts the simulators, gives both DAGs one Airflow home (SQLite), runs ``cross_p
 every partner (the first sync), and the floor once, then alternates floor and real DAG ``--repeat`` times on
 unchanged data, each under ``airflow dags test`` (all tasks in one process, one after another). The floor is
 ``bench/dags/nightly_shape.py``: the same plan, mapping and trigger rules with empty task bodies, so its time
-is what Airflow itself costs for the run's 7 x partners + 3 task instances. Prints every run's time, the
+is what Airflow itself costs for the run's task instances (8 x partners + 4). Prints every run's time, the
 medians and their ratio (issue 14's target: <= 1.5).
 
     python bench/bench_nightly.py                        # all 16 partners, 2 rounds
@@ -57,7 +57,6 @@ def main() -> int:
     for division in partners:
         registry.partner(division)
     conf: dict[str, object] = {"partners": partners}
-    task_instances = 7 * len(partners) + 3
     with tempfile.TemporaryDirectory(prefix="bench-nightly-") as tmp:
         home = Path(tmp)
         with running_simulators(home / "simulators") as urls:
@@ -74,7 +73,10 @@ def main() -> int:
             if migrated.returncode != 0:
                 raise RuntimeError(migrated.stderr[-3000:])
             ensure_pools(real, partners)
-            print(f"{len(partners)} partners, {task_instances} task instances per run; `airflow dags test`", flush=True)
+            print(
+                f"{len(partners)} partners, {8 * len(partners) + 4} task instances per run; `airflow dags test`",
+                flush=True,
+            )
             first = timed(real, DAG_ID, conf)
             print(f"first sync (publishes every item, not counted)  {first:7.1f}s", flush=True)
             print(f"floor, first run (not counted)                  {timed(floor, FLOOR_DAG_ID, conf):7.1f}s")

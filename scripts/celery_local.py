@@ -47,7 +47,7 @@ from upath import UPath
 
 from scripts.localenv import DAG_ID, REPO, airflow, airflow_env, ensure_pools, tongban_home
 from scripts.netns import Topology, forward_command, worker_hosts
-from scripts.run_local import check_against_platform, newest_summary
+from scripts.run_local import check_against_platform, check_outbound, newest_summary
 from scripts.seaweedfs import free_ports, running_seaweedfs
 from tongban.connections import simulator_connections
 from tongban.publish import PlatformClient
@@ -253,9 +253,10 @@ def to_kill(tis: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def outcome_problems(summary: dict[str, Any], platform: PlatformClient, store_url: str, reports: UPath) -> list[str]:
-    """Beyond the platform check: nothing lost, nothing duplicated. Per partner, the publish ledger has no batch
-    left pending and accepted exactly the operations its report lists as published; the platform holds each
-    item once; the item store's current items are exactly the platform's."""
+    """Beyond the platform and outbound checks: nothing lost, nothing duplicated. Per partner, the ledger has no
+    batch left pending, and its publish batches accepted exactly the operations the report lists as published;
+    the platform holds each item once; the item store's current items are exactly the platform's."""
+    from tongban.outbound.stages import KEY_PREFIX as OFFER_KEY_PREFIX
     from tongban.store.repo import ItemStore
 
     store = ItemStore(store_url)
@@ -268,7 +269,13 @@ def outcome_problems(summary: dict[str, Any], platform: PlatformClient, store_ur
         pending = [e["key"] for e in ledger if e["status"] != "acked"]
         if pending:
             problems.append(f"{division}: ledger batches never acknowledged: {pending}")
-        accepted = [(r["op"], r["task_code"]) for e in ledger for r in e["results"] or [] if r["status"] == "accepted"]
+        accepted = [
+            (r["op"], r["task_code"])
+            for e in ledger
+            if not e["key"].startswith(OFFER_KEY_PREFIX)  # the outbound side's batches: check_outbound
+            for r in e["results"] or []
+            if r["status"] == "accepted"
+        ]
         report = json.loads((reports / summary["run_id"] / division / REPORT_JSON).read_bytes())
         published = sorted((p["op"], p["task_code"]) for p in report["published"])
         if sorted(accepted) != published:
@@ -474,6 +481,7 @@ def main() -> int:
             if summary:
                 client = PlatformClient(urls.platform, **platform)
                 problems = check_against_platform(summary, client, reports)
+                problems += check_outbound(summary, urls.partners, s3.root("nightly"))
                 problems += outcome_problems(summary, client, pg_url(STORE_DB), reports)
                 served = [
                     (r["partner"], api.text(f"{URL_PREFIX}/runs/{quote(run_id, safe='')}/{r['partner']}/report.html"))

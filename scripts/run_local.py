@@ -57,7 +57,7 @@ def check_against_platform(summary: dict, client: PlatformClient, reports: Path 
     return problems
 
 
-def check_outbound(summary: dict, partners_url: str, home: Path) -> list[str]:
+def check_outbound(summary: dict, partners_url: str, home: Path | UPath) -> list[str]:
     """Each partner's configured list of our items, read from the partner simulator itself, must equal what
     we offered it this run (unless the offer failed and says so)."""
     from tongban.outbound.diff import digest

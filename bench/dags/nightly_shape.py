@@ -1,8 +1,9 @@
 """The floor of the nightly run: ``cross_province_sync``'s shape with empty task bodies (bench/bench_nightly.py).
 
-The same tasks, mapping and trigger rules: ``plan``, a mapped group of 3 tasks per partner, one province
-task over all of them, a mapped group of 4 tasks per partner, ``summarise`` (7 x partners + 3 task
-instances). Every task only passes on a small dict, so what a run of it costs is Airflow's own per-task cost.
+The same tasks, mapping and trigger rules: ``plan`` and ``outbound_library``, a mapped group of 3 tasks per
+partner, one province task over all of them, a mapped group of 5 tasks per partner, ``summarise`` (8 x
+partners + 4 task instances; tests/test_benches.py checks the shape against the DAG's). Every task only
+passes on a small dict, so what a run of it costs is Airflow's own per-task cost.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def nightly_shape_floor() -> None:
     @task
     def plan() -> list[str]:
         return list(get_current_context()["params"]["partners"])
+
+    @task
+    def outbound_library() -> dict[str, Any]:
+        return {}
 
     @task
     def fetch(division: str) -> dict[str, Any]:
@@ -52,8 +57,12 @@ def nightly_shape_floor() -> None:
         return reconciled
 
     @task
-    def report(published: dict[str, Any]) -> dict[str, Any]:
-        return published
+    def offer(checked: dict[str, Any]) -> dict[str, Any]:
+        return checked
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def report(checked: dict[str, Any]) -> dict[str, Any]:
+        return checked
 
     @task
     def deliver(reported: dict[str, Any]) -> dict[str, Any]:
@@ -65,13 +74,16 @@ def nightly_shape_floor() -> None:
 
     @task_group(group_id="partner_publish")
     def publish_partner(checked: dict[str, Any]) -> None:
-        deliver(report(publish(reconcile(checked))))
+        reported = report(checked)
+        [publish(reconcile(checked)), library >> offer(checked)] >> reported
+        deliver(reported)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
     def summarise(divisions: list[str]) -> dict[str, Any]:
         return {"partners": len(divisions)}
 
     divisions = plan()
+    library = outbound_library()
     validated = validate_partner.expand(division=divisions)
     checked = province_five_level(divisions, validated)
     publish_partner.expand(checked=checked) >> summarise(divisions)
