@@ -12,7 +12,7 @@ AIRFLOW_DB := $(TONGBAN_HOME)/airflow/.migrated-3.3.2
 
 include mk/ui.mk
 
-.PHONY: help venv airflow-db run ui test lint e2e bench bench-national lock clean env
+.PHONY: help venv airflow-db run ui test lint e2e bench bench-national bench-nightly lock clean env
 help:
 	@echo "make run   - start the simulators, run cross_province_sync once with Airflow, print the result"
 	@echo "             ARGS=\"--partners 440100 --full-resync --dry-run\" passes DAG params"
@@ -20,6 +20,7 @@ help:
 	@echo "make test  - ruff + the whole test suite"
 	@echo "make bench - validation, reconciliation and publishing benchmarks (bench/*.py --help for larger sizes)"
 	@echo "make bench-national - the whole pipeline on ~1M items of simulated partners, time and memory per stage"
+	@echo "make bench-nightly - the nightly run against an empty DAG of its shape (Airflow's floor), times and ratio"
 	@echo "make lock  - recompile requirements.txt from requirements.in"
 	@echo "make env   - write .env for docker compose: a new Fernet key, random secrets (never overwrites)"
 
@@ -60,6 +61,10 @@ bench: venv
 # The whole pipeline at national scale (about 1M items; ~30 min here). BENCH_ARGS="--partners 6 --items 2000" for a look.
 bench-national: venv
 	$(PY) bench/bench_national.py $(BENCH_ARGS)
+
+# The real DAG and an empty DAG of its shape under `airflow dags test`, times and ratio. BENCH_ARGS="--partners 440100".
+bench-nightly: venv airflow-db
+	$(PY) bench/bench_nightly.py $(BENCH_ARGS)
 
 lock: venv
 	$(VENV)/bin/uv pip compile --quiet --python-version 3.11 --no-header requirements.in -o requirements.txt
