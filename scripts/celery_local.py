@@ -38,6 +38,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ STORE_DB = "tongban_store_ci"
 REDIS_URL = os.environ.get("TONGBAN_CI_REDIS_URL", "redis://127.0.0.1:6379/5")
 WORKERS = ("w1", "w2")
 VICTIM = "w2"  # the worker killed mid-run
+UNFINISHED = (None, "scheduled", "queued", "running", "up_for_retry", "restarting", "deferred", "up_for_reschedule")
 HEARTBEAT_TIMEOUT = 45  # seconds without a task heartbeat before the scheduler fails the task (then retries it)
 URL_PREFIX = "/tongban"  # the UI plugin's (tongban_ui.settings.URL_PREFIX; plugins/ is not importable here)
 CONCURRENCY = 2
@@ -236,10 +238,12 @@ def task_instances(api: Api, run_id: str) -> list[dict[str, Any]]:
             return tis
 
 
-def to_kill(tis: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def to_kill(tis: list[dict[str, Any]], pushing: Callable[[str], bool]) -> list[dict[str, Any]]:
     """The task instances to kill ``VICTIM`` under, or none yet: what it runs of the publishing group, as soon as
-    that includes a ``publish`` (killed between batches, the ledger must keep the outcome whole), or once no
-    ``publish`` is left to start (so the kill happens in every run)."""
+    one of them is a ``publish`` that has begun pushing its partner's batches (``pushing(division)``: the ledger
+    has a batch of it; the kill lands between the push and the end of the task, where the retry must replay the
+    batch, not apply it twice), or, once every ``publish`` has ended, whatever it runs of the group (so that
+    every run has its kill)."""
     publish = "partner_publish.publish"
     running = [
         ti
@@ -248,8 +252,18 @@ def to_kill(tis: list[dict[str, Any]]) -> list[dict[str, Any]]:
         and (ti.get("hostname") or "").startswith(f"{VICTIM}@")
         and ti["task_id"].startswith("partner_publish.")
     ]
-    to_start = any(ti["task_id"] == publish and ti["state"] in (None, "scheduled", "queued") for ti in tis)
-    return running if any(ti["task_id"] == publish for ti in running) or not to_start else []
+    mid_push = any(
+        ti["task_id"] == publish and pushing((ti.get("rendered_map_index") or "").split(" ")[0]) for ti in running
+    )
+    publishing = any(ti["task_id"] == publish and ti["state"] in UNFINISHED for ti in tis)
+    return running if mid_push or not publishing else []
+
+
+def pushed(store: Any, run_id: str, division: str) -> bool:
+    """Whether a publish batch of ``division`` in the run is in the ledger (pending or acknowledged)."""
+    from tongban.outbound.stages import KEY_PREFIX as OFFER_KEY_PREFIX
+
+    return any(not e["key"].startswith(OFFER_KEY_PREFIX) for e in store.ledger(run_id, division))
 
 
 def outcome_problems(summary: dict[str, Any], platform: PlatformClient, store_url: str, reports: UPath) -> list[str]:
@@ -449,6 +463,9 @@ def main() -> int:
                 flush=True,
             )
             killed: list[dict[str, Any]] = []
+            from tongban.store.repo import ItemStore
+
+            store = ItemStore(pg_url(STORE_DB))
             deadline = time.monotonic() + args.timeout
             while True:
                 procs.check_alive()
@@ -459,7 +476,7 @@ def main() -> int:
                 if state in ("success", "failed"):
                     break
                 if not args.no_kill and not killed:
-                    killed = to_kill(task_instances(api, run_id))
+                    killed = to_kill(task_instances(api, run_id), lambda division: pushed(store, run_id, division))
                     if killed:
                         procs.kill(f"worker-{VICTIM}")
                         print(
@@ -469,7 +486,7 @@ def main() -> int:
                         )
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"run {run_id} not finished after {args.timeout:.0f}s")
-                time.sleep(1 if not args.no_kill and not killed else 5)
+                time.sleep(0.5 if not args.no_kill and not killed else 5)
             timings["the run (trigger → finished)"] = time.monotonic() - step
 
             tis = task_instances(api, run_id)

@@ -1,4 +1,4 @@
-"""When `make celery-e2e` kills worker w2 (issue 14.3): during a publish if it gets one, and in every run."""
+"""When `make celery-e2e` kills worker w2 (issue 14.3): in a publish that is pushing, and in every run."""
 
 from __future__ import annotations
 
@@ -7,29 +7,35 @@ from typing import Any
 from scripts.celery_local import VICTIM, to_kill
 
 
-def ti(task: str, state: str | None, worker: str | None = None, index: int = 0) -> dict[str, Any]:
-    return {"task_id": task, "map_index": index, "state": state, "hostname": f"{worker}@host" if worker else None}
+def ti(task: str, state: str | None, worker: str | None = None, division: str = "440100") -> dict[str, Any]:
+    host = f"{worker}@host" if worker else None
+    return {"task_id": task, "state": state, "hostname": host, "rendered_map_index": f"{division} 某市"}
 
 
-def test_kills_at_once_when_the_victim_runs_a_publish() -> None:
+def test_kills_when_the_victims_publish_has_begun_pushing() -> None:
     tis = [
-        ti("partner_publish.publish", "running", VICTIM, 0),
-        ti("partner_publish.reconcile", "running", VICTIM, 1),
-        ti("partner_publish.publish", "queued", None, 1),
+        ti("partner_publish.publish", "running", VICTIM, "440100"),
+        ti("partner_publish.reconcile", "running", VICTIM, "370100"),
+        ti("partner_publish.publish", "queued", None, "370100"),
     ]
-    assert to_kill(tis) == tis[:2]
+    assert to_kill(tis, lambda division: division == "440100") == tis[:2]
+
+
+def test_waits_while_the_victims_publish_has_not_pushed_yet() -> None:
+    tis = [ti("partner_publish.publish", "running", VICTIM, "440100")]
+    assert to_kill(tis, lambda division: False) == []
 
 
 def test_waits_while_a_publish_may_still_come_to_the_victim() -> None:
-    tis = [ti("partner_publish.reconcile", "running", VICTIM, 0), ti("partner_publish.publish", None, None, 0)]
-    assert to_kill(tis) == []
+    tis = [ti("partner_publish.reconcile", "running", VICTIM), ti("partner_publish.publish", None)]
+    assert to_kill(tis, lambda division: True) == []
 
 
-def test_kills_during_the_rest_of_the_group_once_no_publish_is_left_to_start() -> None:
-    tis = [ti("partner_publish.publish", "success", "w1", 0), ti("partner_publish.report", "running", VICTIM, 0)]
-    assert to_kill(tis) == tis[1:]
+def test_kills_during_the_rest_of_the_group_once_every_publish_has_ended() -> None:
+    tis = [ti("partner_publish.publish", "success", "w1"), ti("partner_publish.report", "running", VICTIM)]
+    assert to_kill(tis, lambda division: False) == tis[1:]
 
 
 def test_never_for_tasks_on_the_other_worker_or_outside_the_publishing_group() -> None:
-    tis = [ti("partner_publish.publish", "running", "w1", 0), ti("partner.validate", "running", VICTIM, 1)]
-    assert to_kill(tis) == []
+    tis = [ti("partner_publish.publish", "running", "w1"), ti("partner.validate", "running", VICTIM, "370100")]
+    assert to_kill(tis, lambda division: True) == []
