@@ -266,6 +266,18 @@ def pushed(store: Any, run_id: str, division: str) -> bool:
     return any(not e["key"].startswith(OFFER_KEY_PREFIX) for e in store.ledger(run_id, division))
 
 
+def replays(root: UPath, run_id: str, ti: dict[str, Any]) -> str:
+    """For a publish killed mid-run: how its retry sent each batch (replayed: applied once, by the first try)."""
+    from tongban.pipeline import PUBLISH
+    from tongban.storage import read_json, run_dir
+
+    if ti["task_id"] != "partner_publish.publish":
+        return ""
+    division = (ti.get("rendered_map_index") or "").split(" ")[0]
+    batches = read_json(run_dir(root, run_id, division) / PUBLISH)["batches"]
+    return f"; its batches: {', '.join('replayed' if b.get('replayed') else 'sent' for b in batches) or 'none'}"
+
+
 def outcome_problems(summary: dict[str, Any], platform: PlatformClient, store_url: str, reports: UPath) -> list[str]:
     """Beyond the platform and outbound checks: nothing lost, nothing duplicated. Per partner, the ledger has no
     batch left pending, and its publish batches accepted exactly the operations the report lists as published;
@@ -525,7 +537,7 @@ def main() -> int:
                     else:
                         print(
                             f"recovered: {ti['task_id']}[{ti.get('map_index')}] try {after.get('try_number')} "
-                            f"succeeded on {after.get('hostname')}"
+                            f"succeeded on {after.get('hostname')}" + replays(s3.root("nightly"), run_id, ti)
                         )
         finally:
             procs.stop_all()

@@ -39,3 +39,16 @@ def test_kills_during_the_rest_of_the_group_once_every_publish_has_ended() -> No
 def test_never_for_tasks_on_the_other_worker_or_outside_the_publishing_group() -> None:
     tis = [ti("partner_publish.publish", "running", "w1"), ti("partner.validate", "running", VICTIM, "370100")]
     assert to_kill(tis, lambda division: True) == []
+
+
+def test_a_killed_publish_says_how_its_retry_sent_each_batch(tmp_path: Any) -> None:
+    from upath import UPath
+
+    from scripts.celery_local import replays
+    from tongban.pipeline import PUBLISH
+    from tongban.storage import run_dir, write_json
+
+    root = UPath(tmp_path)
+    write_json(run_dir(root, "r1", "440100") / PUBLISH, {"batches": [{"replayed": True}, {"replayed": None}]})
+    assert replays(root, "r1", ti("partner_publish.publish", "success", "w1")) == "; its batches: replayed, sent"
+    assert replays(root, "r1", ti("partner_publish.report", "success", "w1")) == ""
