@@ -175,15 +175,21 @@ def test_a_catalogue_cut_short_removes_nothing(world: World, division: str, faul
     assert bad.notices and bad.notices[0]["event"] == "removals_held"
 
 
-def test_a_sharp_shrink_alone_holds_the_removals(world: World) -> None:
-    """Fewer removals than the removal rate (most items quarantined with their codes), but the declared total
-    fell by more than the limit: still held."""
+def test_removals_are_held_while_the_partners_other_changes_are_published(world: World) -> None:
+    """A catalogue a quarter short (removal rate and shrink both over the limit) holds its removals; the one real
+    change the partner made that night is published all the same."""
     before = published_first(world, PAGED)
+    kept = sorted(r["task_code"] for r in world.partners.served(PAGED))[:150]
+    changed = next(r["task_code"] for r in world.alone(PAGED) if r["task_code"] in kept)
+    world.partners.patch(PAGED, changed, result="本次更新的办理结果")
     world.partners.faults(PAGED, {"kind": "total_shrinks", "total": 150})  # 25% fewer: 50 removals of 200
     bad = world.night(PAGED, full=True)
     guard = bad.report["removal_guard"]
-    assert world.on_platform(PAGED) == before and guard["held"]
-    assert guard["reasons"] and "150" in guard["reasons"][-1] and "25% > 20%" in guard["reasons"][-1]
+    assert guard["held"] and guard["reasons"] and "150" in guard["reasons"][-1] and "25% > 20%" in guard["reasons"][-1]
+    # the partner's other changes are published all the same
+    assert [c["task_code"] for c in bad.report["changed"]] == [changed]
+    after = world.on_platform(PAGED)
+    assert after.keys() == before.keys() and {c for c in after if after[c] != before[c]} == {changed}
 
 
 def test_numeric_task_codes_are_recovered_and_held(world: World) -> None:
