@@ -21,10 +21,11 @@ from upath import UPath
 from tests.ingest.conftest import FAST, Partners
 from tests.partner_texts import internal_in, report_texts
 from tests.simulators.conftest import serving
-from tongban import pipeline, watermark
+from tongban import guard, pipeline, watermark
 from tongban.guard import check_confirmations, parse_confirmations
 from tongban.model import content_hash
 from tongban.publish import PlatformClient
+from tongban.reconcile import Reconciliation
 from tongban.registry import Registry, load_registry, wire_formats
 from tongban.simulators.credentials import platform_credentials
 from tongban.simulators.partners import create_partner_app
@@ -317,3 +318,21 @@ def test_unreadable_records_without_a_code_count_against_the_rate(world: World) 
     assert validation["unidentified"] == 25 and validation["records"] == 100
     assert validation["held_back"] and night.report["hold_back"]["failing"] >= 25
     assert [q["task_code"] for q in read_jsonl(night.run / pipeline.QUARANTINE)].count(None) == 25
+
+
+def test_a_sharp_shrink_alone_holds_the_removals() -> None:
+    """Few removals (10 of 100 published), but the catalogue shrank by 30% against the last complete full pull
+    (the rest of the missing records were never on the platform): held, for the shrink alone."""
+    removed = [{"task_code": f"T{i:03d}", "name": "事项", "level": "3"} for i in range(10)]
+    recon = Reconciliation(removed=list(removed), unchanged=[f"K{i:03d}" for i in range(90)])
+    guard.apply(recon, 100, size=70, previous_size=100, limit=0.2)
+    assert recon.removed == [] and recon.held == [r["task_code"] for r in removed]
+    assert recon.removal_guard and recon.removal_guard["reasons"] == [
+        "贵方接口给出的事项总数 70 较上次已发布的全量拉取（100）减少 30% > 20%"
+    ]
+    fine = Reconciliation(removed=list(removed))
+    guard.apply(fine, 100, size=90, previous_size=100, limit=0.2)  # 10% fewer, 10% removed: ordinary
+    assert fine.removed == removed and fine.removal_guard is None
+    incremental = Reconciliation(removed=list(removed), full=False)
+    guard.apply(incremental, 10, size=1, previous_size=100, limit=0.2)
+    assert incremental.removal_guard is None
