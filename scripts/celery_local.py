@@ -40,6 +40,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -238,9 +239,9 @@ def task_instances(api: Api, run_id: str) -> list[dict[str, Any]]:
             return tis
 
 
-def to_kill(tis: list[dict[str, Any]], pushing: Callable[[str], bool]) -> list[dict[str, Any]]:
+def to_kill(tis: list[dict[str, Any]], pushing: Callable[[int], bool]) -> list[dict[str, Any]]:
     """The task instances to kill ``VICTIM`` under, or none yet: what it runs of the publishing group, as soon as
-    one of them is a ``publish`` that has begun pushing its partner's batches (``pushing(division)``: the ledger
+    one of them is a ``publish`` that has begun pushing its partner's batches (``pushing(map_index)``: the ledger
     has a batch of it; the kill lands between the push and the end of the task, where the retry must replay the
     batch, not apply it twice), or, once every ``publish`` has ended, whatever it runs of the group (so that
     every run has its kill)."""
@@ -252,18 +253,28 @@ def to_kill(tis: list[dict[str, Any]], pushing: Callable[[str], bool]) -> list[d
         and (ti.get("hostname") or "").startswith(f"{VICTIM}@")
         and ti["task_id"].startswith("partner_publish.")
     ]
-    mid_push = any(
-        ti["task_id"] == publish and pushing((ti.get("rendered_map_index") or "").split(" ")[0]) for ti in running
-    )
+    mid_push = any(ti["task_id"] == publish and pushing(ti["map_index"]) for ti in running)
     publishing = any(ti["task_id"] == publish and ti["state"] in UNFINISHED for ti in tis)
     return running if mid_push or not publishing else []
 
 
-def pushed(store: Any, run_id: str, division: str) -> bool:
-    """Whether a publish batch of ``division`` in the run is in the ledger (pending or acknowledged)."""
+def plan_of(api: Api, run_path: str) -> list[str]:
+    """The divisions ``plan`` returned (empty until it has): the publishing group's map indexes follow them."""
+    try:
+        value = api.call("GET", f"{run_path}/taskInstances/plan/xcomEntries/return_value")["value"]
+    except RuntimeError:  # 404 until plan is done
+        return []
+    value = json.loads(value) if isinstance(value, str) else value
+    return [str(d) for d in value] if isinstance(value, list) else []
+
+
+def pushed(store: Any, run_id: str, planned: list[str], map_index: int) -> bool:
+    """Whether a publish batch of the partner at ``map_index`` of the plan is in the ledger (pending or acked)."""
     from tongban.outbound.stages import KEY_PREFIX as OFFER_KEY_PREFIX
 
-    return any(not e["key"].startswith(OFFER_KEY_PREFIX) for e in store.ledger(run_id, division))
+    if not 0 <= map_index < len(planned):
+        return False
+    return any(not e["key"].startswith(OFFER_KEY_PREFIX) for e in store.ledger(run_id, planned[map_index]))
 
 
 def replays(root: UPath, run_id: str, ti: dict[str, Any]) -> str:
@@ -478,6 +489,8 @@ def main() -> int:
             from tongban.store.repo import ItemStore
 
             store = ItemStore(pg_url(STORE_DB))
+            planned: list[str] = []
+            run_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}"
             deadline = time.monotonic() + args.timeout
             while True:
                 procs.check_alive()
@@ -488,7 +501,8 @@ def main() -> int:
                 if state in ("success", "failed"):
                     break
                 if not args.no_kill and not killed:
-                    killed = to_kill(task_instances(api, run_id), lambda division: pushed(store, run_id, division))
+                    planned = planned or plan_of(api, run_path)  # what the publishing group maps over, in order
+                    killed = to_kill(task_instances(api, run_id), partial(pushed, store, run_id, planned))
                     if killed:
                         procs.kill(f"worker-{VICTIM}")
                         print(
@@ -537,7 +551,7 @@ def main() -> int:
                     else:
                         print(
                             f"recovered: {ti['task_id']}[{ti.get('map_index')}] try {after.get('try_number')} "
-                            f"succeeded on {after.get('hostname')}" + replays(s3.root("nightly"), run_id, ti)
+                            f"succeeded on {after.get('hostname')}" + replays(s3.root("nightly"), run_id, after)
                         )
         finally:
             procs.stop_all()
