@@ -143,3 +143,27 @@ def test_a_catalogue_with_full_width_codes_publishes_its_good_items_and_says_wha
     assert report["counts"]["published"] == report["counts"]["added"] >= len(dirty)
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "编码规范化（6）" in html and "（实施编码）" in html
+
+
+def test_a_change_only_in_invisible_characters_says_so_in_the_report(tmp_path: Any) -> None:
+    from tongban import report as reports
+    from tongban.reconcile import reconcile
+
+    partner = REGISTRY.partner("440300")
+    before = make_record(1, partner=partner.division)
+    after = {**before, "name": before["name"][:1] + ZWSP + before["name"][1:], "result": "另一个结果"}
+    built = reports.build(
+        partner=partner,
+        run_id="r",
+        fetched=1,
+        quarantined=[],
+        rejected=[],
+        warnings=[],
+        recon=reconcile([after], [before]),
+        publish={"dry_run": True},
+    )
+    [changed] = built.changed
+    shown = {c.label: reports.change_label(c, wire_formats()[partner.format]) for c in changed.changes}
+    assert shown == {"事项名称": "事项名称（SXMC）" + WIDTH_ONLY, "办理结果": "办理结果（BLJG）"}
+    html = reports.render_html(built)
+    assert "事项名称（SXMC）" + WIDTH_ONLY in html and "办理结果（BLJG）" in html

@@ -19,14 +19,15 @@ from upath import UPath
 
 from tongban import guard, watermark
 from tongban.config import max_critical_rate
-from tongban.model import LABELS
+from tongban.model import COMPARED, LABELS
+from tongban.normalise import WIDTH_ONLY, width_only_difference
 from tongban.outbound.diff import COUNT_KEYS as OUTBOUND_KEYS
 from tongban.outbound.report import SECTION_TITLE, SHEET_HEADINGS, sheet_rows
 from tongban.outbound.report import section as outbound_section
 from tongban.outbound.report import summary_rows as outbound_summary
 from tongban.outstanding import KIND_LABELS, RESOLUTION_LABELS
 from tongban.reconcile import Reconciliation
-from tongban.registry import Partner, label
+from tongban.registry import Partner, WireFormat, label, load_registry, wire_formats
 from tongban.report_model import (
     Brief,
     ChangedItem,
@@ -91,11 +92,39 @@ def _brief(record: Mapping[str, Any]) -> Brief:
     )
 
 
-def _flagged(entry: Mapping[str, Any]) -> Flagged:
+def element_fields(fmt: WireFormat, element: str) -> str:
+    """An element's fields as the partner's format names them (``SXMC``; ``FDBJSX、FDBJSXDW、…``)."""
+    fields = next((e.fields for e in COMPARED if e.key == element), ())
+    return "、".join(fmt.fields[f] for f in fields if f in fmt.fields)
+
+
+def _flagged(entry: Mapping[str, Any], fmt: WireFormat) -> Flagged:
     findings = [
-        Finding.model_validate({**f, "label": LABELS.get(f["element"], f["element"])}) for f in entry["findings"]
+        Finding.model_validate(
+            {**f, "label": LABELS.get(f["element"], f["element"]), "fields": element_fields(fmt, f["element"])}
+        )
+        for f in entry["findings"]
     ]
     return Flagged(**_brief(entry["record"]).model_dump(), findings=findings)
+
+
+def change_label(change: ElementChange, fmt: WireFormat | None) -> str:
+    """A changed element as the partner reads it: its label, its own field names, and whether the old and new
+    values differ only in width or invisible characters."""
+    shown = shown_label(change.label, element_fields(fmt, change.element) if fmt else "")
+    return shown + (WIDTH_ONLY if width_only_difference(change.old, change.new) else "")
+
+
+def _wire_format(division: str) -> WireFormat | None:
+    try:
+        return wire_formats()[load_registry().partner(division).format]
+    except KeyError:  # a report of a partner no longer in the registry
+        return None
+
+
+def shown_label(label: str, fields: str) -> str:
+    """``事项名称（SXMC）``: the Chinese label with the partner's own field names."""
+    return f"{label}（{fields}）" if fields else label
 
 
 def notices(report: PartnerReport) -> list[str]:
@@ -158,6 +187,7 @@ def build(
     ``hold_back``: the validation (or province check) summary when the partner was held back whole;
     ``held_with_partner``: its records that passed and were held with it; ``future_dated``: records of
     the pull dated after it (``fetch.json``)."""
+    fmt = wire_formats()[partner.format]
     return PartnerReport(
         partner=partner.division,
         partner_name=partner.name,
@@ -170,8 +200,8 @@ def build(
             QuarantinedRecord(position=q["position"], task_code=q.get("task_code"), problems=q["problems"])
             for q in quarantined
         ],
-        rejected=[_flagged(r) for r in rejected],
-        warnings=[_flagged(w) for w in warnings],
+        rejected=[_flagged(r, fmt) for r in rejected],
+        warnings=[_flagged(w, fmt) for w in warnings],
         added=[_brief(r) for r in recon.added],
         changed=[
             ChangedItem(
@@ -279,6 +309,8 @@ def render_html(report: PartnerReport) -> str:
             counts=report.counts.model_dump(),
             count_labels=COUNT_LABELS,
             page_span=page_span,
+            shown_label=shown_label,
+            change_label=lambda e: change_label(e, _wire_format(report.partner)),
             op_labels=OP_LABELS,
         )
     )
@@ -298,6 +330,7 @@ def spreadsheet_safe(value: Any) -> Any:
 
 def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]]]:
     """Sheet name -> (headings, rows): the workbook's content, taken from the report model only."""
+    fmt = _wire_format(report.partner)
     return {
         "汇总": (
             ["类别", "数量"],
@@ -311,7 +344,7 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
         ),
         "变更": (
             ["实施编码", "事项名称", "要素", "原值", "新值"],
-            [[c.task_code, c.name, e.label, e.old, e.new] for c in report.changed for e in c.changes],
+            [[c.task_code, c.name, change_label(e, fmt), e.old, e.new] for c in report.changed for e in c.changes],
         ),
         "编码变更": (
             ["原实施编码", "新实施编码", "事项名称"],
@@ -324,7 +357,7 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
         "退回": (
             ["实施编码", "事项名称", "要素", "原因"],
             [
-                [i.task_code, i.name, f.label, f.message]
+                [i.task_code, i.name, shown_label(f.label, f.fields), f.message]
                 for i in report.rejected
                 for f in i.findings
                 if f.severity == "critical"
@@ -336,7 +369,11 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
         ),
         "待核": (
             ["实施编码", "事项名称", "要素", "说明"],
-            [[i.task_code, i.name, f.label, f.message] for i in report.warnings for f in i.findings],
+            [
+                [i.task_code, i.name, shown_label(f.label, f.fields), f.message]
+                for i in report.warnings
+                for f in i.findings
+            ],
         ),
         "待整改": (
             ["实施编码", "事项名称", "类别", "原因", "首次发现", "首次发现的运行", "已持续（次运行）"],

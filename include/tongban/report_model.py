@@ -38,6 +38,7 @@ class Finding(_Part):
     task_code: str | None = None
     element: str
     label: str = Field(description="the element's Chinese label")
+    fields: str = Field(default="", description="the element's fields as the partner's format names them")
     expectation: str = Field(description="the suite's check name")
     severity: str = Field(description="critical (rejected) or warning (published, to check)")
     message: str = Field(description="Chinese text for the partner")

@@ -117,6 +117,11 @@ def test_no_text_of_a_real_report_names_an_internal_field(
     counts = report["counts"]
     assert counts["quarantined"] and counts["rejected"] and counts["duplicates"] and counts["platform_rejected"]
     fmt = wire_formats()[partner.format]
+    own = set(fmt.fields.values())
+    findings = [f for r in report["rejected"] for f in r["findings"]]
+    assert findings and all(f["fields"] and set(f["fields"].split("、")) <= own for f in findings)
+    page = (Path(str(out)) / "report.html").read_text(encoding="utf-8")
+    assert f"<td>{findings[0]['label']}（{findings[0]['fields']}）</td>" in page  # the label with the partner's field
     texts = list(report_texts(Path(str(out))))
     assert len(texts) > 50
     for where, text in texts:

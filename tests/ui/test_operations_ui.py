@@ -96,7 +96,7 @@ def test_data_docs_come_with_local_assets_and_link_the_validation_page(server: S
     status, _, css = server.get(run_path(NEW_RUN, "440100/data_docs/static/styles/data_docs_default_styles.css"))
     assert status == 200 and css
     status, _, page = server.get(run_path(NEW_RUN, f"440100/data_docs/{validation}"))
-    assert status == 200 and "fa-times" in page and '.fa-times::before' in page  # the status icons
+    assert status == 200 and "fa-times" in page and ".fa-times::before" in page  # the status icons
     assert 'href="../../../../static/styles/data_docs_default_styles.css"' in page
 
 
