@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -36,6 +38,9 @@ DOC_MD = """
 Every night at 02:00 Asia/Shanghai, for each partner region in the registry (two mapped task groups per
 partner, shown by its division code, around one province-level task):
 
+0. **partner.settle** claims the run's publish sequence for the partner (a run superseded by a newer one fails
+   here and at every later publishing step) and settles the publish ledger rows earlier runs left unsettled
+   against the platform, so the item store holds what the platform applied;
 1. **partner.fetch** the partner's catalogue page by page; every raw response is archived first;
 2. **partner.normalise** it to the canonical item model; unparseable or unmappable records are quarantined;
 3. **partner.validate** the elements and 五级N同 inside the partner with the GX suite `expectations/items.json`;
@@ -169,6 +174,19 @@ def _confirmed_run(division: str) -> str | None:
     return parse_confirmations(get_current_context()["params"].get("confirm_removals", [])).get(division)
 
 
+@contextmanager
+def _stale_fails() -> Iterator[None]:
+    """A run superseded for the partner by a newer one fails at once, naming the newer run (no retries:
+    it stays superseded). Airflow 3 tasks cannot set another run's state, so a stale run is stopped by
+    its own tasks, which check the partner's publish sequence in the item store."""
+    from tongban.publish import StaleRun
+
+    try:
+        yield
+    except StaleRun as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
 PARTNER_TASK = {"map_index_template": "{{ partner_label }}"}
 PARTNER_API_POOL = "partner_api"  # tongban.pools.PARTNER_API_POOL; one pool for all (see tongban/pools.py)
 
@@ -226,6 +244,15 @@ def cross_province_sync() -> None:
         except ValueError as exc:
             raise AirflowFailException(str(exc)) from exc
         return divisions
+
+    @task(**PARTNER_TASK)
+    def settle(division: str) -> dict[str, Any]:
+        """Claim this run's publish sequence and settle earlier runs' unsettled batches (tongban.publish.settle)."""
+        from tongban import pipeline
+
+        run_id = get_current_context()["run_id"]
+        with _stale_fails():
+            return pipeline.settle_partner(_partner(division), _run_dir(division), _platform(), _store(), run_id)
 
     @task(**PARTNER_TASK, pool=PARTNER_API_POOL)
     def fetch(division: str) -> dict[str, Any]:
@@ -297,9 +324,10 @@ def cross_province_sync() -> None:
                 "publish or report; its previous list stays on the platform"
             )
         run_id = get_current_context()["run_id"]
-        return pipeline.reconcile_partner(
-            partner, _run_dir(division), _platform(), _store(), run_id, confirmed_run=_confirmed_run(division)
-        )
+        with _stale_fails():
+            return pipeline.reconcile_partner(
+                partner, _run_dir(division), _platform(), _store(), run_id, confirmed_run=_confirmed_run(division)
+            )
 
     @task(**PARTNER_TASK)
     def publish(reconciled: dict[str, Any]) -> dict[str, Any]:
@@ -307,14 +335,15 @@ def cross_province_sync() -> None:
 
         division = reconciled["partner"]
         context = get_current_context()
-        return pipeline.publish_partner(
-            _partner(division, after_check=True),
-            _run_dir(division),
-            _platform(),
-            _store(),
-            context["run_id"],
-            context["params"]["dry_run"],
-        )
+        with _stale_fails():
+            return pipeline.publish_partner(
+                _partner(division, after_check=True),
+                _run_dir(division),
+                _platform(),
+                _store(),
+                context["run_id"],
+                context["params"]["dry_run"],
+            )
 
     @task
     def outbound_library() -> dict[str, Any]:
@@ -368,13 +397,14 @@ def cross_province_sync() -> None:
         run_id = context["run_id"]
         if not (_run_dir(division) / pipeline.PUBLISH).exists():
             raise AirflowSkipException(f"partner {division} was not published this run: no report (see its tasks)")
-        summary = pipeline.write_report(
-            _partner(division, after_check=True),
-            _run_dir(division),
-            report_dir(_storage(), run_id, division),
-            run_id,
-            _store(),
-        )
+        with _stale_fails():
+            summary = pipeline.write_report(
+                _partner(division, after_check=True),
+                _run_dir(division),
+                report_dir(_storage(), run_id, division),
+                run_id,
+                _store(),
+            )
         if summary["notices"]:  # held back, or removals held: a person must know, though nothing failed
             from tongban_alerts import notify_partner
 
@@ -403,6 +433,7 @@ def cross_province_sync() -> None:
                 base_url(conn.host, conn.port, conn.schema),
                 secret=conn.password,
                 root=_storage(),
+                store=_store(),
             )
         except DeliveryError as exc:
             if not exc.retryable:
@@ -411,7 +442,9 @@ def cross_province_sync() -> None:
 
     @task_group(group_id="partner")
     def validate_partner(division: str) -> Any:
-        return validate(normalise(fetch(division)))
+        fetched = fetch(division)
+        settle(division) >> fetched
+        return validate(normalise(fetched))
 
     @task_group(group_id="partner_publish")
     def publish_partner(checked: dict[str, Any]) -> None:

@@ -523,7 +523,7 @@ def main() -> int:
             failures = []
             if summary:
                 client = PlatformClient(urls.platform, **platform)
-                problems = check_against_platform(summary, client, reports)
+                problems = check_against_platform(summary, client, reports, store)
                 problems += check_outbound(summary, urls.partners, s3.root("nightly"))
                 problems += outcome_problems(summary, client, pg_url(STORE_DB), reports)
                 served = [

@@ -62,21 +62,34 @@ def airflow_env(home: Path | None = None, extra: dict[str, str] | None = None) -
     return env
 
 
+def airflow_command(*args: str) -> list[str]:
+    """The command line of the `airflow` CLI of this virtualenv."""
+    return [str(Path(sys.executable).with_name("airflow")), *args]
+
+
 def airflow(*args: str, env: dict[str, str] | None = None, **kwargs: object) -> subprocess.CompletedProcess[str]:
     """Run the `airflow` CLI of this virtualenv with the embedded deployment's environment."""
-    exe = str(Path(sys.executable).with_name("airflow"))
-    return subprocess.run([exe, *args], env=env or airflow_env(), text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    return subprocess.run(airflow_command(*args), env=env or airflow_env(), text=True, check=False, **kwargs)  # type: ignore[call-overload]
+
+
+def dags_test_command(
+    env: dict[str, str], conf: dict[str, object] | None = None, *extra: str
+) -> tuple[list[str], dict[str, str]]:
+    """Command line and environment of one run of the sync with `airflow dags test` (in-process, no
+    scheduler). The 06:00 deadline alert is left out there (see the DAG file): Airflow 3.3.2's test mode
+    cannot finish a run that has one. ``extra``: more arguments (a logical date, --mark-success-pattern)."""
+    import json
+
+    args = airflow_command("dags", "test", DAG_ID, *extra, *(["-c", json.dumps(conf)] if conf else []))
+    return args, {**env, "TONGBAN_DEADLINE_ALERT": "off"}
 
 
 def dags_test(
     env: dict[str, str], conf: dict[str, object] | None = None, **kwargs: object
 ) -> subprocess.CompletedProcess[str]:
-    """One run of the sync with `airflow dags test` (in-process, no scheduler). The 06:00 deadline alert
-    is left out there (see the DAG file): Airflow 3.3.2's test mode cannot finish a run that has one."""
-    import json
-
-    args = ["dags", "test", DAG_ID, *(["-c", json.dumps(conf)] if conf else [])]
-    return airflow(*args, env={**env, "TONGBAN_DEADLINE_ALERT": "off"}, **kwargs)
+    """One run of the sync with `airflow dags test` (see :func:`dags_test_command`)."""
+    args, run_env = dags_test_command(env, conf)
+    return subprocess.run(args, env=run_env, text=True, check=False, **kwargs)  # type: ignore[call-overload]
 
 
 def ensure_pools(env: dict[str, str] | None = None, divisions: list[str] | None = None) -> int:

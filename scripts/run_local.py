@@ -23,11 +23,13 @@ from upath import UPath
 
 from scripts.localenv import DAG_ID, airflow_env, dags_test, ensure_pools, tongban_home
 from tongban.connections import PLATFORM_CONN_ID, conn_env_var, simulator_connections
-from tongban.publish import PlatformClient
+from tongban.publish import PlatformClient, PublishError, drift
 from tongban.registry import load_registry
 from tongban.report import REPORT_JSON, SUMMARY_JSON, summary_table
 from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.launcher import running_simulators
+from tongban.store import default_url
+from tongban.store.repo import ItemStore
 
 
 def newest_summary(reports: Path | UPath, since: float) -> Path | UPath | None:
@@ -36,9 +38,20 @@ def newest_summary(reports: Path | UPath, since: float) -> Path | UPath | None:
     return max((f for f in found if f[0] >= since - 1), key=lambda f: f[0], default=(0, None))[1]
 
 
-def check_against_platform(summary: dict, client: PlatformClient, reports: Path | UPath) -> list[str]:
-    """Each partner's platform list must be what its report (under ``reports``, local or object storage)
-    says was kept, added or changed."""
+def check_against_platform(summary: dict, client: PlatformClient, reports: Path | UPath, store: ItemStore) -> list[str]:
+    """Each partner's platform list must be what its report (under ``reports``, local or object storage) says
+    was kept, added or changed, hold item by item the content the item store says was published (content
+    hashes), and leave no ledger row unsettled. A platform that does not answer is one problem, said as such
+    (no traceback)."""
+    try:
+        return _check_against_platform(summary, client, reports, store)
+    except (requests.RequestException, PublishError) as exc:
+        return [f"platform check not done: the platform at {client.base_url} did not answer: {str(exc)[:300]}"]
+
+
+def _check_against_platform(
+    summary: dict, client: PlatformClient, reports: Path | UPath, store: ItemStore
+) -> list[str]:
     problems = []
     for row in summary["partners"]:
         if row["status"] == "failed":
@@ -46,14 +59,23 @@ def check_against_platform(summary: dict, client: PlatformClient, reports: Path 
         report = json.loads((reports / summary["run_id"] / row["partner"] / REPORT_JSON).read_bytes())
         removed = {r["task_code"] for r in report["removed"]}
         expected = {*report["unchanged"], *report["held"], *(c["task_code"] for c in report["changed"]), *removed}
+        recoded = {r["old_code"]: r["task_code"] for r in report.get("recoded", [])}
+        expected |= recoded.keys()
         if not report["dry_run"]:
             refused = {(p["op"], p["task_code"]) for p in report["platform_rejected"]}
-            expected -= {c for c in removed if ("delete", c) not in refused}
+            expected -= {c for c in [*removed, *recoded] if ("delete", c) not in refused}
             expected |= {a["task_code"] for a in report["added"] if ("upsert", a["task_code"]) not in refused}
+            expected |= {new for new in recoded.values() if ("upsert", new) not in refused}
+        differs = {k: v for k, v in drift(client, row["partner"], store).items() if v}
         held = {r["task_code"] for r in client.items(row["partner"])}
         row["platform"] = len(held)
         if held != expected:
             problems.append(f"{row['partner']}: platform holds {len(held)} items, the report implies {len(expected)}")
+        if differs:
+            where = "; ".join(f"{k} {len(v)}: {', '.join(v[:3])}" for k, v in differs.items())
+            problems.append(f"{row['partner']}: platform and item store differ in content ({where})")
+        if unsettled := store.unsettled(row["partner"]):
+            problems.append(f"{row['partner']}: {len(unsettled)} publish ledger rows left unsettled")
     return problems
 
 
@@ -186,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"\nthe run wrote no summary (airflow exited {result.returncode}); full log: {log}")
             return 1
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        problems = check_against_platform(summary, PlatformClient(urls.platform, **platform), home / "reports")
+        store = ItemStore(default_url(home))
+        problems = check_against_platform(summary, PlatformClient(urls.platform, **platform), home / "reports", store)
         problems += check_outbound(summary, urls.partners, home)
     print()
     print(summary_table(summary, extra=("platform", "ours")))

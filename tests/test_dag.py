@@ -44,11 +44,12 @@ def test_schedule_and_run_settings(dagbag) -> None:
 
 
 def test_partner_groups_around_the_province_check(dagbag) -> None:
-    """Per partner fetch -> normalise -> validate; then one province-level 五级N同 task over every partner,
-    run whatever became of them; then per partner reconcile -> publish -> report -> deliver, with the partner's
-    offer of our items (outbound) beside reconcile -> publish, both feeding its report."""
+    """Per partner settle -> fetch -> normalise -> validate; then one province-level 五级N同 task over every
+    partner, run whatever became of them; then per partner reconcile -> publish -> report -> deliver, with the
+    partner's offer of our items (outbound) beside reconcile -> publish, both feeding its report."""
     dag = dagbag.dags["cross_province_sync"]
     chain = [
+        "partner.settle",
         "partner.fetch",
         "partner.normalise",
         "partner.validate",

@@ -12,14 +12,17 @@ import pytest
 import requests
 from upath import UPath
 
+from tests.conftest import make_record
 from tests.ingest.conftest import Partners
-from tongban import pipeline
+from tongban import pipeline, report
 from tongban.archive import Archive
 from tongban.delivery import DeliveryError, checksum, send_report
 from tongban.http import HttpSettings
+from tongban.reconcile import reconcile
 from tongban.registry import load_registry
 from tongban.simulators.partners import create_partner_app
 from tongban.storage import read_json, report_dir, run_dir, write_json
+from tongban.store.repo import ItemStore
 
 from .simulators.conftest import serving
 
@@ -167,3 +170,63 @@ def test_dry_run_delivers_nothing(sim: Sim, tmp_path: Path) -> None:
     prepare(root, run_id, division, dry_run=True)
     assert deliver(sim, root, run_id, division)["status"] == "skipped"
     assert run_id not in {r["run_id"] for r in sim.received(division)}
+
+
+def test_changes_of_a_run_whose_report_never_arrived_are_told_by_the_next_delivered_report(
+    sim: Sim, tmp_path: Path
+) -> None:
+    """Issue 16 item 5: run 1 published and died before its report was delivered. Run 2's report tells of
+    run 1's changes too; only once the partner holds it do they count as reported."""
+    division, first, second = "440100", "manual__earlier-1", "manual__earlier-2"
+    store = ItemStore(f"sqlite:///{tmp_path / 'items.db'}")
+    a, b = (make_record(partner=division, catalog_code=f"00010400{i}000") for i in (1, 2))
+    store.apply(first, division, [a, b], [])
+    store.apply(second, division, [{**a, "result": "新的办理结果"}], [])
+    earlier = store.unreported(division, second)
+    assert [(h["run_id"], h["task_code"], h["kind"], h["name"]) for h in earlier] == [
+        (first, a["task_code"], "added", a["name"]),
+        (first, b["task_code"], "added", b["name"]),
+    ]
+    root = UPath(tmp_path)
+    partner = sim.registry.partner(division)
+    built = report.build(
+        partner=partner,
+        run_id=second,
+        fetched=1,
+        quarantined=[],
+        rejected=[],
+        warnings=[],
+        recon=reconcile([], []),
+        publish={},
+        earlier=earlier,
+    )
+    assert built.counts.earlier_unreported == 2 and {e.kind_label for e in built.earlier} == {"新增"}
+    write_json(run_dir(root, second, division) / pipeline.PUBLISH, {"dry_run": False, "accepted": []})
+    out = report_dir(root, second, division)
+    report.write(built, out)
+    html = (out / report.REPORT_HTML).read_text(encoding="utf-8")
+    assert "此前未报告的变更（2）" in html and first in html and b["name"] in html
+
+    with pytest.raises(DeliveryError):  # not delivered: nothing counts as told
+        deliver(sim, root, second, division, store=store, secret="not-the-secret")
+    assert len(store.unreported(division, "manual__earlier-3")) == 3
+    assert deliver(sim, root, second, division, store=store)["status"] == "delivered"
+    assert store.unreported(division, "manual__earlier-3") == []
+    assert {h["reported_run"] for code in (a, b) for h in store.history(division, code["task_code"])} == {second}
+
+
+def test_receiver_answering_200_with_an_html_page_is_a_clean_failure_without_reposts(sim: Sim, tmp_path: Path) -> None:
+    root, run_id, division = UPath(tmp_path), "scheduled__html", "440300"
+    out = prepare(root, run_id, division)
+    faults = f"{sim.url}/admin/partners/{division}/faults"
+    requests.put(faults, json=[{"kind": "report_html", "times": 1}], timeout=10).raise_for_status()
+    try:
+        with pytest.raises(DeliveryError, match="answered HTTP 200 with text/html") as failed:
+            deliver(sim, root, run_id, division)
+    finally:
+        requests.delete(faults, timeout=10).raise_for_status()
+    assert not failed.value.retryable  # the DAG fails the task at once: no Airflow retries either
+    record = read_json(out / pipeline.DELIVERY)
+    assert (record["status"], record["attempts"]) == ("failed", 1)
+    assert not [r for r in sim.received(division) if r["run_id"] == run_id]
+    assert deliver(sim, root, run_id, division)["status"] == "delivered"  # the receiver behaves again

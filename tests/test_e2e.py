@@ -35,6 +35,8 @@ from tongban.simulators.credentials import (
     secrets_from_env,
 )
 from tongban.storage import RUNS
+from tongban.store import default_url
+from tongban.store.repo import ItemStore
 
 pytestmark = pytest.mark.e2e
 
@@ -57,6 +59,7 @@ class Deployment:
         self.platform = PlatformClient(urls.platform, **platform)
         self.secrets = [*secrets.values(), platform["secret"]]
         self.output: list[str] = []  # what every `airflow dags test` printed
+        self.store = ItemStore(default_url(home))
 
     def run(self, conf: dict[str, Any] | None = None, *, succeeds: bool = True) -> dict[str, Any]:
         started = time.time()
@@ -134,7 +137,7 @@ def test_first_run_syncs_every_partner(deployment: Deployment, first: dict[str, 
     assert first["failed"] == []
     assert [r["partner"] for r in first["partners"]] == [p.division for p in REGISTRY.partners]
     assert first["totals"]["fetched"] == sum(p.items for p in REGISTRY.partners) == 2976
-    assert check_against_platform(first, deployment.platform, deployment.home / "reports") == []
+    assert check_against_platform(first, deployment.platform, deployment.home / "reports", deployment.store) == []
 
 
 def test_first_run_offers_our_99_items_and_every_partner_then_holds_its_offer(

@@ -105,6 +105,8 @@ def test_the_dag_runs_on_s3_storage(s3: S3Server, tmp_path: Path, monkeypatch: p
     from tongban.report import REPORT_HTML, REPORT_JSON, REPORT_XLSX
     from tongban.simulators.credentials import partner_secrets, platform_credentials
     from tongban.simulators.launcher import running_simulators
+    from tongban.store import default_url
+    from tongban.store.repo import ItemStore
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
     from tongban_ui.store import ReportStore
@@ -137,7 +139,8 @@ def test_the_dag_runs_on_s3_storage(s3: S3Server, tmp_path: Path, monkeypatch: p
         summary: dict[str, Any] = json.loads(summary_path.read_bytes())
         assert summary["failed"] == [] and [r["partner"] for r in summary["partners"]] == PARTNERS
         assert summary["totals"]["published"] > 0
-        assert check_against_platform(summary, PlatformClient(urls.platform, **platform), root / REPORTS) == []
+        client, store = PlatformClient(urls.platform, **platform), ItemStore(default_url(home))
+        assert check_against_platform(summary, client, root / REPORTS, store) == []
 
     run_id = summary["run_id"]
     for division in PARTNERS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +15,15 @@ import sqlalchemy as sa
 from tests.conftest import make_record
 from tongban.http import HttpSettings
 from tongban.model import content_hash
-from tongban.publish import PlatformClient, PublishError, idempotency_key, publish
+from tongban.publish import (
+    PlatformClient,
+    PublishError,
+    StaleRun,
+    drift,
+    idempotency_key,
+    publish,
+    settle,
+)
 from tongban.reconcile import reconcile
 from tongban.simulators.credentials import platform_credentials
 from tongban.store import migrate
@@ -127,12 +136,16 @@ def test_crash_between_push_and_acknowledgement(client, store, region) -> None:
     wanted = items(region, 2)
     recon = reconcile(wanted, [])
     key = idempotency_key("run-1", region, recon.upserts(), [])
-    store.ledger_pending(key, "run-1", region, 1, 2)
-    client.push(region, key, recon.upserts(), [])  # pushed, then the worker died before recording the answer
-    result = publish(client, region, "run-1", recon, store)
+    sequence = store.claim_sequence(region, "run-1")
+    store.ledger_plan("run-1", region, [(key, 2, {"upserts": wanted, "deletes": [], "recoded": []})], sequence=sequence)
+    store.ledger_sent(key)
+    client.push(region, key, recon.upserts(), [], sequence)  # pushed, then the worker died before the answer
+    assert store.current(region) == {}
+    result = publish(client, region, "run-1", recon, store)  # the task retried: same key, replayed
     assert result.batches[0]["replayed"] is True and result.published == 2
     assert store.ledger_entry(key)["status"] == "acked"  # type: ignore[index]
     assert_holds_exactly(client, region, wanted)
+    assert set(store.current(region)) == {r["task_code"] for r in wanted}
 
 
 def test_persistent_failure_fails_loudly_then_a_rerun_completes(client, store, region, simulators) -> None:
@@ -141,7 +154,7 @@ def test_persistent_failure_fails_loudly_then_a_rerun_completes(client, store, r
     faults(simulators, fail_mid_batch=10)
     with pytest.raises(PublishError, match="500"):
         publish(client, region, "run-1", recon, store)
-    assert store.ledger("run-1", region)[0]["status"] == "pending"
+    assert store.ledger("run-1", region)[0]["status"] == "sent"
     faults(simulators)
     publish(client, region, "run-1", recon, store)
     assert_holds_exactly(client, region, wanted)
@@ -210,3 +223,146 @@ def test_first_tasks_on_several_workers_share_a_fresh_store(backend: str, tmp_pa
             with admin.begin() as conn:
                 conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
             admin.dispose()
+
+
+# -- recovery by the next run and fencing -------------------------------------------------------------
+
+
+def impatient(simulators: Any, url: str | None = None) -> PlatformClient:
+    """A client that neither waits long nor retries: a crashed worker, as far as the platform can tell."""
+    settings = HttpSettings(retries=0, read_timeout=1.0, connect_timeout=1.0)
+    credentials = platform_credentials(simulators.state_dir)
+    return PlatformClient(url or simulators.platform, **credentials, settings=settings)
+
+
+def assert_store_agrees(client: PlatformClient, store: ItemStore, region: str) -> None:
+    """Item by item on content: the store's current items are what the platform holds, no row unsettled."""
+    assert drift(client, region, store) == {"only_on_platform": [], "only_in_store": [], "different": []}
+    assert {c: content_hash(r) for c, r in store.current(region).items()} == {
+        r["task_code"]: content_hash(r) for r in client.items(region)
+    }
+    assert store.unsettled(region) == []
+
+
+def test_batches_wait_pending_and_the_one_sent_is_marked_sent(store, region, simulators) -> None:
+    """The platform unreachable: the batch whose request went out is ``sent``, the others ``pending``."""
+    gone = impatient(simulators, "http://127.0.0.1:9")
+    with pytest.raises(PublishError, match=r"ConnectionError|still failing"):
+        publish(gone, region, "run-1", reconcile(items(region, 5), []), store, batch_size=2)
+    ledger = store.ledger("run-1", region)
+    assert [e["status"] for e in ledger] == ["sent", "pending", "pending"]
+    assert ledger[0]["sent_at"] is not None and ledger[1]["sent_at"] is None
+    assert all(e["body"]["upserts"] for e in ledger)  # what a later run needs to apply them
+
+
+def test_next_run_settles_what_a_dead_run_left_and_resends_nothing(client, store, region, simulators) -> None:
+    wanted = items(region, 5)
+    gone = impatient(simulators, "http://127.0.0.1:9")
+    with pytest.raises(PublishError):
+        publish(gone, region, "run-1", reconcile(wanted, []), store, batch_size=2)
+    settled = settle(client, region, "run-2", store)
+    outcomes = [(s["was"], s["now"]) for s in settled["settled"]]
+    assert outcomes == [("sent", "unapplied"), ("pending", "unsent"), ("pending", "unsent")]
+    assert client.items(region) == []  # nothing of the dead run was sent again
+    assert [e["settled_by"] for e in store.ledger("run-1", region)] == ["run-2"] * 3
+    assert all(e["body"] is None for e in store.ledger("run-1", region))
+    assert_store_agrees(client, store, region)
+    publish(client, region, "run-2", reconcile(wanted, client.items(region)), store)  # the newer run publishes
+    assert_holds_exactly(client, region, wanted)
+    assert_store_agrees(client, store, region)
+
+
+def test_batch_applied_then_unanswered_is_acked_and_recorded_by_the_next_run(client, store, region, simulators) -> None:
+    """Issue 16 item 3: the platform applied the batch and hung; the worker died. The next run asks the
+    platform by idempotency key and brings the item store and history in line before reconciling."""
+    old = items(region, 4)
+    publish(client, region, "run-1", reconcile(old, []), store)
+    new = [{**old[0], "result": "新的办理结果"}, *old[1:3], *items(region, 2, start=10)]  # 1 changed, 1 gone, 2 new
+    faults(simulators, hang_after_apply=1, hang_seconds=30)
+    with pytest.raises(PublishError, match=r"Timeout|timed out"):  # read timeout: the answer never came
+        publish(impatient(simulators), region, "run-2", reconcile(new, client.items(region)), store)
+    assert_holds_exactly(client, region, new)  # the platform applied it
+    assert [e["status"] for e in store.ledger("run-2", region)] == ["sent"]
+    assert set(store.current(region)) == {r["task_code"] for r in old}  # the store did not hear of it
+    faults(simulators)  # ends the hang
+
+    settled = settle(client, region, "run-3", store)
+    assert [(s["run_id"], s["was"], s["now"], s["applied"]) for s in settled["settled"]] == [
+        ("run-2", "sent", "acked", 4)
+    ]
+    assert_store_agrees(client, store, region)
+    [_, changed] = store.history(region, old[0]["task_code"])
+    assert (changed["run_id"], changed["kind"], changed["element"], changed["new"]) == (
+        "run-2",
+        "changed",
+        "result",
+        "新的办理结果",
+    )
+    assert [(h["run_id"], h["kind"]) for h in store.history(region, old[3]["task_code"])] == [
+        ("run-1", "added"),
+        ("run-2", "removed"),
+    ]
+    assert reconcile(new, client.items(region)).upserts() == []  # so run-3 finds nothing left to publish
+    assert settle(client, region, "run-3", store)["settled"] == []  # settling again changes nothing
+
+
+def test_batch_half_applied_and_unrecorded_is_read_back_by_the_next_run(client, store, region, simulators) -> None:
+    wanted = items(region, 6)
+    faults(simulators, fail_mid_batch=1)
+    with pytest.raises(PublishError, match="500"):
+        publish(impatient(simulators), region, "run-1", reconcile(wanted, []), store)
+    assert len(client.items(region)) == 3
+    [row] = settle(client, region, "run-2", store)["settled"]
+    assert (row["was"], row["now"], row["applied"]) == ("sent", "unapplied", 3)
+    assert_store_agrees(client, store, region)
+    assert {h["run_id"] for r in client.items(region) for h in store.history(region, r["task_code"])} == {"run-1"}
+
+
+def test_a_superseded_run_can_neither_settle_nor_publish(client, store, region) -> None:
+    wanted = items(region, 3)
+    assert store.claim_sequence(region, "run-old") == 1
+    assert store.claim_sequence(region, "run-new") == 2
+    assert store.claim_sequence(region, "run-old") == 1  # a run keeps its sequence
+    with pytest.raises(StaleRun, match="run run-new started after it"):
+        settle(client, region, "run-old", store)
+    with pytest.raises(StaleRun, match="run run-new started after it"):
+        publish(client, region, "run-old", reconcile(wanted, []), store)
+    assert client.items(region) == [] and store.ledger("run-old", region) == []
+    publish(client, region, "run-new", reconcile(wanted, []), store)
+    assert_holds_exactly(client, region, wanted)
+
+
+def test_platform_refuses_a_lower_publish_sequence(client, region) -> None:
+    first, second = items(region, 1), items(region, 1, start=1)
+    client.push(region, f"{region}-a", first, [], 5)
+    with pytest.raises(StaleRun, match=r"发布序号 4 低于地区 \d+ 已接受的发布序号 5"):
+        client.push(region, f"{region}-b", second, [], 4)
+    with pytest.raises(PublishError, match=r"428 .*须带请求头 X-Publish-Sequence"):
+        client.push(region, f"{region}-c", second, [])
+    assert client.push(region, f"{region}-a", first, [], 1)["replayed"] is True  # a replay changes nothing
+    client.push(region, f"{region}-d", second, [], 5)  # the same sequence: the same run's next batch
+    assert_holds_exactly(client, region, first + second)
+    assert client.batch(region, f"{region}-d")["idempotency_key"] == f"{region}-d"  # type: ignore[index]
+    assert client.batch(region, f"{region}-b") is None
+
+
+def test_make_run_checks_content_against_the_item_store_and_survives_a_dead_platform(
+    client, store, region, tmp_path, simulators
+) -> None:
+    from scripts.run_local import check_against_platform
+
+    wanted = items(region, 3)
+    publish(client, region, "run-1", reconcile(wanted, []), store)
+    report = {"dry_run": False, "added": [{"task_code": r["task_code"]} for r in wanted], "platform_rejected": []}
+    report |= {"removed": [], "unchanged": [], "held": [], "changed": [], "recoded": []}
+    (tmp_path / "run-1" / region).mkdir(parents=True)
+    (tmp_path / "run-1" / region / "report.json").write_text(json.dumps(report), encoding="utf-8")
+    summary = {"run_id": "run-1", "partners": [{"partner": region, "status": "ok"}]}
+    assert check_against_platform(summary, client, tmp_path, store) == []
+    # the same codes, other content: changed on the platform behind our back
+    client.push(region, f"{region}-edit", [{**wanted[0], "result": "在平台上被改动"}], [], 99)
+    assert check_against_platform(summary, client, tmp_path, store) == [
+        f"{region}: platform and item store differ in content (different 1: {wanted[0]['task_code']})"
+    ]
+    [problem] = check_against_platform(summary, impatient(simulators, "http://127.0.0.1:9"), tmp_path, store)
+    assert problem.startswith("platform check not done: the platform at http://127.0.0.1:9 did not answer: ")

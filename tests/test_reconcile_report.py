@@ -197,6 +197,7 @@ def test_xlsx_holds_the_json_numbers_and_formulas_come_out_inert(tmp_path) -> No
         "随同暂缓",
         "暂缓删除",
         "平台拒收",
+        "此前未报告的变更",
         "重复与多余字段",
     ]
     summary = {row[0]: row[1] for row in book["汇总"].iter_rows(min_row=2, values_only=True)}

@@ -83,5 +83,14 @@ def send_report(
         )
     except HttpFailure as exc:
         raise DeliveryError(str(exc), retryable=exc.retryable, attempts=attempts) from None
-    payload = answer.json()
+    try:
+        payload = answer.json()
+    except ValueError:  # an HTML page (a proxy's, a login page): whether the partner holds the report is unknown
+        kind = answer.headers.get("Content-Type", "no Content-Type")
+        attempts[-1]["error"] = f"HTTP {answer.status} but not JSON ({kind})"
+        message = (
+            f"{client.who}: POST {url} for run {run_id} answered HTTP {answer.status} with {kind} instead of a JSON "
+            f"receipt: {answer.body[:200]!r}; not sent again (the next delivered report tells of this run's changes)"
+        )
+        raise DeliveryError(message, retryable=False, attempts=attempts) from None
     return Delivery(payload.get("status", "received"), answer.status, payload, attempts)

@@ -29,7 +29,7 @@ from tongban.ingest import FetchError, FetchSettings, archived_pages, fetch_cata
 from tongban.model import Item
 from tongban.normalise import normalise_catalogue
 from tongban.outbound.stages import OUTBOUND
-from tongban.publish import PlatformClient, publish
+from tongban.publish import PlatformClient, check_fence, publish, settle
 from tongban.reconcile import Reconciliation, reconcile
 from tongban.registry import Partner, wire_formats
 from tongban.storage import read_json, read_jsonl, upload_tree, write_json, write_jsonl
@@ -49,6 +49,7 @@ VALIDATION = "validation.json"
 DATA_DOCS = "data_docs"  # GX Data Docs of the run's validation (index.html)
 RECONCILIATION = "reconciliation.json"
 PUBLISH = "publish.json"
+SETTLE = "settle.json"  # what the run found of earlier runs' unsettled batches, and how it closed them
 FETCH = "fetch.json"
 
 
@@ -61,6 +62,25 @@ NORMALISED = "normalised.jsonl"  # codes that arrived with full-width or invisib
 def _root(run: UPath) -> UPath:
     """The storage root of a run folder (``<root>/runs/<run id>/<division>``)."""
     return run.parent.parent.parent
+
+
+def settle_partner(
+    partner: Partner, run: UPath, client: PlatformClient, store: ItemStore, run_id: str
+) -> dict[str, Any]:
+    """The run's first step for a partner: claim its publish sequence (StaleRun if a newer run has started)
+    and settle what earlier runs left unsettled in the ledger (``tongban.publish.settle``), so the item
+    store holds what the platform applied before anything is validated or reconciled against it."""
+    result = settle(client, partner.division, run_id, store)
+    write_json(run / SETTLE, result)
+    if drifted := {k: v for k, v in result["drift"].items() if v}:
+        _log.warning("partner %s: item store and platform differ after settling: %s", partner.division, drifted)
+    outcomes = [s["now"] for s in result["settled"]]
+    return {
+        "partner": partner.division,
+        "sequence": result["sequence"],
+        "settled": {o: outcomes.count(o) for o in sorted(set(outcomes))},
+        "drift": sum(len(v) for v in result["drift"].values()),
+    }
 
 
 def fetch(
@@ -291,6 +311,7 @@ def reconcile_partner(
     a mass removal unless ``confirmed_run`` (the run that held it, from the DAG param
     ``confirm_removals``) confirms it."""
     root = _root(run) if root is None else root
+    check_fence(store, partner.division, run_id)  # a superseded run reconciles nothing
     current = client.items(partner.division)
     if held_back(run):  # the platform keeps the partner's previous list whole
         recon = reconcile([], current, [r["task_code"] for r in current], full=is_full_pull(run))
@@ -329,6 +350,7 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
     """Write the partner's report; the summary carries ``notices`` (event, text) that call for an alert:
     the partner held back whole, 实施编码 sent as another type (recovered, the items held), or removals held
     for confirmation."""
+    check_fence(store, partner.division, run_id)  # a superseded run's changes are reported by the newer run
     manifest = read_json(run / RAW / MANIFEST)
     quarantined = list(read_jsonl(run / QUARANTINE))
     rejected = list(read_jsonl(run / REJECTED))
@@ -366,6 +388,7 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
         held_with_partner=list(accepted_records(run)) if recon.held_back else [],
         future_dated=fetch_info.get("future_dated_records", []),
         outbound=read_json(run / OUTBOUND) if (run / OUTBOUND).exists() else None,  # this run's offer to it
+        earlier=store.unreported(partner.division, run_id),
     )
     paths = report_mod.write(report, out)
     notices = []
@@ -402,8 +425,13 @@ def deliver(
     dry_run: bool | None = None,
     settings: HttpSettings | None = None,
     session: requests.Session | None = None,
+    store: ItemStore | None = None,
 ) -> dict[str, Any]:
     """Send the partner its report of this run (``tongban.delivery``) and record the delivery.
+
+    Once the partner holds the report, the item store notes (``store``: the DAG's always) that the changes
+    of this run and of the earlier runs the report tells of (``earlier``) are reported: changes of a run
+    whose report was never delivered are told in the next report that is.
 
     The report is read from the run-scoped ``reports/<run id>/<division>/report.json`` and must name
     this run and partner; its bytes are archived (content-addressed, ``tongban.archive``) and sent with
@@ -445,6 +473,9 @@ def deliver(
         status = "delivered" if sent.status == "received" else "already_received"
         record |= {"status": status, "http_status": sent.http_status, "attempts": len(sent.attempts)}
         record |= {"log": sent.attempts, "receipt": sent.answer}
+        if store is not None:
+            runs = {run_id, *(e["run_id"] for e in report.get("earlier", []))}
+            record["changes_reported"] = store.mark_reported(partner.division, sorted(runs), by=run_id)
     write_json(path, {**record, "deliveries": [*history, record]})
     _log.info("partner %s: report of run %s %s (sha256 %s)", partner.division, run_id, record["status"], digest)
     keys = ("partner", "run_id", "status", "checksum", "attempts")

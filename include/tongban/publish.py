@@ -1,9 +1,19 @@
-"""Push reconciled changes to the provincial platform, safely and exactly once.
+"""Push reconciled changes to the provincial platform, safely and exactly once, from the newest run only.
 
 Each batch carries an idempotency key derived from run, partner and the batch's content: a retried
 request, a re-run task or a crash between push and acknowledgement replays the same key and the
 platform applies the batch at most once (:mod:`tongban.batches`, shared with the outbound direction).
 After pushing, the platform's list is read back and must equal what was meant.
+
+The ledger notes every batch ``pending`` with its content before anything is sent, ``sent`` just before its
+request goes out and ``acked`` together with applying the platform's answer to the item store and history
+(:func:`tongban.batches.send_batches`). A run that died leaves ``pending`` (never left) or ``sent`` (maybe
+applied) rows: every later run first :func:`settle` s them against the platform, asking by idempotency key.
+
+Fencing: every run that starts for a partner claims the next publish sequence of that partner
+(:meth:`ItemStore.claim_sequence`); a run whose sequence is no longer the highest is stale and may
+neither settle nor publish (:class:`StaleRun`), and each batch carries the sequence in
+``X-Publish-Sequence`` so the platform refuses a superseded run's batch as well.
 """
 
 from __future__ import annotations
@@ -17,14 +27,35 @@ import requests
 
 from tongban.batches import batch_key, readback_problems, send_batches
 from tongban.connections import PLATFORM_AUTH, PLATFORM_SIGNATURE
-from tongban.http import HttpClient, HttpFailure, HttpSettings, Signer
+from tongban.http import Answer, HttpClient, HttpFailure, HttpSettings, Signer, reason
 from tongban.model import content_hash
 from tongban.reconcile import Reconciliation
 from tongban.store.repo import ItemStore
+from tongban.store.schema import ACKED, PENDING, UNAPPLIED, UNSENT
+
+SEQUENCE_HEADER = "X-Publish-Sequence"
+STALE_SEQUENCE = "stale_sequence"  # the platform's code for a batch of a superseded run
 
 
 class PublishError(RuntimeError):
     """The platform did not end up holding what was meant; the message says what differs."""
+
+
+class StaleRun(PublishError):
+    """A newer run has started for the partner: this one may not settle or publish for it any more."""
+
+
+def check_fence(store: ItemStore, division: str, run_id: str) -> int:
+    """This run's publish sequence for the partner; StaleRun if a newer run started for it since."""
+    sequence = store.claim_sequence(division, run_id)
+    if newer := store.newer_run(division, sequence):
+        newer_run, newer_sequence = newer
+        raise StaleRun(
+            f"run {run_id} is superseded for partner {division}: run {newer_run} started after it (publish "
+            f"sequence {newer_sequence} > {sequence}); this run changes nothing for the partner, the newer one "
+            "settles, publishes and reports instead"
+        )
+    return sequence
 
 
 @dataclass
@@ -61,9 +92,24 @@ class PlatformClient:
     def _url(self, division: str, tail: str) -> str:
         return f"{self.base_url}/api/v1/regions/{division}/{tail}"
 
-    def _call(self, what: str, method: str, url: str, **kwargs: Any) -> Any:
+    def _call(self, what: str, method: str, url: str, *, missing: bool = False, **kwargs: Any) -> Any:
+        """The answer's JSON; None for a 404 when ``missing`` is allowed. A refusal raises PublishError
+        (StaleRun for a superseded run's batch); a platform that stays unreachable too."""
+
+        def judge(answer: Answer) -> Any:
+            if 200 <= answer.status < 300:
+                return answer.json()
+            if missing and answer.status == 404:
+                return None
+            message = f"platform answered {answer.status} {what}: {reason(answer.body)}"
+            try:
+                stale = answer.status == 409 and answer.json().get("code") == STALE_SEQUENCE
+            except ValueError:
+                stale = False
+            raise (StaleRun if stale else PublishError)(message)
+
         try:
-            return self.client.request(method, url, what=what, **kwargs).json()
+            return self.client.request(method, url, what=what, check=judge, **kwargs)
         except HttpFailure as exc:
             raise PublishError(f"platform answered {exc.status} {what}: {exc}") from None
 
@@ -71,12 +117,26 @@ class PlatformClient:
         return list(self._call(f"reading region {division}'s items", "GET", self._url(division, "items"))["items"])
 
     def push(
-        self, division: str, key: str, upserts: Sequence[Mapping[str, Any]], deletes: Sequence[str]
+        self,
+        division: str,
+        key: str,
+        upserts: Sequence[Mapping[str, Any]],
+        deletes: Sequence[str],
+        sequence: int | None = None,
     ) -> dict[str, Any]:
+        """Send one batch; ``sequence``: the run's publish sequence for the partner (the fencing token)."""
         body = json.dumps({"upserts": list(upserts), "deletes": list(deletes)}, ensure_ascii=False).encode()
         headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+        if sequence is not None:
+            headers[SEQUENCE_HEADER] = str(sequence)
         url = self._url(division, "batches")
         return dict(self._call(f"pushing batch {key} for region {division}", "POST", url, data=body, headers=headers))
+
+    def batch(self, division: str, key: str) -> dict[str, Any] | None:
+        """The platform's answer to the region's batch with this idempotency key; None if it never recorded it."""
+        what = f"asking for batch {key} of region {division}"
+        found = self._call(what, "GET", self._url(division, "batches"), params={"idempotency_key": key}, missing=True)
+        return None if found is None else dict(found)
 
 
 def idempotency_key(
@@ -102,15 +162,18 @@ def publish(
     batch_size: int = 500,
     dry_run: bool = False,
 ) -> PublishResult:
-    """Push upserts and deletes in batches, each noted in the ledger before it is sent; then read back.
+    """Push upserts and deletes in batches, all noted in the ledger before the first is sent; then read back.
 
-    A batch the ledger already holds as acknowledged is not sent again; a pending one (pushed, then
-    crashed before the answer was recorded) is sent again under the same key and the platform
-    answers with what it applied the first time.
+    Each batch is marked ``sent`` just before its request and ``acked`` together with applying the answer
+    to the item store. A batch the ledger holds as acknowledged is not sent again; one left ``pending`` or
+    ``sent`` by an earlier attempt of this run is sent again under the same key, and the platform answers
+    with what it applied the first time. Before each batch the run must still be the partner's newest
+    (:func:`check_fence`); the batch carries its publish sequence for the platform to check too.
     """
     result = PublishResult(dry_run=dry_run)
     if dry_run:
         return result
+    sequence = check_fence(store, division, run_id)
     digests = {r["task_code"]: content_hash(r) for r in recon.upserts()}  # once per item, used three times
     sent = send_batches(
         store,
@@ -119,21 +182,78 @@ def publish(
         recon.upserts(),
         recon.deletes(),
         digests,
-        lambda key, ups, dels: client.push(division, key, ups, dels),
+        lambda key, ups, dels: client.push(division, key, ups, dels, sequence),
         batch_size=batch_size,
+        sequence=sequence,
+        before_send=lambda: check_fence(store, division, run_id),  # a newer run may have started meanwhile
+        recoded={r.task_code: r.old_code for r in recon.recoded},
     )
     result.batches, result.accepted, result.rejected = sent.batches, sent.accepted, sent.rejected
     verify(client, division, recon, result, digests)
-    accepted = {(a["op"], a["task_code"]) for a in result.accepted}
-    store.apply(
-        run_id,
-        division,
-        [r for r in recon.upserts() if ("upsert", r["task_code"]) in accepted],
-        [c for c in recon.deletes() if ("delete", c) in accepted],
-        [(r.old_code, r.task_code) for r in recon.recoded if ("upsert", r.task_code) in accepted],
-        digests,
-    )
     return result
+
+
+def settle(client: PlatformClient, division: str, run_id: str, store: ItemStore) -> dict[str, Any]:
+    """Settle the ledger rows that earlier, dead runs left for the partner, before this run reconciles anything.
+
+    ``pending`` rows never left: closed ``unsent``. ``sent`` rows are asked about by idempotency key: a batch
+    the platform recorded is ``acked`` and its accepted operations applied to the item store and history
+    under the run that sent it (the change is that run's, reported by the next delivered report); one it
+    never recorded is closed ``unapplied``, after reading the platform's list back for any of its
+    operations applied all the same (a platform that failed half-way). Nothing is ever sent again: the
+    newer run reconciles against the platform's list and publishes what is still to change. Last, the item
+    store is compared with the platform's list by content hash (``drift``: should be empty).
+
+    Claims the run's publish sequence first: StaleRun if a newer run has started for the partner.
+    """
+    sequence = check_fence(store, division, run_id)
+    settled: list[dict[str, Any]] = []
+    on_platform: dict[str, str] | None = None  # read when first needed
+    for row in store.unsettled(division):
+        if row["run_id"] == run_id:
+            continue  # this run's own batches: its publish sends them again under the same keys
+        key = row["key"]
+        if row["status"] == PENDING:
+            store.ledger_close(key, UNSENT, settled_by=run_id, note="never sent: its run stopped before sending it")
+            outcome, applied = UNSENT, 0
+        elif (answer := client.batch(division, key)) is not None:
+            store.ledger_ack(key, answer, settled_by=run_id)
+            outcome, applied = ACKED, sum(r["status"] == "accepted" for r in answer["results"])
+        else:
+            if on_platform is None:
+                on_platform = {r["task_code"]: content_hash(r) for r in client.items(division)}
+            body = row["body"] or {"upserts": [], "deletes": []}
+            found = [
+                ("upsert", r["task_code"])
+                for r in body["upserts"]
+                if on_platform.get(r["task_code"]) == content_hash(r)
+            ]
+            found += [("delete", code) for code in body["deletes"] if code not in on_platform]
+            note = f"the platform has no record of it; {len(found)} of its operations found applied all the same"
+            store.ledger_close(key, UNAPPLIED, settled_by=run_id, note=note, found_applied=found)
+            outcome, applied = UNAPPLIED, len(found)
+        settled.append(
+            {"key": key, "run_id": row["run_id"], "batch_no": row["batch_no"], "was": row["status"]}
+            | {"now": outcome, "applied": applied}
+        )
+    return {
+        "partner": division,
+        "run_id": run_id,
+        "sequence": sequence,
+        "settled": settled,
+        "drift": drift(client, division, store),
+    }
+
+
+def drift(client: PlatformClient, division: str, store: ItemStore) -> dict[str, list[str]]:
+    """Where the item store and the platform's list of the partner differ (实施编码; empty lists: none)."""
+    held = {r["task_code"]: content_hash(r) for r in client.items(division)}
+    known = store.current_hashes(division)
+    return {
+        "only_on_platform": sorted(held.keys() - known.keys()),
+        "only_in_store": sorted(known.keys() - held.keys()),
+        "different": sorted(code for code in held.keys() & known.keys() if held[code] != known[code]),
+    }
 
 
 def verify(

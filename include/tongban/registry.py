@@ -232,12 +232,15 @@ FAULT_KINDS = (
     "future_timestamp",  # ``count`` records of a page updated at ``stamp`` (far in the future)
     "nested_body",  # a record field nested ``depth`` arrays deep (JSON formats)
     "write_unavailable",  # the offer endpoint's writes answer ``status`` (5xx); reads are not affected
+    "report_html",  # the report receiver answers a delivery 200 with an HTML page, without taking the report
 )
 WRITE_FAULTS = ("write_unavailable",)  # faults of the offer endpoint's writes, never of the catalogue
+REPORT_FAULT_KINDS = ("report_html",)  # faults of report delivery, never of the catalogue
 
 
 class Fault(BaseModel):
-    """A fault the partner simulator injects into its catalogue answers (the pipeline never reads it).
+    """A fault the partner simulator injects into its catalogue answers, or (``REPORT_FAULT_KINDS``) into its
+    answers to report deliveries (the pipeline never reads it).
 
     ``times``: how many matching requests get it (then the partner behaves again); None = all.
     ``page``: only requests for this page (1-based, in paging order); None = every page.

@@ -32,6 +32,7 @@ from tongban.report_model import (
     Brief,
     ChangedItem,
     DuplicateRecord,
+    EarlierChange,
     ElementChange,
     Finding,
     Flagged,
@@ -77,7 +78,9 @@ COUNT_LABELS = {
     "removals_held": "暂缓删除（待人工确认，平台保留原版本）",
     "future_dated": "更新时间晚于拉取时间（待核）",
     "normalised": "规范化的编码值（全角或不可见字符）",
+    "earlier_unreported": "此前运行已推送、未曾报告的变更",
 }
+CHANGE_LABELS = {"added": "新增", "changed": "变更", "removed": "删除", "recoded": "编码变更"}
 
 
 OP_LABELS = {"upsert": "新增或更新", "delete": "删除"}  # the platform's operations, as partners read them
@@ -181,12 +184,14 @@ def build(
     future_dated: Sequence[Mapping[str, Any]] = (),
     normalised: Sequence[Mapping[str, Any]] = (),
     outbound: Mapping[str, Any] | None = None,
+    earlier: Sequence[Mapping[str, Any]] = (),
 ) -> PartnerReport:
     """Everything a partner needs to know about one run, from the stages' files (see pipeline.write_report).
 
     ``hold_back``: the validation (or province check) summary when the partner was held back whole;
     ``held_with_partner``: its records that passed and were held with it; ``future_dated``: records of
-    the pull dated after it (``fetch.json``)."""
+    the pull dated after it (``fetch.json``); ``earlier``: item-history rows (``ItemStore.unreported``) that
+    earlier runs published and no delivered report told of."""
     fmt = wire_formats()[partner.format]
     return PartnerReport(
         partner=partner.division,
@@ -248,6 +253,20 @@ def build(
             for f in future_dated
         ],
         outbound=outbound_section(outbound) if outbound is not None else None,
+        earlier=[
+            EarlierChange(
+                run_id=h["run_id"],
+                task_code=h["task_code"],
+                name=h["name"],
+                kind=h["kind"],
+                kind_label=CHANGE_LABELS[h["kind"]],
+                element=h["element"] if h["kind"] == "changed" else "",
+                label=LABELS.get(h["element"], "") if h["kind"] == "changed" else "",
+                old=h["old"],
+                new=h["new"],
+            )
+            for h in earlier
+        ],
     )
 
 
@@ -400,6 +419,10 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
         "平台拒收": (
             ["实施编码", "操作", "原因"],
             [[p.task_code or "", OP_LABELS.get(p.op, p.op), p.reason or ""] for p in report.platform_rejected],
+        ),
+        "此前未报告的变更": (
+            ["运行编号", "实施编码", "事项名称", "类别", "要素", "原值", "新值"],
+            [[e.run_id, e.task_code, e.name, e.kind_label, e.label, e.old, e.new] for e in report.earlier],
         ),
         "重复与多余字段": (
             ["类别", "位置", "实施编码或字段名", "说明"],

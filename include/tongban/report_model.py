@@ -189,6 +189,21 @@ class FutureDated(_Part):
     reason: str
 
 
+class EarlierChange(_Part):
+    """A change an earlier run published that no report delivered to the partner has told of yet (that run
+    stopped before its report was delivered): told in the next report that is delivered."""
+
+    run_id: str = Field(description="the run that published it")
+    task_code: str
+    name: str
+    kind: str = Field(description="added, changed, removed or recoded")
+    kind_label: str = Field(description="新增, 变更, 删除 or 编码变更")
+    element: str = ""
+    label: str = Field(default="", description="the changed element's Chinese label")
+    old: JsonValue = None
+    new: JsonValue = None
+
+
 class Counts(_Part):
     """How many of each: the 汇总 of every rendering (keys in the order shown)."""
 
@@ -212,6 +227,7 @@ class Counts(_Part):
     removals_held: int = 0
     future_dated: int = 0
     normalised: int = 0
+    earlier_unreported: int = 0
 
 
 class PartnerReport(_Part):
@@ -247,6 +263,9 @@ class PartnerReport(_Part):
     outbound: OutboundSection | None = Field(
         default=None, description="沅江事项在贵地配置情况: our items offered to the partner (None: not this run)"
     )
+    earlier: list[EarlierChange] = Field(
+        default=[], description="changes published by earlier runs whose reports were never delivered"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -280,6 +299,7 @@ class PartnerReport(_Part):
             removals_held=len(self.removal_guard.held) if self.removal_guard else 0,
             future_dated=len(self.future_dated),
             normalised=len(self.normalised),
+            earlier_unreported=len(self.earlier),
         )
 
     def to_json(self) -> bytes:

@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Body, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from tongban.auth import Refused, Verifier
 from tongban.delivery import CHECKSUM_HEADER, REPORT_PATH, RUN_HEADER
 from tongban.model import ITEM_FIELDS, Item
 from tongban.outbound.wire import readback_format
-from tongban.registry import WRITE_FAULTS, Fault, Partner, Registry, WireFormat, wire_formats
+from tongban.registry import REPORT_FAULT_KINDS, WRITE_FAULTS, Fault, Partner, Registry, WireFormat, wire_formats
 from tongban.simulators.catalogue import CHINA_TZ, defects, generate_catalogue, reference_time
 from tongban.simulators.credentials import check_signed, partner_secrets, raw_body
 from tongban.simulators.offers import OfferBook, OfferError, wire_listing
@@ -298,15 +298,16 @@ class FaultBook:
             self._left = {}
             self._save()
 
-    def draw(self, division: str, page: int, writes: bool = False) -> list[Fault]:
+    def draw(self, division: str, page: int, writes: bool = False, report: bool = False) -> list[Fault]:
         """The faults that hit this request (for page ``page``; ``writes``: a write of the offer endpoint,
-        which only ``WRITE_FAULTS`` hit, and only there), counted."""
+        which only ``WRITE_FAULTS`` hit, and only there; ``report``: a report delivery, which only
+        ``REPORT_FAULT_KINDS`` hit), counted."""
         with self._lock:
             faults = self.faults(division)
             left = self._left.setdefault(division, [f.times for f in faults])
             hit = []
             for i, fault in enumerate(faults):
-                if (fault.kind in WRITE_FAULTS) is not writes:
+                if (fault.kind in WRITE_FAULTS) is not writes or (fault.kind in REPORT_FAULT_KINDS) is not report:
                     continue
                 if fault.page is not None and fault.page != page:
                     continue
@@ -585,6 +586,8 @@ def create_partner_app(registry: Registry, state_dir: Path, clock: Callable[[], 
         partner = store.partner(division)
         body = await request.body()
         gate.check(partner, encoders[partner.format].format, request, body)
+        if book.draw(division, 1, report=True):  # report_html: a proxy's page in front of the receiver
+            return HTMLResponse(MAINTENANCE_PAGE)
         run_id = request.headers.get(RUN_HEADER, "").strip()
         given = request.headers.get(CHECKSUM_HEADER, "").strip().lower()
         if not run_id or not given:

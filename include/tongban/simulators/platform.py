@@ -4,9 +4,17 @@ State lives in ``state_dir/platform.db`` (SQLite through SQLAlchemy 2), so it su
 A batch is applied in one transaction and recorded under its ``Idempotency-Key``: the same key with
 the same body replays the stored answer and changes nothing; with another body it is refused (409).
 
+A batch may be asked about by its key (``GET /api/v1/regions/<division>/batches?idempotency_key=…``):
+the answer it was given, or 404 when the platform never recorded it. Batches carry the partner's
+publish sequence (``X-Publish-Sequence``, a fencing token): once a region has taken a sequence, a
+batch with a lower one (from a run that a newer one has superseded) is refused (409), and so is one
+without it (428). See docs/platform-api.md.
+
 Faults, set through ``PUT /admin/faults``, make it misbehave the way real platforms do: fail in the
 middle of a batch (half applied, nothing recorded, 500), time out after applying a batch (the answer
-comes too late for the client), or reject given items with a reason.
+comes too late for the client), apply a batch and then hang (until the faults are set again or
+``hang_seconds`` pass: the client's process is meant to be killed meanwhile), or reject given items
+with a reason.
 
 Every request to the item API must be signed with the platform's secret and algorithm
 (``state_dir/platform_secret.json``, :func:`~tongban.simulators.credentials.platform_credentials`);
@@ -28,7 +36,7 @@ import msgspec
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import JSON, DateTime, String, create_engine, event, select
+from sqlalchemy import JSON, DateTime, Integer, String, create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -44,6 +52,8 @@ if TYPE_CHECKING:
 DB_FILE = "platform.db"
 _DIVISION = re.compile(r"^\d{6}$")
 _MAX_KEY_LENGTH = 200
+SEQUENCE_HEADER = "X-Publish-Sequence"
+STALE_SEQUENCE = "stale_sequence"  # the ``code`` of the 409 refusing a superseded run's batch
 
 
 class Base(DeclarativeBase):
@@ -76,6 +86,17 @@ class Batch(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class RegionSequence(Base):
+    """The highest publish sequence a region's batches came with (the fence)."""
+
+    __tablename__ = "region_sequences"
+
+    region: Mapped[str] = mapped_column(String(6), primary_key=True)
+    sequence: Mapped[int] = mapped_column(Integer)
+    idempotency_key: Mapped[str] = mapped_column(String(_MAX_KEY_LENGTH))  # of the batch that raised it
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class BatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -91,14 +112,17 @@ class Faults(BaseModel):
     fail_mid_batch: int = Field(default=0, ge=0)
     timeout_after_apply: int = Field(default=0, ge=0)
     timeout_seconds: float = Field(default=5.0, ge=0, le=120)
+    hang_after_apply: int = Field(default=0, ge=0)
+    hang_seconds: float = Field(default=3600.0, ge=0, le=86400)
     reject: dict[str, str] = Field(default_factory=dict)
 
 
 class PlatformError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code
 
 
 def _json(value: Any) -> str:
@@ -154,6 +178,12 @@ class Platform:
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.faults = Faults()
         self._faults_lock = threading.Lock()
+        self.released = threading.Event()  # set when the faults are set again: ends a hang
+
+    def set_faults(self, faults: Faults) -> None:
+        self.faults = faults
+        self.released.set()  # requests hanging on the old faults end now
+        self.released = threading.Event()
 
     def _take(self, counter: str) -> bool:
         """Use up one unit of a fault counter; True when the fault is to happen now."""
@@ -176,13 +206,45 @@ class Platform:
             received = row.received_at.replace(tzinfo=row.received_at.tzinfo or UTC)  # SQLite drops the offset
             return {**row.response, "received_at": received.isoformat()}
 
-    def apply(self, region: str, key: str, body: BatchIn) -> dict[str, Any]:
+    def batch_by_key(self, region: str, key: str) -> dict[str, Any]:
+        """The answer given to the region's batch with this idempotency key (404: never recorded)."""
+        with self.sessions() as session:
+            row = session.scalar(select(Batch).where(Batch.idempotency_key == key, Batch.region == region))
+            if row is None:
+                raise PlatformError(404, f"地区 {region} 没有幂等键为 {key} 的批次记录（未收到或未处理完成）")
+        return self.batch(row.batch_id)
+
+    def _fence(self, session: Session, region: str, sequence: int | None, key: str) -> None:
+        """Refuse a batch whose publish sequence is lower than one the region took already; note a higher one."""
+        held = session.get(RegionSequence, region)
+        if sequence is None:
+            if held is not None:
+                raise PlatformError(
+                    428, f"地区 {region} 的批次须带请求头 {SEQUENCE_HEADER}（发布序号，当前为 {held.sequence}）"
+                )
+            return
+        if held is not None and sequence < held.sequence:
+            raise PlatformError(
+                409,
+                f"发布序号 {sequence} 低于地区 {region} 已接受的发布序号 {held.sequence}："
+                "该批次来自已被更新运行取代的旧运行，拒绝写入",
+                STALE_SEQUENCE,
+            )
+        if held is None:
+            session.add(
+                RegionSequence(region=region, sequence=sequence, idempotency_key=key, updated_at=datetime.now(UTC))
+            )
+        elif sequence > held.sequence:
+            held.sequence, held.idempotency_key, held.updated_at = sequence, key, datetime.now(UTC)
+
+    def apply(self, region: str, key: str, body: BatchIn, sequence: int | None = None) -> dict[str, Any]:
         digest = hashlib.sha256(_json({"region": region, **body.model_dump()}).encode()).hexdigest()
         try:
             with self.sessions.begin() as session:
                 replay = self._replay(session, key, digest)
                 if replay is not None:
-                    return replay
+                    return replay  # a replay changes nothing, whatever its sequence
+                self._fence(session, region, sequence, key)
                 if self._take("fail_mid_batch"):
                     half = BatchIn(
                         upserts=body.upserts[: len(body.upserts) // 2], deletes=body.deletes[: len(body.deletes) // 2]
@@ -193,6 +255,8 @@ class Platform:
                 answer = self._apply(session, region, key, digest, body)
             if self._take("timeout_after_apply"):
                 time.sleep(self.faults.timeout_seconds)
+            if self._take("hang_after_apply"):  # applied and recorded; the answer never comes
+                self.released.wait(self.faults.hang_seconds)
             return answer
         except IntegrityError:
             # the same key committed by a concurrent request in the meantime: answer as a replay
@@ -308,7 +372,8 @@ def create_platform_app(state_dir: Path, registry: Registry | None = None) -> Fa
     @app.exception_handler(PlatformError)
     @app.exception_handler(LibraryError)
     async def _refused(_: Request, exc: PlatformError | LibraryError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        code = {"code": exc.code} if isinstance(exc, PlatformError) and exc.code else {}
+        return JSONResponse({"error": exc.message, **code}, status_code=exc.status)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -324,6 +389,7 @@ def create_platform_app(state_dir: Path, registry: Registry | None = None) -> Fa
         division: str,
         body: BatchIn,
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+        sequence: Annotated[str | None, Header(alias=SEQUENCE_HEADER)] = None,
     ) -> JSONResponse:
         region = _region(division)
         key = (idempotency_key or "").strip()
@@ -331,11 +397,17 @@ def create_platform_app(state_dir: Path, registry: Registry | None = None) -> Fa
             raise PlatformError(400, "缺少请求头 Idempotency-Key")
         if len(key) > _MAX_KEY_LENGTH:
             raise PlatformError(400, f"Idempotency-Key 过长（最多{_MAX_KEY_LENGTH}个字符）")
-        return JSONResponse(platform.apply(region, key, body))
+        if sequence is not None and not sequence.strip().isdigit():
+            raise PlatformError(400, f"{SEQUENCE_HEADER} 应为非负整数：{sequence[:40]}")
+        return JSONResponse(platform.apply(region, key, body, None if sequence is None else int(sequence)))
+
+    @app.get("/api/v1/regions/{division}/batches", dependencies=[Depends(signed)])
+    def batch_by_key(division: str, idempotency_key: str) -> dict[str, Any]:
+        return platform.batch_by_key(_region(division), idempotency_key)
 
     @app.put("/admin/faults")
     def set_faults(faults: Faults) -> dict[str, Any]:
-        platform.faults = faults
+        platform.set_faults(faults)
         return faults.model_dump()
 
     @app.get("/admin/faults")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 import msgspec
 from alembic import command
@@ -23,8 +24,9 @@ from tongban.config import home
 DB_CONN_ID = "tongban_db"
 
 
-def default_url() -> str:
-    return os.environ.get("TONGBAN_DB_URL") or f"sqlite:///{home() / 'tongban.db'}"
+def default_url(under: Path | None = None) -> str:
+    """TONGBAN_DB_URL, else SQLite in ``under`` (default: ``$TONGBAN_HOME``)."""
+    return os.environ.get("TONGBAN_DB_URL") or f"sqlite:///{(under or home()) / 'tongban.db'}"
 
 
 def url_from_uri(uri: str) -> str:

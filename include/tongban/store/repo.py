@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -13,7 +13,25 @@ from sqlalchemy.orm import Session
 from tongban.model import content_hash
 from tongban.reconcile import diff_elements
 from tongban.store import default_url, engine
-from tongban.store.schema import CurrentItem, ItemChange, LedgerEntry, OutstandingItem, Pull, ReconciliationRow, Run
+from tongban.store.schema import (
+    ACKED,
+    PENDING,
+    PUBLISH,
+    SENT,
+    UNAPPLIED,
+    UNSENT,
+    UNSETTLED,
+    CurrentItem,
+    ItemChange,
+    LedgerEntry,
+    OutstandingItem,
+    PartnerRun,
+    Pull,
+    ReconciliationRow,
+    Run,
+)
+
+Batch = Mapping[str, Any]  # one publish batch: {"upserts": [records], "deletes": [codes], "recoded": [[old, new]]}
 
 
 class _Row(NamedTuple):
@@ -128,34 +146,163 @@ class ItemStore:
         with self._session() as s:
             return [_as_dict(r) for r in s.scalars(query)]
 
+    # -- publish sequence (fencing) -------------------------------------------------------------------
+    def claim_sequence(self, partner: str, run_id: str) -> int:
+        """The run's publish sequence for the partner: the one it got when it first started for the partner,
+        else the next one (every run that starts later gets a higher one)."""
+        self.ensure_run(run_id)
+        for _ in range(10):
+            try:
+                with self._session() as s, s.begin():
+                    row = s.get(PartnerRun, (partner, run_id))
+                    if row is not None:
+                        return row.sequence
+                    top = s.scalar(select(func.max(PartnerRun.sequence)).where(PartnerRun.partner == partner))
+                    s.add(PartnerRun(partner=partner, run_id=run_id, sequence=(top or 0) + 1))
+                return (top or 0) + 1
+            except IntegrityError:  # another run took that number at the same moment: take the next one
+                continue
+        raise RuntimeError(f"could not claim a publish sequence for partner {partner}, run {run_id}")
+
+    def newer_run(self, partner: str, sequence: int) -> tuple[str, int] | None:
+        """The latest run that started for the partner after the holder of ``sequence``, if any."""
+        with self._session() as s:
+            row = s.scalars(
+                select(PartnerRun).where(PartnerRun.partner == partner).order_by(PartnerRun.sequence.desc()).limit(1)
+            ).first()
+            return (row.run_id, row.sequence) if row is not None and row.sequence > sequence else None
+
     # -- publish ledger -------------------------------------------------------------------------------
     def ledger_entry(self, key: str) -> dict[str, Any] | None:
         with self._session() as s:
             row = s.get(LedgerEntry, key)
             return _as_dict(row) if row else None
 
-    def ledger_pending(self, key: str, run_id: str, partner: str, batch_no: int, size: int) -> None:
-        """Note a batch before pushing it, so a crash leaves a trace to resume from."""
+    def ledger_plan(
+        self,
+        run_id: str,
+        partner: str,
+        batches: Sequence[tuple[str, int, Batch | None]],
+        *,
+        sequence: int | None = None,
+        direction: str = PUBLISH,
+    ) -> None:
+        """Note a call's batches ``pending`` before any is sent: (key, size, content to keep or None) each.
+        Keys the ledger holds already are left as they are."""
         self.ensure_run(run_id)
+        keys = [key for key, _, _ in batches]
         with self._session() as s, s.begin():
-            if s.get(LedgerEntry, key) is None:
-                s.add(
-                    LedgerEntry(key=key, run_id=run_id, partner=partner, batch_no=batch_no, size=size, status="pending")
+            known = {
+                k
+                for start in range(0, len(keys), _IN_CHUNK)
+                for k in s.scalars(select(LedgerEntry.key).where(LedgerEntry.key.in_(keys[start : start + _IN_CHUNK])))
+            }
+            s.add_all(
+                LedgerEntry(
+                    key=key,
+                    run_id=run_id,
+                    partner=partner,
+                    batch_no=batch_no,
+                    size=size,
+                    status=PENDING,
+                    direction=direction,
+                    sequence=sequence,
+                    body=None if body is None else dict(body),
                 )
+                for batch_no, (key, size, body) in enumerate(batches, start=1)
+                if key not in known
+            )
 
-    def ledger_ack(self, key: str, answer: Mapping[str, Any]) -> None:
-        results = list(answer["results"])
+    def ledger_sent(self, key: str) -> None:
+        """The batch's request is about to go out: from now on the platform may have applied it."""
         with self._session() as s, s.begin():
             row = s.get(LedgerEntry, key)
             if row is None:
                 raise KeyError(f"ledger has no batch {key}")
-            row.status = "acked"
+            if row.status != ACKED:
+                row.status, row.sent_at = SENT, func.now()
+
+    def ledger_ack(
+        self,
+        key: str,
+        answer: Mapping[str, Any],
+        *,
+        settled_by: str | None = None,
+        digests: Mapping[str, str] | None = None,
+    ) -> None:
+        """Record the platform's answer to a batch and, in the same transaction, apply what it accepted to
+        the current items and their history (under the batch's own run). Acking twice changes nothing."""
+        results = list(answer["results"])
+        with self._session() as s, s.begin():
+            row = self._ledger_row(s, key)
+            if row.status == ACKED:
+                return
+            accepted = {(r["op"], r["task_code"]) for r in results if r["status"] == "accepted"}
+            self._apply_batch(s, row, accepted, digests)
+            row.status = ACKED
             row.platform_batch_id = answer.get("batch_id")
             row.replayed = bool(answer.get("replayed"))
             row.results = results
-            row.accepted = sum(r["status"] == "accepted" for r in results)
+            row.accepted = len(accepted)
             row.rejected = len(results) - row.accepted
             row.acked_at = func.now()
+            row.settled_by = settled_by
+
+    def ledger_close(
+        self, key: str, status: str, *, settled_by: str, note: str, found_applied: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """Close a batch a dead run left unsettled: ``unsent`` (it never left) or ``unapplied`` (the platform
+        has no record of it). ``found_applied``: (op, 实施编码) of its operations the platform's list shows
+        applied all the same (a platform that failed half-way): applied to the items and history too."""
+        if status not in (UNSENT, UNAPPLIED):
+            raise ValueError(f"a ledger row is closed as {UNSENT} or {UNAPPLIED}, not {status}")
+        with self._session() as s, s.begin():
+            row = self._ledger_row(s, key)
+            if row.status not in UNSETTLED:
+                return
+            self._apply_batch(s, row, set(found_applied))
+            row.status, row.settled_by, row.note, row.body = status, settled_by, note[:500], None
+
+    @staticmethod
+    def _ledger_row(s: Session, key: str) -> LedgerEntry:
+        row = s.get(LedgerEntry, key, with_for_update=True)
+        if row is None:
+            raise KeyError(f"ledger has no batch {key}")
+        return row
+
+    def _apply_batch(
+        self, s: Session, row: LedgerEntry, done: set[tuple[str, str]], digests: Mapping[str, str] | None = None
+    ) -> None:
+        """Apply the operations ``done`` of a ledger row's batch to the items and history; drop its body.
+        Rows without a body (offers, or rows older than bodies) change no item."""
+        if row.body is None:
+            return
+        body = row.body
+        self._apply(
+            s,
+            row.run_id,
+            row.partner,
+            [r for r in body["upserts"] if ("upsert", r["task_code"]) in done],
+            [c for c in body["deletes"] if ("delete", c) in done],
+            [(old, new) for old, new in body.get("recoded", []) if ("upsert", new) in done],
+            digests,
+        )
+        row.body = None
+
+    def unsettled(self, partner: str, direction: str = PUBLISH) -> list[dict[str, Any]]:
+        """The partner's ledger rows (of batches to the platform, by default) still ``pending`` or ``sent``,
+        oldest first."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(LedgerEntry)
+                .where(
+                    LedgerEntry.partner == partner,
+                    LedgerEntry.status.in_(UNSETTLED),
+                    LedgerEntry.direction == direction,
+                )
+                .order_by(LedgerEntry.created_at, LedgerEntry.run_id, LedgerEntry.batch_no)
+            )
+            return [_as_dict(r) for r in rows]
 
     def ledger(self, run_id: str, partner: str) -> list[dict[str, Any]]:
         with self._session() as s:
@@ -179,71 +326,81 @@ class ItemStore:
         """Record what the platform accepted in this run; writing the same run again changes nothing.
 
         ``digests``: the upserted records' content hashes by 实施编码, when the caller has them already."""
-        digests = digests or {}
         self.ensure_run(run_id)
+        with self._session() as s, s.begin():
+            self._apply(s, run_id, partner, upserted, deleted, recoded, digests)
+
+    def _apply(
+        self,
+        s: Session,
+        run_id: str,
+        partner: str,
+        upserted: Iterable[Mapping[str, Any]],
+        deleted: Iterable[str],
+        recoded: Iterable[tuple[str, str]] = (),
+        digests: Mapping[str, str] | None = None,
+    ) -> None:
+        digests = digests or {}
         upserted, deleted = list(upserted), list(deleted)
         changes: list[dict[str, Any]] = []  # ItemChange rows
         inserts: list[dict[str, Any]] = []  # CurrentItem rows, new
         updates: list[dict[str, Any]] = []  # CurrentItem rows, by primary key
         key = {"run_id": run_id, "partner": partner}
-        with self._session() as s, s.begin():
-            rows = self._current_rows(s, partner, [*(r["task_code"] for r in upserted), *deleted])
-            for old_code, new_code in recoded:
-                if not s.scalar(
-                    select(ItemChange.id).where(
-                        ItemChange.run_id == run_id, ItemChange.task_code == new_code, ItemChange.kind == "recoded"
-                    )
-                ):
-                    changes.append(
-                        key
-                        | {
-                            "task_code": new_code,
-                            "kind": "recoded",
-                            "element": "code",
-                            "old": old_code,
-                            "new": new_code,
-                        }
-                    )
-            for record in upserted:
-                code = record["task_code"]
-                row = rows.get(code)
-                digest = digests.get(code) or content_hash(record)
-                if row is None or row.removed_run is not None:
-                    changes.append(key | {"task_code": code, "kind": "added", "element": "", "old": None, "new": None})
-                elif row.content_hash != digest:
-                    changes.extend(
-                        key | {"task_code": code, "kind": "changed", "element": c.element, "old": c.old, "new": c.new}
-                        for c in diff_elements(row.record, record)
-                    )
-                else:
-                    continue
-                values = {
-                    "partner": partner,
-                    "task_code": code,
-                    "catalog_code": record["catalog_code"],
-                    "record": dict(record),
-                    "content_hash": digest,
-                    "last_changed_run": run_id,
-                    "removed_run": None,
-                }
-                if row is None:
-                    inserts.append(values | {"first_run": run_id})
-                    rows[code] = _Row(None, digest, dict(record))
-                else:
-                    updates.append(values)
-            for code in deleted:
-                row = rows.get(code)
-                if row is not None and row.removed_run is None:
-                    updates.append({"partner": partner, "task_code": code, "removed_run": run_id})
-                    changes.append(
-                        key | {"task_code": code, "kind": "removed", "element": "", "old": None, "new": None}
-                    )
-            # bulk statements: one INSERT/UPDATE per kind of row, not one per item
-            for statement, params in ((insert(CurrentItem), inserts), (update(CurrentItem), updates)):
-                if params:
-                    s.execute(statement, params)
-            if changes:
-                s.execute(insert(ItemChange), changes)
+        rows = self._current_rows(s, partner, [*(r["task_code"] for r in upserted), *deleted])
+        for old_code, new_code in recoded:
+            if not s.scalar(
+                select(ItemChange.id).where(
+                    ItemChange.run_id == run_id, ItemChange.task_code == new_code, ItemChange.kind == "recoded"
+                )
+            ):
+                changes.append(
+                    key
+                    | {
+                        "task_code": new_code,
+                        "kind": "recoded",
+                        "element": "code",
+                        "old": old_code,
+                        "new": new_code,
+                    }
+                )
+        for record in upserted:
+            code = record["task_code"]
+            row = rows.get(code)
+            digest = digests.get(code) or content_hash(record)
+            if row is None or row.removed_run is not None:
+                changes.append(key | {"task_code": code, "kind": "added", "element": "", "old": None, "new": None})
+            elif row.content_hash != digest:
+                changes.extend(
+                    key | {"task_code": code, "kind": "changed", "element": c.element, "old": c.old, "new": c.new}
+                    for c in diff_elements(row.record, record)
+                )
+            else:
+                continue
+            values = {
+                "partner": partner,
+                "task_code": code,
+                "catalog_code": record["catalog_code"],
+                "record": dict(record),
+                "content_hash": digest,
+                "last_changed_run": run_id,
+                "removed_run": None,
+            }
+            if row is None:
+                inserts.append(values | {"first_run": run_id})
+                rows[code] = _Row(None, digest, dict(record))
+            else:
+                updates.append(values)
+        for code in deleted:
+            row = rows.get(code)
+            if row is not None and row.removed_run is None:
+                updates.append({"partner": partner, "task_code": code, "removed_run": run_id})
+                changes.append(key | {"task_code": code, "kind": "removed", "element": "", "old": None, "new": None})
+        # bulk statements: one INSERT/UPDATE per kind of row, not one per item
+        for statement, params in ((insert(CurrentItem), inserts), (update(CurrentItem), updates)):
+            if params:
+                s.execute(statement, params)
+        if changes:
+            s.execute(insert(ItemChange), changes)
 
     @staticmethod
     def _current_rows(s: Session, partner: str, codes: list[str]) -> dict[str, _Row]:
@@ -268,6 +425,46 @@ class ItemStore:
         with self._session() as s:
             row = s.get(CurrentItem, (partner, task_code))
             return dict(row.record) if row is not None and row.removed_run is None else None
+
+    def current_hashes(self, partner: str) -> dict[str, str]:
+        """The content hash of each of the partner's current items, by 实施编码."""
+        with self._session() as s:
+            query = select(CurrentItem.task_code, CurrentItem.content_hash).where(
+                CurrentItem.partner == partner, CurrentItem.removed_run.is_(None)
+            )
+            return dict(s.execute(query).tuples().all())
+
+    def unreported(self, partner: str, run_id: str) -> list[dict[str, Any]]:
+        """History rows of the partner's changes that runs other than ``run_id`` published and no delivered
+        report has told of yet, oldest first, each with the item's name (``name``)."""
+        with self._session() as s:
+            rows = [
+                _as_dict(r)
+                for r in s.scalars(
+                    select(ItemChange)
+                    .where(
+                        ItemChange.partner == partner, ItemChange.reported_run.is_(None), ItemChange.run_id != run_id
+                    )
+                    .order_by(ItemChange.id)
+                )
+            ]
+            items = self._current_rows(s, partner, sorted({r["task_code"] for r in rows}))
+        return [r | {"name": items[r["task_code"]].record["name"] if r["task_code"] in items else ""} for r in rows]
+
+    def mark_reported(self, partner: str, runs: Iterable[str], by: str) -> int:
+        """Note that the report of run ``by``, delivered, told of the partner's changes published by ``runs``
+        (those not told of before); how many history rows that was."""
+        with self._session() as s, s.begin():
+            result = s.execute(
+                update(ItemChange)
+                .where(
+                    ItemChange.partner == partner,
+                    ItemChange.run_id.in_(list(runs)),
+                    ItemChange.reported_run.is_(None),
+                )
+                .values(reported_run=by)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
 
     def history(self, partner: str, task_code: str) -> list[dict[str, Any]]:
         with self._session() as s:

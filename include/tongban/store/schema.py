@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -53,7 +53,10 @@ class ItemChange(Base):
     """Item history: every addition, removal, re-code and element change, with the run that saw it."""
 
     __tablename__ = "item_history"
-    __table_args__ = (UniqueConstraint("run_id", "partner", "task_code", "kind", "element"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "partner", "task_code", "kind", "element"),
+        Index("ix_item_history_partner_reported", "partner", "reported_run"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
     partner: Mapped[str] = mapped_column(String(6))
@@ -62,6 +65,8 @@ class ItemChange(Base):
     element: Mapped[str] = mapped_column(String(32), default="")
     old: Mapped[Any] = mapped_column(JSON, nullable=True)
     new: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # the run whose report, delivered to the partner, told of this change (None: not told yet)
+    reported_run: Mapped[str | None] = mapped_column(String(250), nullable=True)
 
 
 class ReconciliationRow(Base):
@@ -75,6 +80,28 @@ class ReconciliationRow(Base):
     counts: Mapped[dict[str, Any]]
 
 
+class PartnerRun(Base):
+    """A run that started for a partner. ``sequence`` is the partner's publish sequence (fencing token):
+    it grows with every run that starts for the partner, and only the run holding the highest one may
+    publish for it (the platform refuses a lower one too)."""
+
+    __tablename__ = "partner_runs"
+    __table_args__ = (UniqueConstraint("partner", "sequence"),)
+    partner: Mapped[str] = mapped_column(String(6), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), primary_key=True)
+    sequence: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# publish ledger statuses: a batch is noted ``pending`` before anything is sent, becomes ``sent`` just
+# before its request goes out and ``acked`` once the platform's answer is applied to the item store (one
+# transaction). A later run settles what a dead run left: ``pending`` -> ``unsent`` (known never sent),
+# ``sent`` -> ``acked`` (the platform has it) or ``unapplied`` (the platform never recorded it).
+PENDING, SENT, ACKED, UNSENT, UNAPPLIED = "pending", "sent", "acked", "unsent", "unapplied"
+UNSETTLED = (PENDING, SENT)
+PUBLISH, OFFER = "publish", "offer"  # ledger directions: to the platform, or our items offered to a partner
+
+
 class LedgerEntry(Base):
     """The publish ledger: one row per batch, written before the push and completed on acknowledgement."""
 
@@ -84,14 +111,22 @@ class LedgerEntry(Base):
     partner: Mapped[str] = mapped_column(String(6))
     batch_no: Mapped[int]
     size: Mapped[int]
-    status: Mapped[str] = mapped_column(String(16))  # pending | acked
+    status: Mapped[str] = mapped_column(String(16))  # PENDING, SENT, ACKED, UNSENT or UNAPPLIED
+    direction: Mapped[str] = mapped_column(String(8), server_default=PUBLISH)  # PUBLISH or OFFER
+    sequence: Mapped[int | None] = mapped_column(nullable=True)  # the publish sequence it is sent under
+    # the batch itself ({"upserts", "deletes", "recoded"}) until it is acked or closed: what a later run
+    # needs to bring the item store in line with what the platform applied
+    body: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     platform_batch_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
     replayed: Mapped[bool] = mapped_column(default=False)
     accepted: Mapped[int] = mapped_column(default=0)
     rejected: Mapped[int] = mapped_column(default=0)
     results: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    settled_by: Mapped[str | None] = mapped_column(String(250), nullable=True)  # the later run that closed it
+    note: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
 
 class OutstandingItem(Base):
