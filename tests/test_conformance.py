@@ -83,6 +83,7 @@ PROFILES: dict[str, tuple[dict[str, Any], str]] = {
     "wrong_types": ({"count": 3}, "[需修改] 字段：每条记录含约定的全部字段"),
     "future_timestamp": ({"count": 2}, "[需修改] 字段：更新时间（update_time）不晚于当前时间"),
     "nested_body": ({"depth": 50}, "[需修改]"),
+    "report_html": ({}, "[需修改] 报告接收"),
 }
 
 
