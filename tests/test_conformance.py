@@ -12,7 +12,7 @@ import requests
 from tests.independent_partner import serving as independent
 from tests.partner_texts import internal_in
 from tongban import conformance
-from tongban.registry import FAULT_KINDS, load_registry, wire_formats
+from tongban.registry import FAULT_KINDS, WRITE_FAULTS, load_registry, wire_formats
 from tongban.simulators.credentials import partner_secrets
 from tongban.simulators.partners import create_partner_app
 
@@ -88,7 +88,8 @@ PROFILES: dict[str, tuple[dict[str, Any], str]] = {
 
 
 def test_every_fault_kind_has_a_profile() -> None:
-    assert set(PROFILES) == set(FAULT_KINDS)
+    # write faults hit the outbound offer endpoint (docs/partner-formats.md §13), which the kit does not exercise
+    assert set(PROFILES) == set(FAULT_KINDS) - set(WRITE_FAULTS)
 
 
 @pytest.mark.parametrize("kind", sorted(PROFILES))
