@@ -367,16 +367,17 @@ def cross_province_sync() -> None:
         partner = _partner(division)
         conn = BaseHook.get_connection(partner.conn_id)
         context = get_current_context()
-        summary = stages.offer_partner(
-            partner,
-            load_registry(),
-            _storage(),
-            context["run_id"],
-            base_url(conn.host, conn.port, conn.schema),
-            _store(),
-            secret=conn.password,
-            dry_run=bool(context["params"]["dry_run"]),
-        )
+        with _stale_fails():
+            summary = stages.offer_partner(
+                partner,
+                load_registry(),
+                _storage(),
+                context["run_id"],
+                base_url(conn.host, conn.port, conn.schema),
+                _store(),
+                secret=conn.password,
+                dry_run=bool(context["params"]["dry_run"]),
+            )
         if summary["status"] != "ok":
             message = (
                 f"partner {division}: our items not brought in line this run ({summary['error']}); its report says "

@@ -240,3 +240,45 @@ def test_the_summary_gives_every_partner_both_directions_with_a_trend(tmp_path: 
     rows = [{"partner": "440100"}, {"partner": "440300"}]
     assert summary_rows(root, reports, "r2", rows) == []
     assert [r["outbound"]["trend"] for r in rows] == [-1, 2]  # against the end of r1
+
+
+def test_a_dead_runs_offer_batches_are_settled_and_a_superseded_run_offers_nothing(world: World) -> None:
+    from tongban.publish import StaleRun
+    from tongban.store.schema import OFFER
+
+    partner = REGISTRY.partners[0]
+    division = partner.division
+
+    def offer(run_id: str) -> dict[str, Any]:
+        stages.library(REGISTRY, world.platform, world.root, run_id, world.store)
+        return stages.offer_partner(
+            partner,
+            REGISTRY,
+            world.root,
+            run_id,
+            partner_base_url(world.urls, division),
+            world.store,
+            secret=world.secrets[division],
+            fetch_settings=FETCH,
+            write_settings=WRITE,
+        )
+
+    # a run that died mid-offer: one batch noted but never sent, one sent and never answered
+    world.store.claim_sequence(division, "dead")
+    world.store.ledger_plan("dead", division, [("offer-a", 3, None), ("offer-b", 2, None)], direction=OFFER)
+    world.store.ledger_sent("offer-b")
+    assert [r["status"] for r in world.store.unsettled(division, direction=OFFER)] == ["pending", "sent"]
+
+    assert offer("next")["status"] == "ok"
+    assert world.store.unsettled(division, direction=OFFER) == []  # nothing left pending
+    assert world.store.ledger_entry("offer-a")["status"] == "unsent"
+    assert world.store.ledger_entry("offer-b")["status"] == "superseded"
+    settled = {s["key"]: (s["was"], s["now"]) for s in world.outbound("next", division)["settled"]}
+    assert settled == {"offer-a": ("pending", "unsent"), "offer-b": ("sent", "superseded")}
+    configured = world.configured(division)
+    assert same(offer_of(world, "next", division), configured)
+
+    # the dead run resumed after the newer one: it offers nothing, the partner's list stays as it is
+    with pytest.raises(StaleRun, match="superseded"):
+        offer("dead")
+    assert world.configured(division) == configured

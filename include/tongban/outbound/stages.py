@@ -22,10 +22,11 @@ from tongban.ingest import FetchSettings
 from tongban.outbound.client import LibraryClient, OfferClient, OfferError
 from tongban.outbound.diff import OfferDiff, compare, digest
 from tongban.outbound.library import INTERNAL, check_library, home_region, offer_for
-from tongban.publish import PlatformClient
+from tongban.publish import PlatformClient, check_fence
 from tongban.registry import Partner, Registry
 from tongban.storage import REPORTS, RUNS, read_json, run_dir, write_json
 from tongban.store.repo import ItemStore
+from tongban.store.schema import OFFER, PENDING, SUPERSEDED, UNSENT
 
 OUTBOUND = "outbound.json"  # runs/<run>/<division>/: the offer to one partner this run
 KEY_PREFIX = "offer-"  # ledger keys of offer batches (publish batches have none)
@@ -60,7 +61,10 @@ def offer_partner(
 ) -> dict[str, Any]:
     """Bring the partner's configured list in line with our offer: read it back, compare, send the
     difference in idempotent batches, read it back again (``dry_run``: compare only). Writes
-    ``outbound.json``; returns its counts."""
+    ``outbound.json``; returns its counts. A run superseded for the partner by a newer one offers nothing
+    (StaleRun: its library is older than the newer run's)."""
+    check_fence(store, partner.division, run_id)
+    settled = settle_offers(store, partner.division, run_id)
     offer = offer_for(home_run(root, run_id, registry), partner.division)
     client = OfferClient(
         partner,
@@ -117,9 +121,27 @@ def offer_partner(
         "batches": sent.batches,
         "not_configured": sorted(offer.keys() - configured) if configured is not None else sorted(offer),
         "readback": sorted(held) if held is not None else None,
+        "settled": settled,
     }
     write_json(run_dir(root, run_id, partner.division) / OUTBOUND, record)
     return {"partner": partner.division, "status": status, "error": error, "retryable": retryable, **record["counts"]}
+
+
+def settle_offers(store: ItemStore, division: str, run_id: str) -> list[dict[str, Any]]:
+    """Close the offer batches earlier, dead runs left unsettled for the partner: ``pending`` ones never left
+    (``unsent``); ``sent`` ones are ``superseded`` — nothing is sent again, this run reads back what the partner
+    has configured and sends what is still to change."""
+    settled = []
+    for row in store.unsettled(division, direction=OFFER):
+        if row["run_id"] == run_id:
+            continue  # this run's own batches: its offer sends them again under the same keys
+        if row["status"] == PENDING:
+            now, note = UNSENT, "never sent: its run stopped before sending it"
+        else:
+            now, note = SUPERSEDED, f"outcome not asked: run {run_id} read back what the partner has configured"
+        store.ledger_close(row["key"], now, settled_by=run_id, note=note)
+        settled.append({"key": row["key"], "run_id": row["run_id"], "was": row["status"], "now": now})
+    return settled
 
 
 def _send(

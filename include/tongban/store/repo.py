@@ -18,6 +18,7 @@ from tongban.store.schema import (
     PENDING,
     PUBLISH,
     SENT,
+    SUPERSEDED,
     UNAPPLIED,
     UNSENT,
     UNSETTLED,
@@ -251,11 +252,12 @@ class ItemStore:
     def ledger_close(
         self, key: str, status: str, *, settled_by: str, note: str, found_applied: Iterable[tuple[str, str]] = ()
     ) -> None:
-        """Close a batch a dead run left unsettled: ``unsent`` (it never left) or ``unapplied`` (the platform
-        has no record of it). ``found_applied``: (op, 实施编码) of its operations the platform's list shows
-        applied all the same (a platform that failed half-way): applied to the items and history too."""
-        if status not in (UNSENT, UNAPPLIED):
-            raise ValueError(f"a ledger row is closed as {UNSENT} or {UNAPPLIED}, not {status}")
+        """Close a batch a dead run left unsettled: ``unsent`` (it never left), ``unapplied`` (the platform
+        has no record of it) or ``superseded`` (an offer batch: the partner's list read back decides).
+        ``found_applied``: (op, 实施编码) of its operations the platform's list shows applied all the same (a
+        platform that failed half-way): applied to the items and history too."""
+        if status not in (UNSENT, UNAPPLIED, SUPERSEDED):
+            raise ValueError(f"a ledger row is closed as {UNSENT}, {UNAPPLIED} or {SUPERSEDED}, not {status}")
         with self._session() as s, s.begin():
             row = self._ledger_row(s, key)
             if row.status not in UNSETTLED:

@@ -96,8 +96,11 @@ class PartnerRun(Base):
 # publish ledger statuses: a batch is noted ``pending`` before anything is sent, becomes ``sent`` just
 # before its request goes out and ``acked`` once the platform's answer is applied to the item store (one
 # transaction). A later run settles what a dead run left: ``pending`` -> ``unsent`` (known never sent),
-# ``sent`` -> ``acked`` (the platform has it) or ``unapplied`` (the platform never recorded it).
+# ``sent`` -> ``acked`` (the platform has it) or ``unapplied`` (the platform never recorded it). An offer batch
+# (our items to a partner) left ``sent`` is closed ``superseded``: partners are not asked by key; the newer run
+# reads back what the partner has configured and sends what is still to change.
 PENDING, SENT, ACKED, UNSENT, UNAPPLIED = "pending", "sent", "acked", "unsent", "unapplied"
+SUPERSEDED = "superseded"
 UNSETTLED = (PENDING, SENT)
 PUBLISH, OFFER = "publish", "offer"  # ledger directions: to the platform, or our items offered to a partner
 
@@ -111,7 +114,7 @@ class LedgerEntry(Base):
     partner: Mapped[str] = mapped_column(String(6))
     batch_no: Mapped[int]
     size: Mapped[int]
-    status: Mapped[str] = mapped_column(String(16))  # PENDING, SENT, ACKED, UNSENT or UNAPPLIED
+    status: Mapped[str] = mapped_column(String(16))  # PENDING, SENT, ACKED, UNSENT, UNAPPLIED or SUPERSEDED
     direction: Mapped[str] = mapped_column(String(8), server_default=PUBLISH)  # PUBLISH or OFFER
     sequence: Mapped[int | None] = mapped_column(nullable=True)  # the publish sequence it is sent under
     # the batch itself ({"upserts", "deletes", "recoded"}) until it is acked or closed: what a later run
