@@ -4,7 +4,7 @@ Starts the simulators, gives both DAGs one Airflow home (SQLite), runs ``cross_p
 every partner (the first sync), and the floor once, then alternates floor and real DAG ``--repeat`` times on
 unchanged data, each under ``airflow dags test`` (all tasks in one process, one after another). The floor is
 ``bench/dags/nightly_shape.py``: the same plan, mapping and trigger rules with empty task bodies, so its time
-is what Airflow itself costs for the run's task instances (8 x partners + 4). Prints every run's time, the
+is what Airflow itself costs for the run's task instances (9 x partners + 4). Prints every run's time, the
 medians and their ratio (issue 14's target: <= 1.5).
 
     python bench/bench_nightly.py                        # all 16 partners, 2 rounds

@@ -49,7 +49,7 @@ def test_the_floor_dag_has_the_nightly_runs_shape() -> None:
             for t in dag.tasks  # type: ignore[attr-defined]
         }
 
-    assert shape(real) == shape(floor) and len(shape(real)) == 12
+    assert shape(real) == shape(floor) and len(shape(real)) == 13
 
 
 def test_nightly_bench_prints_both_times_and_the_ratio() -> None:
