@@ -336,3 +336,12 @@ def test_a_sharp_shrink_alone_holds_the_removals() -> None:
     incremental = Reconciliation(removed=list(removed), full=False)
     guard.apply(incremental, 10, size=1, previous_size=100, limit=0.2)
     assert incremental.removal_guard is None
+
+
+def test_the_removal_notice_of_a_dry_run_does_not_say_the_other_changes_were_pushed() -> None:
+    held = {"held": [{"task_code": "x"}], "reasons": ["本次全量拉取将删除 1/1 项（100%），超过 20% 的删除阈值"]}
+    published = guard.removal_notice(held, "440100", "r1")
+    dry = guard.removal_notice(held, "440100", "r1", dry_run=True)
+    assert published and "已正常推送" in published
+    assert dry and "已正常推送" not in dry and "试运行" in dry
+    assert guard.removal_notice({"held": [], "reasons": []}, "440100", "r1") is None

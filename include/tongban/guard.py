@@ -136,15 +136,16 @@ def apply(
         recon.removal_guard = guard
 
 
-def removal_notice(guard: Mapping[str, Any], division: str, run_id: str) -> str | None:
+def removal_notice(guard: Mapping[str, Any], division: str, run_id: str, *, dry_run: bool = False) -> str | None:
     """What the partner is told about held removals, in Chinese; None if none were held. The alert adds how
-    to confirm (:func:`how_to_confirm`)."""
+    to confirm (:func:`how_to_confirm`). ``dry_run``: nothing was pushed this run, so the notice says so."""
     if not guard.get("held"):
         return None
+    others = "本次为试运行，其他变更均未推送" if dry_run else "贵方其他变更已正常推送"
     return (
         "；".join(guard["reasons"])
         + f"。为防止接口异常导致误删，这 {len(guard['held'])} 项删除本次暂缓执行，省一体化平台保留其原版本，"
-        "待人工确认；贵方其他变更已正常推送。如确系撤销这些事项，请联系省平台运维人员确认删除"
+        f"待人工确认；{others}。如确系撤销这些事项，请联系省平台运维人员确认删除"
         f"（确认编号 {division}@{run_id}）；如并非有意撤销，请检查接口返回的事项清单是否完整。"
     )
 

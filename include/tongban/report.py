@@ -247,7 +247,11 @@ def build(
         ],
         hold_back=_hold_back(hold_back, len(held_with_partner)) if recon.held_back and hold_back else None,
         held_with_partner=[_brief(r) for r in held_with_partner] if recon.held_back else [],
-        removal_guard=_removal_hold(recon.removal_guard, partner.division, run_id) if recon.removal_guard else None,
+        removal_guard=(
+            _removal_hold(recon.removal_guard, partner.division, run_id, bool(publish.get("dry_run")))
+            if recon.removal_guard
+            else None
+        ),
         future_dated=[
             FutureDated(**f, reason=f"更新时间 {f['updated_at']} 晚于本次拉取时间：{FUTURE_DATED}")
             for f in future_dated
@@ -300,12 +304,12 @@ def _hold_back(check: Mapping[str, Any], passed: int) -> HoldBack:
     )
 
 
-def _removal_hold(info: Mapping[str, Any], division: str, run_id: str) -> RemovalHold:
+def _removal_hold(info: Mapping[str, Any], division: str, run_id: str, dry_run: bool) -> RemovalHold:
     keys = ("published", "removals", "rate", "limit", "size", "previous_size", "reasons", "confirmed_run", "confirmed")
     return RemovalHold(
         **{k: info.get(k) for k in keys},
         held=[_brief(r) for r in info.get("held", [])],
-        text=guard.removal_notice(info, division, run_id) or guard.confirmed_notice(info),
+        text=guard.removal_notice(info, division, run_id, dry_run=dry_run) or guard.confirmed_notice(info),
     )
 
 
