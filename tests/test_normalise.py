@@ -208,7 +208,7 @@ def test_a_missing_optional_field_is_a_problem_not_a_silent_null() -> None:
     raw = pinyin()
     del raw["BJLX"]
     [q] = run("pinyin_json", raw)
-    assert isinstance(q, Quarantined) and q.problems[0].reason == "缺少字段 BJLX"
+    assert isinstance(q, Quarantined) and q.problems[0].reason == "缺少字段 BJLX（办件类型）"
 
 
 def test_exact_repeats_count_once_and_conflicting_copies_are_all_quarantined() -> None:

@@ -68,6 +68,11 @@ def _what_changed(value: str) -> str:
     return "、".join(kinds) or "首尾空白"
 
 
+def _named(canonical: str, wire: str) -> str:
+    """A field as the partner reads it: its own name, with the element's Chinese label where there is one."""
+    return f"{wire}（{FIELD_LABELS[canonical]}）" if canonical in FIELD_LABELS else wire
+
+
 @dataclass(frozen=True)
 class Problem:
     field: str
@@ -128,7 +133,7 @@ class _Mapper:
         noted = len(self.normalised)
         for canonical, wire in self.fmt.fields.items():
             if wire not in raw:  # even an optional field must be there (null or empty when it has no value)
-                problems.append(Problem(canonical, wire, f"缺少字段 {wire}"))
+                problems.append(Problem(canonical, wire, f"缺少字段 {_named(canonical, wire)}"))
                 continue
             value = raw[wire]
             if canonical in CODE_FIELDS:
@@ -149,8 +154,7 @@ class _Mapper:
                 for err in exc.errors():
                     canonical = str(err["loc"][0]) if err["loc"] else "*"
                     wire = self.fmt.fields.get(canonical, canonical)
-                    what = f"{wire}（{FIELD_LABELS[canonical]}）" if canonical in FIELD_LABELS else wire
-                    problems.append(Problem(canonical, wire, f"字段 {what} 格式不符：{err['msg']}"))
+                    problems.append(Problem(canonical, wire, f"字段 {_named(canonical, wire)} 格式不符：{err['msg']}"))
         recovered = task_code is not None and not isinstance(raw.get(self.fmt.fields["task_code"]), str)
         return Quarantined(self.partner.division, position, task_code, problems, raw, recovered)
 
