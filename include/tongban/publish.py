@@ -241,13 +241,17 @@ def settle(client: PlatformClient, division: str, run_id: str, store: ItemStore)
         "run_id": run_id,
         "sequence": sequence,
         "settled": settled,
-        "drift": drift(client, division, store),
+        "drift": drift(client, division, store, on_platform),
     }
 
 
-def drift(client: PlatformClient, division: str, store: ItemStore) -> dict[str, list[str]]:
-    """Where the item store and the platform's list of the partner differ (实施编码; empty lists: none)."""
-    held = {r["task_code"]: content_hash(r) for r in client.items(division)}
+def drift(
+    client: PlatformClient, division: str, store: ItemStore, held: Mapping[str, str] | None = None
+) -> dict[str, list[str]]:
+    """Where the item store and the platform's list of the partner differ (实施编码; empty lists: none).
+    ``held``: the platform's content hashes by 实施编码, when the caller has read them already."""
+    if held is None:
+        held = {r["task_code"]: content_hash(r) for r in client.items(division)}
     known = store.current_hashes(division)
     return {
         "only_on_platform": sorted(held.keys() - known.keys()),
