@@ -198,3 +198,44 @@ def test_the_worked_example_of_the_partner_page_is_what_we_compute() -> None:
             "example-secret", "GET", "/api/sx/list", "1700000000", nonce, query=query, algorithm=algorithm
         )
         assert f"`{algorithm}` `{value}`" in page
+
+
+def test_a_url_is_signed_over_its_path_and_query_as_sent() -> None:
+    spec = wire_formats()["national_json"].auth
+    fixed = {"clock": lambda: 1700000000.0, "nonce": lambda: "n0"}
+    whole = auth.url_headers(spec, "k3y", "GET", "https://p.example/api/sx?b=2&a=1", **fixed)  # type: ignore[arg-type]
+    parts = auth.request_headers(spec, "k3y", "GET", "/api/sx", query="a=1&b=2", **fixed)  # type: ignore[arg-type]
+    assert whole == parts
+    other = auth.url_headers(spec, "k3y", "GET", "https://p.example/api/sy?b=2&a=1", **fixed)  # type: ignore[arg-type]
+    assert other[spec.signature_header] != whole[spec.signature_header]
+
+
+def test_the_publish_sequence_is_signed_and_a_tampered_one_refused(sims: dict[str, Any]) -> None:
+    """The platform's fencing token (X-Publish-Sequence) is covered by the signature: a batch whose sequence
+    was changed, added or dropped after signing is refused before the fence is looked at."""
+    assert auth.string_to_sign("POST", "/p", "", "d", "1", "n", {"x-publish-sequence": "5"}).endswith(
+        "\nn\nx-publish-sequence:5"
+    )
+    platform = platform_credentials(sims["state"])
+    url = f"{sims['platform']}/api/v1/regions/440199/batches"
+    body = json.dumps({"upserts": [], "deletes": []}).encode()
+
+    def signed(sequence: str | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Idempotency-Key": f"seq-{time.time_ns()}"}
+        headers |= {"X-Publish-Sequence": sequence} if sequence is not None else {}
+        return headers | auth.url_headers(
+            PLATFORM_AUTH, platform["secret"], "POST", url, body=body, algorithm=platform["algorithm"], headers=headers
+        )
+
+    def send(headers: dict[str, str]) -> requests.Response:
+        return requests.post(url, data=body, headers=headers, timeout=10)
+
+    for tampered in ({"X-Publish-Sequence": "9"}, {"X-Publish-Sequence": "4"}):
+        answer = send(signed("5") | tampered)
+        assert (answer.status_code, answer.json()["error"]) == (401, "签名校验失败"), tampered
+    dropped = {k: v for k, v in signed("5").items() if k != "X-Publish-Sequence"}
+    assert send(dropped).status_code == 401
+    assert send(signed(None) | {"X-Publish-Sequence": "5"}).status_code == 401  # added after signing
+    assert send(signed("5")).status_code == 200
+    answer = send(signed(None))  # the region has taken a sequence: a batch without one is refused by the fence
+    assert answer.status_code == 428, answer.text

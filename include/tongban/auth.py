@@ -3,18 +3,21 @@
 Every request to a partner or to the platform is signed with the endpoint's secret (the ``password``
 of its Airflow Connection): an HMAC over
 
-    METHOD\\nPATH\\nSORTED_QUERY\\nBODY_SHA256\\nTIMESTAMP\\nNONCE
+    METHOD\\nPATH\\nSORTED_QUERY\\nBODY_SHA256\\nTIMESTAMP\\nNONCE[\\nname:value ...]
 
 (upper-case method; the URL path as sent; the query parameters sorted by name then value, each
 RFC 3986 percent-encoded, ``name=value`` joined by ``&``; the lower-case hex SHA-256 of the body,
-of no bytes for a GET; Unix seconds; a fresh random nonce), in lower-case hex. The algorithm is
+of no bytes for a GET; Unix seconds; a fresh random nonce; then one line per header of
+``Auth.signed_headers`` the request carries, its lower-case name and its value, sorted by name: the
+platform's ``X-Publish-Sequence``), in lower-case hex. The algorithm is
 chosen per endpoint: ``HMAC-SHA256`` or ``HMAC-SM3`` (GB/T 32905, the 国密 hash). Formats whose
 systems also identify callers by an API key or a bearer token send that too (``Auth.scheme``).
 
 ``request_headers`` builds the headers of one attempt (a retried request is signed anew, see
-:mod:`tongban.http`); ``Verifier`` is the receiving side every simulator uses: it refuses a
-missing or wrong credential, a timestamp outside the allowed skew, another algorithm than the
-endpoint's, a signature that does not match (a tampered query or body) and a nonce seen before.
+:mod:`tongban.http`), ``url_headers`` the same for a whole URL; ``Verifier`` is the receiving side
+every simulator uses: it refuses a missing or wrong credential, a timestamp outside the allowed
+skew, another algorithm than the endpoint's, a signature that does not match (a tampered query,
+body or signed header) and a nonce seen before.
 ``redact`` removes secrets from headers before they are written anywhere.
 """
 
@@ -27,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import get_args
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
@@ -36,7 +39,6 @@ from tongban.registry import Auth, SignatureAlgorithm
 
 REDACTED = "***"
 ALGORITHMS: tuple[str, ...] = get_args(SignatureAlgorithm)
-SIGNED_FIELDS = ("method", "path", "query", "body_sha256", "timestamp", "nonce")
 
 
 class MissingSecret(ValueError):
@@ -80,8 +82,27 @@ def canonical_query(query: str) -> str:
     return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in pairs)
 
 
-def string_to_sign(method: str, path: str, query: str, body_digest: str, timestamp: str, nonce: str) -> str:
-    return "\n".join((method.upper(), path, canonical_query(query), body_digest, timestamp, nonce))
+def signed_header_values(auth: Auth, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The headers of ``auth.signed_headers`` that ``headers`` carry (names in lower case, values stripped):
+    what the signature covers besides the request line and body."""
+    given = {name.lower(): value for name, value in (headers or {}).items()}
+    wanted = (name.lower() for name in auth.signed_headers)
+    return {name: str(given[name]).strip() for name in sorted(wanted) if name in given}
+
+
+def string_to_sign(
+    method: str,
+    path: str,
+    query: str,
+    body_digest: str,
+    timestamp: str,
+    nonce: str,
+    signed_headers: Mapping[str, str] | None = None,
+) -> str:
+    """The six lines of every request, then ``name:value`` per signed header (:func:`signed_header_values`)."""
+    lines = [method.upper(), path, canonical_query(query), body_digest, timestamp, nonce]
+    lines += (f"{name}:{value}" for name, value in sorted((signed_headers or {}).items()))
+    return "\n".join(lines)
 
 
 def signature(
@@ -94,9 +115,10 @@ def signature(
     query: str = "",
     body: bytes | str | None = None,
     algorithm: str = "HMAC-SHA256",
+    signed_headers: Mapping[str, str] | None = None,
 ) -> str:
     """The signature of one request: :func:`hmac_hex` of :func:`string_to_sign`, keyed with the UTF-8 secret."""
-    message = string_to_sign(method, path, query, body_sha256(body), timestamp, nonce)
+    message = string_to_sign(method, path, query, body_sha256(body), timestamp, nonce, signed_headers)
     return hmac_hex(algorithm, secret.encode(), message.encode())
 
 
@@ -109,27 +131,60 @@ def request_headers(
     query: str = "",
     body: bytes | str | None = None,
     algorithm: str = "HMAC-SHA256",
+    headers: Mapping[str, str] | None = None,
     clock: Callable[[], float] = time.time,
     nonce: Callable[[], str] = lambda: _secrets.token_hex(16),
 ) -> dict[str, str]:
     """The authentication headers of one request attempt: the credential the format asks for, if any,
-    and the signature with its timestamp, nonce and algorithm."""
+    and the signature with its timestamp, nonce and algorithm. ``headers``: the request's other headers,
+    of which those in ``auth.signed_headers`` are signed too."""
     if not secret:
         raise MissingSecret("signed requests need a secret in the Connection's password")
     timestamp, once = str(int(clock())), nonce()
-    headers: dict[str, str] = {}
+    out: dict[str, str] = {}
     if auth.scheme == "api_key":
         assert auth.header
-        headers[auth.header] = secret
+        out[auth.header] = secret
     elif auth.scheme == "bearer":
-        headers["Authorization"] = f"Bearer {secret}"
-    sig = signature(secret, method, path, timestamp, once, query=query, body=body, algorithm=algorithm)
-    return headers | {
+        out["Authorization"] = f"Bearer {secret}"
+    signed = signed_header_values(auth, headers)
+    sig = signature(
+        secret, method, path, timestamp, once, query=query, body=body, algorithm=algorithm, signed_headers=signed
+    )
+    return out | {
         auth.timestamp_header: timestamp,
         auth.nonce_header: once,
         auth.algorithm_header: algorithm,
         auth.signature_header: sig,
     }
+
+
+def url_headers(
+    auth: Auth,
+    secret: str | None,
+    method: str,
+    url: str,
+    *,
+    body: bytes | str | None = None,
+    algorithm: str = "HMAC-SHA256",
+    headers: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
+    nonce: Callable[[], str] = lambda: _secrets.token_hex(16),
+) -> dict[str, str]:
+    """:func:`request_headers` of a request to ``url``: its path and query signed as they are sent."""
+    parts = urlsplit(url)
+    return request_headers(
+        auth,
+        secret,
+        method,
+        parts.path,
+        query=parts.query,
+        body=body,
+        algorithm=algorithm,
+        headers=headers,
+        clock=clock,
+        nonce=nonce,
+    )
 
 
 def secret_headers(auth: Auth) -> set[str]:
@@ -201,7 +256,10 @@ class Verifier:
         named = (headers.get(auth.algorithm_header) or "").strip().upper()
         if named != algorithm:
             raise Refused(f"签名算法应为 {algorithm}（请求头 {auth.algorithm_header}），收到 {named or '（空）'}")
-        expected = signature(secret, method, path, stamp, once, query=query, body=body, algorithm=algorithm)
+        signed = signed_header_values(auth, headers)
+        expected = signature(
+            secret, method, path, stamp, once, query=query, body=body, algorithm=algorithm, signed_headers=signed
+        )
         if not hmac.compare_digest(expected, given.strip().lower()):
             raise Refused("签名校验失败")
         with self._lock:

@@ -23,11 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import requests
 
-from tongban.auth import ALGORITHMS, request_headers
+from tongban.auth import ALGORITHMS, url_headers
 from tongban.config import CHINA_TZ
 from tongban.delivery import CHECKSUM_HEADER, REPORT_PATH, RUN_HEADER
 from tongban.http import Answer, HttpSettings, reason
@@ -111,17 +111,7 @@ class Kit:
     # -- plain requests, signed or not, for the checks of refusals --
 
     def _headers(self, method: str, url: str, body: bytes = b"", **kwargs: Any) -> dict[str, str]:
-        parts = urlsplit(url)
-        return request_headers(
-            self.fmt.auth,
-            self.secret,
-            method,
-            parts.path,
-            query=parts.query,
-            body=body,
-            algorithm=self.algorithm,
-            **kwargs,
-        )
+        return url_headers(self.fmt.auth, self.secret, method, url, body=body, algorithm=self.algorithm, **kwargs)
 
     def _raw(self, method: str, url: str, headers: dict[str, str], body: bytes = b"") -> requests.Response:
         started = time.monotonic()

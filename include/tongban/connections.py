@@ -18,7 +18,9 @@ from typing import Any
 from tongban.registry import Auth, SignatureAlgorithm
 
 PLATFORM_CONN_ID = "tongban_platform"
-PLATFORM_AUTH = Auth(scheme="signature")  # the default signature headers, no key header
+SEQUENCE_HEADER = "X-Publish-Sequence"  # a batch's publish sequence, the platform's fencing token (publish.py)
+# the default signature headers, no key header; the fencing token is signed with the request
+PLATFORM_AUTH = Auth(scheme="signature", signed_headers=(SEQUENCE_HEADER,))
 PLATFORM_SIGNATURE: SignatureAlgorithm = "HMAC-SM3"  # the provincial platform asks for 国密 by default
 SIGNATURE_EXTRA = "signature_algorithm"
 

@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -32,7 +31,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import InvalidHeader, MaxRetryError
 from urllib3.util import Retry
 
-from tongban.auth import MissingSecret, redact, request_headers
+from tongban.auth import MissingSecret, redact, url_headers
 from tongban.registry import Auth
 
 log = logging.getLogger(__name__)
@@ -113,8 +112,8 @@ def session() -> requests.Session:
 
 
 class Signer(AuthBase):
-    """Signs a prepared request (:func:`tongban.auth.request_headers`) over its method, path, query and
-    body; called for every attempt, so every attempt has its own timestamp and nonce."""
+    """Signs a prepared request (:func:`tongban.auth.url_headers`) over its method, path, query, body and
+    the headers its ``Auth`` signs; called for every attempt, so every attempt has its own timestamp and nonce."""
 
     def __init__(
         self,
@@ -127,22 +126,20 @@ class Signer(AuthBase):
         self.auth, self.secret, self.algorithm, self.clock = auth, secret, algorithm, clock
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        parts = urlsplit(request.url or "")
         body = request.body
         if body is not None and not isinstance(body, bytes | str):
             raise TypeError("a signed request needs its body as bytes, not a stream")
-        method = request.method or "GET"
-        headers = request_headers(
+        signed = url_headers(
             self.auth,
             self.secret,
-            method,
-            parts.path,
-            query=parts.query,
+            request.method or "GET",
+            request.url or "",
             body=body,
             algorithm=self.algorithm,
+            headers=request.headers,
             clock=self.clock,
         )
-        request.headers.update(headers)
+        request.headers.update(signed)
         return request
 
 

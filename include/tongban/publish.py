@@ -13,7 +13,8 @@ applied) rows: every later run first :func:`settle` s them against the platform,
 Fencing: every run that starts for a partner claims the next publish sequence of that partner
 (:meth:`ItemStore.claim_sequence`); a run whose sequence is no longer the highest is stale and may
 neither settle nor publish (:class:`StaleRun`), and each batch carries the sequence in
-``X-Publish-Sequence`` so the platform refuses a superseded run's batch as well.
+``X-Publish-Sequence`` so the platform refuses a superseded run's batch as well (the header is signed
+with the request, ``PLATFORM_AUTH.signed_headers``: a sequence changed on the way is refused).
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ from typing import Any
 import requests
 
 from tongban.batches import batch_key, readback_problems, send_batches
-from tongban.connections import PLATFORM_AUTH, PLATFORM_SIGNATURE
+from tongban.connections import PLATFORM_AUTH, PLATFORM_SIGNATURE, SEQUENCE_HEADER
 from tongban.http import Answer, HttpClient, HttpFailure, HttpSettings, Signer, reason
 from tongban.model import content_hash
 from tongban.reconcile import Reconciliation
 from tongban.store.repo import ItemStore
 from tongban.store.schema import ACKED, PENDING, UNAPPLIED, UNSENT
 
-SEQUENCE_HEADER = "X-Publish-Sequence"
 STALE_SEQUENCE = "stale_sequence"  # the platform's code for a batch of a superseded run
 
 

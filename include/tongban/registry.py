@@ -113,6 +113,8 @@ class Auth(BaseModel):
     signature_header: str = "X-Signature"
     algorithm_header: str = "X-Signature-Method"
     max_skew_seconds: int = Field(300, gt=0)
+    # headers the signature covers as well, when a request carries them (the platform's publish fence)
+    signed_headers: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _complete(self) -> Auth:

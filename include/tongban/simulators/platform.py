@@ -8,7 +8,8 @@ A batch may be asked about by its key (``GET /api/v1/regions/<division>/batches?
 the answer it was given, or 404 when the platform never recorded it. Batches carry the partner's
 publish sequence (``X-Publish-Sequence``, a fencing token): once a region has taken a sequence, a
 batch with a lower one (from a run that a newer one has superseded) is refused (409), and so is one
-without it (428). See docs/platform-api.md.
+without it (428); the signature covers the header, so a sequence changed on the way fails it (401).
+See docs/platform-api.md.
 
 Faults, set through ``PUT /admin/faults``, make it misbehave the way real platforms do: fail in the
 middle of a batch (half applied, nothing recorded, 500), time out after applying a batch (the answer
@@ -43,7 +44,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from tongban.auth import Refused, Verifier
 from tongban.codes import TASK_CODE_LENGTH
-from tongban.connections import PLATFORM_AUTH
+from tongban.connections import PLATFORM_AUTH, SEQUENCE_HEADER
 from tongban.simulators.credentials import check_signed, platform_credentials, raw_body
 
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 DB_FILE = "platform.db"
 _DIVISION = re.compile(r"^\d{6}$")
 _MAX_KEY_LENGTH = 200
-SEQUENCE_HEADER = "X-Publish-Sequence"
 STALE_SEQUENCE = "stale_sequence"  # the ``code`` of the 409 refusing a superseded run's batch
 
 
