@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import make_record
 from tongban.model import Item
-from tongban.normalise import Quarantined, normalise_catalogue, normalise_records
+from tongban.normalise import Quarantined, RecordMapper, normalise_catalogue
 from tongban.registry import load_registry, wire_formats
 
 GOOD = make_record()
@@ -111,7 +111,9 @@ def csv_row(**overrides: Any) -> dict[str, Any]:
 
 
 def run(fmt: str, *records: Any, partner=PARTNER) -> list[Item | Quarantined]:
-    return list(normalise_records([(1, list(records))], wire_formats()[fmt], partner))
+    """Each record mapped on its own (no dedupe), as the first page of a pull."""
+    mapper = RecordMapper(wire_formats()[fmt], partner)
+    return [mapper.map(raw, f"第1页第{index}条") for index, raw in enumerate(records, start=1)]
 
 
 def canonical(item: Item) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import hashlib
 import json
 import string
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -95,7 +95,14 @@ class Quarantined:
         return asdict(self)
 
 
-class _Mapper:
+class RecordMapper:
+    """Maps one wire record at a time onto an :class:`~tongban.model.Item` of ``partner``, or sets it aside
+    (:class:`Quarantined`) with every reason; :attr:`normalised` notes each value :func:`clean_code` changed.
+
+    Used for a partner's catalogue (:func:`normalise_catalogue`) and for the offer endpoint's read-back of
+    our own items (:mod:`tongban.outbound.wire`), which travel in the partner's catalogue format.
+    """
+
     def __init__(self, fmt: WireFormat, partner: Partner) -> None:
         self.fmt = fmt
         self.partner = partner
@@ -124,6 +131,7 @@ class _Mapper:
         return cleaned
 
     def map(self, raw: Any, position: str) -> Item | Quarantined:
+        """One record; ``position`` says where it was (第N页第M条), for the reasons and the notes."""
         if not isinstance(raw, dict):
             problem = Problem("*", "*", f"记录不是对象（JSON object），而是 {type(raw).__name__}")
             return Quarantined(self.partner.division, position, None, [problem], raw)
@@ -263,16 +271,6 @@ def recover_code(value: Any) -> str | None:
     return None
 
 
-def normalise_records(
-    pages: Iterable[tuple[int, list[Any]]], fmt: WireFormat, partner: Partner
-) -> Iterator[Item | Quarantined]:
-    """Map each record of each (page number, records) pair; yields an Item or a Quarantined per record."""
-    mapper = _Mapper(fmt, partner)
-    for number, records in pages:
-        for index, raw in enumerate(records, start=1):
-            yield mapper.map(raw, f"第{number}页第{index}条")
-
-
 Position = Any  # where a record sits in a pull: "第2页第7条" here, (page, index) while fetching
 
 
@@ -366,7 +364,7 @@ def normalise_catalogue(pages: Iterable[tuple[int, list[Any]]], fmt: WireFormat,
             else:
                 kept.append((position, raw))
     conflicts = dedupe.conflicts()
-    mapper = _Mapper(fmt, partner)
+    mapper = RecordMapper(fmt, partner)
     outcomes: list[Item | Quarantined] = []
     for position, raw in kept:
         ident = dedupe.identity(raw)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tongban.normalise import Quarantined, _Mapper
+from tongban.normalise import Quarantined, RecordMapper
 from tongban.registry import OfferEndpoint, Partner, WireFormat
 
 MODES = "offer_modes"  # canonical name of the offered handling modes (sorted canonical codes)
@@ -70,12 +70,6 @@ def _encoder(fmt: WireFormat) -> Any:
     from tongban.simulators.wire import WireEncoder  # the one canonical -> wire encoder
 
     return WireEncoder(fmt)
-
-
-def wire_rows(fmt: WireFormat, entries: Iterable[tuple[Mapping[str, Any], Sequence[str]]]) -> list[dict[str, Any]]:
-    """Records with their modes as the format writes them (the configured list, one row each)."""
-    encoder, offer = _encoder(fmt), endpoint(fmt)
-    return [encoder.encode(dict(record)) | {offer.modes_field: encode_modes(fmt, modes)} for record, modes in entries]
 
 
 def encode_batch(fmt: WireFormat, operations: Sequence[Operation]) -> tuple[bytes, str]:
@@ -147,7 +141,7 @@ def decode_rows(fmt: WireFormat, rows: Sequence[Any], home: Partner, where: str 
     task code only; anything else must map as a catalogue record does, with readable modes.
     """
     offer = endpoint(fmt)
-    mapper = _Mapper(fmt, home)
+    mapper = RecordMapper(fmt, home)
     ops = {v: k for k, v in offer.ops.items()}
     out: list[Decoded] = []
     for index, raw in enumerate(rows, start=1):
