@@ -79,6 +79,18 @@ def test_frame_and_table_hash_alike_and_the_same_in_another_process() -> None:
     assert json.loads(other.stdout) == {k: [int(x) for x in v] for k, v in table.items()}
 
 
+def test_validation_compares_elements_through_the_same_hashes() -> None:
+    """The validation frame's ``_h_*`` columns (五级N同 inside a partner) are this module's hashes, lists
+    included: no per-process ``hash()`` of their own, so the same in every process as the test above shows."""
+    from tongban.validation.derived import HASH_PREFIX, items_frame, validation_frame
+
+    records = [make_record(), make_record(name="另一个事项", materials=[], service_objects=["1", "2"])]
+    frame = items_frame(records)
+    derived, hashes = validation_frame(frame), element_hash_frame(frame)
+    for key in ("name", "service_objects", "materials", "time_limit"):
+        assert derived[HASH_PREFIX + key].tolist() == hashes[key].tolist(), key
+
+
 def test_compare_hashes_classifies_and_points_at_the_rows() -> None:
     kept = [make_record(catalog_code=f"00010400{i}000") for i in range(4)]
     gone = make_record(catalog_code="000104009000")

@@ -1,5 +1,19 @@
 """Per-element content hashes of item tables, vectorised: equal element values give equal hashes.
 
+The project has two equality hashes, each where the other would not do:
+
+- :func:`tongban.model.content_hash` / :func:`~tongban.model.element_hashes`: BLAKE2b over one record's
+  canonical JSON (16 and 8 bytes). For single records whose hash is *kept or sent*: the item store's
+  ``content_hash``, idempotency keys of batches, the read-back after publishing, the outbound diff.
+  Any process, machine or version computes the same value from the same record.
+- this module: 64-bit hashes of whole columns at once (no Python per row), for comparisons *within
+  one task* over many rows: reconciliation, 五级N同 inside a partner (the validation frame's ``_h_*``
+  columns) and across a province. Never stored; a collision (2^-64 per pair) could at worst hide one
+  difference for one run.
+
+Python's built-in ``hash()`` is not used for content: it is salted per process (strings) and folds
+values together (``hash(-1) == hash(-2)``, ``hash(1) == hash(True)``).
+
 Computed once per item, they let 五级N同 checks and reconciliation compare eight-byte numbers
 instead of long texts. Columns are hashed in Arrow form whatever their type: strings through
 pandas' SipHash of their UTF-8 bytes, numbers and booleans through a 64-bit mixer, structs field
@@ -14,8 +28,7 @@ every process and on every machine.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -109,22 +122,10 @@ def _arrow_column(series: pd.Series, name: str) -> pa.Array:
         return pa.array(dumped, pa.string())
 
 
-def element_hash_frame(
-    frame: pd.DataFrame, elements: Sequence[Element] = COMPARED, list_digests: Mapping[str, Any] | None = None
-) -> pd.DataFrame:
-    """:func:`element_hash_table` of a pandas frame of canonical item columns, on the frame's index.
-
-    ``list_digests``: already computed stand-ins for list-valued fields (one value per row, equal
-    exactly when the lists are), for callers that have them.
-    """
-    digests = dict(list_digests or {})
+def element_hash_frame(frame: pd.DataFrame, elements: Sequence[Element] = COMPARED) -> pd.DataFrame:
+    """:func:`element_hash_table` of a pandas frame of canonical item columns, on the frame's index."""
     names = list(dict.fromkeys(f for e in elements for f in e.fields))
-    columns = {
-        name: pa.array(np.asarray(digests[name]).astype(np.int64))
-        if name in digests
-        else _arrow_column(frame[name], name)
-        for name in names
-    }
+    columns = {name: _arrow_column(frame[name], name) for name in names}
     hashes = element_hash_table(pa.table(columns), elements) if len(frame) else {}
     return pd.DataFrame(
         {e.key: hashes.get(e.key, np.empty(0, np.uint64)) for e in elements}, index=frame.index, dtype=np.uint64

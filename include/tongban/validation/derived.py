@@ -3,8 +3,8 @@
 GX cannot compute check characters, look inside list-valued fields or compare elements across
 levels, so those facts are computed here and ``expectations/items.json`` asserts them like any
 other column. Scalar facts are vectorised (pyarrow string kernels, per-distinct-value lookups
-for codes); the two list-valued fields (服务对象, 申请材料) are read in one Python pass each,
-which also yields their content digests for 五级N同.
+for codes); the two list-valued fields (服务对象, 申请材料) are read in one Python pass each.
+五级N同 compares the elements through :mod:`tongban.hashing`'s content hashes.
 
 The validation frame holds normalised copies of the scalar columns the suite reads directly
 (missing required text becomes ``""`` so GX's null-skipping checks still see it) and derived
@@ -60,15 +60,13 @@ def validation_frame(frame: pd.DataFrame) -> pd.DataFrame:
     cols["_province"] = cols["partner"].str[:2]
     cols["_name_len"] = cols["name"].str.len()
     cols.update({f"_{name}_ok": _present(frame[name]) for name in REQUIRED_TEXT})
-    service_objects, service_digest = _service_objects(frame["service_objects"])
-    materials, materials_digest = _materials(frame["materials"])
-    cols.update(service_objects)
-    cols.update(materials)
+    cols.update(_service_objects(frame["service_objects"]))
+    cols.update(_materials(frame["materials"]))
     cols.update(_time_limits(frame))
     cols.update(_task_code(cols["task_code"], cols["dept_uscc"], cols["level"], cols["catalog_code"]))
     cols.update(_uscc(cols["dept_uscc"]))
     cols.update(_catalog_type(cols["catalog_code"], cols["item_type"]))
-    cols.update(element_hashes(frame, {"service_objects": service_digest, "materials": materials_digest}))
+    cols.update(element_hashes(frame))
     return pd.DataFrame(cols, index=frame.index)
 
 
@@ -90,18 +88,7 @@ def _per_distinct(s: pd.Series, fn: Callable[[str], Any], dtype: Any = object) -
     return np.array([fn(v) for v in distinct] + [missing], dtype=dtype)[codes]
 
 
-def _digest(value: Any) -> int:
-    """A content digest of a list-valued field: equal values give equal digests within one process
-    (Python's string hashing is salted per process; digests are never stored or compared across)."""
-    try:
-        if isinstance(value, list):
-            return hash(tuple(tuple(v.items()) if isinstance(v, dict) else v for v in value))
-        return hash(value)
-    except TypeError:  # unhashable contents in a malformed record
-        return hash(repr(value))
-
-
-def _service_objects(s: pd.Series) -> tuple[dict[str, Any], np.ndarray]:
+def _service_objects(s: pd.Series) -> dict[str, Any]:
     known = frozenset(dictionaries()["service_object"])
     values = s.to_numpy(dtype=object)
     unknown = np.array([",".join(str(c) for c in _as_list(v) if c not in known) for v in values], dtype=object)
@@ -109,17 +96,17 @@ def _service_objects(s: pd.Series) -> tuple[dict[str, Any], np.ndarray]:
         "_service_objects_count": _lengths(values),
         "_service_objects_known": unknown == "",
         "_service_objects_unknown": unknown,
-    }, _digests(values)
+    }
 
 
-def _materials(s: pd.Series) -> tuple[dict[str, Any], np.ndarray]:
+def _materials(s: pd.Series) -> dict[str, Any]:
     values = s.to_numpy(dtype=object)
     unnamed = np.fromiter((_unnamed(v) for v in values), np.int64, len(values))
     return {
         "_materials_count": _lengths(values),
         "_materials_unnamed": unnamed,
         "_materials_named": unnamed == 0,
-    }, _digests(values)
+    }
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -133,10 +120,6 @@ def _as_list(value: Any) -> list[Any]:
 
 def _lengths(values: np.ndarray) -> np.ndarray:
     return np.fromiter((len(_as_list(v)) for v in values), np.int64, len(values))
-
-
-def _digests(values: np.ndarray) -> np.ndarray:
-    return np.fromiter(map(_digest, values), np.int64, len(values))
 
 
 def _unnamed(materials: Any) -> int:
@@ -221,12 +204,7 @@ def _catalog_type(catalog: pd.Series, item_type: pd.Series) -> dict[str, Any]:
     return {"_catalog_type": inner, "_catalog_type_ok": ~judged | (inner == item_type)}
 
 
-def element_hashes(frame: pd.DataFrame, list_digests: Mapping[str, np.ndarray] | None = None) -> dict[str, pd.Series]:
-    """``_h_<key>``: a uint64 content hash of each 五级N同 element of each row.
-
-    List-valued fields enter through :func:`_digests` when already computed (canonical for records
-    from ``Item.record()``: sorted service objects, material keys in model order; comparable only
-    within one process), else through :func:`tongban.hashing.element_hash_frame`'s canonical JSON.
-    """
-    hashes = element_hash_frame(frame, ELEMENTS, list_digests)
+def element_hashes(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """``_h_<key>``: a uint64 content hash of each 五级N同 element of each row (:mod:`tongban.hashing`)."""
+    hashes = element_hash_frame(frame, ELEMENTS)
     return {HASH_PREFIX + key: hashes[key] for key in hashes.columns}
