@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.validation import item_fixtures
-from tongban.codes import make_uscc
+from tongban.codes import TASK_CODE_LENGTH, USCC_LENGTH, make_uscc
 
 USCC = make_uscc("1", "1", "440100", "00612345")  # a 广州 government body, both check characters right
 
@@ -29,6 +29,28 @@ def make_record(**overrides: Any) -> dict[str, Any]:
         partner=overrides.pop("partner", "440100"),
         **(defaults | overrides),
     )
+
+
+def uscc_valid(code: str) -> bool:
+    """A USCC that validation's check (``uscc_checks``) finds right: its shape and both check characters."""
+    import pandas as pd
+
+    from tongban.validation.derived import uscc_checks
+
+    facts = uscc_checks(pd.Series([code], dtype=object))
+    return bool(facts["_uscc_format_ok"].iloc[0] and facts["_uscc_check_ok"].iloc[0] and facts["_org_check_ok"].iloc[0])
+
+
+def uscc_division(code: str) -> str:
+    """The 6-digit division code of a USCC's registering authority (characters 3-8)."""
+    return code[2:8]
+
+
+def split_task_code(task_code: str) -> tuple[str, str, str] | None:
+    """(USCC, level digit, 基本编码) of a 31-character 实施编码, or None if it has another length."""
+    if not isinstance(task_code, str) or len(task_code) != TASK_CODE_LENGTH:
+        return None
+    return task_code[:USCC_LENGTH], task_code[USCC_LENGTH], task_code[USCC_LENGTH + 1 :]
 
 
 @pytest.fixture

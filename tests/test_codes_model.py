@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tests.conftest import make_record
-from tongban.codes import make_uscc, org_code_check_char, split_task_code, uscc_check_char, uscc_valid
+from tests.conftest import make_record, split_task_code, uscc_valid
+from tongban.codes import make_uscc, org_code_check_char, uscc_check_char
 from tongban.model import ELEMENTS, Item, content_hash, element_hashes
 from tongban.registry import dictionaries, load_registry, wire_formats
 

@@ -1,7 +1,9 @@
 """Item and organisation codes: USCC (GB 32100-2015), 组织机构代码 (GB 11714), 实施编码 layout.
 
-See shared/DOMAIN.md. Functions here are pure and vectorisable by callers; they never raise on
-bad input, they answer ``False`` / ``None`` so validation can report every problem at once.
+See shared/DOMAIN.md. The check characters are computed here; whether a code is right is judged
+in one place, vectorised, by validation (:func:`tongban.validation.derived.uscc_checks`), which calls
+these once per distinct code. They never raise on bad input, they answer ``None`` so validation can
+report every problem at once.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ _USCC_VALUE = {ch: i for i, ch in enumerate(USCC_ALPHABET)}
 _USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 _ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
 
+USCC_LENGTH = 18
+USCC_PATTERN = f"[{USCC_ALPHABET}]{{{USCC_LENGTH}}}"  # the shape of a USCC (its check characters aside)
 TASK_CODE_LENGTH = 31  # 实施编码 = USCC (18) + 行使层级 (1) + 基本编码 (12)
 CATALOG_CODE_LENGTH = 12
 
@@ -45,21 +49,6 @@ def org_code_check_char(first8: str) -> str | None:
     return {10: "X", 11: "0"}.get(c, str(c))
 
 
-def uscc_valid(code: str) -> bool:
-    """Both check characters of an 18-character USCC are right."""
-    return (
-        isinstance(code, str)
-        and len(code) == 18
-        and uscc_check_char(code[:17]) == code[17]
-        and org_code_check_char(code[8:16]) == code[16]
-    )
-
-
-def uscc_division(code: str) -> str:
-    """The 6-digit division code of the registering authority (characters 3-8)."""
-    return code[2:8]
-
-
 def make_uscc(authority: str, category: str, division: str, org_body: str) -> str:
     """Build a valid USCC from its parts (org_body: the 8-character 组织机构代码 body)."""
     org = org_body + (org_code_check_char(org_body) or "")
@@ -68,13 +57,6 @@ def make_uscc(authority: str, category: str, division: str, org_body: str) -> st
     if check is None or len(org) != 9:
         raise ValueError(f"cannot build a USCC from {authority!r}, {category!r}, {division!r}, {org_body!r}")
     return first17 + check
-
-
-def split_task_code(task_code: str) -> tuple[str, str, str] | None:
-    """(USCC, level digit, 基本编码) of a 31-character 实施编码, or None if it has another length."""
-    if not isinstance(task_code, str) or len(task_code) != TASK_CODE_LENGTH:
-        return None
-    return task_code[:18], task_code[18], task_code[19:]
 
 
 def make_task_code(uscc: str, level: str, catalog_code: str) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tongban.codes import TASK_CODE_LENGTH
 from tongban.config import CHINA_TZ
 from tongban.model import FIELD_LABELS, MATERIAL_LABELS, Item, canonical_json
 from tongban.registry import CODED_FIELDS, DICTIONARY_LABELS, Partner, WireFormat
@@ -256,7 +257,6 @@ class RecordMapper:
         return out
 
 
-TASK_CODE_LENGTH = 31  # DOMAIN.md: a 实施编码 has 31 characters
 JSON_KINDS = {"int": "整数", "float": "小数", "bool": "布尔值", "list": "数组", "dict": "对象"}
 
 

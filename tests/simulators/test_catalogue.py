@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tongban.codes import split_task_code, uscc_division, uscc_valid
+from tests.conftest import split_task_code, uscc_division, uscc_valid
 from tongban.model import ELEMENTS, Item, element_hashes
 from tongban.registry import Registry, dictionaries
 from tongban.simulators import DEFECT_KINDS, defects, generate_catalogue, province_quirks, reference_time

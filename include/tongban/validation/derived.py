@@ -23,7 +23,8 @@ import pandas as pd
 from tongban.codes import (
     CATALOG_CODE_LENGTH,
     TASK_CODE_LENGTH,
-    USCC_ALPHABET,
+    USCC_LENGTH,
+    USCC_PATTERN,
     org_code_check_char,
     uscc_check_char,
 )
@@ -31,8 +32,6 @@ from tongban.hashing import element_hash_frame
 from tongban.model import ELEMENTS, ITEM_FIELDS
 from tongban.registry import dictionaries
 
-USCC_LENGTH = 18
-_USCC_PATTERN = f"[{USCC_ALPHABET}]{{{USCC_LENGTH}}}"
 _CATALOG_PATTERN = f"[0-9]{{{CATALOG_CODE_LENGTH}}}"
 
 # Natural days per unit, to compare a promised limit with a legal one kept in another unit:
@@ -64,7 +63,7 @@ def validation_frame(frame: pd.DataFrame) -> pd.DataFrame:
     cols.update(_materials(frame["materials"]))
     cols.update(_time_limits(frame))
     cols.update(_task_code(cols["task_code"], cols["dept_uscc"], cols["level"], cols["catalog_code"]))
-    cols.update(_uscc(cols["dept_uscc"]))
+    cols.update(uscc_checks(cols["dept_uscc"]))
     cols.update(_catalog_type(cols["catalog_code"], cols["item_type"]))
     cols.update(element_hashes(frame))
     return pd.DataFrame(cols, index=frame.index)
@@ -178,9 +177,11 @@ def _task_code(task: pd.Series, uscc: pd.Series, level: pd.Series, catalog: pd.S
     }
 
 
-def _uscc(uscc: pd.Series) -> dict[str, Any]:
-    """Check characters of well-formed USCCs (GB 32100 and its GB 11714 part), once per distinct code."""
-    well_formed = uscc.str.fullmatch(_USCC_PATTERN)
+def uscc_checks(uscc: pd.Series) -> dict[str, Any]:
+    """The USCC check: shape, and the check characters of well-formed codes (GB 32100 and its GB 11714
+    part), computed once per distinct code. A code is right when ``_uscc_format_ok``, ``_uscc_check_ok``
+    and ``_org_check_ok`` all hold."""
+    well_formed = uscc.str.fullmatch(USCC_PATTERN)
     expected_check = _per_distinct(uscc, lambda c: uscc_check_char(c[:17]))
     expected_org = _per_distinct(uscc, lambda c: org_code_check_char(c[8:16]))
     division = uscc.str[2:8].where(well_formed)
