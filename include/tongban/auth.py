@@ -53,13 +53,6 @@ class Refused(Exception):
         self.message = message
 
 
-def sm3(data: bytes) -> str:
-    """Lower-case hex SM3 digest (GB/T 32905-2016)."""
-    digest = hashes.Hash(hashes.SM3())
-    digest.update(data)
-    return digest.finalize().hex()
-
-
 def hmac_hex(algorithm: str, key: bytes, message: bytes) -> str:
     """Lower-case hex HMAC of ``message`` with ``algorithm`` (one of :data:`ALGORITHMS`)."""
     if algorithm == "HMAC-SHA256":

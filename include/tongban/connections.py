@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tongban.registry import Auth, SignatureAlgorithm
+from tongban.simulators.launcher import SimulatorURLs, partner_base_url
 
 PLATFORM_CONN_ID = "tongban_platform"
 SEQUENCE_HEADER = "X-Publish-Sequence"  # a batch's publish sequence, the platform's fencing token (publish.py)
@@ -60,9 +61,9 @@ def simulator_connections(
     if platform:
         platform_conn |= {"password": platform["secret"], "extra": {SIGNATURE_EXTRA: platform["algorithm"]}}
     env = {conn_env_var(PLATFORM_CONN_ID): json.dumps(platform_conn)}
+    urls = SimulatorURLs(partners=partners_url, platform=platform_url)
     for division in divisions:
-        url = f"{partners_url.rstrip('/')}/partners/{division}"
-        conn: dict[str, str] = {"conn_type": "http", "host": url}
+        conn: dict[str, str] = {"conn_type": "http", "host": partner_base_url(urls, division)}
         if secrets and secrets.get(division):
             conn["password"] = secrets[division]
         env[conn_env_var(f"partner_{division}")] = json.dumps(conn)

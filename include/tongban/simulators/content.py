@@ -700,8 +700,6 @@ COMMON_CONDITIONS: tuple[str, ...] = (
     "申请人未被列入失信联合惩戒对象名单",
 )
 
-MATERIAL_SOURCES: tuple[str, ...] = ("申请人自备", "政府部门核发", "中介机构或法定机构产生", "其他")
-
 T = Template
 
 TEMPLATES: tuple[Template, ...] = (
