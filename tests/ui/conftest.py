@@ -107,7 +107,10 @@ def _write_partner(root: UPath, run_id: str, partner: Partner, spec: Spec) -> Pa
     write_jsonl(run / pipeline.QUARANTINE, quarantined)
     write_jsonl(run / pipeline.REJECTED, rejected)
     write_jsonl(run / pipeline.WARNINGS, [])
-    write_json(run / pipeline.VALIDATION, {"held_back": spec.held_back})
+    # the validation summary's hold-back numbers, as pipeline.validate writes them (the report quotes them)
+    check = {"partner": partner.division, "accepted": len(added), "rejected": len(rejected), "records": spec.fetched}
+    check |= pipeline.hold_back_rate(len(rejected), spec.fetched) | {"held_back": spec.held_back}
+    write_json(run / pipeline.VALIDATION, check)
     write_json(run / pipeline.RECONCILIATION, recon.as_dict())
     write_json(run / pipeline.PUBLISH, publish)
     items = ItemStore(f"sqlite:///{_home(root) / 'tongban.db'}")
@@ -130,6 +133,8 @@ def _write_partner(root: UPath, run_id: str, partner: Partner, spec: Spec) -> Pa
         publish=publish,
         outstanding=outstanding,
         resolved=resolved,
+        hold_back=check if spec.held_back else None,
+        held_with_partner=added if spec.held_back else [],
     )
     out = root / "reports" / run_id / partner.division
     report.write(built, out)

@@ -31,9 +31,11 @@ def test_held_back_partner_has_its_own_status_and_its_report(server: Server, bro
     assert "2 / 4 成功" in runs_row and HELD in runs_row  # the runs table: 440100 and 440300 succeeded
     run = browser.dom(run_path(NEW_RUN))
     [banner] = re.findall(r'<div class="banner held"[^>]*>.*?</div>', run, re.S)
-    assert "暂缓发布" in banner and "40.00%" in banner and "20%" in banner  # rate and threshold
+    assert "暂缓发布" in banner and "4/10 = 40% &gt; 20%" in banner  # the report's own notice: rate and threshold
     assert f'href="{HELD}/report.html"' in banner
     assert Rows(run).rows[HELD]["data-status:held_back"] == "暂缓发布"
+    report = browser.dom(run_path(NEW_RUN, f"{HELD}/report.html"))  # the partner's own report says why, in numbers
+    assert "4/10 = 40% &gt; 20%" in report and "已通过校验的 6 项也随之暂缓" in report
 
 
 def test_only_rates_above_the_threshold_are_red_and_the_threshold_is_shown(server: Server, browser: Browser) -> None:
