@@ -77,9 +77,9 @@ def _task(stage: str, division: str, ctx: dict[str, Any]) -> dict[str, Any]:
 def _parts(division: str, ctx: dict[str, Any]) -> tuple[Any, Any, Any, Any, Any]:
     from upath import UPath
 
+    from tongban.layout import report_dir, run_dir
     from tongban.publish import PlatformClient
     from tongban.registry import load_registry
-    from tongban.storage import report_dir, run_dir
     from tongban.store.repo import ItemStore
 
     root = UPath(ctx["root"])
@@ -120,15 +120,16 @@ def _validate(division: str, ctx: dict[str, Any]) -> Any:
 def _province(_: str, ctx: dict[str, Any]) -> Any:
     from upath import UPath
 
-    from tongban import pipeline, province
+    from tongban import layout, province
+    from tongban.layout import RUNS, run_dir
     from tongban.registry import load_registry
-    from tongban.storage import RUNS, read_json, run_dir
+    from tongban.storage import read_json
     from tongban.store.repo import ItemStore
 
     registry = load_registry()
     root = UPath(ctx["root"])
     validated = {
-        p.division: read_json(run_dir(root, RUN_ID, p.division) / pipeline.VALIDATION) for p in registry.partners
+        p.division: read_json(run_dir(root, RUN_ID, p.division) / layout.VALIDATION) for p in registry.partners
     }
     return province.check_run(
         registry.partners, registry.partners, validated, root / RUNS / RUN_ID, ItemStore(ctx["db"])
@@ -225,9 +226,8 @@ def run(registry_file: Path, work: Path, workers: int) -> int:
 
 def _check_platform(storage: Path, divisions: list[str], ctx: dict[str, Any]) -> int:
     """Every item the reports say was published is on the platform, and nothing else."""
+    from tongban.layout import REPORT_JSON, REPORTS
     from tongban.publish import PlatformClient
-    from tongban.report import REPORT_JSON
-    from tongban.storage import REPORTS
 
     client = PlatformClient(ctx["platform"], **ctx["platform_credentials"])
     published = 0

@@ -124,21 +124,21 @@ def _partner(division: str, *, after_check: bool = False) -> Any:
     """The registry entry of ``division``; labels the mapped task instance in the UI. ``after_check``: a task
     of the publishing group, whose label also says when the partner is held back this run (its tasks succeed,
     so the grid would otherwise show a held-back partner like any other)."""
-    from tongban import pipeline
+    from tongban import layout, pipeline
     from tongban.registry import load_registry
 
     partner = load_registry().partner(division)
     label = f"{partner.division} {partner.name}"
     if after_check:
         run = _run_dir(division)
-        if (run / pipeline.VALIDATION).exists() and pipeline.held_back(run):
+        if (run / layout.VALIDATION).exists() and pipeline.held_back(run):
             label += f" · {HELD_LABEL}"
     get_current_context()["partner_label"] = label  # type: ignore[literal-required]
     return partner
 
 
 def _run_dir(division: str) -> ObjectStoragePath:
-    from tongban.storage import run_dir
+    from tongban.layout import run_dir
 
     return run_dir(_storage(), get_current_context()["run_id"], division)
 
@@ -298,8 +298,8 @@ def cross_province_sync() -> None:
         is done, whatever became of it: a partner not validated is compared through its published items.
         Returns one small summary per planned partner, in plan order (what the publishing group maps over)."""
         from tongban import province
+        from tongban.layout import RUNS
         from tongban.registry import load_registry
-        from tongban.storage import RUNS
 
         registry = load_registry()
         # the validate tasks that succeeded; Airflow hands over a lone mapped instance's value itself, not in a list
@@ -390,13 +390,13 @@ def cross_province_sync() -> None:
     def report(checked: dict[str, Any]) -> dict[str, Any]:
         """Both directions of the partner in one report, once its publish and its offer are done, whatever became of
         the offer; without this run's publish (not validated, or failed) there is no report."""
-        from tongban import pipeline
-        from tongban.storage import report_dir
+        from tongban import layout, pipeline
+        from tongban.layout import report_dir
 
         division = checked["partner"]
         context = get_current_context()
         run_id = context["run_id"]
-        if not (_run_dir(division) / pipeline.PUBLISH).exists():
+        if not (_run_dir(division) / layout.PUBLISH).exists():
             raise AirflowSkipException(f"partner {division} was not published this run: no report (see its tasks)")
         with _stale_fails():
             summary = pipeline.write_report(
@@ -419,7 +419,7 @@ def cross_province_sync() -> None:
         from tongban import pipeline
         from tongban.connections import base_url
         from tongban.delivery import DeliveryError
-        from tongban.storage import report_dir
+        from tongban.layout import report_dir
 
         division = reported["partner"]
         partner = _partner(division, after_check=True)
@@ -457,8 +457,8 @@ def cross_province_sync() -> None:
     def summarise(divisions: list[str]) -> dict[str, Any]:
         """Run summary over all partners; fails the run (after writing it) if a partner failed."""
         from tongban import report as reports
+        from tongban.layout import REPORTS
         from tongban.registry import load_registry
-        from tongban.storage import REPORTS
 
         registry = load_registry()
         run_id = get_current_context()["run_id"]

@@ -52,9 +52,10 @@ from scripts.netns import Topology, forward_command, worker_hosts
 from scripts.run_local import check_against_platform, check_outbound, newest_summary
 from scripts.seaweedfs import free_ports, running_seaweedfs
 from tongban.connections import simulator_connections
+from tongban.layout import REPORT_JSON, REPORTS
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
-from tongban.report import REPORT_JSON, summary_table
+from tongban.report import summary_table
 from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.launcher import running_simulators
 
@@ -279,8 +280,8 @@ def pushed(store: Any, run_id: str, planned: list[str], map_index: int) -> bool:
 
 def replays(root: UPath, run_id: str, ti: dict[str, Any]) -> str:
     """For a publish killed mid-run: how its retry sent each batch (replayed: applied once, by the first try)."""
-    from tongban.pipeline import PUBLISH
-    from tongban.storage import read_json, run_dir
+    from tongban.layout import PUBLISH, run_dir
+    from tongban.storage import read_json
 
     if ti["task_id"] != "partner_publish.publish":
         return ""
@@ -329,7 +330,7 @@ def outcome_problems(summary: dict[str, Any], platform: PlatformClient, store_ur
 
 def local_run_files(folders: list[Path]) -> list[str]:
     """Run or report files in local folders: there must be none, storage is the bucket."""
-    from tongban.storage import REPORTS, RUNS
+    from tongban.layout import RUNS
 
     return [str(f / area) for f in folders for area in (RUNS, REPORTS) if (f / area).exists()]
 
@@ -517,7 +518,7 @@ def main() -> int:
 
             tis = task_instances(api, run_id)
             table, per_worker, stats = task_table(tis)
-            reports = s3.root("nightly") / "reports"
+            reports = s3.root("nightly") / REPORTS
             summary_path = newest_summary(reports, started)
             summary = json.loads(summary_path.read_bytes()) if summary_path else None
             failures = []

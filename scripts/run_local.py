@@ -23,9 +23,10 @@ from upath import UPath
 
 from scripts.localenv import DAG_ID, airflow_env, dags_test, ensure_pools, tongban_home
 from tongban.connections import PLATFORM_CONN_ID, conn_env_var, simulator_connections
+from tongban.layout import REPORT_JSON, REPORTS, SUMMARY
 from tongban.publish import PlatformClient, PublishError, drift
 from tongban.registry import load_registry
-from tongban.report import REPORT_JSON, SUMMARY_JSON, summary_table
+from tongban.report import summary_table
 from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.launcher import running_simulators
 from tongban.store import default_url
@@ -34,7 +35,7 @@ from tongban.store.repo import ItemStore
 
 def newest_summary(reports: Path | UPath, since: float) -> Path | UPath | None:
     """The newest ``summary.json`` written since ``since`` under the reports folder (local or object storage)."""
-    found = [(p.stat().st_mtime, p) for p in reports.glob(f"*/{SUMMARY_JSON}")]
+    found = [(p.stat().st_mtime, p) for p in reports.glob(f"*/{SUMMARY}")]
     return max((f for f in found if f[0] >= since - 1), key=lambda f: f[0], default=(0, None))[1]
 
 
@@ -202,14 +203,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"running {DAG_ID} with `airflow dags test` {json.dumps(conf)} (log: {log}) …", flush=True)
         with log.open("w") as fh:
             result = dags_test(env, conf or None, stdout=fh, stderr=fh)
-        summary_path = newest_summary(home / "reports", started)
+        summary_path = newest_summary(home / REPORTS, started)
         if summary_path is None:
             print(log.read_text(errors="replace")[-6000:])
             print(f"\nthe run wrote no summary (airflow exited {result.returncode}); full log: {log}")
             return 1
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         store = ItemStore(default_url(home))
-        problems = check_against_platform(summary, PlatformClient(urls.platform, **platform), home / "reports", store)
+        problems = check_against_platform(summary, PlatformClient(urls.platform, **platform), home / REPORTS, store)
         problems += check_outbound(summary, urls.partners, home)
     print()
     print(summary_table(summary, extra=("platform", "ours")))

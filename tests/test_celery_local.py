@@ -54,8 +54,8 @@ def test_a_killed_publish_says_how_its_retry_sent_each_batch(tmp_path: Any) -> N
     from upath import UPath
 
     from scripts.celery_local import replays
-    from tongban.pipeline import PUBLISH
-    from tongban.storage import run_dir, write_json
+    from tongban.layout import PUBLISH, run_dir
+    from tongban.storage import write_json
 
     root = UPath(tmp_path)
     write_json(run_dir(root, "r1", "440100") / PUBLISH, {"batches": [{"replayed": True}, {"replayed": None}]})

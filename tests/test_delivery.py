@@ -14,14 +14,15 @@ from upath import UPath
 
 from tests.conftest import make_record
 from tests.ingest.conftest import Partners
-from tongban import pipeline, report
+from tongban import layout, pipeline, report
 from tongban.archive import Archive
 from tongban.delivery import DeliveryError, checksum, send_report
 from tongban.http import HttpSettings
+from tongban.layout import report_dir, run_dir
 from tongban.reconcile import reconcile
 from tongban.registry import load_registry
 from tongban.simulators.partners import create_partner_app
-from tongban.storage import read_json, report_dir, run_dir, write_json
+from tongban.storage import read_json, write_json
 from tongban.store.repo import ItemStore
 
 from .simulators.conftest import serving
@@ -51,10 +52,10 @@ def prepare(root: UPath, run_id: str, division: str, *, dry_run: bool = False, *
     """What the stages before leave behind: publish.json in the run folder, report.json in the report folder.
 
     ``report``: fields of report.json to override (``stated_run``: the run id it states)."""
-    write_json(run_dir(root, run_id, division) / pipeline.PUBLISH, {"dry_run": dry_run, "accepted": []})
+    write_json(run_dir(root, run_id, division) / layout.PUBLISH, {"dry_run": dry_run, "accepted": []})
     content = {"partner": division, "run_id": report.pop("stated_run", run_id), "counts": {"fetched": 3, "added": 1}}
     content |= report
-    return write_json(report_dir(root, run_id, division) / pipeline.REPORT_JSON, content).parent
+    return write_json(report_dir(root, run_id, division) / layout.REPORT_JSON, content).parent
 
 
 def deliver(sim: Sim, root: UPath, run_id: str, division: str, **kwargs: Any) -> dict[str, Any]:
@@ -75,13 +76,13 @@ def deliver(sim: Sim, root: UPath, run_id: str, division: str, **kwargs: Any) ->
 def test_delivered_once_recorded_and_archived(sim: Sim, tmp_path: Path, division: str) -> None:
     root, run_id = UPath(tmp_path), f"manual__once-{division}"
     out = prepare(root, run_id, division)
-    sent = (out / pipeline.REPORT_JSON).read_bytes()
+    sent = (out / layout.REPORT_JSON).read_bytes()
     result = deliver(sim, root, run_id, division)
     assert result["status"] == "delivered" and result["attempts"] == 1
     assert result["checksum"] == checksum(sent)
     [got] = [r for r in sim.received(division) if r["run_id"] == run_id]
     assert got["sha256"] == checksum(sent) and got["bytes"] == len(sent)
-    record = read_json(out / pipeline.DELIVERY)
+    record = read_json(out / layout.DELIVERY)
     assert record["status"] == "delivered" and record["checksum"] == checksum(sent) and record["at"]
     assert record["receipt"]["status"] == "received" and len(record["deliveries"]) == 1
     assert Archive(root).get(record["checksum"]) == sent  # exactly the bytes that went out
@@ -95,7 +96,7 @@ def test_redelivery_is_idempotent(sim: Sim, tmp_path: Path) -> None:
     assert (first["status"], again["status"]) == ("delivered", "already_received")
     assert first["checksum"] == again["checksum"]
     assert [r["run_id"] for r in sim.received(division)].count(run_id) == 1
-    record = read_json(out / pipeline.DELIVERY)
+    record = read_json(out / layout.DELIVERY)
     assert [d["status"] for d in record["deliveries"]] == ["delivered", "already_received"]
     assert record["receipt"]["message"] == "已收到（重复投递）"
 
@@ -108,7 +109,7 @@ def test_other_content_for_a_delivered_run_is_refused(sim: Sim, tmp_path: Path) 
     with pytest.raises(DeliveryError, match="HTTP 409") as failed:
         deliver(sim, root, run_id, division)
     assert not failed.value.retryable
-    assert read_json(out / pipeline.DELIVERY)["status"] == "failed"
+    assert read_json(out / layout.DELIVERY)["status"] == "failed"
 
 
 def test_tampered_checksum_is_refused(sim: Sim) -> None:
@@ -161,7 +162,7 @@ def test_partner_down_is_retried_then_retryable(sim: Sim, tmp_path: Path) -> Non
     with pytest.raises(DeliveryError, match="still failing after 4 attempts") as failed:
         deliver(sim, root, run_id, division, base_url=f"http://127.0.0.1:{port}/partners/{division}")
     assert failed.value.retryable
-    record = read_json(out / pipeline.DELIVERY)
+    record = read_json(out / layout.DELIVERY)
     assert record["status"] == "failed" and record["attempts"] == 4
 
 
@@ -201,10 +202,10 @@ def test_changes_of_a_run_whose_report_never_arrived_are_told_by_the_next_delive
         earlier=earlier,
     )
     assert built.counts.earlier_unreported == 2 and {e.kind_label for e in built.earlier} == {"新增"}
-    write_json(run_dir(root, second, division) / pipeline.PUBLISH, {"dry_run": False, "accepted": []})
+    write_json(run_dir(root, second, division) / layout.PUBLISH, {"dry_run": False, "accepted": []})
     out = report_dir(root, second, division)
     report.write(built, out)
-    html = (out / report.REPORT_HTML).read_text(encoding="utf-8")
+    html = (out / layout.REPORT_HTML).read_text(encoding="utf-8")
     assert "此前未报告的变更（2）" in html and first in html and b["name"] in html
 
     with pytest.raises(DeliveryError):  # not delivered: nothing counts as told
@@ -226,7 +227,7 @@ def test_receiver_answering_200_with_an_html_page_is_a_clean_failure_without_rep
     finally:
         requests.delete(faults, timeout=10).raise_for_status()
     assert not failed.value.retryable  # the DAG fails the task at once: no Airflow retries either
-    record = read_json(out / pipeline.DELIVERY)
+    record = read_json(out / layout.DELIVERY)
     assert (record["status"], record["attempts"]) == ("failed", 1)
     assert not [r for r in sim.received(division) if r["run_id"] == run_id]
     assert deliver(sim, root, run_id, division)["status"] == "delivered"  # the receiver behaves again

@@ -22,8 +22,8 @@ from upath import UPath
 from scripts.localenv import airflow, airflow_env, dags_test, ensure_pools
 from scripts.run_local import check_against_platform, check_outbound, newest_summary
 from tongban.connections import simulator_connections
+from tongban.layout import FIVE_LEVEL, PROVINCES, RUNS
 from tongban.model import content_hash
-from tongban.province import FIVE_LEVEL, PROVINCES
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
 from tongban.simulators import province_quirks
@@ -34,7 +34,6 @@ from tongban.simulators.credentials import (
     platform_credentials,
     secrets_from_env,
 )
-from tongban.storage import RUNS
 from tongban.store import default_url
 from tongban.store.repo import ItemStore
 

@@ -27,9 +27,9 @@ import sqlalchemy as sa
 from scripts.localenv import airflow, dags_test_command
 from tests.test_e2e import Deployment
 from tests.test_publish import PG_URL
+from tongban.layout import REPORTS, RUNS
 from tongban.model import content_hash
 from tongban.publish import drift
-from tongban.storage import REPORTS, RUNS
 from tongban.store.repo import ItemStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]

@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 
 from scripts.seaweedfs import S3_CONN_ID, S3Server, running_seaweedfs
-from tongban.storage import REPORTS, RUNS, read_json, read_jsonl, upload_tree, write_json, write_jsonl
+from tongban import layout
+from tongban.layout import REPORTS, RUNS
+from tongban.storage import read_json, read_jsonl, upload_tree, write_json, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +100,10 @@ def test_the_dag_runs_on_s3_storage(s3: S3Server, tmp_path: Path, monkeypatch: p
 
     from scripts.localenv import airflow, airflow_env, dags_test, ensure_pools
     from scripts.run_local import check_against_platform, newest_summary
-    from tongban import pipeline
     from tongban.connections import simulator_connections
+    from tongban.layout import REPORT_HTML, REPORT_JSON, REPORT_XLSX
     from tongban.publish import PlatformClient
     from tongban.registry import load_registry
-    from tongban.report import REPORT_HTML, REPORT_JSON, REPORT_XLSX
     from tongban.simulators.credentials import partner_secrets, platform_credentials
     from tongban.simulators.launcher import running_simulators
     from tongban.store import default_url
@@ -145,19 +146,19 @@ def test_the_dag_runs_on_s3_storage(s3: S3Server, tmp_path: Path, monkeypatch: p
     run_id = summary["run_id"]
     for division in PARTNERS:
         run = root / RUNS / run_id / division
-        manifest = read_json(run / pipeline.RAW / pipeline.MANIFEST)
+        manifest = read_json(run / layout.RAW / layout.MANIFEST)
         assert manifest  # the raw archive: every page of the pull, content-addressed in the bucket
         for name in (
-            pipeline.FETCH,
-            pipeline.ITEMS,
-            pipeline.ACCEPTED,
-            pipeline.GX_RESULT,
-            pipeline.VALIDATION,
-            pipeline.RECONCILIATION,
-            pipeline.PUBLISH,
+            layout.FETCH,
+            layout.ITEMS,
+            layout.ACCEPTED,
+            layout.GX_RESULT,
+            layout.VALIDATION,
+            layout.RECONCILIATION,
+            layout.PUBLISH,
         ):
             assert (run / name).is_file(), name
-        assert (run / pipeline.DATA_DOCS / "index.html").is_file()
+        assert (run / layout.DATA_DOCS / "index.html").is_file()
         for name in (REPORT_JSON, REPORT_HTML, REPORT_XLSX):
             assert (root / REPORTS / run_id / division / name).is_file(), name
     # nothing that passes between tasks went to the local disk

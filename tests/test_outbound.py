@@ -12,10 +12,12 @@ import requests
 from upath import UPath
 
 from tests.test_publish import store  # noqa: F401  (the item store fixture: SQLite and PostgreSQL)
+from tongban import layout
 from tongban.http import HttpSettings
 from tongban.ingest import FetchSettings
+from tongban.layout import LIBRARY_CHECK
 from tongban.outbound import stages
-from tongban.outbound.library import LIBRARY_CHECK, offer_for
+from tongban.outbound.library import offer_for
 from tongban.outbound.report import section
 from tongban.outbound.wire import MODES
 from tongban.publish import PlatformClient
@@ -223,7 +225,7 @@ def test_the_summary_gives_every_partner_both_directions_with_a_trend(tmp_path: 
         counts = {"offered": 92, "configured": configured, "missing": 2, "outdated": 0, "withdrawn": 0}
         counts |= {"mode_mismatch": 0, "sent": 2 if status == "ok" else 0}
         record = {"status": status, "error": None if status == "ok" else "HTTP 503", "counts": counts}
-        write_json(root / "runs" / run_id / division / stages.OUTBOUND, record | {"configured_before": before})
+        write_json(root / "runs" / run_id / division / layout.OUTBOUND, record | {"configured_before": before})
 
     offer("r1", "440100", 92)
     offer("r1", "440300", 90, "failed")

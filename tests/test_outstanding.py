@@ -16,11 +16,12 @@ from upath import UPath
 
 from tests.conftest import make_record
 from tests.test_publish import region, store  # noqa: F401 (fixtures)
-from tongban import pipeline
+from tongban import layout, pipeline
+from tongban.layout import report_dir, run_dir
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
 from tongban.simulators.credentials import platform_credentials
-from tongban.storage import report_dir, run_dir, write_json, write_jsonl
+from tongban.storage import write_json, write_jsonl
 from tongban.store.repo import ItemStore
 
 CRITICAL = "事项名称缺少法定依据：请补充设定依据"
@@ -59,19 +60,19 @@ class Nights:
             self.n += 1
             run_id = f"scheduled__2026-11-{self.n:02d}T18:00:00+00:00"
         run = run_dir(self.root, run_id, self.partner.division)
-        write_json(run / pipeline.FETCH, {"mode": "full" if full else "incremental"})
+        write_json(run / layout.FETCH, {"mode": "full" if full else "incremental"})
         quarantine = [
             {"position": f"第1页第{i + 1}条", "task_code": code, "problems": [_problem()]}
             for i, code in enumerate(quarantined)
         ]
-        write_jsonl(run / pipeline.ITEMS, [*accepted, *rejected])
-        write_jsonl(run / pipeline.QUARANTINE, quarantine)
-        write_jsonl(run / pipeline.ACCEPTED, accepted)
-        write_jsonl(run / pipeline.REJECTED, [{"record": r, "findings": [_finding(r)]} for r in rejected])
-        write_jsonl(run / pipeline.WARNINGS, [])
-        write_json(run / pipeline.VALIDATION, {"held_back": False})
+        write_jsonl(run / layout.ITEMS, [*accepted, *rejected])
+        write_jsonl(run / layout.QUARANTINE, quarantine)
+        write_jsonl(run / layout.ACCEPTED, accepted)
+        write_jsonl(run / layout.REJECTED, [{"record": r, "findings": [_finding(r)]} for r in rejected])
+        write_jsonl(run / layout.WARNINGS, [])
+        write_json(run / layout.VALIDATION, {"held_back": False})
         records = len(accepted) + len(rejected) + len(quarantine)
-        write_json(run / pipeline.RAW / pipeline.MANIFEST, [{"page": 1, "records": records}])
+        write_json(run / layout.RAW / layout.MANIFEST, [{"page": 1, "records": records}])
         pipeline.reconcile_partner(self.partner, run, self.client, self.store, run_id)
         pipeline.publish_partner(self.partner, run, self.client, self.store, run_id, dry_run)
         out = report_dir(self.root, run_id, self.partner.division)

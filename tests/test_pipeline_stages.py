@@ -6,7 +6,7 @@ import pytest
 from upath import UPath
 
 from tests.validation.item_fixtures import CITY_USCC, DISTRICT_USCC, make_record
-from tongban import pipeline
+from tongban import layout, pipeline
 from tongban.registry import load_registry
 from tongban.storage import read_json, read_jsonl, write_json, write_jsonl
 from tongban.store.repo import ItemStore
@@ -28,20 +28,20 @@ def test_incremental_pull_is_checked_against_the_published_group(run: UPath, sto
     city, district = make_record(1, uscc=CITY_USCC, level="3"), make_record(1, uscc=DISTRICT_USCC, level="4")
     store.apply("run-0", PARTNER.division, [city, district], [])
     changed = make_record(1, uscc=DISTRICT_USCC, level="4", result="另一个办理结果")  # differs from the city's
-    write_json(run / pipeline.FETCH, {"mode": "incremental"})
-    write_jsonl(run / pipeline.ITEMS, [changed])
+    write_json(run / layout.FETCH, {"mode": "incremental"})
+    write_jsonl(run / layout.ITEMS, [changed])
 
     summary = pipeline.validate(PARTNER, run, store)
 
     assert summary["context_rows"] == 1 and summary["rejected"] == 1
-    docs = run / pipeline.DATA_DOCS
+    docs = run / layout.DATA_DOCS
     assert (docs / "index.html").exists()  # GX Data Docs of this validation, in the run's folder
     pages = [p for p in (docs / "validations").rglob("*.html")]
     assert pages and "five_level" in pages[0].read_text(encoding="utf-8")
-    gx = read_json(run / pipeline.GX_RESULT)
+    gx = read_json(run / layout.GX_RESULT)
     [five] = [r for r in gx["results"] if r["expectation_config"]["type"] == "expect_five_level_elements_identical"]
     assert five["result"]["element_count"] == 2 and five["result"]["unexpected_percent"] == 50.0
-    [rejected] = list(read_jsonl(run / pipeline.REJECTED))
+    [rejected] = list(read_jsonl(run / layout.REJECTED))
     assert {f["element"] for f in rejected["findings"] if f["severity"] == "critical"} == {"result"}
 
 
@@ -50,8 +50,8 @@ def test_full_pull_is_judged_on_its_own_and_can_hold_the_partner_back(
 ) -> None:
     good = [make_record(i) for i in range(1, 5)]
     bad = make_record(9, legal_basis="")
-    write_json(run / pipeline.FETCH, {"mode": "full"})
-    write_jsonl(run / pipeline.ITEMS, [*good, bad])
+    write_json(run / layout.FETCH, {"mode": "full"})
+    write_jsonl(run / layout.ITEMS, [*good, bad])
 
     monkeypatch.setenv("TONGBAN_MAX_CRITICAL_RATE", "0.25")
     summary = pipeline.validate(PARTNER, run, store)
@@ -60,4 +60,4 @@ def test_full_pull_is_judged_on_its_own_and_can_hold_the_partner_back(
 
     monkeypatch.setenv("TONGBAN_MAX_CRITICAL_RATE", "0.1")
     assert pipeline.validate(PARTNER, run, store)["held_back"] is True
-    assert read_json(run / pipeline.VALIDATION)["held_back"] is True
+    assert read_json(run / layout.VALIDATION)["held_back"] is True

@@ -12,7 +12,7 @@ import pytest
 from upath import UPath
 
 from tests.validation.item_fixtures import CITY_USCC, SHENZHEN_USCC, make_record
-from tongban import pipeline, province
+from tongban import layout, pipeline, province
 from tongban.codes import make_uscc
 from tongban.registry import Partner, load_registry
 from tongban.storage import read_json, read_jsonl, write_json, write_jsonl
@@ -47,9 +47,9 @@ def store(tmp_path) -> ItemStore:
 
 def validate(runs: UPath, store: ItemStore, partner: Partner, records: list[dict[str, Any]]) -> dict[str, Any]:
     run = runs / partner.division
-    write_json(run / pipeline.FETCH, {"mode": "full"})
-    write_jsonl(run / pipeline.ITEMS, records)
-    write_jsonl(run / pipeline.QUARANTINE, [])
+    write_json(run / layout.FETCH, {"mode": "full"})
+    write_jsonl(run / layout.ITEMS, records)
+    write_jsonl(run / layout.QUARANTINE, [])
     return pipeline.validate(partner, run, store)
 
 
@@ -58,7 +58,7 @@ def check(runs: UPath, store: ItemStore, validated: dict[str, dict[str, Any]], p
 
 
 def rejected(runs: UPath, partner: Partner) -> dict[str, list[dict[str, Any]]]:
-    return {r["record"]["task_code"]: r["findings"] for r in read_jsonl(runs / partner.division / pipeline.REJECTED)}
+    return {r["record"]["task_code"]: r["findings"] for r in read_jsonl(runs / partner.division / layout.REJECTED)}
 
 
 def test_the_partner_disagreeing_with_the_province_majority_is_rejected_naming_element_and_partners(
@@ -96,16 +96,16 @@ def test_the_partner_disagreeing_with_the_province_majority_is_rejected_naming_e
     assert bad in pipeline.held_codes(sz) and pipeline.held_back(sz) is True
     assert pipeline.held_back(runs / GZ.division) is False
     # the province's own record and GX result, in the run folder
-    record = read_json(runs / province.PROVINCES / "440000" / province.FIVE_LEVEL)
+    record = read_json(runs / layout.PROVINCES / "440000" / layout.FIVE_LEVEL)
     assert record["compared"] == {"items": 5, "catalog_codes": 2}  # items 1 and 2 of 广州, 深圳 and 佛山
     assert [(f["partner"], f["task_code"]) for f in record["findings"]] == [("440300", bad)]
     assert {d: p["role"] for d, p in record["partners"].items()} == {
         p.division: "judged" if p in records else "not_validated" for p in REGISTRY.partners if p.province == "440000"
     }
-    gx = read_json(runs / province.PROVINCES / "440000" / pipeline.GX_RESULT)
+    gx = read_json(runs / layout.PROVINCES / "440000" / layout.GX_RESULT)
     assert gx["success"] is False
     assert gx["results"][0]["expectation_config"]["type"] == "expect_five_level_elements_identical"
-    assert (runs / province.PROVINCES / "440000" / pipeline.DATA_DOCS / "index.html").exists()
+    assert (runs / layout.PROVINCES / "440000" / layout.DATA_DOCS / "index.html").exists()
 
 
 def test_two_partners_disagreeing_are_both_held_each_naming_the_other(runs: UPath, store: ItemStore) -> None:
@@ -160,7 +160,7 @@ def test_partners_of_different_provinces_are_not_compared(runs: UPath, store: It
     ]
     assert rejected(runs, GZ) == rejected(runs, JN) == {}
     for code in ("370000", "440000"):
-        record = read_json(runs / province.PROVINCES / code / province.FIVE_LEVEL)
+        record = read_json(runs / layout.PROVINCES / code / layout.FIVE_LEVEL)
         assert record["compared"]["items"] == 0 and record["findings"] == []
 
 
@@ -179,7 +179,7 @@ def test_published_items_of_partners_outside_the_run_vote_and_a_failed_partner_b
     assert summaries[0]["province_rejected"] == 1
     [finding] = rejected(runs, GZ)[gz["task_code"]]
     assert "与深圳市地市级" in finding["message"] and "（2/3个伙伴）" in finding["message"]
-    roles = read_json(runs / province.PROVINCES / "440000" / province.FIVE_LEVEL)["partners"]
+    roles = read_json(runs / layout.PROVINCES / "440000" / layout.FIVE_LEVEL)["partners"]
     assert (roles["440300"]["role"], roles["440300"]["context"]) == ("not_validated", 1)
 
 
@@ -189,13 +189,13 @@ def test_incremental_pull_is_compared_with_the_partners_published_items_and_reru
     store.apply("run-0", GZ.division, [item(GZ, 1), item(GZ, 2)], [])
     store.apply("run-0", SZ.division, [item(SZ, 2)], [])
     run = runs / SZ.division
-    write_json(run / pipeline.FETCH, {"mode": "incremental"})
+    write_json(run / layout.FETCH, {"mode": "incremental"})
     changed = item(SZ, 2, result=OTHER_RESULT)  # 深圳 alone changes an item that 广州 holds unchanged
-    write_jsonl(run / pipeline.ITEMS, [changed])
+    write_jsonl(run / layout.ITEMS, [changed])
     validated = {SZ.division: pipeline.validate(SZ, run, store)}
 
     first = check(runs, store, validated, [SZ])
-    files = {name: (run / name).read_bytes() for name in (pipeline.REJECTED, pipeline.WARNINGS)}
+    files = {name: (run / name).read_bytes() for name in (layout.REJECTED, layout.WARNINGS)}
     again = check(runs, store, validated, [SZ])
 
     assert first == again and first[0]["province_rejected"] == 1  # 1 against 1 published: a tie, not published
@@ -212,5 +212,5 @@ def test_validating_again_voids_the_last_province_check(runs: UPath, store: Item
 
     validate(runs, store, GZ, records[GZ])
 
-    assert not (runs / GZ.division / pipeline.PROVINCE_CHECK).exists()
+    assert not (runs / GZ.division / layout.PROVINCE_CHECK).exists()
     assert pipeline.held_back(runs / GZ.division) is False and rejected(runs, GZ) == {}

@@ -21,8 +21,9 @@ from upath import UPath
 from tests.ingest.conftest import FAST, Partners
 from tests.partner_texts import internal_in, report_texts
 from tests.simulators.conftest import serving
-from tongban import guard, pipeline, watermark
+from tongban import guard, layout, pipeline, watermark
 from tongban.guard import check_confirmations, parse_confirmations
+from tongban.layout import report_dir, run_dir
 from tongban.model import content_hash
 from tongban.publish import PlatformClient
 from tongban.reconcile import Reconciliation
@@ -30,7 +31,7 @@ from tongban.registry import Registry, load_registry, wire_formats
 from tongban.simulators.credentials import platform_credentials
 from tongban.simulators.partners import create_partner_app
 from tongban.simulators.platform import create_platform_app
-from tongban.storage import read_json, read_jsonl, report_dir, run_dir, write_json
+from tongban.storage import read_json, read_jsonl, write_json
 from tongban.store.repo import ItemStore
 
 PAGED, CURSOR, CSV = "442000", "370300", "370700"  # national_json (200), pinyin_json (100), csv_gbk (100)
@@ -274,7 +275,7 @@ def test_a_held_back_night_does_not_advance_the_watermark(world: World, monkeypa
 
 def clean_since(world: World, clean: Night) -> str:
     """The ``since`` an incremental pull based on ``clean``'s watermark asks for."""
-    mark = read_json(clean.run / pipeline.FETCH)["watermark"]
+    mark = read_json(clean.run / layout.FETCH)["watermark"]
     return (datetime.fromisoformat(mark) - watermark.OVERLAP).isoformat()
 
 
@@ -285,7 +286,7 @@ def test_a_future_timestamp_is_flagged_and_does_not_freeze_the_partner(world: Wo
     published_first(world, CURSOR)
     world.partners.faults(CURSOR, {"kind": "future_timestamp", "count": 1, "page": 1})
     flagged = world.night(CURSOR)
-    mark = datetime.fromisoformat(read_json(flagged.run / pipeline.FETCH)["watermark"])
+    mark = datetime.fromisoformat(read_json(flagged.run / layout.FETCH)["watermark"])
     assert mark.year < 2099
     [future] = flagged.report["future_dated"]
     assert_partner_texts_clean(world, flagged, CURSOR)
@@ -303,7 +304,7 @@ def test_a_frozen_watermark_from_before_is_taken_as_now(world: World) -> None:
     now = datetime.now(UTC)
     watermark.record(world.root, CURSOR, "old", {"mode": "full", "pulled_at": (now - timedelta(days=1)).isoformat()}
                      | {"watermark": "2099-12-31T00:00:00+08:00", "fetched": 1})  # fmt: skip
-    write_json(run_dir(world.root, "old", CURSOR) / pipeline.PUBLISH, {"dry_run": False})
+    write_json(run_dir(world.root, "old", CURSOR) / layout.PUBLISH, {"dry_run": False})
     plan = watermark.plan(world.root, partner, "new", now=now)
     assert plan.mode == "incremental" and plan.since == now - watermark.OVERLAP
 
@@ -314,10 +315,10 @@ def test_a_frozen_watermark_from_before_is_taken_as_now(world: World) -> None:
 def test_unreadable_records_without_a_code_count_against_the_rate(world: World) -> None:
     world.partners.faults(CURSOR, {"kind": "non_objects", "page": 1})  # page 1 of 4: 25% unreadable
     night = world.night(CURSOR, settings=replace(FAST, page_size=25))
-    validation = read_json(night.run / pipeline.VALIDATION)
+    validation = read_json(night.run / layout.VALIDATION)
     assert validation["unidentified"] == 25 and validation["records"] == 100
     assert validation["held_back"] and night.report["hold_back"]["failing"] >= 25
-    assert [q["task_code"] for q in read_jsonl(night.run / pipeline.QUARANTINE)].count(None) == 25
+    assert [q["task_code"] for q in read_jsonl(night.run / layout.QUARANTINE)].count(None) == 25
 
 
 def test_a_sharp_shrink_alone_holds_the_removals() -> None:

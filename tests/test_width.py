@@ -11,13 +11,14 @@ import requests
 from upath import UPath
 
 from tests.validation.item_fixtures import CITY_USCC, DISTRICT_USCC, make_record
-from tongban import pipeline
+from tongban import layout, pipeline
+from tongban.layout import report_dir, run_dir
 from tongban.normalise import WIDTH_ONLY, clean_code, normalise_catalogue, width_only_difference
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry, wire_formats
 from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.wire import WireEncoder
-from tongban.storage import read_jsonl, report_dir, run_dir, write_json, write_jsonl
+from tongban.storage import read_jsonl, write_json, write_jsonl
 from tongban.store.repo import ItemStore
 
 REGISTRY = load_registry()
@@ -83,12 +84,12 @@ def test_a_five_level_difference_only_in_invisible_characters_says_so(tmp_path: 
     city = make_record(1, uscc=CITY_USCC, level="3")
     district = make_record(1, uscc=DISTRICT_USCC, level="4", result=city["result"][:2] + ZWSP + city["result"][2:])
     other = make_record(2, uscc=DISTRICT_USCC, level="4")
-    write_json(run / pipeline.FETCH, {"mode": "full"})
+    write_json(run / layout.FETCH, {"mode": "full"})
     write_jsonl(
-        run / pipeline.ITEMS, [city, district, other, make_record(2, uscc=CITY_USCC, level="3", result="别的结果")]
+        run / layout.ITEMS, [city, district, other, make_record(2, uscc=CITY_USCC, level="3", result="别的结果")]
     )
     pipeline.validate(partner, run, store)
-    messages = [f["message"] for r in read_jsonl(run / pipeline.REJECTED) for f in r["findings"]]
+    messages = [f["message"] for r in read_jsonl(run / layout.REJECTED) for f in r["findings"]]
     width = [m for m in messages if m.endswith(WIDTH_ONLY)]
     assert len(width) == 1 and "办理结果" in width[0]
     assert any("五级N同" in m and not m.endswith(WIDTH_ONLY) for m in messages)  # a real difference stays as is
@@ -134,7 +135,7 @@ def test_a_catalogue_with_full_width_codes_publishes_its_good_items_and_says_wha
         requests.post(f"{simulators.partners}/admin/reset", timeout=10).raise_for_status()
     held = {r["task_code"] for r in client.items(division)}
     assert set(dirty) <= held and not set(dirty.values()) & held  # published under the clean codes
-    report = json.loads((out / pipeline.REPORT_JSON).read_bytes())
+    report = json.loads((out / layout.REPORT_JSON).read_bytes())
     assert normalised["normalised"] == 6 == report["counts"]["normalised"]
     by_code: dict[str, set[str]] = {}
     for note in report["normalised"]:

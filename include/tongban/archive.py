@@ -14,7 +14,7 @@ import hashlib
 
 from upath import UPath
 
-ARCHIVE = "archive"
+from tongban.layout import ARCHIVE
 
 
 class ArchiveError(RuntimeError):

@@ -25,11 +25,11 @@ from typing import Any
 from upath import UPath
 
 from tongban.config import max_removal_rate
+from tongban.layout import RECONCILIATION, run_dir
 from tongban.reconcile import Reconciliation
-from tongban.storage import read_json, run_dir
+from tongban.storage import read_json
 
 CONFIRMATION = re.compile(r"^(?P<division>\d{6})@(?P<run_id>\S+)$")
-RECONCILIATION = "reconciliation.json"  # pipeline.RECONCILIATION
 
 
 def percent(rate: float) -> str:

@@ -1,5 +1,7 @@
 """The nightly sync's stages for one partner, each reading and writing its own files in the run folder.
 
+The run folder's files, which stage writes each and which read it, are listed in ``tongban.layout``.
+
 Every stage is a transaction keyed by (run, partner): it reads what the stage before wrote, rewrites
 its own outputs whole and returns a small JSON-safe summary (what Airflow keeps in XCom). Stages
 share no process state, so each may run on a different machine.
@@ -26,42 +28,40 @@ from tongban.config import CHINA_TZ, max_critical_rate
 from tongban.delivery import DeliveryError, report_url, send_report
 from tongban.http import HttpSettings
 from tongban.ingest import FetchError, FetchSettings, archived_pages, fetch_catalogue
+from tongban.layout import (
+    ACCEPTED,
+    DATA_DOCS,
+    DELIVERY,
+    DUPLICATES,
+    FETCH,
+    GX_RESULT,
+    ITEMS,
+    MANIFEST,
+    NORMALISED,
+    OUTBOUND,
+    OWN_REJECTED,
+    OWN_WARNINGS,
+    PROVINCE_CHECK,
+    PUBLISH,
+    QUARANTINE,
+    RAW,
+    RECONCILIATION,
+    REJECTED,
+    REPORT_JSON,
+    SETTLE,
+    VALIDATION,
+    WARNINGS,
+    root_of,
+)
 from tongban.model import Item
 from tongban.normalise import normalise_catalogue
-from tongban.outbound.stages import OUTBOUND
 from tongban.publish import PlatformClient, check_fence, publish, settle
 from tongban.reconcile import Reconciliation, reconcile
 from tongban.registry import Partner, wire_formats
 from tongban.storage import read_json, read_jsonl, upload_tree, write_json, write_jsonl
 from tongban.store.repo import ItemStore
 
-RAW = "raw"
-ITEMS = "items.jsonl"
-QUARANTINE = "quarantine.jsonl"
-ACCEPTED = "accepted.jsonl"
-REJECTED = "rejected.jsonl"  # every rejected record: the partner's own checks, then the province check's
-WARNINGS = "warnings.jsonl"  # likewise for warnings
-OWN_REJECTED = "own_rejected.jsonl"  # rejected by the partner's own validation (input of the province check)
-OWN_WARNINGS = "own_warnings.jsonl"
-PROVINCE_CHECK = "province_check.json"  # the province check's findings on this partner (tongban.province)
-GX_RESULT = "gx_validation_result.json"
-VALIDATION = "validation.json"
-DATA_DOCS = "data_docs"  # GX Data Docs of the run's validation (index.html)
-RECONCILIATION = "reconciliation.json"
-PUBLISH = "publish.json"
-SETTLE = "settle.json"  # what the run found of earlier runs' unsettled batches, and how it closed them
-FETCH = "fetch.json"
-
-
 _log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"  # in RAW: every request of the pull, with the sha256 of its archived answer
-DUPLICATES = "duplicates.jsonl"
-NORMALISED = "normalised.jsonl"  # codes that arrived with full-width or invisible characters (normalise)
-
-
-def _root(run: UPath) -> UPath:
-    """The storage root of a run folder (``<root>/runs/<run id>/<division>``)."""
-    return run.parent.parent.parent
 
 
 def settle_partner(
@@ -102,7 +102,7 @@ def fetch(
     counts, status); records the pull's watermark only after it succeeded. A failed pull raises
     FetchError saying since when the partner's list on the platform is stale.
     """
-    root = _root(run) if root is None else root
+    root = root_of(run) if root is None else root
     run_id = run_id or run.parent.name
     fmt = wire_formats()[partner.format]
     started = now or datetime.now(UTC)
@@ -173,7 +173,7 @@ def fetch(
 def normalise(partner: Partner, run: UPath, root: UPath | None = None) -> dict[str, Any]:
     """Map the pull onto canonical items, reading the raw answers from the archive only (replayable)."""
     fmt = wire_formats()[partner.format]
-    archive = Archive(_root(run) if root is None else root)
+    archive = Archive(root_of(run) if root is None else root)
     pages = archived_pages(read_json(run / RAW / MANIFEST), archive, fmt)
     result = normalise_catalogue(pages, fmt, partner)
     items: list[dict[str, Any]] = []
@@ -310,7 +310,7 @@ def reconcile_partner(
     """Compare the accepted items with the platform's list; the removal guard (``tongban.guard``) holds
     a mass removal unless ``confirmed_run`` (the run that held it, from the DAG param
     ``confirm_removals``) confirms it."""
-    root = _root(run) if root is None else root
+    root = root_of(run) if root is None else root
     check_fence(store, partner.division, run_id)  # a superseded run reconciles nothing
     current = client.items(partner.division)
     if held_back(run):  # the platform keeps the partner's previous list whole
@@ -410,9 +410,6 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
     return {"partner": partner.division, "counts": counts.model_dump(), **paths, "notices": notices}
 
 
-DELIVERY, REPORT_JSON = report_mod.DELIVERY, report_mod.REPORT_JSON
-
-
 def deliver(
     partner: Partner,
     run: UPath,
@@ -446,7 +443,7 @@ def deliver(
     if (report.get("run_id"), report.get("partner")) != (run_id, partner.division):
         found = f"run {report.get('run_id')}, partner {report.get('partner')}"
         raise DeliveryError(f"{where}: {report_dir / REPORT_JSON} is the report of {found}", retryable=False)
-    archive = Archive(_root(run) if root is None else root)
+    archive = Archive(root_of(run) if root is None else root)
     digest = archive.put(body)
     if dry_run is None:
         dry_run = bool(read_json(run / PUBLISH).get("dry_run", False))

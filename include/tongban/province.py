@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from upath import UPath
 
-from tongban import pipeline
+from tongban import layout, pipeline
 from tongban.model import ELEMENTS
 from tongban.registry import Partner, divisions
 from tongban.storage import read_jsonl, upload_tree, write_json, write_jsonl
@@ -51,8 +51,6 @@ if TYPE_CHECKING:
 
     from tongban.validation import Finding
 
-PROVINCES = "provinces"  # runs/<run id>/provinces/<province code>/: the province check's own files
-FIVE_LEVEL = "five_level.json"  # what was compared and every difference found
 IDENTITY = ("partner", "partner_name", "task_code", "catalog_code", "name", "level")
 JUDGED = "_judged"
 
@@ -97,20 +95,20 @@ def check_province(
         frames += [_hash_rows(judged, partner, judged=True), _hash_rows(context, partner, judged=False)]
         roles[partner.division] = {"role": role, "judged": len(judged), "context": len(context)}
     frame = _shared_groups(pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True))
-    out = runs / PROVINCES / province
+    out = runs / layout.PROVINCES / province
     findings: list[Finding] = []
     if frame[JUDGED].any():
         from tongban.validation import validate_across_partners
 
         with tempfile.TemporaryDirectory(prefix="tongban-province-docs-") as docs:
             outcome = validate_across_partners(frame, province, docs_dir=Path(docs))
-            upload_tree(Path(docs), out / pipeline.DATA_DOCS)
-        write_json(out / pipeline.GX_RESULT, outcome.gx_result)
+            upload_tree(Path(docs), out / layout.DATA_DOCS)
+        write_json(out / layout.GX_RESULT, outcome.gx_result)
         findings = outcome.findings
     by_partner: dict[str, list[Finding]] = {}
     for finding in findings:
         by_partner.setdefault(str(frame.at[finding.row, "partner"]), []).append(finding)
-    write_json(out / FIVE_LEVEL, _province_record(province, roles, frame, findings))
+    write_json(out / layout.FIVE_LEVEL, _province_record(province, roles, frame, findings))
     summaries = {}
     for division, summary in validated.items():
         if division in roles:
@@ -135,7 +133,7 @@ def _rows(
     if summary is None or summary.get("held_back"):
         role = "held_back" if summary is not None else "not_validated"
         return [], [published[code] for code in sorted(published)], role
-    accepted = list(read_jsonl(run / pipeline.ACCEPTED))
+    accepted = list(read_jsonl(run / layout.ACCEPTED))
     kept = set(published) - {r["task_code"] for r in accepted}
     if kept and pipeline.is_full_pull(run):
         kept &= _own_held_codes(run)  # a full pull removes the rest
@@ -144,8 +142,8 @@ def _rows(
 
 def _own_held_codes(run: UPath) -> set[str]:
     """实施编码 the partner's own checks held this run (the platform keeps its version of them)."""
-    codes = {r["record"]["task_code"] for r in read_jsonl(run / pipeline.OWN_REJECTED)}
-    codes |= {q["task_code"] for q in read_jsonl(run / pipeline.QUARANTINE) if q.get("task_code")}
+    codes = {r["record"]["task_code"] for r in read_jsonl(run / layout.OWN_REJECTED)}
+    codes |= {q["task_code"] for q in read_jsonl(run / layout.QUARANTINE) if q.get("task_code")}
     return codes
 
 
@@ -203,20 +201,20 @@ def _finding_record(finding: Finding) -> dict[str, Any]:
 def apply_findings(run: UPath, summary: Mapping[str, Any], findings: Sequence[Finding]) -> dict[str, Any]:
     """Merge the province check's findings on one partner into its outcome files; idempotent.
 
-    REJECTED and WARNINGS are rewritten from the partner's own outcome (OWN_*) plus ``findings``
+    REJECTED and WARNINGS are rewritten from the partner's own outcome (OWN_*, ``tongban.layout``) plus ``findings``
     (critical ones reject an accepted record, warnings are added to it); PROVINCE_CHECK records the
     findings, the rejected codes (``pipeline.accepted_records`` leaves them out) and the critical-failure
     rate counted with them, which can hold the partner back (``pipeline.held_back``).
     """
-    own_rejected = list(read_jsonl(run / pipeline.OWN_REJECTED))
-    own_warned = {w["record"]["task_code"]: w for w in read_jsonl(run / pipeline.OWN_WARNINGS)}
+    own_rejected = list(read_jsonl(run / layout.OWN_REJECTED))
+    own_warned = {w["record"]["task_code"]: w for w in read_jsonl(run / layout.OWN_WARNINGS)}
     per_code: dict[str, list[dict[str, Any]]] = {}
     for finding in findings:
         per_code.setdefault(finding.task_code, []).append(_finding_record(finding))
     critical = {code for code, fs in per_code.items() if any(f["severity"] == "critical" for f in fs)}
     rejected, warned = list(own_rejected), []
     if per_code:
-        for record in read_jsonl(run / pipeline.ACCEPTED):
+        for record in read_jsonl(run / layout.ACCEPTED):
             code = record["task_code"]
             earlier = own_warned.get(code, {}).get("findings", [])
             if code in critical:
@@ -225,8 +223,8 @@ def apply_findings(run: UPath, summary: Mapping[str, Any], findings: Sequence[Fi
                 warned.append({"record": record, "findings": [*earlier, *per_code.get(code, [])]})
     else:
         warned = list(own_warned.values())
-    write_jsonl(run / pipeline.REJECTED, rejected)
-    write_jsonl(run / pipeline.WARNINGS, warned)
+    write_jsonl(run / layout.REJECTED, rejected)
+    write_jsonl(run / layout.WARNINGS, warned)
     records = int(summary.get("records", int(summary["accepted"]) + int(summary["rejected"])))
     rate = pipeline.hold_back_rate(len(rejected) + int(summary.get("unidentified", 0)), records)
     check = {
@@ -240,7 +238,7 @@ def apply_findings(run: UPath, summary: Mapping[str, Any], findings: Sequence[Fi
         **rate,
         "held_back": bool(summary.get("held_back")) or rate["held_back"],
     }
-    write_json(run / pipeline.PROVINCE_CHECK, {**check, "by_code": per_code})
+    write_json(run / layout.PROVINCE_CHECK, {**check, "by_code": per_code})
     return {
         "partner": check["partner"],
         "validated": True,

@@ -16,34 +16,34 @@ from typing import Any
 
 from upath import UPath
 
-from tongban import pipeline
+from tongban import layout, pipeline
+from tongban.layout import RUNS, replay_dir, run_dir
 from tongban.registry import Partner, Registry, load_registry
-from tongban.storage import RUNS, read_json, run_dir, write_json
+from tongban.storage import read_json, write_json
 
-REPLAYS = "replays"
-COMPARED = (pipeline.ITEMS, pipeline.QUARANTINE, pipeline.DUPLICATES)
+REPLAYED_FILES = (layout.ITEMS, layout.QUARANTINE, layout.DUPLICATES)  # normalise's files a replay must reproduce
 
 
 def replay(root: UPath, run_id: str, partner: Partner, out: UPath | None = None) -> dict[str, Any]:
     """Re-normalise ``partner`` of ``run_id`` from the archive into ``out``; returns the stage summary."""
     source = run_dir(root, run_id, partner.division)
-    target = out if out is not None else root / REPLAYS / run_id / partner.division
-    manifest = source / pipeline.RAW / pipeline.MANIFEST
+    target = out if out is not None else replay_dir(root, run_id, partner.division)
+    manifest = source / layout.RAW / layout.MANIFEST
     if not manifest.exists():
         raise FileNotFoundError(f"run {run_id} has no fetch manifest for {partner.division} ({manifest})")
-    write_json(target / pipeline.RAW / pipeline.MANIFEST, read_json(manifest))
-    if (source / pipeline.FETCH).exists():
-        write_json(target / pipeline.FETCH, read_json(source / pipeline.FETCH))
+    write_json(target / layout.RAW / layout.MANIFEST, read_json(manifest))
+    if (source / layout.FETCH).exists():
+        write_json(target / layout.FETCH, read_json(source / layout.FETCH))
     return pipeline.normalise(partner, target, root=root)
 
 
 def differences(root: UPath, run_id: str, division: str, out: UPath | None = None) -> list[str]:
     """Files of the replay that differ from the run's own (empty: the replay is identical)."""
     source = run_dir(root, run_id, division)
-    target = out if out is not None else root / REPLAYS / run_id / division
+    target = out if out is not None else replay_dir(root, run_id, division)
     return [
         name
-        for name in COMPARED
+        for name in REPLAYED_FILES
         if (source / name).exists() and (source / name).read_bytes() != (target / name).read_bytes()
     ]
 
@@ -55,9 +55,7 @@ def run_partners(root: UPath, run_id: str, registry: Registry) -> list[str]:
     if not folder.exists():
         raise FileNotFoundError(f"no run folder {folder}")
     known = {p.division for p in registry.partners}
-    return sorted(
-        p.name for p in folder.iterdir() if p.name in known and (p / pipeline.RAW / pipeline.MANIFEST).exists()
-    )
+    return sorted(p.name for p in folder.iterdir() if p.name in known and (p / layout.RAW / layout.MANIFEST).exists())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from upath import UPath
 
 from tongban import guard, watermark
 from tongban.config import max_critical_rate
+from tongban.layout import DELIVERY, REPORT_HTML, REPORT_JSON, REPORT_XLSX, SUMMARY
 from tongban.model import COMPARED, LABELS
 from tongban.normalise import WIDTH_ONLY, width_only_difference
 from tongban.outbound.diff import COUNT_KEYS as OUTBOUND_KEYS
@@ -51,11 +52,7 @@ from tongban.report_model import (
 )
 from tongban.storage import read_json, write_json
 
-# the report folder of a partner in a run: reports/<run id>/<division>/
-REPORT_JSON, REPORT_HTML, REPORT_XLSX = "report.json", "report.html", "report.xlsx"
 FUTURE_DATED = "已按内容处理，但不作为增量同步的起点，请核对"
-DELIVERY = "delivery.json"  # beside the report: every delivery attempt of it to the partner
-SUMMARY_JSON = "summary.json"  # reports/<run id>/summary.json: the run over all partners
 COUNT_KEYS = ("fetched", "quarantined", "rejected", "added", "changed", "removed", "unchanged", "published")
 COUNT_LABELS = {
     "fetched": "拉取",
@@ -535,7 +532,7 @@ def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> 
         "outbound_failed": outbound_failed,
         "outbound_totals": {k: sum(r["outbound"][k] or 0 for r in rows) for k in OUTBOUND_KEYS},
     }
-    write_json(reports_root / run_id / SUMMARY_JSON, summary)
+    write_json(reports_root / run_id / SUMMARY, summary)
     return summary
 
 

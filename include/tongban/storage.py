@@ -1,7 +1,8 @@
 """Files that stages pass to each other, addressed by path objects of any filesystem.
 
 Stages take a ``upath.UPath`` (Airflow's ``ObjectStoragePath`` is one), so the same code writes to a
-local folder or to an S3-compatible store and no task relies on a worker's local disk.
+local folder or to an S3-compatible store and no task relies on a worker's local disk. Where each file
+lies under the storage root is ``tongban.layout``'s.
 """
 
 from __future__ import annotations
@@ -12,18 +13,6 @@ from typing import Any
 
 import msgspec
 from upath import UPath
-
-RUNS = "runs"
-REPORTS = "reports"
-
-
-def run_dir(base: UPath, run_id: str, division: str) -> UPath:
-    """Working files of one partner in one run."""
-    return base / RUNS / run_id / division
-
-
-def report_dir(base: UPath, run_id: str, division: str) -> UPath:
-    return base / REPORTS / run_id / division
 
 
 def write_json(path: UPath, value: Any) -> UPath:

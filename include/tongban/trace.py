@@ -17,11 +17,11 @@ from typing import Any
 
 from upath import UPath
 
-from tongban import pipeline
+from tongban import layout, pipeline
+from tongban.layout import DELIVERY, REPORTS, RUNS
 from tongban.outstanding import KIND_LABELS, RESOLUTION_LABELS
 from tongban.registry import load_registry
-from tongban.report import DELIVERY
-from tongban.storage import REPORTS, RUNS, read_json, read_jsonl
+from tongban.storage import read_json, read_jsonl
 from tongban.store.repo import ItemStore
 
 MAX_MATCHES = 20  # items a name may match
@@ -94,7 +94,7 @@ def _matches(root: UPath, run_ids: Sequence[str], query: str) -> dict[tuple[str,
     found: dict[tuple[str, str], str] = {}
     for run_id in run_ids:
         for run in _partner_folders(root, run_id):
-            for file in (pipeline.ITEMS, pipeline.QUARANTINE):
+            for file in (layout.ITEMS, layout.QUARANTINE):
                 for row in _rows(run / file):
                     code, name = _code_of(row), row.get("name") or ""
                     if code and (code == query or (query in name and len(query) >= 2)):
@@ -109,12 +109,12 @@ def _run_steps(root: UPath, run_id: str, division: str, code: str) -> list[Step]
     if not run.exists():
         return None
     steps: list[Step] = []
-    fetch = read_json(run / pipeline.FETCH) if (run / pipeline.FETCH).exists() else {}
+    fetch = read_json(run / layout.FETCH) if (run / layout.FETCH).exists() else {}
     mode = "全量" if fetch.get("mode", "full") == "full" else "增量"
     if fetch.get("status") == "failed":
         return [Step("拉取", "bad", f"拉取失败：{fetch.get('error', '')}；平台保留该地区上次的清单")]
-    in_pull = any(_code_of(r) == code for r in _rows(run / pipeline.ITEMS))
-    quarantined = [q for q in _rows(run / pipeline.QUARANTINE) if q.get("task_code") == code]
+    in_pull = any(_code_of(r) == code for r in _rows(run / layout.ITEMS))
+    quarantined = [q for q in _rows(run / layout.QUARANTINE) if q.get("task_code") == code]
     if not in_pull and not quarantined:
         why = "全量拉取中没有该事项（已撤回或改了编码）"
         if mode == "增量":
@@ -124,24 +124,24 @@ def _run_steps(root: UPath, run_id: str, division: str, code: str) -> list[Step]
     for q in quarantined:
         reasons = "；".join(f"{p['wire_field']}：{p['reason']}" for p in q["problems"])
         steps.append(Step("隔离", "bad", f"无法解析或映射（{q['position']}）：{reasons}"))
-    rejected = [r for r in _rows(run / pipeline.REJECTED) if r["record"]["task_code"] == code]
+    rejected = [r for r in _rows(run / layout.REJECTED) if r["record"]["task_code"] == code]
     for r in rejected:
         for f in r["findings"]:
             if f.get("severity") == "critical":
                 where = "省内五级N同比对" if f.get("expectation") == "five_level_across_partners" else "关键校验"
                 steps.append(Step("校验", "bad", f"退回（{where}，{f.get('element')}）：{f['message']}"))
-    for w in _rows(run / pipeline.WARNINGS):
+    for w in _rows(run / layout.WARNINGS):
         if w["record"]["task_code"] == code:
             steps.append(Step("校验", "info", "警告（仍推送）：" + "；".join(f["message"] for f in w["findings"])))
     if in_pull and not rejected:
         steps.append(Step("校验", "ok", "通过校验"))
-    if (run / pipeline.VALIDATION).exists() and pipeline.held_back(run):
+    if (run / layout.VALIDATION).exists() and pipeline.held_back(run):
         steps.append(Step("暂缓", "held", "该地区本次关键校验失败率超过阈值，整体暂缓发布：平台保留其上一版清单"))
-    if (run / pipeline.RECONCILIATION).exists():
-        recon = read_json(run / pipeline.RECONCILIATION)
+    if (run / layout.RECONCILIATION).exists():
+        recon = read_json(run / layout.RECONCILIATION)
         steps += _reconciled(recon, code)
-    if (run / pipeline.PUBLISH).exists():
-        steps += _published(read_json(run / pipeline.PUBLISH), code)
+    if (run / layout.PUBLISH).exists():
+        steps += _published(read_json(run / layout.PUBLISH), code)
     delivery = root / REPORTS / run_id / division / DELIVERY
     if delivery.exists():
         status = str(read_json(delivery).get("status"))

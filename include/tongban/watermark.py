@@ -30,12 +30,10 @@ from typing import Any, Literal
 
 from upath import UPath
 
+from tongban.layout import PUBLISH, run_dir, watermark_path
 from tongban.registry import Partner
-from tongban.storage import read_json, run_dir, write_json
+from tongban.storage import read_json, write_json
 
-STATE = "state"
-WATERMARK_FILE = "watermark.json"
-PUBLISH_FILE = "publish.json"  # pipeline.PUBLISH: the publish stage's output in the run folder
 OVERLAP = timedelta(minutes=10)
 KEEP = 60  # pull entries kept per partner
 
@@ -56,12 +54,8 @@ class PullPlan:
         }
 
 
-def state_path(root: UPath, division: str) -> UPath:
-    return root / STATE / division / WATERMARK_FILE
-
-
 def load(root: UPath, division: str) -> dict[str, Any]:
-    path = state_path(root, division)
+    path = watermark_path(root, division)
     if not path.exists():
         return {"partner": division, "pulls": {}}
     return read_json(path)
@@ -70,7 +64,7 @@ def load(root: UPath, division: str) -> dict[str, Any]:
 def published(root: UPath, run_id: str, division: str) -> dict[str, Any] | None:
     """What ``run_id``'s publish stage recorded for ``division``, if it published for real (not a dry
     run, not held back); None otherwise."""
-    path = run_dir(root, run_id, division) / PUBLISH_FILE
+    path = run_dir(root, run_id, division) / PUBLISH
     if not path.exists():
         return None
     try:
@@ -155,7 +149,7 @@ def record(root: UPath, division: str, run_id: str, entry: dict[str, Any]) -> No
     state["pulls"][run_id] = {**entry, "run_id": run_id}
     newest = sorted(state["pulls"].values(), key=lambda p: p["pulled_at"])[-KEEP:]
     state["pulls"] = {p["run_id"]: p for p in newest}
-    write_json(state_path(root, division), state)
+    write_json(watermark_path(root, division), state)
 
 
 def last_counting(root: UPath, division: str) -> dict[str, Any] | None:

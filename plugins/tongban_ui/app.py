@@ -18,11 +18,9 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tongban_ui.data_docs import localise
-from tongban_ui.pages import CSP, error_page, overview_page, run_page, trace_page
-from tongban_ui.settings import Settings
-from tongban_ui.store import (
+from tongban.layout import (
     DATA_DOCS,
+    DATA_DOCS_INDEX,
     FIVE_LEVEL,
     GX_RESULT,
     REPORT_HTML,
@@ -30,6 +28,11 @@ from tongban_ui.store import (
     REPORT_XLSX,
     REPORTS,
     RUNS,
+)
+from tongban_ui.data_docs import localise
+from tongban_ui.pages import CSP, error_page, overview_page, run_page, trace_page
+from tongban_ui.settings import Settings
+from tongban_ui.store import (
     GxStats,
     NotFound,
     ReportStore,
@@ -183,7 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = store.read(path)
         if media_type == "text/html":  # GX's pages ask CDNs for their assets: served with local ones
             root = store.path(RUNS, run_id, division, [DATA_DOCS])
-            index = parts == ["index.html"]
+            index = parts == [DATA_DOCS_INDEX]
             body = localise(body, len(parts) - 1, store.data_docs_pages(root) if index else ())
             media_type = "text/html; charset=utf-8"
         return Response(body, media_type=media_type, headers={"Content-Security-Policy": ARTIFACT_CSP})

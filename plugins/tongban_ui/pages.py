@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from markupsafe import Markup
 
+from tongban import layout
 from tongban.report import COUNT_LABELS
 from tongban_ui.store import GxStats, PartnerLatest, RunSummary, TrendPoint, critical_failure_rate
 
@@ -128,7 +129,7 @@ def trend_svg(points: Sequence[TrendPoint]) -> Markup:
         held = point.status == "held_back"
         state = "暂缓发布，" if held else ""
         tip = f"<title>{esc(point.run_id)}：{state}已推送 {published}，退回 {rejected}</title>"
-        mark = ('y="22" height="6" fill="#ef6c00"' if held else 'y="26" height="2" fill="#cfd8dc"')
+        mark = 'y="22" height="6" fill="#ef6c00"' if held else 'y="26" height="2" fill="#cfd8dc"'
         bars.append(f'<rect x="{x}" {mark} width="8" data-status="{esc(point.status)}">{tip}</rect>')
         if hp:
             bars.append(f'<rect x="{x}" y="{24 - hp}" width="8" height="{hp}" fill="#2e7d32">{tip}</rect>')
@@ -164,6 +165,7 @@ def _env() -> jinja2.Environment:
         STATUS=STATUS,
         DASH=DASH,
         COUNT_LABELS=COUNT_LABELS,
+        layout=layout,  # file names in links (the app serves a file under its own name; URL folders are its routes)
         short=short,
         when=when,
         rate_of=rate_of,

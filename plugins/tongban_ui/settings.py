@@ -12,6 +12,8 @@ from urllib.parse import quote, urlsplit
 
 from airflow.configuration import conf
 
+from tongban.layout import REPORT_HTML
+
 URL_PREFIX = "/tongban"
 SECTION = "tongban"
 
@@ -48,4 +50,4 @@ def base_path() -> str:
 
 def report_url(run_id: str, division: str) -> str:
     """Absolute path of one partner's HTML report for one run, as the plugin serves it."""
-    return f"{base_path()}{URL_PREFIX}/runs/{quote(run_id, safe='')}/{quote(division, safe='')}/report.html"
+    return f"{base_path()}{URL_PREFIX}/runs/{quote(run_id, safe='')}/{quote(division, safe='')}/{REPORT_HTML}"

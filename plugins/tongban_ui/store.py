@@ -17,16 +17,18 @@ from typing import Any
 
 from upath import UPath
 
+from tongban.layout import (
+    DATA_DOCS,
+    DATA_DOCS_INDEX,
+    FIVE_LEVEL,
+    GX_RESULT,
+    PROVINCES,
+    REPORT_JSON,
+    REPORTS,
+    RUNS,
+    SUMMARY,
+)
 from tongban.report import DELIVERED
-
-# File and folder names as the pipeline writes them. tongban.report is already imported by the pages
-# (COUNT_LABELS) and tongban.storage imports upath only; the run folder's names stay spelled here, as
-# tongban.pipeline (their home) imports the HTTP client, the ingest and the item store (SQLAlchemy).
-from tongban.report import REPORT_HTML as REPORT_HTML  # re-exported for the app
-from tongban.report import REPORT_JSON as REPORT_JSON
-from tongban.report import REPORT_XLSX as REPORT_XLSX
-from tongban.report import SUMMARY_JSON as SUMMARY
-from tongban.storage import REPORTS, RUNS
 
 # Airflow's own run ids (manual__2026-11-28T13:35:01.915496+00:00) and its allowed_run_id_pattern
 # characters, minus anything that could name a parent folder.
@@ -36,9 +38,6 @@ DIVISION = re.compile(r"[0-9]{6}")
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # one file or folder name, never . or ..
 MAX_DEPTH = 12
 LOCAL = ("file", "local", "")
-
-GX_RESULT, DATA_DOCS = "gx_validation_result.json", "data_docs"  # tongban.pipeline.GX_RESULT, .DATA_DOCS
-PROVINCES, FIVE_LEVEL = "provinces", "five_level.json"  # tongban.province.PROVINCES, .FIVE_LEVEL
 
 
 class NotFound(LookupError):
@@ -166,11 +165,7 @@ class ReportStore:
 
     def province_results(self, run_id: str) -> list[str]:
         """Province codes whose 五级N同 check wrote its results in this run."""
-        return [
-            p
-            for p in sorted(self.provinces or ())
-            if self.exists(self.province_path(run_id, p, [FIVE_LEVEL]))
-        ]
+        return [p for p in sorted(self.provinces or ()) if self.exists(self.province_path(run_id, p, [FIVE_LEVEL]))]
 
     def report(self, run_id: str, division: str) -> dict[str, Any] | None:
         """A partner's report.json of a run, or None when it wrote none."""
@@ -228,7 +223,7 @@ class ReportStore:
 
     def has_data_docs(self, run_id: str, division: str) -> bool:
         try:
-            return self.exists(self.path(RUNS, run_id, division, [DATA_DOCS, "index.html"]))
+            return self.exists(self.path(RUNS, run_id, division, [DATA_DOCS, DATA_DOCS_INDEX]))
         except NotFound:
             return False
 

@@ -12,13 +12,14 @@ import pytest
 import requests
 from upath import UPath
 
-from tongban import pipeline
+from tongban import layout, pipeline
 from tongban.ingest import FetchSettings
+from tongban.layout import run_dir
 from tongban.model import content_hash
 from tongban.registry import Partner, Registry, load_registry, wire_formats
 from tongban.simulators.credentials import partner_secrets
 from tongban.simulators.partners import create_partner_app
-from tongban.storage import read_json, read_jsonl, run_dir
+from tongban.storage import read_json, read_jsonl
 
 from ..simulators.conftest import serving
 
@@ -111,21 +112,21 @@ def publish_marker(root: UPath, run_id: str, division: str, dry_run: bool = Fals
     """What the publish stage leaves behind (a pull counts for the next one only once published)."""
     from tongban.storage import write_json
 
-    write_json(run_dir(root, run_id, division) / pipeline.PUBLISH, {"dry_run": dry_run, "accepted": []})
+    write_json(run_dir(root, run_id, division) / layout.PUBLISH, {"dry_run": dry_run, "accepted": []})
 
 
 def assert_nothing_lost(run: UPath, served: list[dict[str, Any]], partner: Partner) -> None:
     """What the partner served equals what was stored plus what was quarantined, each exactly once."""
-    items = list(read_jsonl(run / pipeline.ITEMS))
-    quarantined = list(read_jsonl(run / pipeline.QUARANTINE))
+    items = list(read_jsonl(run / layout.ITEMS))
+    quarantined = list(read_jsonl(run / layout.QUARANTINE))
     stored = [i["task_code"] for i in items]
     held = [q["task_code"] for q in quarantined]
     assert len(stored) == len(set(stored)), "a record was stored twice"
     assert sorted(stored + held) == sorted(r["task_code"] for r in served), "records lost or invented"
     truth = {r["task_code"]: r for r in served}
     assert all(content_hash(i) == content_hash(truth[i["task_code"]]) for i in items), "content changed on the way"
-    fetched = read_json(run / pipeline.FETCH)["fetched"]
-    manifest = read_json(run / pipeline.RAW / pipeline.MANIFEST)
+    fetched = read_json(run / layout.FETCH)["fetched"]
+    manifest = read_json(run / layout.RAW / layout.MANIFEST)
     assert fetched == sum(e["records"] for e in manifest) == len(items) + len(quarantined)
     fmt = wire_formats()[partner.format]
     assert all(q["partner"] == partner.division and q["position"] and q["problems"] for q in quarantined), fmt.name
@@ -133,10 +134,10 @@ def assert_nothing_lost(run: UPath, served: list[dict[str, Any]], partner: Partn
 
 def assert_failed_cleanly(root: UPath, run: UPath, division: str) -> dict[str, Any]:
     """A failed pull stores nothing, keeps its attempts on record and does not move the watermark."""
-    assert not (run / pipeline.ITEMS).exists()
-    info = read_json(run / pipeline.FETCH)
+    assert not (run / layout.ITEMS).exists()
+    info = read_json(run / layout.FETCH)
     assert info["status"] == "failed" and info["error"]
-    manifest = read_json(run / pipeline.RAW / pipeline.MANIFEST)
+    manifest = read_json(run / layout.RAW / layout.MANIFEST)
     assert manifest  # the attempts made are on record (the last one failed, or the pull as a whole did)
     assert all("sha256" in e for e in manifest if e.get("status") is not None)  # every answer archived
     from tongban import watermark

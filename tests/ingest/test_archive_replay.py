@@ -11,13 +11,14 @@ import pytest
 import requests
 from upath import UPath
 
-from tongban import pipeline
+from tongban import layout, pipeline
 from tongban.archive import Archive, ArchiveError
+from tongban.layout import run_dir
 from tongban.registry import Registry, load_registry
 from tongban.replay import differences, replay
 from tongban.simulators.credentials import partner_secrets
 from tongban.simulators.partners import create_partner_app
-from tongban.storage import read_json, read_jsonl, run_dir
+from tongban.storage import read_json, read_jsonl
 
 from ..simulators.conftest import serving
 from .conftest import CSV, FAST, NATIONAL, PINYIN
@@ -66,9 +67,9 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> UPath:
 
 @pytest.mark.parametrize("division", DIVISIONS)
 def test_the_run_folder_holds_no_raw_pages_only_the_manifest(finished_run: UPath, division: str) -> None:
-    raw = run_dir(finished_run, "run-1", division) / pipeline.RAW
-    assert sorted(p.name for p in raw.iterdir()) == [pipeline.MANIFEST]
-    manifest = read_json(raw / pipeline.MANIFEST)
+    raw = run_dir(finished_run, "run-1", division) / layout.RAW
+    assert sorted(p.name for p in raw.iterdir()) == [layout.MANIFEST]
+    manifest = read_json(raw / layout.MANIFEST)
     archive = Archive(finished_run)
     assert {e["outcome"] for e in manifest} == {"retry", "ok"}
     for entry in manifest:
@@ -82,15 +83,15 @@ def test_replay_with_the_simulator_stopped_gives_the_same_normalised_data(finish
     summary = replay(finished_run, "run-1", registry.partner(division))
     assert differences(finished_run, "run-1", division) == []
     run = run_dir(finished_run, "run-1", division)
-    assert summary["items"] == len(list(read_jsonl(run / pipeline.ITEMS))) > 0
-    assert summary["duplicates"] == len(list(read_jsonl(run / pipeline.DUPLICATES))) > 0
+    assert summary["items"] == len(list(read_jsonl(run / layout.ITEMS))) > 0
+    assert summary["duplicates"] == len(list(read_jsonl(run / layout.DUPLICATES))) > 0
     out = finished_run / "replays" / "run-1" / division
-    assert (out / pipeline.ITEMS).read_bytes() == (run / pipeline.ITEMS).read_bytes()
+    assert (out / layout.ITEMS).read_bytes() == (run / layout.ITEMS).read_bytes()
 
 
 def test_replay_fails_loudly_when_an_archived_answer_is_gone(finished_run: UPath, tmp_path: Path) -> None:
     registry = load_registry()
-    manifest = read_json(run_dir(finished_run, "run-1", NATIONAL) / pipeline.RAW / pipeline.MANIFEST)
+    manifest = read_json(run_dir(finished_run, "run-1", NATIONAL) / layout.RAW / layout.MANIFEST)
     victim = Archive(finished_run).path(next(e["sha256"] for e in manifest if e["outcome"] == "ok"))
     saved = victim.read_bytes()
     victim.unlink()
@@ -116,7 +117,7 @@ def test_replay_cli_skips_what_is_not_a_partner_of_the_registry(
     """A DAG run's folder also holds the province check's ``provinces/`` (issue 12.5: replay stopped with
     ``KeyError: 'no partner provinces in registry'``); a folder of a partner since removed is skipped too."""
     from tongban import replay as replay_mod
-    from tongban.province import PROVINCES
+    from tongban.layout import PROVINCES
 
     (finished_run / "runs" / "run-1" / PROVINCES / "440000").mkdir(parents=True, exist_ok=True)
     (finished_run / "runs" / "run-1" / "999999").mkdir(parents=True, exist_ok=True)

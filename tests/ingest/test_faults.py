@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from upath import UPath
 
-from tongban import pipeline
+from tongban import layout, pipeline
 from tongban.ingest import FetchError
-from tongban.storage import read_json, read_jsonl, run_dir
+from tongban.layout import run_dir
+from tongban.storage import read_json, read_jsonl
 
 from .conftest import CSV, FAST, NATIONAL, PINYIN, Partners, assert_failed_cleanly, assert_nothing_lost, pull
 
@@ -36,7 +37,7 @@ def failed(
 
 
 def attempts(run: UPath) -> list[dict[str, Any]]:
-    return read_json(run / pipeline.RAW / pipeline.MANIFEST)
+    return read_json(run / layout.RAW / layout.MANIFEST)
 
 
 # --- slow responses -----------------------------------------------------------------------------
@@ -186,8 +187,8 @@ def test_a_wrong_secret_fails_at_once(partners: Partners, store: UPath) -> None:
 def test_a_duplicated_page_is_counted_once_and_reported(partners: Partners, store: UPath, division: str) -> None:
     partners.faults(division, {"kind": "duplicate_page", "page": 2})
     summary, run = recovered(partners, store, division, settings=replace(FAST, page_size=50))
-    duplicates = list(read_jsonl(run / pipeline.DUPLICATES))
-    assert len(duplicates) == summary["duplicates"] == read_json(run / pipeline.FETCH)["duplicates"] == 50
+    duplicates = list(read_jsonl(run / layout.DUPLICATES))
+    assert len(duplicates) == summary["duplicates"] == read_json(run / layout.FETCH)["duplicates"] == 50
     for dup in duplicates:
         assert dup["position"].startswith("第2页") and dup["first_position"].startswith("第1页") and dup["reason"]
 
@@ -235,7 +236,7 @@ def test_a_renamed_field_fails_at_once_naming_both_names(
 def test_an_added_field_is_ignored_and_noted(partners: Partners, store: UPath, division: str) -> None:
     partners.faults(division, {"kind": "schema_drift", "add": {"isCharge": "0"}})
     summary, run = recovered(partners, store, division)
-    assert summary["unexpected_fields"] == ["isCharge"] == read_json(run / pipeline.FETCH)["unexpected_fields"]
+    assert summary["unexpected_fields"] == ["isCharge"] == read_json(run / layout.FETCH)["unexpected_fields"]
 
 
 # --- answers that will be malformed on every attempt (issue 16) -----------------------------------

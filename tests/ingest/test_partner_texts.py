@@ -14,12 +14,13 @@ from upath import UPath
 
 from tests.partner_texts import EXPECTATIONS, internal_in, report_texts
 from tests.validation.item_fixtures import make_record
-from tongban import pipeline
+from tongban import layout, pipeline
+from tongban.layout import report_dir
 from tongban.normalise import Quarantined, normalise_catalogue
 from tongban.reconcile import reconcile
 from tongban.registry import wire_formats
 from tongban.simulators.wire import WireEncoder
-from tongban.storage import read_jsonl, report_dir, write_json
+from tongban.storage import read_jsonl, write_json
 from tongban.store.repo import ItemStore
 
 from .conftest import CSV, FAST, NATIONAL, PINYIN, Partners, pull
@@ -106,14 +107,14 @@ def test_no_text_of_a_real_report_names_an_internal_field(
     partner = partners.registry.partner(division)
     items = ItemStore(f"sqlite:///{tmp_path / 'items.db'}")
     pipeline.validate(partner, run, items)
-    accepted = list(read_jsonl(run / pipeline.ACCEPTED))
-    write_json(run / pipeline.RECONCILIATION, reconcile(accepted, []).as_dict())
+    accepted = list(read_jsonl(run / layout.ACCEPTED))
+    write_json(run / layout.RECONCILIATION, reconcile(accepted, []).as_dict())
     refused = {"task_code": accepted[0]["task_code"], "op": "upsert", "status": "rejected", "reason": "事项名称为空"}
-    write_json(run / pipeline.PUBLISH, {"dry_run": False, "accepted": [], "rejected": [refused]})
+    write_json(run / layout.PUBLISH, {"dry_run": False, "accepted": [], "rejected": [refused]})
     out = report_dir(store, "run-1", division)
     pipeline.write_report(partner, run, out, "run-1", items)
 
-    report = json.loads((out / pipeline.REPORT_JSON).read_bytes())
+    report = json.loads((out / layout.REPORT_JSON).read_bytes())
     counts = report["counts"]
     assert counts["quarantined"] and counts["rejected"] and counts["duplicates"] and counts["platform_rejected"]
     fmt = wire_formats()[partner.format]

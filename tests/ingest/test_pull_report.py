@@ -15,10 +15,11 @@ import pytest
 from openpyxl import load_workbook
 from upath import UPath
 
-from tongban import pipeline
+from tongban import layout, pipeline
+from tongban.layout import report_dir
 from tongban.reconcile import reconcile
 from tongban.report import COUNT_LABELS
-from tongban.storage import read_jsonl, report_dir, write_json, write_jsonl
+from tongban.storage import read_jsonl, write_json, write_jsonl
 from tongban.store.repo import ItemStore
 
 from .conftest import CSV, FAST, NATIONAL, PINYIN, Partners, pull
@@ -33,12 +34,12 @@ def test_duplicates_and_unexpected_fields_are_in_every_rendering(
     partners.faults(division, {"kind": "duplicate_page", "page": 2}, {"kind": "schema_drift", "add": {"isCharge": "0"}})
     summary, run = pull(partners, store, division, settings=replace(FAST, page_size=PAGE))
     assert summary["duplicates"] == PAGE and summary["unexpected_fields"] == ["isCharge"]
-    items = list(read_jsonl(run / pipeline.ITEMS))
-    write_jsonl(run / pipeline.ACCEPTED, items)
-    write_jsonl(run / pipeline.REJECTED, [])
-    write_jsonl(run / pipeline.WARNINGS, [])
-    write_json(run / pipeline.RECONCILIATION, reconcile(items, []).as_dict())
-    write_json(run / pipeline.PUBLISH, {"dry_run": True, "accepted": [], "rejected": []})
+    items = list(read_jsonl(run / layout.ITEMS))
+    write_jsonl(run / layout.ACCEPTED, items)
+    write_jsonl(run / layout.REJECTED, [])
+    write_jsonl(run / layout.WARNINGS, [])
+    write_json(run / layout.RECONCILIATION, reconcile(items, []).as_dict())
+    write_json(run / layout.PUBLISH, {"dry_run": True, "accepted": [], "rejected": []})
     partner = partners.registry.partner(division)
     out = report_dir(store, "run-1", division)
 
@@ -47,7 +48,7 @@ def test_duplicates_and_unexpected_fields_are_in_every_rendering(
     pages = summary["pages"]
     span = f"第1–{pages}页"
     # JSON
-    data = json.loads((out / pipeline.REPORT_JSON).read_bytes())
+    data = json.loads((out / layout.REPORT_JSON).read_bytes())
     assert data["counts"]["duplicates"] == PAGE == written["counts"]["duplicates"]
     assert data["counts"]["unexpected_fields"] == 1 and data["counts"]["fetched"] == summary["fetched"]
     duplicates = data["duplicates"]

@@ -11,10 +11,10 @@ from upath import UPath
 
 from tongban import pipeline
 from tongban.connections import simulator_connections
+from tongban.layout import run_dir
 from tongban.registry import load_registry
 from tongban.simulators.credentials import partner_secrets
 from tongban.simulators.launcher import running_simulators
-from tongban.storage import run_dir
 
 from .conftest import FAST, Partners, assert_nothing_lost
 

@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from upath import UPath
 
-from tongban import pipeline, watermark
+from tongban import layout, watermark
 from tongban.ingest import FetchError
+from tongban.layout import REPORTS, run_dir
 from tongban.report import COUNT_KEYS, summarise
-from tongban.storage import REPORTS, read_json, read_jsonl, run_dir, write_json
+from tongban.storage import read_json, read_jsonl, write_json
 
 from .conftest import CSV, NATIONAL, PINYIN, Partners, assert_nothing_lost, publish_marker, pull
 
@@ -18,20 +19,20 @@ NOW = datetime(2026, 11, 10, 2, 0, tzinfo=UTC)
 
 
 def codes(run: UPath) -> list[str]:
-    items = [i["task_code"] for i in read_jsonl(run / pipeline.ITEMS)]
-    return sorted(items + [q["task_code"] for q in read_jsonl(run / pipeline.QUARANTINE)])
+    items = [i["task_code"] for i in read_jsonl(run / layout.ITEMS)]
+    return sorted(items + [q["task_code"] for q in read_jsonl(run / layout.QUARANTINE)])
 
 
 @pytest.mark.parametrize("division", [NATIONAL, PINYIN, CSV])
 def test_after_a_published_full_pull_only_changes_come(partners: Partners, store: UPath, division: str) -> None:
     first, run1 = pull(partners, store, division, "run-1", now=NOW)
-    assert first["mode"] == "full" and read_json(run1 / pipeline.FETCH)["mode"] == "full"
+    assert first["mode"] == "full" and read_json(run1 / layout.FETCH)["mode"] == "full"
     served = partners.served(division)
     target = served[7]
     publish_marker(store, "run-1", division)
 
     quiet, run2 = pull(partners, store, division, "run-2", now=NOW + timedelta(days=1))
-    info = read_json(run2 / pipeline.FETCH)
+    info = read_json(run2 / layout.FETCH)
     assert info["mode"] == quiet["mode"] == "incremental" and info["base_run"] == "run-1"
     latest = max(datetime.fromisoformat(r["updated_at"]) for r in served)
     since = datetime.fromisoformat(info["since"])
@@ -42,11 +43,11 @@ def test_after_a_published_full_pull_only_changes_come(partners: Partners, store
     changed = partners.patch(division, target["task_code"], result="新的办理结果（已更新）")
     third, run3 = pull(partners, store, division, "run-3", now=NOW + timedelta(days=2))
     # the change, plus what sits inside the overlap before the previous watermark (idempotent downstream)
-    since = datetime.fromisoformat(read_json(run3 / pipeline.FETCH)["since"])
+    since = datetime.fromisoformat(read_json(run3 / layout.FETCH)["since"])
     expected = {r["task_code"] for r in partners.served(division) if datetime.fromisoformat(r["updated_at"]) >= since}
     assert third["mode"] == "incremental" and set(codes(run3)) == expected and target["task_code"] in expected
     assert len(expected) < len(served) / 10
-    [item] = [i for i in read_jsonl(run3 / pipeline.ITEMS) if i["task_code"] == target["task_code"]]
+    [item] = [i for i in read_jsonl(run3 / layout.ITEMS) if i["task_code"] == target["task_code"]]
     assert item["result"] == "新的办理结果（已更新）" and item["version"] == changed["version"]
     state = watermark.load(store, division)["pulls"]
     assert datetime.fromisoformat(state["run-3"]["watermark"]) == datetime.fromisoformat(changed["updated_at"])
@@ -85,12 +86,12 @@ def test_full_resync_weekly_and_on_request_and_only_it_sees_removals(partners: P
     publish_marker(store, "run-2", CSV)
 
     requested, run3 = pull(partners, store, CSV, "run-3", now=NOW + timedelta(days=6, hours=1), full_resync=True)
-    assert requested["mode"] == "full" and "requested" in read_json(run3 / pipeline.FETCH)["reason"]
+    assert requested["mode"] == "full" and "requested" in read_json(run3 / layout.FETCH)["reason"]
     assert gone not in codes(run3) and len(codes(run3)) == 169
     assert_nothing_lost(run3, partners.served(CSV), partners.registry.partner(CSV))
 
     weekly, run4 = pull(partners, store, CSV, "run-4", now=NOW + timedelta(days=7))
-    assert weekly["mode"] == "full" and "periodic full resync" in read_json(run4 / pipeline.FETCH)["reason"]
+    assert weekly["mode"] == "full" and "periodic full resync" in read_json(run4 / layout.FETCH)["reason"]
     publish_marker(store, "run-4", CSV)
     after, _ = pull(partners, store, CSV, "run-5", now=NOW + timedelta(days=8))
     assert after["mode"] == "incremental"  # the requested full pull run-3 was never published; run-4 was
@@ -104,7 +105,7 @@ def test_a_partner_down_is_reported_stale_since_its_last_published_pull(partners
     with pytest.raises(FetchError) as caught:
         pull(partners, store, NATIONAL, "run-2", now=NOW + timedelta(days=1))
     assert f"its list on the platform is as of the pull at {pulled_at}" in str(caught.value)
-    assert read_json(run_dir(store, "run-2", NATIONAL) / pipeline.FETCH)["stale_since"] == pulled_at
+    assert read_json(run_dir(store, "run-2", NATIONAL) / layout.FETCH)["stale_since"] == pulled_at
 
     ok = partners.registry.partner(PINYIN)
     write_json(store / REPORTS / "run-2" / PINYIN / "report.json", {"counts": dict.fromkeys(COUNT_KEYS, 1)})

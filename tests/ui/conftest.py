@@ -30,8 +30,8 @@ from upath import UPath
 
 from scripts.localenv import REPO, airflow, airflow_env
 from tests.conftest import make_record
+from tongban import layout, pipeline, report
 from tongban import outstanding as outstanding_mod
-from tongban import pipeline, report
 from tongban.reconcile import Reconciliation
 from tongban.registry import Partner, load_registry
 from tongban.storage import write_json, write_jsonl
@@ -102,17 +102,17 @@ def _write_partner(root: UPath, run_id: str, partner: Partner, spec: Spec) -> Pa
     accepted = [] if spec.held_back else [{"task_code": a["task_code"], "op": "upsert"} for a in added]
     publish = {"dry_run": False, "accepted": accepted, "rejected": []}
     run = root / "runs" / run_id / partner.division
-    write_json(run / pipeline.FETCH, {"mode": "full" if spec.full else "incremental", "status": "ok"})
-    write_jsonl(run / pipeline.ITEMS, [{**r, "note": SECRET} for r in [*added, *(r["record"] for r in rejected)]])
-    write_jsonl(run / pipeline.QUARANTINE, quarantined)
-    write_jsonl(run / pipeline.REJECTED, rejected)
-    write_jsonl(run / pipeline.WARNINGS, [])
+    write_json(run / layout.FETCH, {"mode": "full" if spec.full else "incremental", "status": "ok"})
+    write_jsonl(run / layout.ITEMS, [{**r, "note": SECRET} for r in [*added, *(r["record"] for r in rejected)]])
+    write_jsonl(run / layout.QUARANTINE, quarantined)
+    write_jsonl(run / layout.REJECTED, rejected)
+    write_jsonl(run / layout.WARNINGS, [])
     # the validation summary's hold-back numbers, as pipeline.validate writes them (the report quotes them)
     check = {"partner": partner.division, "accepted": len(added), "rejected": len(rejected), "records": spec.fetched}
     check |= pipeline.hold_back_rate(len(rejected), spec.fetched) | {"held_back": spec.held_back}
-    write_json(run / pipeline.VALIDATION, check)
-    write_json(run / pipeline.RECONCILIATION, recon.as_dict())
-    write_json(run / pipeline.PUBLISH, publish)
+    write_json(run / layout.VALIDATION, check)
+    write_json(run / layout.RECONCILIATION, recon.as_dict())
+    write_json(run / layout.PUBLISH, publish)
     items = ItemStore(f"sqlite:///{_home(root) / 'tongban.db'}")
     items.apply(run_id, partner.division, [] if spec.held_back else added, [])
     outstanding, resolved = items.track_outstanding(
@@ -138,7 +138,7 @@ def _write_partner(root: UPath, run_id: str, partner: Partner, spec: Spec) -> Pa
     )
     out = root / "reports" / run_id / partner.division
     report.write(built, out)
-    write_json(out / report.DELIVERY, {"status": spec.delivery})
+    write_json(out / layout.DELIVERY, {"status": spec.delivery})
     gx = {"success": not rejected, "statistics": {"evaluated_expectations": 33, "successful_expectations": 31}}
     write_json(run / "gx_validation_result.json", gx)
     return partner

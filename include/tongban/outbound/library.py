@@ -16,15 +16,11 @@ from typing import Any
 
 from upath import UPath
 
+from tongban.layout import DATA_DOCS, LIBRARY_CHECK, OFFER
 from tongban.outbound.wire import MODES
 from tongban.registry import Partner, Registry, label
 from tongban.storage import read_json, upload_tree, write_json
 from tongban.store.repo import ItemStore
-
-OFFER = "offer.json"  # runs/<run>/<home division>/: what we offer, item by item, with modes and regions
-LIBRARY_CHECK = "library_check.json"  # the internal report's data, beside it
-INTERNAL = "internal"  # reports/<run>/internal/: for 沅江's data engineers only, never delivered
-DATA_DOCS = "data_docs"
 
 
 def home_region(registry: Registry, items: int = 0) -> Partner:

@@ -16,12 +16,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from upath import UPath
 
+from tongban.layout import LIBRARY_CHECK, LIBRARY_CHECK_HTML, SUMMARY
 from tongban.model import LABELS
 from tongban.registry import label
 from tongban.storage import write_json
 
 SECTION_TITLE = "沅江事项在贵地配置情况"
-INTERNAL_JSON, INTERNAL_HTML = "library_check.json", "library_check.html"
 STATUS_LABELS = {"ok": "已完成", "failed": "未完成（将于下次同步重试）"}
 
 
@@ -161,18 +161,17 @@ def write_internal_report(check: Mapping[str, Any], out: UPath) -> dict[str, str
     from tongban.report import _templates
 
     out.mkdir(parents=True, exist_ok=True)
-    json_path = write_json(out / INTERNAL_JSON, dict(check))
+    json_path = write_json(out / LIBRARY_CHECK, dict(check))
     html = _templates().get_template("library_check.html.j2").render(c=check, labels=LABELS)
-    (out / INTERNAL_HTML).write_bytes(html.encode())
-    return {"json": str(json_path), "html": str(out / INTERNAL_HTML)}
+    (out / LIBRARY_CHECK_HTML).write_bytes(html.encode())
+    return {"json": str(json_path), "html": str(out / LIBRARY_CHECK_HTML)}
 
 
 def _previous_summary(reports_root: UPath, run_id: str) -> Mapping[str, Any] | None:
     """The summary of the run that finished last before this one (by its summary file's time), if any."""
-    from tongban.report import SUMMARY_JSON
     from tongban.storage import read_json
 
-    found = [p for p in reports_root.glob(f"*/{SUMMARY_JSON}") if p.parent.name != run_id]
+    found = [p for p in reports_root.glob(f"*/{SUMMARY}") if p.parent.name != run_id]
     if not found:
         return None
     return read_json(max(found, key=lambda p: (p.stat().st_mtime, p.parent.name)))

@@ -19,16 +19,16 @@ from tongban.archive import Archive
 from tongban.batches import Sent, readback_problems, send_batches
 from tongban.http import HttpSettings
 from tongban.ingest import FetchSettings
+from tongban.layout import INTERNAL, OUTBOUND, REPORTS, RUNS, run_dir
 from tongban.outbound.client import LibraryClient, OfferClient, OfferError
 from tongban.outbound.diff import OfferDiff, compare, digest
-from tongban.outbound.library import INTERNAL, check_library, home_region, offer_for
+from tongban.outbound.library import check_library, home_region, offer_for
 from tongban.publish import PlatformClient, check_fence
 from tongban.registry import Partner, Registry
-from tongban.storage import REPORTS, RUNS, read_json, run_dir, write_json
+from tongban.storage import read_json, write_json
 from tongban.store.repo import ItemStore
 from tongban.store.schema import OFFER, PENDING, SUPERSEDED, UNSENT
 
-OUTBOUND = "outbound.json"  # runs/<run>/<division>/: the offer to one partner this run
 KEY_PREFIX = "offer-"  # ledger keys of offer batches (publish batches have none)
 log = logging.getLogger(__name__)
 
