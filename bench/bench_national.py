@@ -107,7 +107,7 @@ def _normalise(division: str, ctx: dict[str, Any]) -> Any:
     from tongban import pipeline
 
     partner, run, *_ = _parts(division, ctx)
-    return pipeline.normalise(partner, run)
+    return pipeline.normalise_partner(partner, run)
 
 
 def _validate(division: str, ctx: dict[str, Any]) -> Any:

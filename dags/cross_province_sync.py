@@ -284,7 +284,7 @@ def cross_province_sync() -> None:
     def normalise(fetched: dict[str, Any]) -> dict[str, Any]:
         from tongban import pipeline
 
-        return pipeline.normalise(_partner(fetched["partner"]), _run_dir(fetched["partner"]))
+        return pipeline.normalise_partner(_partner(fetched["partner"]), _run_dir(fetched["partner"]))
 
     @task(**PARTNER_TASK)
     def validate(normalised: dict[str, Any]) -> dict[str, Any]:

@@ -58,7 +58,7 @@ class World:
             partner, self.partners.base(division), run, secret=secret, root=self.root, run_id=run_id,
             full_resync=full, now=now, **kw,
         )  # fmt: skip
-        pipeline.normalise(partner, run)
+        pipeline.normalise_partner(partner, run)
         pipeline.validate(partner, run, self.store)
         pipeline.reconcile_partner(partner, run, self.platform, self.store, run_id, confirmed_run=confirmed_run)
         pipeline.publish_partner(partner, run, self.platform, self.store, run_id, dry_run=False)

@@ -125,7 +125,7 @@ def test_a_catalogue_with_full_width_codes_publishes_its_good_items_and_says_wha
         pipeline.fetch(
             partner, f"{simulators.partners}/partners/{division}", run, secret=secret, root=root, run_id=run_id
         )
-        normalised = pipeline.normalise(partner, run)
+        normalised = pipeline.normalise_partner(partner, run)
         pipeline.validate(partner, run, store)
         pipeline.reconcile_partner(partner, run, client, store, run_id)
         pipeline.publish_partner(partner, run, client, store, run_id, dry_run=False)

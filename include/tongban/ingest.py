@@ -287,7 +287,7 @@ class _Puller:
                 check=judge,
             )
         except HttpFailure as exc:
-            raise self._error(str(exc), retryable=exc.retryable) from None
+            raise self.fail(str(exc), retryable=exc.retryable) from None
 
     def _record(self, answer: Answer, response: requests.Response | None) -> None:
         """Archive the body (before anything parses it) and note the answer in the manifest entry."""
@@ -300,7 +300,8 @@ class _Puller:
         entry["sha256"] = self.archive.put(answer.body)
         entry["size"] = len(answer.body)
 
-    def _error(self, message: str, *, retryable: bool) -> FetchError:
+    def fail(self, message: str, *, retryable: bool = False) -> FetchError:
+        """The pull's FetchError (to raise), carrying every attempt so far; ``message`` names the partner."""
         error = FetchError(message, retryable=retryable)
         error.exchanges = self.exchanges
         return error
@@ -329,9 +330,6 @@ class _Puller:
         if page.total is not None:
             self.total = page.total
         return new
-
-    def fail(self, message: str) -> FetchError:
-        return self._error(f"{self.who}: {message}", retryable=False)
 
 
 def fetch_catalogue(
@@ -389,7 +387,7 @@ def fetch_catalogue(
             expected_pages = math.ceil(total / size)
             if pages >= expected_pages + settings.extra_pages or pages >= MAX_PAGES:
                 raise puller.fail(
-                    f"paged {pages} pages of {size} and got {puller.dedupe.distinct} distinct records "
+                    f"{puller.who}: paged {pages} pages of {size} and got {puller.dedupe.distinct} distinct records "
                     f"of the {total} declared: pages repeat or are missing"
                 )
             params[paging.page_param] += 1
@@ -405,15 +403,16 @@ def fetch_catalogue(
                 break
             requested[cursor] += 1
             if requested[cursor] > 1 + settings.cursor_repeats:
-                raise puller.fail(f"cursor {cursor!r} came back {requested[cursor]} times: paging does not advance")
+                again = f"cursor {cursor!r} came back {requested[cursor]} times"
+                raise puller.fail(f"{puller.who}: {again}: paging does not advance")
             if pages >= MAX_PAGES:
-                raise puller.fail(f"more than {MAX_PAGES} pages")
+                raise puller.fail(f"{puller.who}: more than {MAX_PAGES} pages")
             params[paging.cursor_param] = cursor
     total, distinct = puller.total, puller.dedupe.distinct
     if total is not None and distinct != total:
         lost = f"{total - distinct} records missing" if distinct < total else f"{distinct - total} more than declared"
         raise puller.fail(
-            f"received {distinct} distinct records but the partner declared {total} ({lost}); "
+            f"{puller.who}: received {distinct} distinct records but the partner declared {total} ({lost}); "
             "a page was skipped or the catalogue changed while paging"
         )
     return FetchResult(

@@ -5,6 +5,10 @@ The run folder's files, which stage writes each and which read it, are listed in
 Every stage is a transaction keyed by (run, partner): it reads what the stage before wrote, rewrites
 its own outputs whole and returns a small JSON-safe summary (what Airflow keeps in XCom). Stages
 share no process state, so each may run on a different machine.
+
+A stage is named after its step (``fetch``, ``validate``, ``deliver``), with ``_partner`` where the bare
+name is the library's: ``settle_partner`` (``publish.settle``), ``normalise_partner`` (the module
+``tongban.normalise``, whose ``normalise_catalogue`` it calls), ``reconcile_partner``, ``publish_partner``.
 """
 
 from __future__ import annotations
@@ -170,7 +174,7 @@ def fetch(
     return {"partner": partner.division, "mode": pull.mode, "since": info["since"], **counts}
 
 
-def normalise(partner: Partner, run: UPath, root: UPath | None = None) -> dict[str, Any]:
+def normalise_partner(partner: Partner, run: UPath, root: UPath | None = None) -> dict[str, Any]:
     """Map the pull onto canonical items, reading the raw answers from the archive only (replayable)."""
     fmt = wire_formats()[partner.format]
     archive = Archive(root_of(run) if root is None else root)

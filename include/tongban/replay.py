@@ -34,7 +34,7 @@ def replay(root: UPath, run_id: str, partner: Partner, out: UPath | None = None)
     write_json(target / layout.RAW / layout.MANIFEST, read_json(manifest))
     if (source / layout.FETCH).exists():
         write_json(target / layout.FETCH, read_json(source / layout.FETCH))
-    return pipeline.normalise(partner, target, root=root)
+    return pipeline.normalise_partner(partner, target, root=root)
 
 
 def differences(root: UPath, run_id: str, division: str, out: UPath | None = None) -> list[str]:

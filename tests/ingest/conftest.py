@@ -98,13 +98,13 @@ def store(tmp_path: Path) -> UPath:
 def pull(
     sim: Partners, root: UPath, division: str, run_id: str = "run-1", **kwargs: Any
 ) -> tuple[dict[str, Any], UPath]:
-    """pipeline.fetch then pipeline.normalise of one partner, as the DAG runs them."""
+    """pipeline.fetch then pipeline.normalise_partner of one partner, as the DAG runs them."""
     partner = sim.registry.partner(division)
     run = run_dir(root, run_id, division)
     kwargs.setdefault("settings", FAST)
     secret = sim.secret(division)
     summary = pipeline.fetch(partner, sim.base(division), run, secret=secret, root=root, run_id=run_id, **kwargs)
-    summary |= pipeline.normalise(partner, run)
+    summary |= pipeline.normalise_partner(partner, run)
     return summary, run
 
 

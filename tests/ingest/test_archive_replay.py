@@ -61,7 +61,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> UPath:
             settings = replace(FAST, page_size=60)
             base = f"{url}/partners/{division}"
             pipeline.fetch(partner, base, run, secret=secrets[division], root=root, run_id="run-1", settings=settings)
-            pipeline.normalise(partner, run)
+            pipeline.normalise_partner(partner, run)
     return root  # the simulator is stopped from here on
 
 

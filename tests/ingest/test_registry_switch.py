@@ -52,7 +52,7 @@ def test_another_registry_file_switches_partners_everywhere(tmp_path: Path, monk
             summary = pipeline.fetch(
                 partner, conn["host"], run, secret=conn["password"], root=root, run_id="run-1", settings=FAST
             )
-            pipeline.normalise(partner, run)
+            pipeline.normalise_partner(partner, run)
             assert summary["fetched"] == partner.items
             assert_nothing_lost(run, sim.served(partner.division), partner)
         gone = requests.get(f"{urls.partners}/admin/partners/440100/items", timeout=10)
