@@ -50,8 +50,12 @@ ui: venv airflow-db
 lint: venv
 	$(VENV)/bin/ruff check .
 
+# Two pytest workers (this machine's 2 cores; most of the suite waits on Airflow and simulator subprocesses);
+# a test file stays on one worker, so its module fixtures (simulators, an Airflow home) are set up once.
+# PYTEST_ARGS="-n 0" runs it in one process.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 test: lint airflow-db chromium
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) bench/bench_validation.py
