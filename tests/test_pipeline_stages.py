@@ -6,10 +6,11 @@ import pytest
 from upath import UPath
 
 from tests.validation.item_fixtures import CITY_USCC, DISTRICT_USCC, make_record
-from tongban import layout, pipeline
+from tongban import layout, pipeline, report_model
 from tongban.registry import load_registry
 from tongban.storage import read_json, read_jsonl, write_json, write_jsonl
 from tongban.store.repo import ItemStore
+from tongban.validation.outcome import Finding, FlaggedRecord
 
 PARTNER = load_registry().partner("440100")
 
@@ -43,6 +44,11 @@ def test_incremental_pull_is_checked_against_the_published_group(run: UPath, sto
     assert five["result"]["element_count"] == 2 and five["result"]["unexpected_percent"] == 50.0
     [rejected] = list(read_jsonl(run / layout.REJECTED))
     assert {f["element"] for f in rejected["findings"] if f["severity"] == "critical"} == {"result"}
+    # the file's records are validation's own types, and the report shows those same findings
+    [typed] = list(read_jsonl(run / layout.REJECTED, FlaggedRecord))
+    assert typed.record["task_code"] == changed["task_code"]
+    assert all(isinstance(f, Finding) and f.row == 0 for f in typed.findings)
+    assert report_model.Flagged.model_fields["findings"].annotation == list[Finding]
 
 
 def test_full_pull_is_judged_on_its_own_and_can_hold_the_partner_back(

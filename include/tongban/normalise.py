@@ -21,7 +21,7 @@ import json
 import string
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -76,6 +76,9 @@ def _named(canonical: str, wire: str) -> str:
 
 @dataclass(frozen=True)
 class Problem:
+    """Why a record could not be taken in: the canonical ``field`` (``*``: the whole record), the partner's
+    own ``wire_field`` name, and the ``reason`` in Chinese. In ``quarantine.jsonl`` and the report."""
+
     field: str
     wire_field: str
     reason: str
@@ -83,7 +86,7 @@ class Problem:
 
 @dataclass
 class Quarantined:
-    """A record set aside, with every reason it could not be taken in."""
+    """A record set aside, with every reason it could not be taken in: one line of ``quarantine.jsonl``."""
 
     partner: str
     position: str
@@ -91,9 +94,6 @@ class Quarantined:
     problems: list[Problem]
     raw: Any = field(repr=False)
     code_recovered: bool = False  # its 实施编码 came as another JSON type and was recovered (recover_code)
-
-    def record(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class RecordMapper:

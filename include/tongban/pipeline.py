@@ -58,12 +58,13 @@ from tongban.layout import (
     root_of,
 )
 from tongban.model import Item
-from tongban.normalise import normalise_catalogue
+from tongban.normalise import Quarantined, normalise_catalogue
 from tongban.publish import PlatformClient, check_fence, publish, settle
 from tongban.reconcile import Reconciliation, reconcile
 from tongban.registry import Partner, wire_formats
 from tongban.storage import read_json, read_jsonl, upload_tree, write_json, write_jsonl
 from tongban.store.repo import ItemStore
+from tongban.validation.outcome import Finding, FlaggedRecord
 
 _log = logging.getLogger(__name__)
 
@@ -181,12 +182,12 @@ def normalise_partner(partner: Partner, run: UPath, root: UPath | None = None) -
     pages = archived_pages(read_json(run / RAW / MANIFEST), archive, fmt)
     result = normalise_catalogue(pages, fmt, partner)
     items: list[dict[str, Any]] = []
-    quarantined: list[dict[str, Any]] = []
+    quarantined: list[Quarantined] = []
     for outcome in result.outcomes:
         if isinstance(outcome, Item):
             items.append(outcome.record())
         else:
-            quarantined.append(outcome.record())
+            quarantined.append(outcome)
     write_jsonl(run / ITEMS, items)
     write_jsonl(run / QUARANTINE, quarantined)
     write_jsonl(run / DUPLICATES, result.duplicates)
@@ -221,19 +222,21 @@ def validate(partner: Partner, run: UPath, store: ItemStore) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tongban-data-docs-") as docs:
         outcome = validate_items(records + context, partner, docs_dir=Path(docs))
         upload_tree(Path(docs), run / DATA_DOCS)
-    by_row: dict[int, list[dict[str, Any]]] = {}
+    by_row: dict[int, list[Finding]] = {}
     for finding in outcome.findings:
-        if finding.row < len(records):  # context rows were judged in earlier runs
-            by_row.setdefault(finding.row, []).append(finding.__dict__)
-    accepted, rejected, warned = [], [], []
+        if finding.row is not None and finding.row < len(records):  # context rows were judged in earlier runs
+            by_row.setdefault(finding.row, []).append(finding)
+    accepted: list[dict[str, Any]] = []
+    rejected: list[FlaggedRecord] = []
+    warned: list[FlaggedRecord] = []
     for row, record in enumerate(records):
         findings = by_row.get(row, [])
         if row in outcome.rejected_rows:
-            rejected.append({"record": record, "findings": findings})
+            rejected.append(FlaggedRecord(record, findings))
         else:
             accepted.append(record)
             if findings:
-                warned.append({"record": record, "findings": findings})
+                warned.append(FlaggedRecord(record, findings))
     write_jsonl(run / ACCEPTED, accepted)
     # The partner's own outcome, kept apart for the province check, which rewrites REJECTED and WARNINGS
     # from it; until then (and without it) they are the same. A new validation voids the last province check.

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,11 +46,10 @@ from tongban.model import ELEMENTS
 from tongban.registry import Partner, divisions
 from tongban.storage import read_jsonl, upload_tree, write_json, write_jsonl
 from tongban.store.repo import ItemStore
+from tongban.validation.outcome import Finding, FlaggedRecord
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from tongban.validation import Finding
 
 IDENTITY = ("partner", "partner_name", "task_code", "catalog_code", "name", "level")
 JUDGED = "_judged"
@@ -189,13 +189,13 @@ def _province_record(
         "province_name": divisions()["provinces"].get(province, province),
         "partners": dict(roles),
         "compared": {"items": len(frame), "catalog_codes": int(frame["catalog_code"].nunique())},
-        "findings": [{"partner": str(frame.at[f.row, "partner"]), **_finding_record(f)} for f in findings],
+        "findings": [{"partner": str(frame.at[f.row, "partner"]), **asdict(_finding_record(f))} for f in findings],
     }
 
 
-def _finding_record(finding: Finding) -> dict[str, Any]:
+def _finding_record(finding: Finding) -> Finding:
     """A finding as the partner's outcome files hold it (no row: it indexes the province frame)."""
-    return {**finding.__dict__, "row": None}
+    return replace(finding, row=None)
 
 
 def apply_findings(run: UPath, summary: Mapping[str, Any], findings: Sequence[Finding]) -> dict[str, Any]:
@@ -206,21 +206,21 @@ def apply_findings(run: UPath, summary: Mapping[str, Any], findings: Sequence[Fi
     findings, the rejected codes (``pipeline.accepted_records`` leaves them out) and the critical-failure
     rate counted with them, which can hold the partner back (``pipeline.held_back``).
     """
-    own_rejected = list(read_jsonl(run / layout.OWN_REJECTED))
-    own_warned = {w["record"]["task_code"]: w for w in read_jsonl(run / layout.OWN_WARNINGS)}
-    per_code: dict[str, list[dict[str, Any]]] = {}
+    own_rejected = list(read_jsonl(run / layout.OWN_REJECTED, FlaggedRecord))
+    own_warned = {w.record["task_code"]: w for w in read_jsonl(run / layout.OWN_WARNINGS, FlaggedRecord)}
+    per_code: dict[str, list[Finding]] = {}
     for finding in findings:
         per_code.setdefault(finding.task_code, []).append(_finding_record(finding))
-    critical = {code for code, fs in per_code.items() if any(f["severity"] == "critical" for f in fs)}
+    critical = {code for code, fs in per_code.items() if any(f.severity == "critical" for f in fs)}
     rejected, warned = list(own_rejected), []
     if per_code:
         for record in read_jsonl(run / layout.ACCEPTED):
             code = record["task_code"]
-            earlier = own_warned.get(code, {}).get("findings", [])
+            earlier = own_warned[code].findings if code in own_warned else []
             if code in critical:
-                rejected.append({"record": record, "findings": [*earlier, *per_code[code]]})
+                rejected.append(FlaggedRecord(record, [*earlier, *per_code[code]]))
             elif code in per_code or code in own_warned:
-                warned.append({"record": record, "findings": [*earlier, *per_code.get(code, [])]})
+                warned.append(FlaggedRecord(record, [*earlier, *per_code.get(code, [])]))
     else:
         warned = list(own_warned.values())
     write_jsonl(run / layout.REJECTED, rejected)

@@ -27,6 +27,10 @@ from tongban.table import items_table
 
 @dataclass(frozen=True)
 class ElementChange:
+    """One compared element whose content differs: its key (``model.COMPARED``), Chinese label, and the old
+    and new values (a JSON scalar, or a dict for multi-field elements). In ``reconciliation.json``, the offer
+    diff (old: as configured at the partner, new: as we offer it) and both report sections."""
+
     element: str
     label: str
     old: Any

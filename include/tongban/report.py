@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 import jinja2
+import msgspec
 from upath import UPath
 
 from tongban import guard, watermark
@@ -27,15 +29,13 @@ from tongban.outbound.report import SECTION_TITLE, SHEET_HEADINGS, sheet_rows
 from tongban.outbound.report import section as outbound_section
 from tongban.outbound.report import summary_rows as outbound_summary
 from tongban.outstanding import KIND_LABELS, RESOLUTION_LABELS
-from tongban.reconcile import Reconciliation
+from tongban.reconcile import ElementChange, Reconciliation
 from tongban.registry import Partner, WireFormat, label, load_registry, wire_formats
 from tongban.report_model import (
     Brief,
     ChangedItem,
     DuplicateRecord,
     EarlierChange,
-    ElementChange,
-    Finding,
     Flagged,
     FutureDated,
     HoldBack,
@@ -51,6 +51,7 @@ from tongban.report_model import (
     UnexpectedField,
 )
 from tongban.storage import read_json, write_json
+from tongban.validation.outcome import FlaggedRecord
 
 FUTURE_DATED = "已按内容处理，但不作为增量同步的起点，请核对"
 COUNT_KEYS = ("fetched", "quarantined", "rejected", "added", "changed", "removed", "unchanged", "published")
@@ -98,14 +99,15 @@ def element_fields(fmt: WireFormat, element: str) -> str:
     return "、".join(fmt.fields[f] for f in fields if f in fmt.fields)
 
 
-def _flagged(entry: Mapping[str, Any], fmt: WireFormat) -> Flagged:
+def _flagged(entry: FlaggedRecord | Mapping[str, Any], fmt: WireFormat) -> Flagged:
+    """A line of rejected.jsonl or warnings.jsonl (typed, or as read) as the report shows it: the findings
+    with their element's label and fields."""
+    flagged = entry if isinstance(entry, FlaggedRecord) else msgspec.convert(entry, FlaggedRecord)
     findings = [
-        Finding.model_validate(
-            {**f, "label": LABELS.get(f["element"], f["element"]), "fields": element_fields(fmt, f["element"])}
-        )
-        for f in entry["findings"]
+        replace(f, label=LABELS.get(f.element, f.element), fields=element_fields(fmt, f.element))
+        for f in flagged.findings
     ]
-    return Flagged(**_brief(entry["record"]).model_dump(), findings=findings)
+    return Flagged(**_brief(flagged.record).model_dump(), findings=findings)
 
 
 def change_label(change: ElementChange, fmt: WireFormat | None) -> str:
@@ -168,8 +170,8 @@ def build(
     run_id: str,
     fetched: int,
     quarantined: Sequence[Mapping[str, Any]],
-    rejected: Sequence[Mapping[str, Any]],
-    warnings: Sequence[Mapping[str, Any]],
+    rejected: Sequence[FlaggedRecord | Mapping[str, Any]],
+    warnings: Sequence[FlaggedRecord | Mapping[str, Any]],
     recon: Reconciliation,
     publish: Mapping[str, Any],
     duplicates: Sequence[Mapping[str, Any]] = (),
@@ -205,22 +207,10 @@ def build(
         rejected=[_flagged(r, fmt) for r in rejected],
         warnings=[_flagged(w, fmt) for w in warnings],
         added=[_brief(r) for r in recon.added],
-        changed=[
-            ChangedItem(
-                task_code=c.task_code,
-                name=c.name,
-                changes=[ElementChange(element=e.element, label=e.label, old=e.old, new=e.new) for e in c.changes],
-            )
-            for c in recon.changed
-        ],
+        changed=[ChangedItem(task_code=c.task_code, name=c.name, changes=c.changes) for c in recon.changed],
         removed=[_brief(r) for r in recon.removed],
         recoded=[
-            RecodedItem(
-                old_code=r.old_code,
-                task_code=r.task_code,
-                name=r.name,
-                changes=[ElementChange(element=e.element, label=e.label, old=e.old, new=e.new) for e in r.changes],
-            )
+            RecodedItem(old_code=r.old_code, task_code=r.task_code, name=r.name, changes=r.changes)
             for r in recon.recoded
         ],
         unchanged=list(recon.unchanged),

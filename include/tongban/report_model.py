@@ -6,6 +6,11 @@ always say the same. Field names are the JSON keys partners and our own readers 
 
 ``counts`` is computed from the lists (and the number of records fetched), so it can never disagree
 with them. Reading a report back (:meth:`PartnerReport.load`) takes ``fetched`` from ``counts``.
+
+The records a stage writes and the report shows as they are (a finding, a changed element, a problem
+of a quarantined record) are defined once, by the stage that makes them: ``Finding``
+(``tongban.validation.outcome``), ``ElementChange`` (``tongban.reconcile``), ``Problem``
+(``tongban.normalise``); they are dataclasses, which these models take as fields.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, computed_field, model_validator
 
+from tongban.normalise import Problem
 from tongban.outbound.report import OutboundSection
+from tongban.reconcile import ElementChange
+from tongban.validation.outcome import Finding
 
 
 class _Part(BaseModel):
@@ -31,30 +39,10 @@ class Brief(_Part):
     level_label: str = Field(description="行使层级 (Chinese label)")
 
 
-class Finding(_Part):
-    """One failed check of one item (from validation), with the element's Chinese label."""
-
-    row: int | None = None
-    task_code: str | None = None
-    element: str
-    label: str = Field(description="the element's Chinese label")
-    fields: str = Field(default="", description="the element's fields as the partner's format names them")
-    expectation: str = Field(description="the suite's check name")
-    severity: str = Field(description="critical (rejected) or warning (published, to check)")
-    message: str = Field(description="Chinese text for the partner")
-
-
 class Flagged(Brief):
     """A rejected or warned item with every finding on it."""
 
     findings: list[Finding]
-
-
-class ElementChange(_Part):
-    element: str
-    label: str
-    old: JsonValue
-    new: JsonValue
 
 
 class ChangedItem(_Part):
@@ -70,12 +58,6 @@ class RecodedItem(_Part):
     task_code: str
     name: str
     changes: list[ElementChange]
-
-
-class Problem(_Part):
-    field: str = Field(description="canonical field")
-    wire_field: str = Field(description="the partner's own field name")
-    reason: str
 
 
 class QuarantinedRecord(_Part):

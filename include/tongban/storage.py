@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import msgspec
 from upath import UPath
+
+T = TypeVar("T")
 
 
 def write_json(path: UPath, value: Any) -> UPath:
@@ -43,8 +45,8 @@ def _encode(value: Any) -> bytes:
     return msgspec.json.encode(value, enc_hook=str)
 
 
-def write_jsonl(path: UPath, rows: Iterable[dict[str, Any]]) -> int:
-    """Write rows as JSON Lines; returns how many were written."""
+def write_jsonl(path: UPath, rows: Iterable[Any]) -> int:
+    """Write rows (dicts, or a stage's record dataclasses) as JSON Lines; returns how many were written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with path.open("wb") as fh:
@@ -55,8 +57,17 @@ def write_jsonl(path: UPath, rows: Iterable[dict[str, Any]]) -> int:
     return count
 
 
-def read_jsonl(path: UPath) -> Iterator[dict[str, Any]]:
+@overload
+def read_jsonl(path: UPath) -> Iterator[dict[str, Any]]: ...
+@overload
+def read_jsonl(path: UPath, row_type: type[T]) -> Iterator[T]: ...
+
+
+def read_jsonl(path: UPath, row_type: type[Any] | None = None) -> Iterator[Any]:
+    """The rows of a JSON Lines file: dicts, or ``row_type`` (a dataclass of the stage that wrote the file,
+    decoded and checked by msgspec)."""
+    decoder = msgspec.json.Decoder(row_type) if row_type is not None else msgspec.json.Decoder()
     with path.open("rb") as fh:
         for line in fh:
             if line.strip():
-                yield msgspec.json.decode(line)
+                yield decoder.decode(line)

@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field
 from upath import UPath
 
 from tongban.layout import LIBRARY_CHECK, LIBRARY_CHECK_HTML, SUMMARY
 from tongban.model import LABELS
+from tongban.reconcile import ElementChange
 from tongban.registry import label
 from tongban.storage import write_json
 
@@ -40,17 +41,10 @@ class OfferedItem(_Part):
     modes_label: str
 
 
-class ElementDiff(_Part):
-    element: str
-    label: str
-    old: JsonValue = Field(description="as configured at the partner")
-    new: JsonValue = Field(description="as we offer it")
-
-
 class OutdatedItem(_Part):
     task_code: str
     name: str
-    changes: list[ElementDiff]
+    changes: list[ElementChange]  # old: as configured at the partner, new: as we offer it
 
 
 class ModeMismatch(_Part):
@@ -113,7 +107,7 @@ def section(outbound: Mapping[str, Any]) -> OutboundSection:
         counts=OutboundCounts(**outbound["counts"]),
         missing=[item(r) for r in diff.get("missing", [])],
         outdated=[
-            OutdatedItem(task_code=c["task_code"], name=c["name"], changes=[ElementDiff(**e) for e in c["changes"]])
+            OutdatedItem(task_code=c["task_code"], name=c["name"], changes=[ElementChange(**e) for e in c["changes"]])
             for c in diff.get("outdated", [])
         ],
         withdrawn=[item(r) for r in diff.get("withdrawn", [])],

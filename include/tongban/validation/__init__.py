@@ -20,14 +20,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tongban.validation.outcome import Finding, Severity, ValidationOutcome
+from tongban.validation.outcome import Finding, FlaggedRecord, Severity, ValidationOutcome
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from tongban.registry import Partner
 
-__all__ = ["Finding", "Severity", "ValidationOutcome", "validate_across_partners", "validate_items"]
+__all__ = ["Finding", "FlaggedRecord", "Severity", "ValidationOutcome", "validate_across_partners", "validate_items"]
 
 
 def validate_items(

@@ -1,6 +1,10 @@
 """What a validation run hands back: findings per row, the rows to reject, a summary, GX's result.
 
 Plain dataclasses with no pandas or GX imports, so the Airflow side can import them cheaply.
+:class:`Finding` and :class:`FlaggedRecord` are also the records of the validate and province stages'
+files (``rejected.jsonl``, ``warnings.jsonl`` and the partner's own ``own_*`` copies: msgspec writes and
+reads dataclasses as they are) and the findings of the partner's report (``tongban.report_model``,
+whose pydantic models take them as fields).
 """
 
 from __future__ import annotations
@@ -13,22 +17,35 @@ Severity = Literal["critical", "warning"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Finding:
     """One failed check on one input row.
 
-    ``row`` is the position in the validated ``records`` list; ``element`` an element or
-    attribute key of :mod:`tongban.model` (``LABELS``); ``expectation`` the suite's stable
-    check name (``meta.check`` in ``expectations/items.json``); ``message`` Chinese text for
-    the partner, naming the element and the offending value.
+    ``row`` is the position in the validated ``records`` list (None in a partner's files for a finding of
+    the province check, whose rows index the province's frame); ``element`` an element or attribute key of
+    :mod:`tongban.model` (``LABELS``); ``expectation`` the suite's stable check name (``meta.check`` in
+    ``expectations/items.json``); ``severity`` critical (rejected) or warning (published, to check);
+    ``message`` Chinese text for the partner, naming the element and the offending value. ``label`` (the
+    element's Chinese label) and ``fields`` (its fields as the partner's format names them) are filled in
+    for the partner's report (``tongban.report``).
     """
 
-    row: int
+    row: int | None
     task_code: str
     element: str
+    label: str = ""
+    fields: str = ""
     expectation: str
     severity: Severity
     message: str
+
+
+@dataclass(frozen=True)
+class FlaggedRecord:
+    """A record with every finding on it: one line of ``rejected.jsonl`` or ``warnings.jsonl``."""
+
+    record: dict[str, Any]
+    findings: list[Finding]
 
 
 @dataclass
@@ -39,7 +56,7 @@ class ValidationOutcome:
     rejected_rows: set[int] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.rejected_rows = {f.row for f in self.findings if f.severity == "critical"}
+        self.rejected_rows = {f.row for f in self.findings if f.severity == "critical" and f.row is not None}
 
     @property
     def success(self) -> bool:
