@@ -11,9 +11,14 @@ and ``tongban.province``), in the DAG's order, each (stage, partner) as one task
 worker processes (``--workers``, default 2: this machine's cores, like two Celery workers). Files
 pass between tasks through the storage root only, as they do between Airflow workers.
 
-Printed per stage: wall time, the sum and the slowest of its task times, and the largest peak
-resident memory of one task (the kernel's high-water mark, reset before each task). Airflow's own
-cost per task (scheduling, process start) is not in these figures: docs/scaling.md measures it.
+Printed per stage: wall time, the sum and the slowest of its task times, the CPU seconds its tasks
+used (``getrusage`` of the worker process around each task) and the CPU seconds the simulators used
+meanwhile (each simulator process and its workers), both also per 1M items, and the largest peak
+resident memory of one task (the kernel's high-water mark, reset before each task). CPU seconds say
+what is the pipeline's and what the simulators', and depend less on what else the machine runs than
+wall time does. The simulators' start-up (generating every partner's catalogue) is timed apart: a
+real partner holds its catalogue already. Airflow's own cost per task (scheduling, process start) is
+not in these figures: docs/scaling.md measures it.
 The run passes only if the platform ends up holding every item the reports say was published.
 """
 
@@ -23,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -32,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from benchutil import peak_rss_gb
+from benchutil import peak_rss_gb, tree_cpu_seconds
 
 RUN_ID = "bench_national"
 TARGET_ITEMS = 1_000_000
@@ -67,11 +73,22 @@ def national_registry(partners: int | None, items: int | None) -> dict[str, Any]
 # -- one task: runs in a worker process ------------------------------------------------------------
 
 
+def _cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
+
+
 def _task(stage: str, division: str, ctx: dict[str, Any]) -> dict[str, Any]:
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS high-water mark for this task
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     STAGES[stage](division, ctx)
-    return {"stage": stage, "partner": division, "seconds": time.perf_counter() - start, "peak_gb": peak_rss_gb()}
+    return {
+        "stage": stage,
+        "partner": division,
+        "seconds": time.perf_counter() - start,
+        "cpu": _cpu() - cpu,
+        "peak_gb": peak_rss_gb(),
+    }
 
 
 def _parts(division: str, ctx: dict[str, Any]) -> tuple[Any, Any, Any, Any, Any]:
@@ -91,6 +108,13 @@ def _parts(division: str, ctx: dict[str, Any]) -> tuple[Any, Any, Any, Any, Any]
         PlatformClient(ctx["platform"], **ctx["platform_credentials"]),
         ItemStore(ctx["db"]),
     )
+
+
+def _settle(division: str, ctx: dict[str, Any]) -> Any:
+    from tongban import pipeline
+
+    partner, run, _, client, store = _parts(division, ctx)
+    return pipeline.settle_partner(partner, run, client, store, RUN_ID)
 
 
 def _fetch(division: str, ctx: dict[str, Any]) -> Any:
@@ -170,6 +194,7 @@ def _deliver(division: str, ctx: dict[str, Any]) -> Any:
 
 
 STAGES: dict[str, Callable[[str, dict[str, Any]], Any]] = {
+    "settle": _settle,
     "fetch": _fetch,
     "normalise": _normalise,
     "validate": _validate,
@@ -194,7 +219,14 @@ def run(registry_file: Path, work: Path, workers: int) -> int:
     total = sum(p.items for p in registry.partners)
     print(f"{len(divisions)} partners x {registry.partners[0].items:,} items = {total:,} items, {workers} workers")
     rows = []
-    with running_simulators(work / "simulators", registry_file, timeout=120) as urls:
+    started = time.perf_counter()
+    with running_simulators(work / "simulators", registry_file, timeout=1800) as urls:
+        simulators = list(urls.pids.values())
+
+        def simulators_cpu() -> float:
+            return sum(tree_cpu_seconds(pid) for pid in simulators)
+
+        print(f"simulators ready in {time.perf_counter() - started:.1f} s, {simulators_cpu():.1f} CPU s", flush=True)
         ctx = {
             "root": str(work / "storage"),
             "db": f"sqlite:///{work / 'items.db'}",
@@ -207,19 +239,32 @@ def run(registry_file: Path, work: Path, workers: int) -> int:
         with ProcessPoolExecutor(workers) as pool:
             for stage in STAGES:
                 targets = ["(run)"] if stage == "province" else divisions
-                stage_start = time.perf_counter()
+                stage_start, sim_cpu = time.perf_counter(), simulators_cpu()
                 results = list(pool.map(_task, [stage] * len(targets), targets, [ctx] * len(targets)))
-                rows.append((stage, len(targets), time.perf_counter() - stage_start, results))
+                rows.append(
+                    (stage, len(targets), time.perf_counter() - stage_start, results, simulators_cpu() - sim_cpu)
+                )
                 print(f"  {stage:<10} done in {rows[-1][2]:8.1f} s", flush=True)
         wall = time.perf_counter() - started
         published = _check_platform(work / "storage", divisions, ctx)
-    print(f"\n{'stage':<11}{'tasks':>6}{'wall s':>9}{'task s sum':>12}{'slowest s':>11}{'peak GB/task':>14}")
-    for stage, tasks, seconds, results in rows:
+    per_million = 1_000_000 / total
+    print(
+        f"\n{'stage':<11}{'tasks':>6}{'wall s':>9}{'task s sum':>12}{'slowest s':>11}"
+        f"{'task CPU s':>12}{'per 1M':>9}{'sim CPU s':>11}{'per 1M':>9}{'peak GB/task':>14}"
+    )
+    for stage, tasks, seconds, results, sim_cpu in rows:
+        cpu = sum(r["cpu"] for r in results)
         print(
             f"{stage:<11}{tasks:>6}{seconds:>9.1f}{sum(r['seconds'] for r in results):>12.1f}"
-            f"{max(r['seconds'] for r in results):>11.1f}{max(r['peak_gb'] for r in results):>14.2f}"
+            f"{max(r['seconds'] for r in results):>11.1f}{cpu:>12.1f}{cpu * per_million:>9.0f}"
+            f"{sim_cpu:>11.1f}{sim_cpu * per_million:>9.0f}{max(r['peak_gb'] for r in results):>14.2f}"
         )
-    print(f"{'whole run':<11}{sum(r[1] for r in rows):>6}{wall:>9.1f}")
+    cpu = sum(r["cpu"] for row in rows for r in row[3])
+    sim_cpu = sum(row[4] for row in rows)
+    print(
+        f"{'whole run':<11}{sum(r[1] for r in rows):>6}{wall:>9.1f}{'':>23}"
+        f"{cpu:>12.1f}{cpu * per_million:>9.0f}{sim_cpu:>11.1f}{sim_cpu * per_million:>9.0f}"
+    )
     print(f"\n{published:,} items published and held by the platform ({total:,} generated); {wall / 60:.1f} min")
     return 0
 

@@ -54,3 +54,19 @@ class AnonPeak:
     @property
     def gb(self) -> float:
         return self.peak_kb / 1024**2
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and every process below it, including
+    children that have ended and been waited for."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in (root, *root.children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total

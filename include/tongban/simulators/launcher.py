@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 START_TIMEOUT = 30.0
@@ -30,6 +30,7 @@ class SimulatorURLs:
     partners: str
     platform: str
     state_dir: Path | None = None  # where their state (and secrets, .credentials) live
+    pids: dict[str, int] = field(default_factory=dict)  # kind -> process id (its workers are its children)
 
 
 class SimulatorStartError(RuntimeError):
@@ -129,13 +130,13 @@ def _stop(sim: _Simulator, grace: float = STOP_GRACE) -> None:
 @contextmanager
 def _running(
     kinds: tuple[str, ...], state_dir: Path, registry_path: Path | None, timeout: float, host: str = "127.0.0.1"
-) -> Iterator[dict[str, str]]:
+) -> Iterator[dict[str, tuple[str, int]]]:
     sims: list[_Simulator] = []
     try:
         for kind in kinds:
             sims.append(_start(kind, Path(state_dir), registry_path, host))
         deadline = time.monotonic() + timeout
-        yield {sim.kind: _wait_ready(sim, deadline, timeout) for sim in sims}
+        yield {sim.kind: (_wait_ready(sim, deadline, timeout), sim.process.pid) for sim in sims}
     finally:
         for sim in sims:
             with contextlib.suppress(OSError):
@@ -148,7 +149,7 @@ def running_simulator(
 ) -> Iterator[str]:
     """One simulator (``partners`` or ``platform``) as a subprocess; yields its base URL."""
     with _running((kind,), state_dir, registry_path, timeout) as urls:
-        yield urls[kind]
+        yield urls[kind][0]
 
 
 @contextmanager
@@ -158,4 +159,9 @@ def running_simulators(
     """Both simulators as subprocesses sharing ``state_dir``, listening on ``host`` (loopback by default; the
     host side of the workers' network in ``make celery-e2e``); yields their base URLs."""
     with _running(("partners", "platform"), state_dir, registry_path, timeout, host) as urls:
-        yield SimulatorURLs(partners=urls["partners"], platform=urls["platform"], state_dir=Path(state_dir))
+        yield SimulatorURLs(
+            partners=urls["partners"][0],
+            platform=urls["platform"][0],
+            state_dir=Path(state_dir),
+            pids={kind: pid for kind, (_, pid) in urls.items()},
+        )
