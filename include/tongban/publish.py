@@ -73,6 +73,9 @@ class PublishResult:
         return {**asdict(self), "published": self.published}
 
 
+PLATFORM_READ_CAP = 1024**3  # a region's whole list comes in one answer: 27k items are 63 MB (docs/scaling.md)
+
+
 class PlatformClient:
     """The provincial platform's item API; every request signed with the platform Connection's secret."""
 
@@ -86,7 +89,7 @@ class PlatformClient:
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        settings = settings or HttpSettings(retries=4, backoff=0.5, jitter=0.25)
+        settings = settings or HttpSettings(retries=4, backoff=0.5, jitter=0.25, max_response_bytes=PLATFORM_READ_CAP)
         self.client = HttpClient("platform", Signer(PLATFORM_AUTH, secret, algorithm), settings, session)
 
     def _url(self, division: str, tail: str) -> str:

@@ -57,6 +57,18 @@ def test_same_seed_same_catalogue_even_in_another_process(registry: Registry) ->
     assert json.loads(other.stdout) == [first, defects(registry, partner)]
 
 
+def test_catalogues_generated_in_worker_processes_are_the_same(
+    registry: Registry, broken: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tongban.simulators import catalogue
+
+    monkeypatch.setattr(catalogue, "SHARED_GENERATION_ITEMS", 0)  # share out even this small registry
+    shared = catalogue.generate_catalogues(registry, processes=2)
+    assert list(shared) == [p.division for p in registry.partners]
+    for p in registry.partners:
+        assert shared[p.division] == (generate_catalogue(registry, p), broken[p.division]), p.division
+
+
 def test_another_seed_gives_another_catalogue(registry: Registry) -> None:
     partner = registry.partner("370300")
     reseeded = registry.model_copy(update={"seed": registry.seed + 1})

@@ -83,6 +83,15 @@ def test_batch_upserts_and_deletes_and_holds_full_records(platform: str, records
     assert requests.get(f"{platform}/api/v1/batches/nope", auth=signed(platform), timeout=10).status_code == 404
 
 
+def test_a_batch_applies_its_operations_in_order(platform: str, records: list[dict[str, Any]]) -> None:
+    """The same code twice: the last record stays; upserted then deleted in one batch: not held."""
+    push(platform, {"upserts": records[:2]}, "k1")
+    first, second = {**records[0], "promised_limit": 1}, {**records[0], "promised_limit": 2}
+    answer = push(platform, {"upserts": [first, second, records[2]], "deletes": [records[2]["task_code"]]}, "k2")
+    assert [r["status"] for r in answer.json()["results"]] == ["accepted"] * 4
+    assert held(platform) == [second, records[1]]
+
+
 def test_same_key_replays_without_applying_and_other_body_conflicts(
     platform: str, records: list[dict[str, Any]]
 ) -> None:

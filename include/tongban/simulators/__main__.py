@@ -1,12 +1,14 @@
 """Run one simulator: ``python -m tongban.simulators {partners,platform} --state-dir DIR [options]``.
 
 Binds the socket itself (``--port 0`` picks a free port), writes the base URL to ``--ready-file``
-once it serves, and exits cleanly (code 0) on SIGTERM or SIGINT.
+once it serves, and exits cleanly (code 0) on SIGTERM or SIGINT. The partner simulator generates
+every partner's catalogue before it serves (in worker processes for a large registry).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import socket
@@ -27,7 +29,10 @@ def build_app(kind: str, state_dir: Path, registry_path: Path | None = None) -> 
         from tongban.registry import load_registry
         from tongban.simulators.partners import create_partner_app
 
-        return create_partner_app(load_registry(registry_path), state_dir)
+        app = create_partner_app(load_registry(registry_path), state_dir)
+        # every catalogue before the first request, as a real partner holds its own already
+        app.state.store.pregenerate(os.cpu_count() or 1)
+        return app
     if kind == "platform":
         from tongban.registry import load_registry
         from tongban.simulators.platform import create_platform_app
@@ -87,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args.state_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(args.kind, args.state_dir, args.registry)
+    gc.freeze()  # what the app holds (every catalogue) lives as long as the process: out of full collections
     sock = bind(args.host, args.port)
     url = base_url(args.host, sock.getsockname()[1])
 

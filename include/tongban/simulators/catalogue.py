@@ -20,9 +20,11 @@ them; the partners agreeing with the province outnumber the quirky one at the mo
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import random
 import re
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -83,6 +85,34 @@ def _copied(record: dict[str, Any]) -> dict[str, Any]:
 def defects(registry: Registry, partner: Partner) -> dict[str, str]:
     """The deliberately broken records of the partner's catalogue: task_code -> kind (DEFECT_KINDS)."""
     return dict(_build(registry, partner)[1])
+
+
+SHARED_GENERATION_ITEMS = 50_000  # below this many items in all, worker processes cost more than they save
+
+
+def generate_catalogues(
+    registry: Registry, processes: int = 1
+) -> dict[str, tuple[list[dict[str, Any]], dict[str, str]]]:
+    """Every partner's catalogue and defects (``generate_catalogue``, ``defects``), by division.
+
+    With ``processes`` > 1 and at least ``SHARED_GENERATION_ITEMS`` items in all, the partners are shared
+    among that many forked worker processes (in division order, so that partners of one province, whose
+    quirks are chosen together, mostly land in the same one); nothing stays cached in this process.
+    """
+    partners = registry.partners
+    if processes <= 1 or sum(p.items for p in partners) < SHARED_GENERATION_ITEMS:
+        return {p.division: (generate_catalogue(registry, p), defects(registry, p)) for p in partners}
+    chunk = max(1, min(4, len(partners) // processes))
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+        built = pool.map(_generated, [registry] * len(partners), partners, chunksize=chunk)
+        return {p.division: result for p, result in zip(partners, built, strict=True)}
+
+
+def _generated(registry: Registry, partner: Partner) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """One partner's build in a worker process, past the cache (the parent receives its own copy)."""
+    peers = _peers(registry, partner.province)
+    records, broken = _build_cached.__wrapped__(registry.seed, partner, peers, registry.home.get("name", ""))
+    return list(records), broken
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from tongban.delivery import CHECKSUM_HEADER, REPORT_PATH, RUN_HEADER
 from tongban.model import ITEM_FIELDS, Item
 from tongban.outbound.wire import readback_format
 from tongban.registry import REPORT_FAULT_KINDS, WRITE_FAULTS, Fault, Partner, Registry, WireFormat, wire_formats
-from tongban.simulators.catalogue import CHINA_TZ, defects, generate_catalogue, reference_time
+from tongban.simulators.catalogue import CHINA_TZ, defects, generate_catalogue, generate_catalogues, reference_time
 from tongban.simulators.credentials import check_signed, partner_secrets, raw_body
 from tongban.simulators.offers import OfferBook, OfferError, wire_listing
 from tongban.simulators.wire import WireEncoder, csv_text
@@ -69,6 +69,7 @@ class PartnerStore:
         self.reference = reference_time(registry.seed)
         self._lock = threading.RLock()
         self._generated: dict[str, dict[str, dict[str, Any]]] = {}
+        self._defects: dict[str, dict[str, str]] = {}
         self._served: dict[str, list[dict[str, Any]]] = {}
         self._changes = 0
         self._overrides: dict[str, dict[str, dict[str, Any] | None]] = {}
@@ -98,13 +99,23 @@ class PartnerStore:
     def defects(self, division: str) -> dict[str, str]:
         """Generated defects still served as generated (not changed through the admin API)."""
         with self._lock:
+            self._base(division)
             changed = self._overrides.get(division, {})
-            return {c: k for c, k in defects(self.registry, self.partner(division)).items() if c not in changed}
+            return {c: k for c, k in self._defects[division].items() if c not in changed}
+
+    def pregenerate(self, processes: int = 1) -> None:
+        """Generate every partner's catalogue now, in ``processes`` worker processes when it is worth it
+        (:func:`~tongban.simulators.catalogue.generate_catalogues`), rather than on its first request."""
+        with self._lock:
+            for division, (records, broken) in generate_catalogues(self.registry, processes).items():
+                self._generated[division] = {r["task_code"]: r for r in records}
+                self._defects[division] = broken
 
     def _base(self, division: str) -> dict[str, dict[str, Any]]:
         if division not in self._generated:
-            records = generate_catalogue(self.registry, self.partner(division))
-            self._generated[division] = {r["task_code"]: r for r in records}
+            partner = self.partner(division)
+            self._generated[division] = {r["task_code"]: r for r in generate_catalogue(self.registry, partner)}
+            self._defects[division] = defects(self.registry, partner)
         return self._generated[division]
 
     def _current(self, division: str) -> dict[str, dict[str, Any]]:
@@ -355,10 +366,14 @@ class _Slice:
             self.start = (self.number_param - paging.first_page) * self.size
         else:
             cursor = request.query_params.get(paging.cursor_param or "cursor")
-            codes = [r["task_code"] for r in items]
-            self.start = bisect.bisect_right(codes, decode_cursor(cursor)) if cursor else 0
+            after = decode_cursor(cursor) if cursor else None
+            self.start = 0 if after is None else bisect.bisect_right(items, after, key=_task_code)
         self.page = self.start // self.size + 1
         self.end = self.start + self.size
+
+
+def _task_code(record: dict[str, Any]) -> str:
+    return str(record["task_code"])
 
 
 def _answer(encoder: WireEncoder, items: list[dict[str, Any]], request: Request, faults: list[Fault]) -> Response:

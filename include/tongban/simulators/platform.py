@@ -35,9 +35,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from fastapi import Depends, FastAPI, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import JSON, DateTime, Integer, String, create_engine, event, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Integer,
+    String,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -193,10 +205,15 @@ class Platform:
                 setattr(self.faults, counter, left - 1)
             return left > 0
 
-    def items(self, region: str) -> list[dict[str, Any]]:
+    def items(self, region: str) -> list[msgspec.Raw]:
+        """The region's records by task_code, each the JSON text it is stored as (sent on without decoding)."""
         with self.sessions() as session:
-            rows = session.scalars(select(StoredItem).where(StoredItem.region == region).order_by(StoredItem.task_code))
-            return [row.record for row in rows]
+            texts = session.scalars(
+                select(type_coerce(StoredItem.record, String))
+                .where(StoredItem.region == region)
+                .order_by(StoredItem.task_code)
+            )
+            return [msgspec.Raw(text) for text in texts]
 
     def batch(self, batch_id: str) -> dict[str, Any]:
         with self.sessions() as session:
@@ -281,33 +298,35 @@ class Platform:
         batch_id = uuid.uuid4().hex
         results: list[dict[str, Any]] = []
         codes = [c for c in (*(r.get("task_code") for r in body.upserts), *body.deletes) if isinstance(c, str)]
-        held = {
-            row.task_code: row
-            for row in session.scalars(
-                select(StoredItem).where(StoredItem.region == region, StoredItem.task_code.in_(codes))
+        held = set(
+            session.scalars(
+                select(StoredItem.task_code).where(StoredItem.region == region, StoredItem.task_code.in_(codes))
             )
-        }  # one query for the batch, not one per item
+        )  # one query for the batch, not one per item
+        upserted: dict[str, dict[str, Any]] = {}  # the last record given for each code (in order)
         for record in body.upserts:
             reason = _rejection(region, record, self.faults.reject)
             code = record.get("task_code")
             results.append(_result(code, "upsert", reason))
-            if reason is not None:
-                continue
-            row = held.get(code)
-            if row is None:
-                held[code] = StoredItem(
-                    region=region, task_code=code, record=record, batch_id=batch_id, created_at=now, updated_at=now
-                )
-                session.add(held[code])
-            else:
-                row.record, row.batch_id, row.updated_at = record, batch_id, now
+            if reason is None:
+                upserted[code] = record
+        deleted = []
         for code in body.deletes:
             reason = _code_problem(code)
             results.append(_result(code, "delete", reason))
-            if reason is None:
-                row = held.pop(code, None)
-                if row is not None:  # deleting what is not held is accepted: deletes are idempotent
-                    session.delete(row)
+            if reason is None and upserted.pop(code, None) is None and code in held:
+                deleted.append(code)  # deleting what is not held is accepted: deletes are idempotent
+        # one statement each for the batch's new rows, changed rows and deleted rows
+        rows = [
+            {"region": region, "task_code": c, "record": r, "batch_id": batch_id, "updated_at": now}
+            for c, r in upserted.items()
+        ]
+        if new := [{**row, "created_at": now} for row in rows if row["task_code"] not in held]:
+            session.execute(insert(StoredItem), new)
+        if changed := [row for row in rows if row["task_code"] in held]:
+            session.execute(update(StoredItem), changed)
+        if deleted:
+            session.execute(delete(StoredItem).where(StoredItem.region == region, StoredItem.task_code.in_(deleted)))
         response = {
             "batch_id": batch_id,
             "idempotency_key": key,
@@ -382,7 +401,8 @@ def create_platform_app(state_dir: Path, registry: Registry | None = None) -> Fa
     @app.get("/api/v1/regions/{division}/items", dependencies=[Depends(signed)])
     def region_items(division: str) -> JSONResponse:
         items = platform.items(_region(division))
-        return JSONResponse({"region": division, "count": len(items), "items": items})
+        body = msgspec.json.encode({"region": division, "count": len(items), "items": items})
+        return Response(body, media_type="application/json")
 
     @app.post("/api/v1/regions/{division}/batches", dependencies=[Depends(signed)])
     def post_batch(
