@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import requests
@@ -70,7 +70,8 @@ class PublishResult:
         return len(self.accepted)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "published": self.published}
+        """As written to publish.json (the lists themselves: ``dataclasses.asdict`` would deep-copy every answer)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"published": self.published}
 
 
 PLATFORM_READ_CAP = 1024**3  # a region's whole list comes in one answer: 27k items are 63 MB (docs/scaling.md)

@@ -217,11 +217,11 @@ class ItemStore:
     def ledger_sent(self, key: str) -> None:
         """The batch's request is about to go out: from now on the platform may have applied it."""
         with self._session() as s, s.begin():
-            row = s.get(LedgerEntry, key)
-            if row is None:
+            status = s.scalar(select(LedgerEntry.status).where(LedgerEntry.key == key))  # not the batch's body
+            if status is None:
                 raise KeyError(f"ledger has no batch {key}")
-            if row.status != ACKED:
-                row.status, row.sent_at = SENT, func.now()
+            if status != ACKED:
+                s.execute(update(LedgerEntry).where(LedgerEntry.key == key).values(status=SENT, sent_at=func.now()))
 
     def ledger_ack(
         self,
