@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from benchutil import peak_rss_gb, tree_cpu_seconds
+from benchutil import peak_rss_gb, tree_cpu_seconds, tree_rss_gb
 
 RUN_ID = "bench_national"
 TARGET_ITEMS = 1_000_000
@@ -218,6 +218,7 @@ def run(registry_file: Path, work: Path, workers: int) -> int:
     divisions = [p.division for p in registry.partners]
     total = sum(p.items for p in registry.partners)
     print(f"{len(divisions)} partners x {registry.partners[0].items:,} items = {total:,} items, {workers} workers")
+    print(f"{os.cpu_count()} cores, load average (1 min) before the run: {os.getloadavg()[0]:.1f}")
     rows = []
     started = time.perf_counter()
     with running_simulators(work / "simulators", registry_file, timeout=1800) as urls:
@@ -246,6 +247,7 @@ def run(registry_file: Path, work: Path, workers: int) -> int:
                 )
                 print(f"  {stage:<10} done in {rows[-1][2]:8.1f} s", flush=True)
         wall = time.perf_counter() - started
+        resident = ", ".join(f"{kind} {tree_rss_gb(pid):.2f} GB" for kind, pid in urls.pids.items())
         published = _check_platform(work / "storage", divisions, ctx)
     per_million = 1_000_000 / total
     print(
@@ -266,6 +268,7 @@ def run(registry_file: Path, work: Path, workers: int) -> int:
         f"{cpu:>12.1f}{cpu * per_million:>9.0f}{sim_cpu:>11.1f}{sim_cpu * per_million:>9.0f}"
     )
     print(f"\n{published:,} items published and held by the platform ({total:,} generated); {wall / 60:.1f} min")
+    print(f"simulators resident at the end: {resident}; load average (1 min) at the end: {os.getloadavg()[0]:.1f}")
     return 0
 
 

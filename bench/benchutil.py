@@ -70,3 +70,17 @@ def tree_cpu_seconds(pid: int) -> float:
             continue
         total += times.user + times.system + times.children_user + times.children_system
     return total
+
+
+def tree_rss_gb(pid: int) -> float:
+    """Resident memory of a process and every process below it now, in GB."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0
+    for process in (root, *root.children(recursive=True)):
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 1024**3
