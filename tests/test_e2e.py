@@ -22,7 +22,7 @@ from upath import UPath
 from scripts.localenv import airflow, airflow_env, dags_test, ensure_pools
 from scripts.run_local import check_against_platform, check_outbound, newest_summary
 from tongban.connections import simulator_connections
-from tongban.layout import FIVE_LEVEL, PROVINCES, RUNS
+from tongban.layout import FIVE_LEVEL, PROVINCES, REPORT_HTML, REPORTS, RUNS
 from tongban.model import content_hash
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
@@ -64,7 +64,7 @@ class Deployment:
         started = time.time()
         done = dags_test(self.env, conf, capture_output=True)
         self.output.append(done.stdout + done.stderr)
-        summary_path = newest_summary(self.home / "reports", started)
+        summary_path = newest_summary(self.home / REPORTS, started)
         assert (done.returncode == 0) is succeeds and summary_path, done.stdout[-4000:] + done.stderr[-4000:]
         return json.loads(summary_path.read_text(encoding="utf-8"))
 
@@ -136,7 +136,7 @@ def test_first_run_syncs_every_partner(deployment: Deployment, first: dict[str, 
     assert first["failed"] == []
     assert [r["partner"] for r in first["partners"]] == [p.division for p in REGISTRY.partners]
     assert first["totals"]["fetched"] == sum(p.items for p in REGISTRY.partners) == 2976
-    assert check_against_platform(first, deployment.platform, deployment.home / "reports", deployment.store) == []
+    assert check_against_platform(first, deployment.platform, deployment.home / REPORTS, deployment.store) == []
 
 
 def test_first_run_offers_our_99_items_and_every_partner_then_holds_its_offer(
@@ -294,7 +294,7 @@ def test_one_changed_item_is_published_alone_with_old_and_new_values(
     assert report["published"] == [{"task_code": target["task_code"], "op": "upsert"}]
     now = {r["task_code"]: r for r in deployment.platform.items(CHANGED_PARTNER)}
     assert now[target["task_code"]]["promised_limit"] == new_limit
-    html = (UPath(third["partners"][0]["report"]).parent / "report.html").read_text(encoding="utf-8")
+    html = (UPath(third["partners"][0]["report"]).parent / REPORT_HTML).read_text(encoding="utf-8")
     assert target["task_code"] in html and "办结时限" in html
 
 
@@ -397,7 +397,7 @@ def test_a_changed_item_of_ours_reaches_its_partners_and_a_failing_write_endpoin
             assert outbound["sent"] == [
                 {"task_code": entry["task_code"], "op": "upsert", "status": "accepted", "reason": None}
             ]
-    html = (UPath(deployment.report_path(summary, failing)).parent / "report.html").read_text(encoding="utf-8")
+    html = (UPath(deployment.report_path(summary, failing)).parent / REPORT_HTML).read_text(encoding="utf-8")
     assert "沅江事项在贵地配置情况" in html and new_result in html
 
     again = deployment.run({"partners": [failing]})

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from scripts.localenv import airflow, dags_test_command
 from tests.test_e2e import Deployment
 from tests.test_publish import PG_URL
-from tongban.layout import REPORTS, RUNS
+from tongban.layout import DELIVERY, ITEMS, PUBLISH, REPORT_JSON, REPORTS, RUNS, SETTLE
 from tongban.model import content_hash
 from tongban.publish import drift
 from tongban.store.repo import ItemStore
@@ -146,7 +146,7 @@ def _exists(*names: str) -> Callable[[Path], bool]:
 
 def _reported(folder: Path) -> bool:
     run_id = folder.parent.name
-    return (folder.parents[2] / REPORTS / run_id / PARTNER / "report.json").exists()
+    return (folder.parents[2] / REPORTS / run_id / PARTNER / REPORT_JSON).exists()
 
 
 def _hanging(deployment: Recovery) -> Callable[[Path], bool]:
@@ -156,10 +156,10 @@ def _hanging(deployment: Recovery) -> Callable[[Path], bool]:
 
 KILL_POINTS = {
     # stage the run is killed in: what shows it got there
-    "fetch": lambda _: _exists("settle.json"),
-    "validate": lambda _: _exists("items.jsonl"),
+    "fetch": lambda _: _exists(SETTLE),
+    "validate": lambda _: _exists(ITEMS),
     "publish": _hanging,  # between the platform's apply and our acknowledgement
-    "report": lambda _: _exists("publish.json"),
+    "report": lambda _: _exists(PUBLISH),
     "deliver": lambda _: _reported,
 }
 
@@ -183,7 +183,7 @@ def test_killed_at_each_stage_the_next_run_repairs_everything(deployment: Recove
     report = deployment.report(summary, PARTNER)
     deployment.assert_all_agree()
     assert {r["task_code"]: r for r in deployment.platform.items(PARTNER)}[target["task_code"]]["result"] == value
-    settled = json.loads((deployment.home / RUNS / summary["run_id"] / PARTNER / "settle.json").read_text())
+    settled = json.loads((deployment.home / RUNS / summary["run_id"] / PARTNER / SETTLE).read_text())
     assert all(row["run_id"] == killed for row in settled["settled"])
     if stage == "publish":  # the batch the platform applied is acked under the killed run, not sent again
         assert [(s["was"], s["now"]) for s in settled["settled"]] == [("sent", "acked")]
@@ -193,7 +193,7 @@ def test_killed_at_each_stage_the_next_run_repairs_everything(deployment: Recove
     for row in deployment.store.ledger(killed, PARTNER):
         assert row["status"] in ("acked", "unsent", "unapplied")
     # what the killed run published reaches the partner in this run's report (unless its own got through)
-    delivery = deployment.home / REPORTS / killed / PARTNER / "delivery.json"
+    delivery = deployment.home / REPORTS / killed / PARTNER / DELIVERY
     told = delivery.exists() and json.loads(delivery.read_text())["status"] == "delivered"
     earlier = [(e["run_id"], e["task_code"], e["kind"], e["element"], e["new"]) for e in report["earlier"]]
     if reached_platform and not told:

@@ -158,7 +158,7 @@ def test_the_dag_runs_on_s3_storage(s3: S3Server, tmp_path: Path, monkeypatch: p
             layout.PUBLISH,
         ):
             assert (run / name).is_file(), name
-        assert (run / layout.DATA_DOCS / "index.html").is_file()
+        assert (run / layout.DATA_DOCS / layout.DATA_DOCS_INDEX).is_file()
         for name in (REPORT_JSON, REPORT_HTML, REPORT_XLSX):
             assert (root / REPORTS / run_id / division / name).is_file(), name
     # nothing that passes between tasks went to the local disk

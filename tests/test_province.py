@@ -37,7 +37,7 @@ def item(partner: Partner, index: int = 1, **changes: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def runs(tmp_path) -> UPath:
-    return UPath(tmp_path) / "runs" / "manual__1"
+    return UPath(tmp_path) / layout.RUNS / "manual__1"
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_the_partner_disagreeing_with_the_province_majority_is_rejected_naming_e
     gx = read_json(runs / layout.PROVINCES / "440000" / layout.GX_RESULT)
     assert gx["success"] is False
     assert gx["results"][0]["expectation_config"]["type"] == "expect_five_level_elements_identical"
-    assert (runs / layout.PROVINCES / "440000" / layout.DATA_DOCS / "index.html").exists()
+    assert (runs / layout.PROVINCES / "440000" / layout.DATA_DOCS / layout.DATA_DOCS_INDEX).exists()
 
 
 def test_two_partners_disagreeing_are_both_held_each_naming_the_other(runs: UPath, store: ItemStore) -> None:

@@ -64,7 +64,7 @@ class World:
         pipeline.publish_partner(partner, run, self.platform, self.store, run_id, dry_run=False)
         out = report_dir(self.root, run_id, division)
         written = pipeline.write_report(partner, run, out, run_id, self.store)
-        return Night(run_id, run, fetched, read_json(out / "report.json"), written["notices"])
+        return Night(run_id, run, fetched, read_json(out / layout.REPORT_JSON), written["notices"])
 
     def alone(self, division: str) -> list[dict[str, Any]]:
         """The partner's published items alone in their 基本编码: a change to one keeps 五级N同."""
@@ -137,7 +137,7 @@ def test_an_empty_catalogue_removes_nothing_and_says_why(world: World) -> None:
     assert bad.report["counts"]["removed"] == 0 and bad.report["counts"]["removals_held"] == len(before)
     assert [n["event"] for n in bad.notices] == ["removals_held"]
     assert f'"confirm_removals": ["{PAGED}@{bad.run_id}"]' in bad.notices[0]["text"]  # for the operators
-    html = (report_dir(world.root, bad.run_id, PAGED) / "report.html").read_text(encoding="utf-8")
+    html = (report_dir(world.root, bad.run_id, PAGED) / layout.REPORT_HTML).read_text(encoding="utf-8")
     assert "暂缓删除" in html and str(escape(guard["text"])) in html
     assert_partner_texts_clean(world, bad, PAGED)
     # the held full pull is not the weekly full pull: the next night pulls in full again

@@ -14,10 +14,11 @@ from zoneinfo import ZoneInfo
 
 from tests.ui.conftest import HELD, NEW_RUN, OLD_RUN, OUTSTANDING_ITEM, UNDELIVERED, Browser, Server, run_path
 from tests.ui.test_plugin_page import Rows
+from tongban.layout import REJECTED, REPORTS, RUNS, SUMMARY
 
 
 def _code(server: Server, run_id: str, division: str, name: str) -> str:
-    rejected = (server.home / "runs" / run_id / division / "rejected.jsonl").read_text(encoding="utf-8")
+    rejected = (server.home / RUNS / run_id / division / REJECTED).read_text(encoding="utf-8")
     return next(r["record"]["task_code"] for r in map(json.loads, rejected.splitlines()) if r["record"]["name"] == name)
 
 
@@ -105,7 +106,7 @@ def test_data_docs_come_with_local_assets_and_link_the_validation_page(server: S
 def test_times_are_in_one_named_zone(server: Server, browser: Browser) -> None:
     dom = browser.dom(run_path(NEW_RUN))
     assert "Asia/Shanghai（UTC+08:00）" in dom
-    finished = (server.home / "reports" / NEW_RUN / "summary.json").stat().st_mtime
+    finished = (server.home / REPORTS / NEW_RUN / SUMMARY).stat().st_mtime
     shown = datetime.fromtimestamp(finished, ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
     assert f"完成于 {shown}" in dom
 
