@@ -24,6 +24,12 @@ DAG file can read it without loading the stages. Stage names below are the DAG's
 The province check (``tongban.province.apply_findings``) rewrites ``rejected.jsonl`` and ``warnings.jsonl``
 from the ``own_*`` files plus its findings, so it can run again with the same result; the stages after it
 read only ``rejected.jsonl`` / ``warnings.jsonl``. A new validation deletes ``province_check.json``.
+
+**Typed records.** A line of ``quarantine.jsonl`` is a ``tongban.normalise.Quarantined`` (its problems
+``normalise.Problem``), one of ``rejected.jsonl``, ``warnings.jsonl`` and the ``own_*`` files a
+``tongban.validation.outcome.FlaggedRecord`` (its findings ``outcome.Finding``); the changes in
+``reconciliation.json`` are ``tongban.reconcile.ElementChange``. The partner's report shows these same
+types; ``storage.read_jsonl(path, Type)`` reads a file's lines as them.
 """
 
 from __future__ import annotations

@@ -37,12 +37,32 @@ class ElementChange:
     new: Any
 
 
+def _changes(entries: list[ElementChange]) -> list[dict[str, Any]]:
+    return [{"element": e.element, "label": e.label, "old": e.old, "new": e.new} for e in entries]
+
+
 @dataclass
 class Changed:
+    """An item whose compared elements differ (here and in the offer diff, ``tongban.outbound.diff``)."""
+
     task_code: str
     name: str
     changes: list[ElementChange]
     record: dict[str, Any] = field(repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe; the record is referenced, not copied (``dataclasses.asdict`` deep-copies every record,
+        which costs more than the whole reconciliation on a large catalogue)."""
+        return {
+            "task_code": self.task_code,
+            "name": self.name,
+            "changes": _changes(self.changes),
+            "record": self.record,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Changed:
+        return cls(data["task_code"], data["name"], [ElementChange(**e) for e in data["changes"]], data["record"])
 
 
 @dataclass
@@ -52,6 +72,15 @@ class Recoded:
     name: str
     changes: list[ElementChange]
     record: dict[str, Any] = field(repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe, the record referenced (as :meth:`Changed.as_dict`)."""
+        return {"old_code": self.old_code, **Changed(self.task_code, self.name, self.changes, self.record).as_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recoded:
+        changed = Changed.from_dict(data)
+        return cls(data["old_code"], changed.task_code, changed.name, changed.changes, changed.record)
 
 
 @dataclass
@@ -78,31 +107,14 @@ class Reconciliation:
         return [*(r["task_code"] for r in self.removed), *(r.old_code for r in self.recoded)]
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-safe; records are referenced, not copied (``dataclasses.asdict`` deep-copies every
-        record, which costs more than the whole reconciliation on a large catalogue)."""
-
-        def changes(entries: list[ElementChange]) -> list[dict[str, Any]]:
-            return [{"element": e.element, "label": e.label, "old": e.old, "new": e.new} for e in entries]
-
+        """JSON-safe; records are referenced, not copied (:meth:`Changed.as_dict`)."""
         return {
             "added": self.added,
-            "changed": [
-                {"task_code": c.task_code, "name": c.name, "changes": changes(c.changes), "record": c.record}
-                for c in self.changed
-            ],
+            "changed": [c.as_dict() for c in self.changed],
             "removed": self.removed,
             "unchanged": self.unchanged,
             "held": self.held,
-            "recoded": [
-                {
-                    "old_code": r.old_code,
-                    "task_code": r.task_code,
-                    "name": r.name,
-                    "changes": changes(r.changes),
-                    "record": r.record,
-                }
-                for r in self.recoded
-            ],
+            "recoded": [r.as_dict() for r in self.recoded],
             "full": self.full,
             "held_back": self.held_back,
             "removal_guard": self.removal_guard,
@@ -110,21 +122,13 @@ class Reconciliation:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Reconciliation:
-        changed = [
-            Changed(c["task_code"], c["name"], [ElementChange(**e) for e in c["changes"]], c["record"])
-            for c in data["changed"]
-        ]
-        recoded = [
-            Recoded(r["old_code"], r["task_code"], r["name"], [ElementChange(**e) for e in r["changes"]], r["record"])
-            for r in data.get("recoded", [])
-        ]
         return cls(
             data["added"],
-            changed,
+            [Changed.from_dict(c) for c in data["changed"]],
             data["removed"],
             data["unchanged"],
             data["held"],
-            recoded,
+            [Recoded.from_dict(r) for r in data.get("recoded", [])],
             data.get("full", True),
             data.get("held_back", False),
             data.get("removal_guard"),

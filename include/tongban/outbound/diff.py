@@ -16,7 +16,7 @@ from typing import Any
 
 from tongban.model import content_hash
 from tongban.outbound.wire import MODES
-from tongban.reconcile import Changed, ElementChange, reconcile
+from tongban.reconcile import Changed, reconcile
 
 COUNT_KEYS = ("offered", "configured", "missing", "outdated", "withdrawn", "mode_mismatch", "sent")
 
@@ -52,30 +52,18 @@ class OfferDiff:
             "offered": self.offered,
             "current": self.current,
             "missing": self.missing,
-            "outdated": [
-                {
-                    "task_code": c.task_code,
-                    "name": c.name,
-                    "changes": [e.__dict__ for e in c.changes],
-                    "record": c.record,
-                }
-                for c in self.outdated
-            ],
+            "outdated": [c.as_dict() for c in self.outdated],
             "withdrawn": self.withdrawn,
             "mode_mismatch": self.mode_mismatch,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OfferDiff:
-        outdated = [
-            Changed(c["task_code"], c["name"], [ElementChange(**e) for e in c["changes"]], c["record"])
-            for c in data["outdated"]
-        ]
         return cls(
             list(data["offered"]),
             list(data["current"]),
             list(data["missing"]),
-            outdated,
+            [Changed.from_dict(c) for c in data["outdated"]],
             list(data["withdrawn"]),
             list(data["mode_mismatch"]),
         )
