@@ -1,7 +1,9 @@
-"""A partner's own implementation of the national_json catalogue API and the report receiver, written from
-docs/partner-formats.md alone — as a partner's engineers would, with the standard library (and the
-``cryptography`` package for SM3). It shares no code with tongban or its simulator; the conformance kit is
-proved against it (tests/test_conformance.py).
+"""A partner's own implementation of the national_json catalogue API, the offer endpoint (§13: 沅江's items
+configured here) and the report receiver, written from docs/partner-formats.md alone — as a partner's engineers
+would, with the standard library (and the ``cryptography`` package for SM3). It shares no code with tongban or
+its simulator; the conformance kit is proved against it (tests/test_conformance.py). ``idempotent=False`` is
+the same partner with a classic bug: it ignores the idempotency key (applies a retried batch again, never
+answers ``replayed``, never 409).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hmac
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +25,47 @@ from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 BASE_PATH = "/gov/tongban"  # our base URL's path; the format's path comes after it
 SKEW = 300
+ITEMS_PATH = "/api/v1/items"
+OFFER_PATH = "/api/v1/cross-items"  # §13: 沅江's items we configured (GET) / to configure or withdraw (POST)
+REPORTS_PATH = "/api/reports"
+
+# §2: the fields of national_json and those that may be empty; §3: its codes
+FIELDS = [
+    "task_code",
+    "catalog_code",
+    "task_name",
+    "by_law",
+    "task_type",
+    "accept_condition",
+    "server_type",
+    "handle_flow",
+    "materials",
+    "anticipate_day",
+    "anticipate_type",
+    "promise_day",
+    "promise_type",
+    "result_name",
+    "use_level",
+    "dept_name",
+    "dept_code",
+    "handle_mode",
+    "project_type",
+    "task_version",
+    "update_time",
+]
+MAY_BE_EMPTY = {"anticipate_day", "anticipate_type", "project_type"}
+CODES = {
+    "task_type": {"01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "20"},
+    "use_level": {"1", "2", "3", "4", "5", "6"},
+    "handle_mode": {"1", "2", "3"},
+    "project_type": {"1", "2"},
+    "anticipate_type": {"1", "2"},
+    "promise_type": {"1", "2"},
+}
+SERVICE_OBJECTS = {"1", "2", "3", "4", "5", "6", "9"}
+MODES = {"1", "2", "3"}  # 办理模式, joined by "," in handle_modes
+MATERIAL_FIELDS = ("material_name", "is_need", "material_form", "page_num", "source_type")
+MATERIAL_CODES = {"is_need": {"1", "2"}, "material_form": {"1", "2", "3"}}
 
 
 def _record(n: int, updated: str) -> dict[str, Any]:
@@ -67,16 +111,146 @@ def _record(n: int, updated: str) -> dict[str, Any]:
     }
 
 
-class Partner:
-    """Our catalogue, our secret and what we received."""
+def _yuanjiang_item() -> dict[str, Any]:
+    """One of 沅江's items we have configured already (the example of §13.2)."""
+    return {
+        "task_code": "11430000017731934K2002021003000",
+        "catalog_code": "002021003000",
+        "task_name": "医疗保险参保信息变更登记",
+        "by_law": "《中华人民共和国社会保险法》第五十八条",
+        "task_type": "20",
+        "accept_condition": "1.已参加基本医疗保险",
+        "server_type": "1,2",
+        "handle_flow": "1.申请：提交材料；2.办结",
+        "materials": [
+            {
+                "material_name": "居民身份证",
+                "is_need": "1",
+                "material_form": "1",
+                "page_num": 2,
+                "source_type": "政府部门核发",
+            }
+        ],
+        "anticipate_day": None,
+        "anticipate_type": None,
+        "promise_day": 1,
+        "promise_type": "1",
+        "result_name": "参保信息变更结果",
+        "use_level": "2",
+        "dept_name": "湖南省医疗保障局",
+        "dept_code": "11430000017731934K",
+        "handle_mode": "2",
+        "project_type": "1",
+        "task_version": "3",
+        "update_time": "2023-05-15 11:59:27",
+        "handle_modes": "1,2",
+    }
 
-    def __init__(self, division: str, secret: str, algorithm: str) -> None:
+
+def problems_of(item: dict[str, Any]) -> list[str]:
+    """Why an upsert cannot be taken (§13.2: a field missing or not mappable as in §2–§3, an unknown or no mode)."""
+    out = [f"缺少字段 {name}" for name in FIELDS if name not in item]
+    for name in FIELDS:
+        value = item.get(name)
+        if name not in item or (value is None and name in MAY_BE_EMPTY):
+            continue
+        if value is None or value == "":
+            out.append(f"字段 {name} 不能为空")
+        elif name in CODES and value not in CODES[name]:
+            out.append(f"字段 {name} 的值 {value!r} 不在代码表中")
+        elif name in ("anticipate_day", "promise_day") and (not isinstance(value, int) or isinstance(value, bool)):
+            out.append(f"字段 {name} 应为整数")
+        elif name == "server_type" and not set(str(value).split(",")) <= SERVICE_OBJECTS:
+            out.append(f"字段 server_type 的值 {value!r} 不在代码表中")
+        elif name == "update_time" and not _is_time(value):
+            out.append("字段 update_time 应为 YYYY-MM-DD HH:MM:SS")
+    materials = item.get("materials")
+    if "materials" in item and not isinstance(materials, list):
+        out.append("字段 materials 应为列表")
+    for m in materials if isinstance(materials, list) else []:
+        if not isinstance(m, dict) or any(f not in m for f in MATERIAL_FIELDS):
+            out.append("申请材料缺少字段")
+        elif any(m[f] not in codes for f, codes in MATERIAL_CODES.items()):
+            out.append("申请材料的是否必要或材料形式不在代码表中")
+    modes = [m for m in str(item.get("handle_modes") or "").split(",") if m]
+    if not modes:
+        out.append("handle_modes 为空：至少要有一种办理模式")
+    elif not set(modes) <= MODES:
+        out.append(f"handle_modes 含未知的办理模式 {sorted(set(modes) - MODES)}")
+    return out
+
+
+def _is_time(value: Any) -> bool:
+    try:
+        time.strptime(str(value), "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return False
+    return True
+
+
+class Partner:
+    """Our catalogue, what we configured of 沅江's items, our secret and what we received."""
+
+    def __init__(self, division: str, secret: str, algorithm: str, *, idempotent: bool = True) -> None:
         self.division, self.secret, self.algorithm = division, secret, algorithm
         stamps = ["2026-10-01 08:00:00", "2026-10-02 09:30:00", "2026-11-03 10:00:00", "2026-11-03 10:00:00"]
         self.records = sorted((_record(n, stamps[n % len(stamps)]) for n in range(1, 24)), key=lambda r: r["task_code"])
+        first = _yuanjiang_item()
+        self.configured: dict[str, dict[str, Any]] = {first["task_code"]: first}
+        self.idempotent = idempotent
+        self.batches: dict[str, tuple[str, dict[str, Any]]] = {}  # idempotency key -> (body SHA-256, answer)
         self.nonces: dict[str, float] = {}
         self.reports: dict[str, str] = {}
         self.lock = threading.Lock()
+
+    def listed(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(self.configured[c]) for c in sorted(self.configured)]
+
+    def apply(self, key: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """One batch (§13.2): the answer's status and body."""
+        digest = hashlib.sha256(body).hexdigest()
+        with self.lock:
+            if self.idempotent and key in self.batches:
+                known, answer = self.batches[key]
+                if known != digest:
+                    return 409, {"error": f"幂等键 {key} 已用于内容不同的批次"}
+                return 200, {**answer, "replayed": True}
+            try:
+                operations = json.loads(body.decode("utf-8"))["items"]
+            except (ValueError, KeyError, TypeError):
+                return 400, {"error": '请求正文应为 UTF-8 JSON {"items": [...]}'}
+            if not isinstance(operations, list) or not all(isinstance(o, dict) for o in operations):
+                return 400, {"error": "items 应为对象列表"}
+            results = []
+            for line, operation in enumerate(operations, start=1):
+                code, op = operation.get("task_code"), operation.get("operation")
+                reason = None
+                if not isinstance(code, str) or not code:
+                    reason = "缺少 task_code"
+                elif op == "upsert":
+                    problems = problems_of(operation)
+                    reason = "；".join(problems) or None
+                    if reason is None:
+                        self.configured[code] = {k: v for k, v in operation.items() if k != "operation"}
+                elif op == "delete":
+                    self.configured.pop(code, None)  # withdrawing what is not configured is fine
+                else:
+                    reason = f"未知的操作类型 {op!r}"
+                known_op = op if op in ("upsert", "delete") else None
+                results.append(
+                    {
+                        "task_code": code,
+                        "op": known_op,
+                        "line": line,
+                        "status": "accepted" if reason is None else "rejected",
+                        "reason": reason,
+                    }
+                )
+            answer = {"batch_id": uuid.uuid4().hex, "idempotency_key": key, "replayed": False, "results": results}
+            if self.idempotent:
+                self.batches[key] = (digest, answer)
+            return 200, answer
 
     # -- the signature, as the page's §1a says --
 
@@ -140,7 +314,7 @@ class Handler(BaseHTTPRequestHandler):
         if got is None:
             return
         path, query, _ = got
-        if path != BASE_PATH + "/api/v1/items":
+        if path not in (BASE_PATH + ITEMS_PATH, BASE_PATH + OFFER_PATH):
             self._send(404, {"error": f"没有接口 {path}"})
             return
         params = dict(parse_qsl(query, keep_blank_values=True))
@@ -153,6 +327,11 @@ class Handler(BaseHTTPRequestHandler):
         if page < 1 or not 1 <= size <= 500:
             self._send(400, {"error": "page 应不小于 1，pageSize 应为 1–500"})
             return
+        if path == BASE_PATH + OFFER_PATH:  # §13.1: like the catalogue, no incremental parameter
+            rows = self.partner.listed()
+            data = rows[(page - 1) * size : page * size]
+            self._send(200, {"code": 200, "total": len(rows), "page": page, "pageSize": size, "data": data})
+            return
         rows = self.partner.records
         if params.get("updated_since"):
             rows = [r for r in rows if r["update_time"] >= params["updated_since"]]
@@ -164,7 +343,14 @@ class Handler(BaseHTTPRequestHandler):
         if got is None:
             return
         path, _, body = got
-        if path != BASE_PATH + "/api/reports":
+        if path == BASE_PATH + OFFER_PATH:
+            key = self.headers.get("Idempotency-Key", "")
+            if not key or len(key) > 200:
+                self._send(400, {"error": "缺少请求头 Idempotency-Key（最多 200 个字符）"})
+                return
+            self._send(*self.partner.apply(key, body))
+            return
+        if path != BASE_PATH + REPORTS_PATH:
             self._send(404, {"error": f"没有接口 {path}"})
             return
         run_id, given = self.headers.get("X-Tongban-Run-Id"), self.headers.get("X-Content-SHA256", "").lower()
@@ -192,9 +378,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serving(division: str, secret: str, algorithm: str) -> Iterator[str]:
+def serving(partner: Partner) -> Iterator[str]:
     """Our server on a free loopback port; yields its base URL."""
-    handler = type("Bound", (Handler,), {"partner": Partner(division, secret, algorithm)})
+    handler = type("Bound", (Handler,), {"partner": partner})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

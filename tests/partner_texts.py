@@ -23,6 +23,9 @@ EXPECTATIONS = Path(__file__).parents[1] / "expectations"
 IDENTIFIER = re.compile(r"(?<![A-Za-z0-9_])[A-Za-z_][A-Za-z0-9_]*(?![A-Za-z0-9_])")
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)+$")
 PROSE_KEYS = re.compile(r"(reason|message|label|error)$")
+# the offer endpoint's answer (docs/partner-formats.md §13.2): the same keys and values in every format
+OFFER_ANSWER = {"batch_id", "idempotency_key", "replayed", "results", "task_code", "op", "line", "status", "reason"}
+OFFER_ANSWER |= {"upsert", "delete", "accepted", "rejected"}
 
 
 def check_names() -> set[str]:
@@ -46,6 +49,16 @@ def own_names(fmt: WireFormat) -> set[str]:
     own = {*fmt.fields.values(), *fmt.material_fields.values(), *(n for n in envelope if n)}
     own |= {n for n in (paging.next_field, paging.total_header, fmt.incremental and fmt.incremental.param) if n}
     return own
+
+
+def offer_names(fmt: WireFormat) -> set[str]:
+    """The names of the partner's offer endpoint (§13): its fields and the answer's keys and values, which
+    are alike in all formats — the conformance kit names them; a report does not (``upsert`` and ``delete``
+    are the platform's operations there)."""
+    if fmt.offer is None:
+        return set()
+    offer = fmt.offer
+    return {n for n in (offer.modes_field, offer.op_field, offer.items_field, *offer.ops.values()) if n} | OFFER_ANSWER
 
 
 def internal_in(text: str, fmt: WireFormat, theirs: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]

@@ -1,5 +1,6 @@
 """The conformance kit: passes on a partner server written from the page alone and on every simulator
-format, and fails with a readable Chinese checklist on every fault profile of the simulator."""
+format, and fails with a readable Chinese checklist on every fault profile of the simulator and on a partner
+that ignores idempotency keys; the partner's configured list of 沅江's items is left as the kit found it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Any
 import pytest
 import requests
 
+from tests.independent_partner import Partner as Independent
 from tests.independent_partner import serving as independent
-from tests.partner_texts import internal_in
+from tests.partner_texts import internal_in, offer_names
 from tongban import conformance
-from tongban.registry import FAULT_KINDS, WRITE_FAULTS, load_registry, wire_formats
+from tongban.registry import FAULT_KINDS, load_registry, wire_formats
 from tongban.simulators.credentials import partner_secrets
 from tongban.simulators.partners import create_partner_app
 
@@ -28,6 +30,13 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         yield {"url": url, "secrets": partner_secrets(state, REGISTRY)}
 
 
+def configured(sim: dict[str, Any], division: str) -> list[dict[str, Any]]:
+    """The simulator's configured list of 沅江's items for one partner."""
+    answer = requests.get(f"{sim['url']}/admin/partners/{division}/offers", timeout=10)
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["items"])
+
+
 def run_kit(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fmt: str, division: str, url: str, *extra: str
 ) -> tuple[int, str]:
@@ -41,12 +50,18 @@ def test_the_kit_passes_on_a_server_written_from_the_page_alone(
 ) -> None:
     secret = 'a "secret" with; odd = characters & back\\slash'
     monkeypatch.setenv(conformance.SECRET_ENV, secret)
-    with independent("440100", secret, algorithm) as url:
+    partner = Independent("440100", secret, algorithm)
+    found = partner.listed()
+    with independent(partner) as url:
         code, out = run_kit(monkeypatch, capsys, "national_json", "440100", url, "--signature", algorithm)
     assert code == 0, out
-    assert "0 项需修改" in out and "[需修改]" not in out and out.count("[通过]") >= 24
+    assert "0 项需修改" in out and "[需修改]" not in out and out.count("[通过]") >= 45
+    offer = [line for line in out.splitlines() if "沅江事项配置接口" in line]
+    assert len(offer) >= 19 and all(line.startswith("[通过]") for line in offer), out
+    assert '[通过]   沅江事项配置接口：同一幂等键、同一正文再次提交应答 200，正文 "replayed": true' in out
+    assert partner.listed() == found and len(partner.batches) >= 5  # it wrote, and left the list as it found it
     monkeypatch.setenv(conformance.SECRET_ENV, "not the secret")
-    with independent("440100", secret, algorithm) as url:
+    with independent(Independent("440100", secret, algorithm)) as url:
         code, out = run_kit(monkeypatch, capsys, "national_json", "440100", url, "--signature", algorithm)
     assert code == 1 and "[需修改] 认证：按约定签名" in out
 
@@ -58,10 +73,48 @@ def test_the_kit_passes_on_every_simulator_format_and_algorithm(
     partner = REGISTRY.partner(division)
     monkeypatch.setenv(conformance.SECRET_ENV, sim["secrets"][division])
     url = f"{sim['url']}/partners/{division}"
+    found = configured(sim, division)
     code, out = run_kit(monkeypatch, capsys, partner.format, division, url, "--signature", partner.signature)
     assert code == 0, out
     assert "[需修改]" not in out and "0 项需修改" in out
     assert "数据：代码值都在约定的代码表中" in out  # a deliberate unmappable code is a remark, not a failure
+    assert "[通过]   沅江事项配置接口：撤销测试事项的操作被接受" in out
+    assert configured(sim, division) == found  # the test items are withdrawn again
+
+
+def test_the_kit_fails_on_a_partner_that_ignores_idempotency_keys(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "the partner's secret"
+    monkeypatch.setenv(conformance.SECRET_ENV, secret)
+    partner = Independent("440100", secret, "HMAC-SHA256", idempotent=False)
+    found = partner.listed()
+    with independent(partner) as url:
+        code, out = run_kit(monkeypatch, capsys, "national_json", "440100", url)
+    assert code == 1, out
+    failing = [line for line in out.splitlines() if line.startswith("[需修改]")]
+    assert failing == [
+        '[需修改] 沅江事项配置接口：同一幂等键、同一正文再次提交应答 200，正文 "replayed": true，结果与首次相同',
+        "[需修改] 沅江事项配置接口：重放的批次没有再次生效（配置清单不变）",
+        '[需修改] 沅江事项配置接口：同一幂等键、不同正文的批次被拒绝（409），正文为 {"error": "原因"}',
+        "[需修改] 沅江事项配置接口：被拒绝（409）的批次没有生效（配置清单不变）",
+    ], out
+    assert '"replayed" 为 false（应为 true' in out and "同一批次被执行了两次" in out
+    assert "新批次却被执行了" in out and "测试事项的可办理模式被改为 2：被拒绝的批次生效了" in out
+    assert partner.listed() == found, out  # withdrawn again even though checks failed
+
+
+def test_no_offer_skips_the_offer_endpoint_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "the partner's secret"
+    monkeypatch.setenv(conformance.SECRET_ENV, secret)
+    partner = Independent("440100", secret, "HMAC-SHA256", idempotent=False)  # its offer bug goes unseen
+    with independent(partner) as url:
+        code, out = run_kit(monkeypatch, capsys, "national_json", "440100", url, "--no-offer")
+    assert code == 0, out
+    assert "[提示]   沅江事项配置接口：未检查（--no-offer" in out and "0 项需修改" in out
+    assert [line for line in out.splitlines() if "沅江事项配置接口" in line and "未检查" not in line] == []
 
 
 # every fault the simulator can show, as a persistent profile, and the checklist line it must fail
@@ -84,12 +137,12 @@ PROFILES: dict[str, tuple[dict[str, Any], str]] = {
     "future_timestamp": ({"count": 2}, "[需修改] 字段：更新时间（update_time）不晚于当前时间"),
     "nested_body": ({"depth": 50}, "[需修改]"),
     "report_html": ({}, "[需修改] 报告接收"),
+    "write_unavailable": ({"status": 503}, "[需修改] 沅江事项配置接口：签名的写入批次"),
 }
 
 
 def test_every_fault_kind_has_a_profile() -> None:
-    # write faults hit the outbound offer endpoint (docs/partner-formats.md §13), which the kit does not exercise
-    assert set(PROFILES) == set(FAULT_KINDS) - set(WRITE_FAULTS)
+    assert set(PROFILES) == set(FAULT_KINDS)
 
 
 @pytest.mark.parametrize("kind", sorted(PROFILES))
@@ -101,6 +154,7 @@ def test_the_kit_fails_on_each_fault_profile_with_a_readable_checklist(
     answer = requests.put(f"{sim['url']}/admin/partners/{division}/faults", json=[{"kind": kind, **params}], timeout=10)
     assert answer.status_code == 200, answer.text
     monkeypatch.setenv(conformance.SECRET_ENV, sim["secrets"][division])
+    found = configured(sim, division)
     try:
         code, out = run_kit(
             monkeypatch, capsys, "national_json", division, f"{sim['url']}/partners/{division}", "--max-seconds", "1"
@@ -111,5 +165,43 @@ def test_the_kit_fails_on_each_fault_profile_with_a_readable_checklist(
     assert expected in out, out
     failing = [line for line in out.splitlines() if line.startswith("[需修改]")]
     assert failing and out.rstrip().endswith("请按上面的说明修改后重新检查。")
-    theirs = {new for _, new in params.get("rename", {}).items()}
-    assert internal_in(out, wire_formats()["national_json"], theirs) == [], out  # readable: no internal names
+    fmt = wire_formats()["national_json"]
+    theirs = {new for _, new in params.get("rename", {}).items()} | offer_names(fmt)
+    assert internal_in(out, fmt, theirs) == [], out  # readable: no internal names
+    assert configured(sim, division) == found  # the kit leaves the configured list of 沅江's items as it was
+
+
+def test_the_kit_names_each_refused_write_of_an_unavailable_offer_endpoint(
+    sim: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    division = "440300"  # pinyin_json: its reads work, every write answers 503 (docs/partner-formats.md §8)
+    partner = REGISTRY.partner(division)
+    fault = [{"kind": "write_unavailable", "status": 503}]
+    requests.put(f"{sim['url']}/admin/partners/{division}/faults", json=fault, timeout=10).raise_for_status()
+    monkeypatch.setenv(conformance.SECRET_ENV, sim["secrets"][division])
+    found = configured(sim, division)
+    try:
+        code, out = run_kit(
+            monkeypatch,
+            capsys,
+            partner.format,
+            division,
+            f"{sim['url']}/partners/{division}",
+            "--signature",
+            partner.signature,
+        )
+    finally:
+        requests.delete(f"{sim['url']}/admin/partners/{division}/faults", timeout=10).raise_for_status()
+    assert code == 1, out
+    failing = [line for line in out.splitlines() if line.startswith("[需修改]")]
+    assert failing == [
+        '[需修改] 沅江事项配置接口：缺少幂等键请求头 X-Sx-Request-Id 的写入请求被拒绝（400），正文为 {"error": "原因"}',
+        "[需修改] 沅江事项配置接口：签名的写入批次（新增测试事项「接口联调测试事项（可删除）」）应答 200，"
+        "每个操作一条结果（op、status、line，按请求顺序）",
+    ], out
+    assert out.count("应答 HTTP 503：事项配置接口维护中，暂不可写入") == 2, out
+    assert "[通过]   沅江事项配置接口：配置清单记录按实施编码升序返回" in out  # reads are not affected
+    assert "[通过]   沅江事项配置接口：检查结束后配置清单与检查前相同" in out
+    fmt = wire_formats()[partner.format]
+    assert internal_in(out, fmt, offer_names(fmt)) == [], out
+    assert configured(sim, division) == found

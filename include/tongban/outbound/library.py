@@ -17,15 +17,10 @@ from typing import Any
 from upath import UPath
 
 from tongban.layout import DATA_DOCS, LIBRARY_CHECK, OFFER
-from tongban.outbound.wire import MODES
-from tongban.registry import Partner, Registry, label
+from tongban.outbound.wire import MODES, home_region
+from tongban.registry import Registry, label
 from tongban.storage import read_json, upload_tree, write_json
 from tongban.store.repo import ItemStore
-
-
-def home_region(registry: Registry, items: int = 0) -> Partner:
-    """沅江 as a region of the item model: its items validate like a partner's (province 430000)."""
-    return Partner(division=registry.home["division"], name=registry.home["name"], items=items, format="national_json")
 
 
 def item_record(entry: Mapping[str, Any]) -> dict[str, Any]:

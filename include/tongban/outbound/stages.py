@@ -22,7 +22,8 @@ from tongban.ingest import FetchSettings
 from tongban.layout import INTERNAL, OUTBOUND, REPORTS, RUNS, run_dir
 from tongban.outbound.client import LibraryClient, OfferClient, OfferError
 from tongban.outbound.diff import OfferDiff, compare, digest
-from tongban.outbound.library import check_library, home_region, offer_for
+from tongban.outbound.library import check_library, offer_for
+from tongban.outbound.wire import home_region
 from tongban.publish import PlatformClient, check_fence
 from tongban.registry import Partner, Registry
 from tongban.storage import read_json, write_json

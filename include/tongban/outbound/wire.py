@@ -17,9 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from tongban.normalise import Quarantined, RecordMapper
-from tongban.registry import OfferEndpoint, Partner, WireFormat
+from tongban.registry import OfferEndpoint, Partner, Registry, WireFormat
 
 MODES = "offer_modes"  # canonical name of the offered handling modes (sorted canonical codes)
+
+
+def home_region(registry: Registry, items: int = 0) -> Partner:
+    """沅江 as a region of the item model: its items validate like a partner's (province 430000), and the
+    offer endpoint's records are read back as its items."""
+    return Partner(division=registry.home["division"], name=registry.home["name"], items=items, format="national_json")
 
 
 def endpoint(fmt: WireFormat) -> OfferEndpoint:

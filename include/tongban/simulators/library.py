@@ -29,7 +29,7 @@ from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
 from tongban.model import ITEM_FIELDS, Item
-from tongban.outbound.library import home_region
+from tongban.outbound.wire import home_region
 from tongban.registry import Partner, Registry, dictionaries
 from tongban.simulators import content
 from tongban.simulators.catalogue import _build_cached, _copied, _digest, reference_time
