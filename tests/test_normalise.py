@@ -219,7 +219,7 @@ def test_exact_repeats_count_once_and_conflicting_copies_are_all_quarantined() -
     pages = [(1, [national(), other]), (2, [national(), changed])]
     result = normalise_catalogue(pages, wire_formats()["national_json"], PARTNER)
     [dup] = result.duplicates
-    assert (dup["position"], dup["first_position"], dup["task_code"]) == ("第2页第1条", "第1页第1条", GOOD["task_code"])
+    assert (dup.position, dup.first_position, dup.task_code) == ("第2页第1条", "第1页第1条", GOOD["task_code"])
     items = [o for o in result.outcomes if isinstance(o, Item)]
     held = [o for o in result.outcomes if isinstance(o, Quarantined)]
     assert [i.task_code for i in items] == [other["task_code"]]

@@ -55,16 +55,14 @@ def test_full_width_and_invisible_codes_are_cleaned_and_noted_in_every_format(di
     assert item.task_code == record["task_code"] and item.catalog_code == record["catalog_code"]  # type: ignore[union-attr]
     assert item.dept_uscc == record["dept_uscc"] and item.promised_limit == record["promised_limit"]  # type: ignore[union-attr]
     assert item.level == record["level"]  # type: ignore[union-attr]
-    noted = {n["field"]: n for n in result.normalised}
+    noted = {n.field: n for n in result.normalised}
     wanted = [f[k] for k in ("task_code", "catalog_code", "dept_uscc", "promised_limit", "level")]
     assert sorted(noted) == sorted(wanted)
     note = noted[f["task_code"]]
-    assert note["label"] == "实施编码" and note["normalised"] == record["task_code"]
-    assert note["task_code"] == record["task_code"] and note["position"] == "第1页第1条"
-    assert (
-        f"字段 {f['task_code']}（实施编码）" in note["reason"] and "全角" in note["reason"] and "零宽" in note["reason"]
-    )
-    assert "不换行空格" in noted[f["catalog_code"]]["reason"]
+    assert note.label == "实施编码" and note.normalised == record["task_code"]
+    assert note.task_code == record["task_code"] and note.position == "第1页第1条"
+    assert f"字段 {f['task_code']}（实施编码）" in note.reason and "全角" in note.reason and "零宽" in note.reason
+    assert "不换行空格" in noted[f["catalog_code"]].reason
 
 
 def test_a_code_no_format_knows_names_the_partners_field_and_label_only() -> None:

@@ -352,7 +352,7 @@ class Kit:
             else "",
         )
         noted = result.normalised
-        shown = "；".join(n["reason"] for n in noted[:SHOWN])
+        shown = "；".join(n.reason for n in noted[:SHOWN])
         self.list.add(
             "字段",
             "编码、数字和时间不含全角字符或不可见字符",
@@ -360,7 +360,7 @@ class Kit:
             f"{len(noted)} 处，例如 {shown}" if noted else "",
         )
         copies = result.duplicates
-        example = f"{len(copies)} 条重复，例如 {copies[0]['position']}：{copies[0]['reason']}" if copies else ""
+        example = f"{len(copies)} 条重复，例如 {copies[0].position}：{copies[0].reason}" if copies else ""
         self.list.add("记录", "同一实施编码只出现一次，没有重复记录", not copies, example)
 
     def _check_paging(self, fmt: WireFormat, read: Pages, scope: str = "") -> None:

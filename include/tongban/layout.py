@@ -28,7 +28,8 @@ read only ``rejected.jsonl`` / ``warnings.jsonl``. A new validation deletes ``pr
 **Typed records.** A line of ``quarantine.jsonl`` is a ``tongban.normalise.Quarantined`` (its problems
 ``normalise.Problem``), one of ``rejected.jsonl``, ``warnings.jsonl`` and the ``own_*`` files a
 ``tongban.validation.outcome.FlaggedRecord`` (its findings ``outcome.Finding``); the changes in
-``reconciliation.json`` are ``tongban.reconcile.ElementChange``. The partner's report shows these same
+``reconciliation.json`` are ``tongban.reconcile.ElementChange``; ``duplicates.jsonl`` and ``normalised.jsonl``
+hold ``normalise.Duplicate`` and ``normalise.NormalisedValue``. The partner's report shows these same
 types; ``storage.read_jsonl(path, Type)`` reads a file's lines as them.
 """
 

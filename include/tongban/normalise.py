@@ -84,6 +84,31 @@ class Problem:
     reason: str
 
 
+@dataclass(frozen=True)
+class Duplicate:
+    """An exact copy of a record read earlier in the same pull, counted once: a line of ``duplicates.jsonl``,
+    shown in the report as it is."""
+
+    position: str  # where the copy was: 第N页第M条
+    task_code: str | None
+    first_position: str | None  # where the record was read first
+    reason: str
+
+
+@dataclass
+class NormalisedValue:
+    """A code, number or time that arrived with full-width or invisible characters and was normalised: a line
+    of ``normalised.jsonl``, shown in the report as it is."""
+
+    position: str  # where the record was: 第N页第M条
+    task_code: str | None  # set once the whole record is read
+    field: str  # the partner's own field name
+    label: str  # the field's Chinese label
+    original: str
+    normalised: str
+    reason: str
+
+
 @dataclass
 class Quarantined:
     """A record set aside, with every reason it could not be taken in: one line of ``quarantine.jsonl``."""
@@ -109,7 +134,7 @@ class RecordMapper:
         self.partner = partner
         names = set(CODED_FIELDS.values()) | {"service_object", "material_required", "material_form"}
         self.codes = {name: fmt.to_canonical(name) for name in names}
-        self.normalised: list[dict[str, Any]] = []  # every value clean_code changed, for the report
+        self.normalised: list[NormalisedValue] = []  # every value clean_code changed, for the report
         self._position = ""
 
     def _clean(self, wire: str, label: str, value: Any) -> Any:
@@ -118,17 +143,8 @@ class RecordMapper:
             return value
         cleaned = clean_code(value)
         if cleaned != value.strip(string.whitespace):  # ASCII blanks at the ends are no news
-            self.normalised.append(
-                {
-                    "partner": self.partner.division,
-                    "position": self._position,
-                    "field": wire,
-                    "label": label,
-                    "original": value,
-                    "normalised": cleaned,
-                    "reason": f"字段 {wire}（{label}）的值 {value!r} 含{_what_changed(value)}，已规范化为「{cleaned}」",
-                }
-            )
+            reason = f"字段 {wire}（{label}）的值 {value!r} 含{_what_changed(value)}，已规范化为「{cleaned}」"
+            self.normalised.append(NormalisedValue(self._position, None, wire, label, value, cleaned, reason))
         return cleaned
 
     def map(self, raw: Any, position: str) -> Item | Quarantined:
@@ -155,7 +171,7 @@ class RecordMapper:
                 problems.append(Problem(canonical, wire, str(exc)))
         task_code = recover_code(raw.get(self.fmt.fields["task_code"]))
         for note in self.normalised[noted:]:
-            note["task_code"] = task_code
+            note.task_code = task_code
         if not problems:
             try:
                 return Item(**out)
@@ -336,8 +352,8 @@ class Deduper:
 @dataclass
 class Normalised:
     outcomes: list[Item | Quarantined]
-    duplicates: list[dict[str, Any]]  # exact copies left out, each naming where the first one was
-    normalised: list[dict[str, Any]] = field(default_factory=list)  # values clean_code changed, with why
+    duplicates: list[Duplicate]  # exact copies left out, each naming where the first one was
+    normalised: list[NormalisedValue] = field(default_factory=list)  # values clean_code changed, with why
 
 
 def normalise_catalogue(pages: Iterable[tuple[int, list[Any]]], fmt: WireFormat, partner: Partner) -> Normalised:
@@ -345,22 +361,14 @@ def normalise_catalogue(pages: Iterable[tuple[int, list[Any]]], fmt: WireFormat,
     key = fmt.fields["task_code"]
     dedupe = Deduper(key)
     kept: list[tuple[str, Any]] = []
-    duplicates: list[dict[str, Any]] = []
+    duplicates: list[Duplicate] = []
     for number, records in pages:
         for index, raw in enumerate(records, start=1):
             position = f"第{number}页第{index}条"
             if dedupe.add(raw, position) == "duplicate":
                 first = dedupe.first_position(raw)
-                code = raw.get(key)
-                duplicates.append(
-                    {
-                        "partner": partner.division,
-                        "position": position,
-                        "task_code": code,
-                        "first_position": first,
-                        "reason": f"与{first}的记录完全相同（重复分页），只计一次",
-                    }
-                )
+                reason = f"与{first}的记录完全相同（重复分页），只计一次"
+                duplicates.append(Duplicate(position, raw.get(key), first, reason))
             else:
                 kept.append((position, raw))
     conflicts = dedupe.conflicts()

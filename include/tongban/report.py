@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 import msgspec
@@ -23,7 +23,7 @@ from tongban import guard, watermark
 from tongban.config import max_critical_rate
 from tongban.layout import DELIVERY, REPORT_HTML, REPORT_JSON, REPORT_XLSX, SUMMARY
 from tongban.model import COMPARED, LABELS
-from tongban.normalise import WIDTH_ONLY, width_only_difference
+from tongban.normalise import WIDTH_ONLY, Duplicate, NormalisedValue, width_only_difference
 from tongban.outbound.diff import COUNT_KEYS as OUTBOUND_KEYS
 from tongban.outbound.report import SECTION_TITLE, SHEET_HEADINGS, sheet_rows
 from tongban.outbound.report import section as outbound_section
@@ -34,12 +34,10 @@ from tongban.registry import Partner, WireFormat, label, load_registry, wire_for
 from tongban.report_model import (
     Brief,
     ChangedItem,
-    DuplicateRecord,
     EarlierChange,
     Flagged,
     FutureDated,
     HoldBack,
-    NormalisedValue,
     OutstandingItem,
     PartnerReport,
     PlatformRejection,
@@ -52,6 +50,8 @@ from tongban.report_model import (
 )
 from tongban.storage import read_json, write_json
 from tongban.validation.outcome import FlaggedRecord
+
+T = TypeVar("T")
 
 FUTURE_DATED = "已按内容处理，但不作为增量同步的起点，请核对"
 COUNT_KEYS = ("fetched", "quarantined", "rejected", "added", "changed", "removed", "unchanged", "published")
@@ -99,10 +99,15 @@ def element_fields(fmt: WireFormat, element: str) -> str:
     return "、".join(fmt.fields[f] for f in fields if f in fmt.fields)
 
 
+def _typed(row_type: type[T], row: T | Mapping[str, Any]) -> T:
+    """A stage file's record as its type: as read from the file (a dict, converted and checked), or typed."""
+    return row if isinstance(row, row_type) else msgspec.convert(row, row_type)
+
+
 def _flagged(entry: FlaggedRecord | Mapping[str, Any], fmt: WireFormat) -> Flagged:
     """A line of rejected.jsonl or warnings.jsonl (typed, or as read) as the report shows it: the findings
     with their element's label and fields."""
-    flagged = entry if isinstance(entry, FlaggedRecord) else msgspec.convert(entry, FlaggedRecord)
+    flagged = _typed(FlaggedRecord, entry)
     findings = [
         replace(f, label=LABELS.get(f.element, f.element), fields=element_fields(fmt, f.element))
         for f in flagged.findings
@@ -174,14 +179,14 @@ def build(
     warnings: Sequence[FlaggedRecord | Mapping[str, Any]],
     recon: Reconciliation,
     publish: Mapping[str, Any],
-    duplicates: Sequence[Mapping[str, Any]] = (),
+    duplicates: Sequence[Duplicate | Mapping[str, Any]] = (),
     unexpected: Sequence[UnexpectedField] = (),
     outstanding: Sequence[Mapping[str, Any]] = (),
     resolved: Sequence[Mapping[str, Any]] = (),
     hold_back: Mapping[str, Any] | None = None,
     held_with_partner: Sequence[Mapping[str, Any]] = (),
     future_dated: Sequence[Mapping[str, Any]] = (),
-    normalised: Sequence[Mapping[str, Any]] = (),
+    normalised: Sequence[NormalisedValue | Mapping[str, Any]] = (),
     outbound: Mapping[str, Any] | None = None,
     earlier: Sequence[Mapping[str, Any]] = (),
 ) -> PartnerReport:
@@ -217,9 +222,9 @@ def build(
         held=list(recon.held),
         published=[PublishedOp(task_code=a["task_code"], op=a["op"]) for a in publish.get("accepted", [])],
         platform_rejected=[PlatformRejection(**p) for p in publish.get("rejected", [])],
-        duplicates=[DuplicateRecord(**d) for d in duplicates],
+        duplicates=[_typed(Duplicate, d) for d in duplicates],
         unexpected_fields=list(unexpected),
-        normalised=[NormalisedValue.model_validate(n) for n in normalised],
+        normalised=[_typed(NormalisedValue, n) for n in normalised],
         outstanding=[_outstanding(o) for o in sorted(outstanding, key=lambda o: (-o["nights"], o["task_code"]))],
         resolved=[
             ResolvedItem(

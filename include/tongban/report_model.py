@@ -8,9 +8,10 @@ always say the same. Field names are the JSON keys partners and our own readers 
 with them. Reading a report back (:meth:`PartnerReport.load`) takes ``fetched`` from ``counts``.
 
 The records a stage writes and the report shows as they are (a finding, a changed element, a problem
-of a quarantined record) are defined once, by the stage that makes them: ``Finding``
-(``tongban.validation.outcome``), ``ElementChange`` (``tongban.reconcile``), ``Problem``
-(``tongban.normalise``); they are dataclasses, which these models take as fields.
+of a quarantined record, a duplicate, a normalised value) are defined once, by the stage that makes
+them: ``Finding`` (``tongban.validation.outcome``), ``ElementChange`` (``tongban.reconcile``),
+``Problem``, ``Duplicate`` and ``NormalisedValue`` (``tongban.normalise``); they are dataclasses, which
+these models take as fields.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, computed_field, model_validator
 
-from tongban.normalise import Problem
+from tongban.normalise import Duplicate, NormalisedValue, Problem
 from tongban.outbound.report import OutboundSection
 from tongban.reconcile import ElementChange
 from tongban.validation.outcome import Finding
@@ -66,27 +67,6 @@ class QuarantinedRecord(_Part):
     position: str = Field(description="第N页第M条")
     task_code: str | None = None
     problems: list[Problem]
-
-
-class DuplicateRecord(_Part):
-    """An exact copy of a record read earlier in the same pull: counted once."""
-
-    position: str = Field(description="where the copy was: 第N页第M条")
-    task_code: str | None = None
-    first_position: str | None = Field(default=None, description="where the record was read first")
-    reason: str
-
-
-class NormalisedValue(_Part):
-    """A code, number or time that arrived with full-width or invisible characters and was normalised."""
-
-    position: str = Field(description="where the record was: 第N页第M条")
-    task_code: str | None = None
-    field: str = Field(description="the partner's own field name")
-    label: str = Field(description="the field's Chinese label")
-    original: str
-    normalised: str
-    reason: str
 
 
 class UnexpectedField(_Part):
@@ -233,7 +213,7 @@ class PartnerReport(_Part):
     held: list[str] = Field(default=[], description="实施编码 whose platform version is kept (rejected or quarantined)")
     published: list[PublishedOp] = []
     platform_rejected: list[PlatformRejection] = []
-    duplicates: list[DuplicateRecord] = []
+    duplicates: list[Duplicate] = []
     unexpected_fields: list[UnexpectedField] = []
     outstanding: list[OutstandingItem] = Field(default=[], description="待整改 after this run, oldest first")
     resolved: list[ResolvedItem] = Field(default=[], description="待整改 items this run resolved")

@@ -90,7 +90,7 @@ def test_every_quarantine_reason_names_only_the_partners_fields(fmt_name: str, r
     partner = next(p for p in registry.partners if p.format == fmt_name)
     result = normalise_catalogue([(1, _broken_rows(fmt_name))], fmt, partner)
     reasons = [p.reason for q in result.outcomes if isinstance(q, Quarantined) for p in q.problems]
-    reasons += [d["reason"] for d in result.duplicates] + [n["reason"] for n in result.normalised]
+    reasons += [d.reason for d in result.duplicates] + [n.reason for n in result.normalised]
     assert len(reasons) >= 12
     for reason in reasons:
         assert internal_in(reason, fmt) == [], reason
