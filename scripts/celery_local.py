@@ -50,7 +50,7 @@ from upath import UPath
 from scripts.localenv import DAG_ID, REPO, airflow, airflow_env, ensure_pools, tongban_home
 from scripts.netns import Topology, forward_command, worker_hosts
 from scripts.run_local import check_against_platform, check_outbound, newest_summary
-from scripts.seaweedfs import free_ports, running_seaweedfs
+from scripts.seaweedfs import S3_CONN_ID, free_ports, running_seaweedfs
 from tongban.connections import simulator_connections
 from tongban.layout import REPORT_JSON, REPORTS
 from tongban.publish import PlatformClient
@@ -73,6 +73,7 @@ UNFINISHED = (None, "scheduled", "queued", "running", "up_for_retry", "restartin
 HEARTBEAT_TIMEOUT = 45  # seconds without a task heartbeat before the scheduler fails the task (then retries it)
 URL_PREFIX = "/tongban"  # the UI plugin's (tongban_ui.settings.URL_PREFIX; plugins/ is not importable here)
 CONCURRENCY = 2
+LOGS_PREFIX = "airflow-logs"  # task logs in the bucket, beside the run files (remote_logging_env)
 AIRFLOW_EXE = str(Path(sys.executable).with_name("airflow"))
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -328,6 +329,42 @@ def outcome_problems(summary: dict[str, Any], platform: PlatformClient, store_ur
     return problems
 
 
+def remote_logging_env(folder: str) -> dict[str, str]:
+    """Task logs to object storage: each task's supervisor uploads its log when the try ends, and the api-server
+    reads it from there (a worker's own folders are not reachable, so its log server is never started)."""
+    return {
+        "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
+        "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": folder,
+        "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": S3_CONN_ID,
+        "AIRFLOW__LOGGING__DELETE_LOCAL_LOGS": "True",
+    }
+
+
+def log_problems(api: Api, run_id: str, tis: list[dict[str, Any]], hosts: dict[str, Path], folder: str) -> list[str]:
+    """The log of one succeeded task of every worker is served by the api-server from the bucket (it cannot reach
+    the workers), and no worker keeps the log of a try that ended there (the killed worker's own tries aside:
+    their supervisor died with them, so nothing was uploaded; Airflow shows the retry's log)."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for ti in tis:
+        worker = (ti.get("hostname") or "").split("@", 1)[0]
+        if ti["state"] != "success" or worker in seen or worker not in hosts:
+            continue
+        seen.add(worker)
+        path = (
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/{ti['task_id']}/logs/"
+            f"{ti['try_number']}?map_index={ti.get('map_index', -1)}"
+        )
+        status, text = api.text(path)
+        events = [e.get("event", "") for e in json.loads(text).get("content", [])] if status == 200 else []
+        # the log's source (first lines) is the bucket, and the task's own lines follow
+        if not any(e.startswith(f"{folder}/") for e in events[:5]) or len(events) < 5:
+            problems.append(f"log of {ti['task_id']}[{ti.get('map_index')}] on {worker}: HTTP {status} {text[:300]}")
+    problems += [f"no succeeded task ran on {w}: its log was not checked" for w in sorted(set(hosts) - seen)]
+    kept = [str(f) for w, folder in hosts.items() if w != VICTIM for f in (folder / "airflow" / "logs").rglob("*.log")]
+    return problems + [f"task log kept on a worker instead of the bucket: {f}" for f in kept[:5]]
+
+
 def local_run_files(folders: list[Path]) -> list[str]:
     """Run or report files in local folders: there must be none, storage is the bucket."""
     from tongban.layout import RUNS
@@ -387,6 +424,7 @@ def main() -> int:
                 platform,
             )
             extra |= s3.storage_env("nightly")
+            extra |= remote_logging_env(s3.url(LOGS_PREFIX))
             extra |= {
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url(METADATA_DB),
@@ -421,7 +459,7 @@ def main() -> int:
                     f"{n} {a} (netns {topology.namespace(n)})" for n, a in topology.addresses.items()
                 )
                 print(f"workers: {hosts_text}; the machine at {ip}")
-            print(f"logs: {base}/*.log  task logs: {base}/hosts/<worker>/airflow/logs", flush=True)
+            print(f"logs: {base}/*.log  task logs: {s3.url(LOGS_PREFIX)} (the UI reads them there)", flush=True)
 
             step = time.monotonic()
             with (base / "db-migrate.log").open("w") as fh:
@@ -537,6 +575,7 @@ def main() -> int:
                 ]
             else:
                 problems = ["the run wrote no summary"]
+            problems += log_problems(api, run_id, tis, hosts, s3.url(LOGS_PREFIX))
             local = local_run_files([home, *hosts.values()])
             if local:
                 failures.append(f"run files written to local folders: {local}")

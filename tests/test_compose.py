@@ -15,7 +15,7 @@ from tongban.registry import load_registry
 
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"]
-LONG_RUNNING = ["postgres", "redis", *AIRFLOW, "partner-sim", "platform-sim"]
+LONG_RUNNING = ["postgres", "redis", "seaweedfs", *AIRFLOW, "partner-sim", "platform-sim"]
 SERVICES = {*LONG_RUNNING, "airflow-init"}
 VAR = re.compile(r"^\$\{[A-Z][A-Z0-9_]*\}$")
 
@@ -64,9 +64,6 @@ def test_airflow_services_mount_the_project(compose: dict[str, Any], service: st
     assert mounts["./plugins"] == "/opt/airflow/plugins"
     env = env_of(compose, service)
     assert mounts["./expectations"] == env["TONGBAN_EXPECTATIONS_DIR"]
-    # one shared TONGBAN_HOME for every task, whichever worker it runs on
-    assert any(target == env["TONGBAN_HOME"] for target in mounts.values())
-    assert env["TONGBAN_STORAGE_URL"] == f"file://{env['TONGBAN_HOME']}"
     for source in mounts:
         if source.startswith("./"):
             assert (REPO / source).exists(), source
@@ -87,6 +84,23 @@ def test_airflow_environment(compose: dict[str, Any], service: str) -> None:
     )
     platform = json.loads(env["AIRFLOW_CONN_TONGBAN_PLATFORM"])
     assert platform["conn_type"] == "http" and platform["host"].startswith("http://platform-sim:")
+
+
+def test_workers_share_no_folder_only_object_storage(compose: dict[str, Any]) -> None:
+    """Tasks pass files through the bucket and logs go there too: a worker mounts only the project's code."""
+    worker = compose["services"]["airflow-worker"]
+    assert all(v.split(":")[0].startswith("./") for v in worker["volumes"]), worker["volumes"]
+    env = env_of(compose, "airflow-worker")
+    assert env["TONGBAN_STORAGE_URL"].startswith("s3://tongban/")
+    conn = json.loads(env[f"AIRFLOW_CONN_{env['TONGBAN_STORAGE_CONN_ID'].upper()}"])
+    assert conn["conn_type"] == "aws" and conn["extra"]["endpoint_url"] == "http://seaweedfs:8333"
+    assert env["AIRFLOW__LOGGING__REMOTE_LOGGING"] == "true"
+    assert env["AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER"].startswith("s3://tongban/")
+    assert env["AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID"] == env["TONGBAN_STORAGE_CONN_ID"]
+    assert compose["services"]["seaweedfs"]["image"].startswith("chrislusf/seaweedfs:")
+    assert "-s3.port=8333" in " ".join(compose["services"]["seaweedfs"]["command"])
+    init = " ".join(compose["services"]["airflow-init"]["command"])
+    assert "python -m tongban.connections -- python -c" in init and 'create_bucket("tongban")' in init
 
 
 def test_item_store_database_is_created(compose: dict[str, Any]) -> None:
