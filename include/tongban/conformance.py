@@ -143,7 +143,7 @@ class Kit:
         self.list = Checklist()
         self.slowest = 0.0
         self.largest = 0
-        self.offer = offer and fmt.offer is not None
+        self.offer = offer  # False: --no-offer
         self.home = home_region(load_registry())  # 沅江, whose items the offer endpoint takes
         self.run_tag = uuid.uuid4().hex[:16]  # this run's idempotency keys are its own
 
@@ -182,7 +182,7 @@ class Kit:
             self.list.add(
                 "连接", "接口可以访问并在时限内应答", False, f"请求失败：{type(exc).__name__}（{_plain(str(exc))}）"
             )
-        if self.offer:
+        if self.offer and self.fmt.offer is not None:  # a format without an offer endpoint has nothing to check
             try:
                 self.check_offer()
             except requests.RequestException as exc:
@@ -192,7 +192,7 @@ class Kit:
                     False,
                     f"请求失败：{type(exc).__name__}（{_plain(str(exc))}）",
                 )
-        else:
+        elif not self.offer:
             self.list.add(
                 OFFER_AREA,
                 "未检查（--no-offer：贵方只提供事项目录和报告接收；接收沅江事项前须不带此参数再检查一次）",
