@@ -21,7 +21,7 @@ from item_fixtures import (
 )
 
 from tongban.codes import make_task_code, make_uscc, uscc_check_char
-from tongban.registry import Partner
+from tongban.registry import Partner, load_registry
 from tongban.validation import Finding, ValidationOutcome, validate_items
 from tongban.validation.suite import load_suite
 
@@ -71,7 +71,7 @@ def _cases() -> list[Case]:
             6,
             "task_code_level",
             "code",
-            "第 19 位行使层级「3」与事项的行使层级「4」不一致",
+            "第 19 位行使层级「3（地市级）」与事项的行使层级「4（区县级）」不一致",
             task_code=make_task_code(CITY_USCC, "3", c(6)),
             level="4",
         ),
@@ -87,7 +87,13 @@ def _cases() -> list[Case]:
             [make_record(8), make_record(8)],
             {i: [("task_code_unique", "code", (make_task_code(CITY_USCC, "3", c(8)), "重复出现"))] for i in (0, 1)},
         ),
-        one(9, "catalog_code_item_type", "code", "第 3–4 位「07」与事项类型「01」不一致", catalog=c(9, "07")),
+        one(
+            9,
+            "catalog_code_item_type",
+            "code",
+            "第 3–4 位「07（行政确认）」与事项类型「01（行政许可）」不一致",
+            catalog=c(9, "07"),
+        ),
         one(10, "legal_basis_present", "legal_basis", "设定依据为空", legal_basis="  "),
         one(11, "item_type_known", "item_type", "事项类型「99」不在", item_type="99"),
         one(12, "accept_conditions_present", "accept_conditions", "受理条件为空", accept_conditions=""),
@@ -308,3 +314,20 @@ def test_empty_and_malformed_input(partner: Partner) -> None:
         "legal_limit_value": "法定办结时限「二十」不是非负整数",
         "result_present": "办理结果为空",
     }
+
+
+@pytest.mark.parametrize(
+    ("division", "level"),
+    [
+        ("440100", "4（区县级）"),  # national_json: the national codes
+        ("440300", "3（区县级）"),  # pinyin_json numbers 1 省, 2 市, 3 县
+        ("441300", "县级（区县级）"),  # csv_gbk names its levels
+    ],
+)
+def test_messages_quote_a_coded_element_in_the_partners_own_code_with_its_name(division: str, level: str) -> None:
+    """A partner finds the value in its own system: pinyin_json's 区县级 is 3, national_json's 4."""
+    partner = load_registry().partner(division)
+    record = make_record(1, partner=division, task_code=make_task_code(CITY_USCC, "3", catalog_code(1)), level="4")
+    [finding] = [f for f in validate_items([record], partner).findings if f.expectation == "task_code_level"]
+    # the 19th digit of a national code stays the national code; the item's level is the partner's
+    assert f"第 19 位行使层级「3（地市级）」与事项的行使层级「{level}」不一致" in finding.message

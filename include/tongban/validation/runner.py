@@ -26,6 +26,7 @@ from tongban.validation.suite import (
     Check,
     Suite,
     SuiteError,
+    coded_values,
     default_suite_path,
     expectation_parameters,
     load_suite,
@@ -70,7 +71,7 @@ def validate_frame(
     derived_at = time.perf_counter()
     result = run_gx(derived[columns], suite, expectation_parameters(partner), docs_dir)
     gx_at = time.perf_counter()
-    findings = _Findings(frame, derived, suite, message_extras(partner)).collect(result)
+    findings = _Findings(frame, derived, suite, message_extras(partner), coded_values(partner)).collect(result)
     outcome = ValidationOutcome(rows=len(frame), findings=findings, gx_result=result)
     log.info(
         "validated %d rows of %s with %s: %d rejected, %d findings (derive %.2fs, GX %.2fs, findings %.2fs)",
@@ -206,8 +207,16 @@ def _docs_site(docs_dir: Path | None) -> dict[str, Any] | None:
 class _Findings:
     """Maps a GX result back to rows, wording each failure in Chinese from the check's template."""
 
-    def __init__(self, frame: pd.DataFrame, derived: pd.DataFrame, suite: Suite, extras: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        derived: pd.DataFrame,
+        suite: Suite,
+        extras: Mapping[str, str],
+        coded: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self.frame, self.derived, self.suite, self.extras = frame, derived, suite, extras
+        self.coded = coded or {}  # suite.coded_values: how a coded value is quoted
         self._arrays: dict[str, Any] = {}
         self._task_codes = frame["task_code"].to_numpy(dtype=object)
 
@@ -275,7 +284,9 @@ class _Findings:
         values = {**self.extras, **extra}
         for name in check.placeholders:
             if name not in values:
-                values[name] = _shown(self._column(name)[row])
+                value = self._column(name)[row]
+                quoted = self.coded[name].get(value) if name in self.coded and isinstance(value, str) else None
+                values[name] = quoted or _shown(value)
         task_code = self._task_codes[row]
         return Finding(
             row=row,

@@ -153,6 +153,42 @@ def expectation_parameters(partner: Partner) -> dict[str, Any]:
     return params
 
 
+# Message placeholders holding a coded value, and their dictionary. The first group is the item's own element,
+# which the partner sent in its own codes; the second are digits inside a national code (always canonical).
+PARTNER_CODED = {
+    "item_type": "item_type",
+    "level": "level",
+    "handling_mode": "handling_mode",
+    "handle_type": "handle_type",
+    "legal_limit_unit": "time_unit",
+    "promised_limit_unit": "time_unit",
+}
+CANONICAL_CODED = {"_task_code_level": "level", "_catalog_type": "item_type"}
+
+
+def coded_values(partner: Partner) -> dict[str, dict[str, str]]:
+    """How a message quotes a coded value: placeholder -> {canonical code: text}. An element is quoted in the
+    partner's own code with the dictionary's name (pinyin_json's 行使层级 「2（地市级）」, national_json's
+    「3（地市级）」, csv_gbk's 「市级（地市级）」), so the partner finds it in its system; a digit inside a national
+    code in the national code (「3（地市级）」). A value outside the dictionary is quoted as it is."""
+    from tongban.registry import wire_formats
+
+    fmt = wire_formats()[partner.format]
+    names = dictionaries()
+
+    def text(code: str, label: str) -> str:
+        return label if code == label else f"{code}（{label}）"
+
+    shown = {
+        placeholder: {c: text(fmt.to_wire(d).get(c, c), label) for c, label in names[d].items()}
+        for placeholder, d in PARTNER_CODED.items()
+    }
+    shown |= {
+        placeholder: {c: text(c, label) for c, label in names[d].items()} for placeholder, d in CANONICAL_CODED.items()
+    }
+    return shown
+
+
 def message_extras(partner: Partner) -> dict[str, str]:
     """Placeholders for messages that do not come from the row."""
     province = partner.province
