@@ -147,14 +147,13 @@ def _province(_: str, ctx: dict[str, Any]) -> Any:
     from tongban import layout, province
     from tongban.layout import RUNS, run_dir
     from tongban.registry import load_registry
-    from tongban.storage import read_json
+    from tongban.results import Validated
     from tongban.store.repo import ItemStore
 
     registry = load_registry()
     root = UPath(ctx["root"])
-    validated = {
-        p.division: read_json(run_dir(root, RUN_ID, p.division) / layout.VALIDATION) for p in registry.partners
-    }
+    files = {p.division: run_dir(root, RUN_ID, p.division) / layout.VALIDATION for p in registry.partners}
+    validated = {division: Validated.model_validate_json(path.read_bytes()) for division, path in files.items()}
     return province.check_run(
         registry.partners, registry.partners, validated, root / RUNS / RUN_ID, ItemStore(ctx["db"])
     )

@@ -2,7 +2,8 @@
 
 All business logic lives in the ``tongban`` package (``include/``); each task here only turns Airflow
 context (run id, params, Connections, object storage) into a call of one stage and returns that
-stage's small summary. Nothing heavy is imported or read at parse time.
+stage's typed result (``tongban.results``), which Airflow keeps in XCom and hands to the next task.
+Nothing heavy is imported or read at parse time.
 """
 
 from __future__ import annotations
@@ -29,8 +30,31 @@ from airflow.sdk import (
     task_group,
 )
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.serde import allow_class
+
+from tongban.results import (
+    XCOM_RESULTS,
+    Delivered,
+    Fetched,
+    LibraryChecked,
+    Normalised,
+    Offered,
+    ProvinceChecked,
+    Published,
+    Reconciled,
+    Reported,
+    Settled,
+    Summarised,
+    Validated,
+)
 
 log = logging.getLogger(__name__)
+
+# The tasks hand each other pydantic models (tongban.results), which Airflow's XCom serde stores as JSON under
+# the class name; a class outside ``[core] allowed_deserialization_classes`` (default airflow.*) is read back
+# only when allowed, here for every process that parses this file (each task's does, before its inputs are read).
+for _result in XCOM_RESULTS:
+    allow_class(_result)
 
 DOC_MD = """
 ### 跨省通办事项清单夜间同步 (cross-province service-item sync)
@@ -246,7 +270,7 @@ def cross_province_sync() -> None:
         return divisions
 
     @task(**PARTNER_TASK)
-    def settle(division: str) -> dict[str, Any]:
+    def settle(division: str) -> Settled:
         """Claim this run's publish sequence and settle earlier runs' unsettled batches (tongban.publish.settle)."""
         from tongban import pipeline
 
@@ -255,7 +279,7 @@ def cross_province_sync() -> None:
             return pipeline.settle_partner(_partner(division), _run_dir(division), _platform(), _store(), run_id)
 
     @task(**PARTNER_TASK, pool=PARTNER_API_POOL)
-    def fetch(division: str) -> dict[str, Any]:
+    def fetch(division: str) -> Fetched:
         """Pull one partner (full or incremental) into the raw archive. Retried by Airflow only when the
         partner was unreachable; a refusal that will not change by itself fails the task at once."""
         from tongban import pipeline
@@ -281,19 +305,19 @@ def cross_province_sync() -> None:
             raise
 
     @task(**PARTNER_TASK)
-    def normalise(fetched: dict[str, Any]) -> dict[str, Any]:
+    def normalise(fetched: Fetched) -> Normalised:
         from tongban import pipeline
 
-        return pipeline.normalise_partner(_partner(fetched["partner"]), _run_dir(fetched["partner"]))
+        return pipeline.normalise_partner(_partner(fetched.partner), _run_dir(fetched.partner))
 
     @task(**PARTNER_TASK)
-    def validate(normalised: dict[str, Any]) -> dict[str, Any]:
+    def validate(normalised: Normalised) -> Validated:
         from tongban import pipeline
 
-        return pipeline.validate(_partner(normalised["partner"]), _run_dir(normalised["partner"]), _store())
+        return pipeline.validate(_partner(normalised.partner), _run_dir(normalised.partner), _store())
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def province_five_level(divisions: list[str], validated: Any) -> list[dict[str, Any]]:
+    def province_five_level(divisions: list[str], validated: Any) -> list[ProvinceChecked]:
         """五级N同 across the partners of each province (tongban.province), once every partner's own validation
         is done, whatever became of it: a partner not validated is compared through its published items.
         Returns one small summary per planned partner, in plan order (what the publishing group maps over)."""
@@ -303,22 +327,22 @@ def cross_province_sync() -> None:
 
         registry = load_registry()
         # the validate tasks that succeeded; Airflow hands over a lone mapped instance's value itself, not in a list
-        summaries = [validated] if isinstance(validated, dict) else [v for v in validated or [] if v]
+        summaries = [validated] if isinstance(validated, Validated) else [v for v in validated or [] if v]
         return province.check_run(
             [registry.partner(d) for d in divisions],
             registry.partners,
-            {v["partner"]: v for v in summaries},
+            {v.partner: v for v in summaries},
             _storage() / RUNS / get_current_context()["run_id"],
             _store(),
         )
 
     @task(**PARTNER_TASK)
-    def reconcile(checked: dict[str, Any]) -> dict[str, Any]:
+    def reconcile(checked: ProvinceChecked) -> Reconciled:
         from tongban import pipeline
 
-        division = checked["partner"]
-        partner = _partner(division, after_check=checked["validated"])
-        if not checked["validated"]:
+        division = checked.partner
+        partner = _partner(division, after_check=checked.validated)
+        if not checked.validated:
             raise AirflowSkipException(
                 f"partner {division} was not validated this run (see its partner.* tasks): nothing to reconcile, "
                 "publish or report; its previous list stays on the platform"
@@ -330,10 +354,10 @@ def cross_province_sync() -> None:
             )
 
     @task(**PARTNER_TASK)
-    def publish(reconciled: dict[str, Any]) -> dict[str, Any]:
+    def publish(reconciled: Reconciled) -> Published:
         from tongban import pipeline
 
-        division = reconciled["partner"]
+        division = reconciled.partner
         context = get_current_context()
         with _stale_fails():
             return pipeline.publish_partner(
@@ -346,7 +370,7 @@ def cross_province_sync() -> None:
             )
 
     @task
-    def outbound_library() -> dict[str, Any]:
+    def outbound_library() -> LibraryChecked:
         """沅江's own item library from the platform, validated like a partner's catalogue (GX, 五级N同 in Hunan):
         what we offer each partner this run; our defects go to reports/<run id>/internal/, never to a partner."""
         from tongban.outbound import stages
@@ -355,7 +379,7 @@ def cross_province_sync() -> None:
         return stages.library(load_registry(), _platform(), _storage(), get_current_context()["run_id"], _store())
 
     @task(**PARTNER_TASK, pool=PARTNER_API_POOL)
-    def offer(checked: dict[str, Any]) -> dict[str, Any]:
+    def offer(checked: ProvinceChecked) -> Offered:
         """Bring what the partner has configured of our items in line with our offer (tongban.outbound), whatever
         became of its inbound side. Retried by Airflow only when the partner's endpoint was unavailable (the
         ledger replays what was sent); after that the next run tries again."""
@@ -363,7 +387,7 @@ def cross_province_sync() -> None:
         from tongban.outbound import stages
         from tongban.registry import load_registry
 
-        division = checked["partner"]
+        division = checked.partner
         partner = _partner(division)
         conn = BaseHook.get_connection(partner.conn_id)
         context = get_current_context()
@@ -378,22 +402,22 @@ def cross_province_sync() -> None:
                 secret=conn.password,
                 dry_run=bool(context["params"]["dry_run"]),
             )
-        if summary["status"] != "ok":
+        if summary.status != "ok":
             message = (
-                f"partner {division}: our items not brought in line this run ({summary['error']}); its report says "
+                f"partner {division}: our items not brought in line this run ({summary.error}); its report says "
                 "so, its inbound side is not affected, the next run tries again"
             )
-            raise RuntimeError(message) if summary["retryable"] else AirflowFailException(message)
+            raise RuntimeError(message) if summary.retryable else AirflowFailException(message)
         return summary
 
     @task(**PARTNER_TASK, trigger_rule=TriggerRule.ALL_DONE)
-    def report(checked: dict[str, Any]) -> dict[str, Any]:
+    def report(checked: ProvinceChecked) -> Reported:
         """Both directions of the partner in one report, once its publish and its offer are done, whatever became of
         the offer; without this run's publish (not validated, or failed) there is no report."""
         from tongban import layout, pipeline
         from tongban.layout import report_dir
 
-        division = checked["partner"]
+        division = checked.partner
         context = get_current_context()
         run_id = context["run_id"]
         if not (_run_dir(division) / layout.PUBLISH).exists():
@@ -406,22 +430,22 @@ def cross_province_sync() -> None:
                 run_id,
                 _store(),
             )
-        if summary["notices"]:  # held back, or removals held: a person must know, though nothing failed
+        if summary.notices:  # held back, or removals held: a person must know, though nothing failed
             from tongban_alerts import notify_partner
 
-            for notice in summary["notices"]:
-                notify_partner(context, notice["event"], notice["text"])
+            for notice in summary.notices:
+                notify_partner(context, notice.event, notice.text)
         return summary
 
     @task(**PARTNER_TASK, pool=PARTNER_API_POOL)
-    def deliver(reported: dict[str, Any]) -> dict[str, Any]:
+    def deliver(reported: Reported) -> Delivered:
         """Send the partner its report of this run (checksummed, idempotent per run; see tongban.delivery)."""
         from tongban import pipeline
         from tongban.connections import base_url
         from tongban.delivery import DeliveryError
         from tongban.layout import report_dir
 
-        division = reported["partner"]
+        division = reported.partner
         partner = _partner(division, after_check=True)
         conn = BaseHook.get_connection(partner.conn_id)
         run_id = get_current_context()["run_id"]
@@ -448,13 +472,13 @@ def cross_province_sync() -> None:
         return validate(normalise(fetched))
 
     @task_group(group_id="partner_publish")
-    def publish_partner(checked: dict[str, Any]) -> None:
+    def publish_partner(checked: ProvinceChecked) -> None:
         reported = report(checked)
         [publish(reconcile(checked)), library >> offer(checked)] >> reported
         deliver(reported)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
-    def summarise(divisions: list[str]) -> dict[str, Any]:
+    def summarise(divisions: list[str]) -> Summarised:
         """Run summary over all partners; fails the run (after writing it) if a partner failed."""
         from tongban import report as reports
         from tongban.layout import REPORTS
@@ -492,7 +516,7 @@ def cross_province_sync() -> None:
                 f"at: {', '.join(summary['outbound_failed']) or 'none'}. Failed partners' previous "
                 "lists stay on the platform. See each partner's task logs."
             )
-        return {"run_id": run_id, "totals": summary["totals"], "failed": summary["failed"]}
+        return Summarised(run_id=run_id, totals=summary["totals"], failed=summary["failed"])
 
     divisions = plan()
     library = outbound_library()  # the outbound side's own root: it waits for nothing of the inbound side

@@ -21,6 +21,7 @@ from tongban.http import HttpSettings
 from tongban.layout import report_dir, run_dir
 from tongban.reconcile import reconcile
 from tongban.registry import load_registry
+from tongban.results import Delivered
 from tongban.simulators.partners import create_partner_app
 from tongban.storage import read_json, write_json
 from tongban.store.repo import ItemStore
@@ -58,7 +59,7 @@ def prepare(root: UPath, run_id: str, division: str, *, dry_run: bool = False, *
     return write_json(report_dir(root, run_id, division) / layout.REPORT_JSON, content).parent
 
 
-def deliver(sim: Sim, root: UPath, run_id: str, division: str, **kwargs: Any) -> dict[str, Any]:
+def deliver(sim: Sim, root: UPath, run_id: str, division: str, **kwargs: Any) -> Delivered:
     partner = sim.registry.partner(division)
     kwargs.setdefault("secret", sim.secret(division))
     return pipeline.deliver(
@@ -78,8 +79,8 @@ def test_delivered_once_recorded_and_archived(sim: Sim, tmp_path: Path, division
     out = prepare(root, run_id, division)
     sent = (out / layout.REPORT_JSON).read_bytes()
     result = deliver(sim, root, run_id, division)
-    assert result["status"] == "delivered" and result["attempts"] == 1
-    assert result["checksum"] == checksum(sent)
+    assert result.status == "delivered" and result.attempts == 1
+    assert result.checksum == checksum(sent)
     [got] = [r for r in sim.received(division) if r["run_id"] == run_id]
     assert got["sha256"] == checksum(sent) and got["bytes"] == len(sent)
     record = read_json(out / layout.DELIVERY)
@@ -93,8 +94,8 @@ def test_redelivery_is_idempotent(sim: Sim, tmp_path: Path) -> None:
     out = prepare(root, run_id, division)
     first = deliver(sim, root, run_id, division)
     again = deliver(sim, root, run_id, division)  # a re-run task, or an answer lost on the way back
-    assert (first["status"], again["status"]) == ("delivered", "already_received")
-    assert first["checksum"] == again["checksum"]
+    assert (first.status, again.status) == ("delivered", "already_received")
+    assert first.checksum == again.checksum
     assert [r["run_id"] for r in sim.received(division)].count(run_id) == 1
     record = read_json(out / layout.DELIVERY)
     assert [d["status"] for d in record["deliveries"]] == ["delivered", "already_received"]
@@ -169,7 +170,7 @@ def test_partner_down_is_retried_then_retryable(sim: Sim, tmp_path: Path) -> Non
 def test_dry_run_delivers_nothing(sim: Sim, tmp_path: Path) -> None:
     root, run_id, division = UPath(tmp_path), "manual__dry", "440100"
     prepare(root, run_id, division, dry_run=True)
-    assert deliver(sim, root, run_id, division)["status"] == "skipped"
+    assert deliver(sim, root, run_id, division).status == "skipped"
     assert run_id not in {r["run_id"] for r in sim.received(division)}
 
 
@@ -211,7 +212,7 @@ def test_changes_of_a_run_whose_report_never_arrived_are_told_by_the_next_delive
     with pytest.raises(DeliveryError):  # not delivered: nothing counts as told
         deliver(sim, root, second, division, store=store, secret="not-the-secret")
     assert len(store.unreported(division, "manual__earlier-3")) == 3
-    assert deliver(sim, root, second, division, store=store)["status"] == "delivered"
+    assert deliver(sim, root, second, division, store=store).status == "delivered"
     assert store.unreported(division, "manual__earlier-3") == []
     assert {h["reported_run"] for code in (a, b) for h in store.history(division, code["task_code"])} == {second}
 
@@ -230,4 +231,4 @@ def test_receiver_answering_200_with_an_html_page_is_a_clean_failure_without_rep
     record = read_json(out / layout.DELIVERY)
     assert (record["status"], record["attempts"]) == ("failed", 1)
     assert not [r for r in sim.received(division) if r["run_id"] == run_id]
-    assert deliver(sim, root, run_id, division)["status"] == "delivered"  # the receiver behaves again
+    assert deliver(sim, root, run_id, division).status == "delivered"  # the receiver behaves again

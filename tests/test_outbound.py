@@ -22,6 +22,7 @@ from tongban.outbound.report import section
 from tongban.outbound.wire import MODES
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
+from tongban.results import Offered
 from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.launcher import SimulatorURLs, partner_base_url, running_simulators
 from tongban.simulators.offers import drift_roles
@@ -41,7 +42,7 @@ class World:
         self.secrets = partner_secrets(state, REGISTRY)
         self.platform = PlatformClient(urls.platform, **platform_credentials(state))
 
-    def run(self, run_id: str) -> dict[str, dict[str, Any]]:
+    def run(self, run_id: str) -> dict[str, Offered]:
         stages.library(REGISTRY, self.platform, self.root, run_id, self.store)
         return {
             p.division: stages.offer_partner(
@@ -95,25 +96,25 @@ def test_every_drift_is_found_repaired_and_a_rerun_sends_nothing(world: World) -
     first = world.run("r1")
     library = read_json(stages.home_run(world.root, "r1", REGISTRY) / LIBRARY_CHECK)
     assert library["offered"] == 99 and library["rejected"] > 0 and library["not_offered"] == 0
-    assert sum(s["offered"] for s in first.values()) == library["offers"]
+    assert sum(s.offered for s in first.values()) == library["offers"]
     roles = {role: division for division, role in drift_roles(REGISTRY).items()}
     kinds = {"behind": "outdated", "missing": "missing", "withdrawn": "withdrawn", "mode_mismatch": "mode_mismatch"}
     for role, kind in kinds.items():
         summary = first[roles[role]]
-        assert summary[kind] > 0 and summary["sent"] == summary[kind], (role, summary)
-        assert all(summary[k] == 0 for k in kinds.values() if k != kind), (role, summary)
+        assert getattr(summary, kind) > 0 and summary.sent == getattr(summary, kind), (role, summary)
+        assert all(getattr(summary, k) == 0 for k in kinds.values() if k != kind), (role, summary)
     behind = world.outbound("r1", roles["behind"])["diff"]["outdated"]
     assert {e["element"] for c in behind for e in c["changes"]} == {"time_limit", "materials"}
     report = section(world.outbound("r1", roles["mode_mismatch"]))
     assert report.mode_mismatch and all(m.extra != "（无）" or m.lacking != "（无）" for m in report.mode_mismatch)
     for partner in REGISTRY.partners:
-        assert first[partner.division]["status"] == "ok"
-        assert first[partner.division]["configured"] == first[partner.division]["offered"]
+        assert first[partner.division].status == "ok"
+        assert first[partner.division].configured == first[partner.division].offered
         assert same(offer_of(world, "r1", partner.division), world.configured(partner.division))
 
     second = world.run("r2")
-    assert all(s["sent"] == 0 and s["configured"] == s["offered"] for s in second.values())
-    assert all(s[k] == 0 for s in second.values() for k in kinds.values())
+    assert all(s.sent == 0 and s.configured == s.offered for s in second.values())
+    assert all(getattr(s, k) == 0 for s in second.values() for k in kinds.values())
 
 
 def test_a_changed_item_goes_to_its_partners_only_and_an_invalid_one_keeps_the_previous_version(world: World) -> None:
@@ -126,7 +127,7 @@ def test_a_changed_item_goes_to_its_partners_only_and_an_invalid_one_keeps_the_p
     second = world.run("r2")
     for division, summary in second.items():
         if division in narrow["regions"]:
-            assert (summary["sent"], summary["outdated"]) == (1, 1), (division, summary)
+            assert (summary.sent, summary.outdated) == (1, 1), (division, summary)
             [outdated] = world.outbound("r2", division)["diff"]["outdated"]
             assert outdated["task_code"] == code
             assert outdated["changes"] == [
@@ -139,12 +140,12 @@ def test_a_changed_item_goes_to_its_partners_only_and_an_invalid_one_keeps_the_p
             ]
             assert world.configured(division)[code]["result"].endswith("（电子证照同步发放）")
         else:
-            assert summary["sent"] == 0 and code not in world.configured(division)
+            assert summary.sent == 0 and code not in world.configured(division)
 
     # the next version is invalid (empty 设定依据): not offered; the partners keep the valid one
     world.patch(code, legal_basis="")
     third = world.run("r3")
-    assert all(s["sent"] == 0 for s in third.values())
+    assert all(s.sent == 0 for s in third.values())
     check = read_json(stages.home_run(world.root, "r3", REGISTRY) / LIBRARY_CHECK)
     [flagged] = [f for f in check["flagged"] if f["task_code"] == code]
     assert flagged["consequence"] == "previous_version_offered" and flagged["rejected"]
@@ -163,16 +164,16 @@ def test_a_failing_write_endpoint_is_reported_and_retried_next_run(world: World)
     requests.put(faults, json=[{"kind": "write_unavailable"}], timeout=30).raise_for_status()
     first = world.run("r1")
     summary = first[division]
-    assert summary["status"] == "failed" and "503" in summary["error"]
-    assert summary["missing"] > 0 and summary["sent"] == 0
-    assert summary["configured"] == summary["offered"] - summary["missing"]
-    assert all(s["status"] == "ok" for d, s in first.items() if d != division)  # the others are not held up
+    assert summary.status == "failed" and summary.error and "503" in summary.error
+    assert summary.missing > 0 and summary.sent == 0
+    assert summary.configured == summary.offered - summary.missing
+    assert all(s.status == "ok" for d, s in first.items() if d != division)  # the others are not held up
     report = section(world.outbound("r1", division))
-    assert report.status == "failed" and report.error and len(report.missing) == summary["missing"]
+    assert report.status == "failed" and report.error and len(report.missing) == summary.missing
 
     requests.delete(faults, timeout=30).raise_for_status()
     second = world.run("r2")
-    assert second[division]["status"] == "ok" and second[division]["sent"] == summary["missing"]
+    assert second[division].status == "ok" and second[division].sent == summary.missing
     assert same(offer_of(world, "r2", division), world.configured(division))
     assert all(r[MODES] for r in world.configured(division).values())
 
@@ -251,7 +252,7 @@ def test_a_dead_runs_offer_batches_are_settled_and_a_superseded_run_offers_nothi
     partner = REGISTRY.partners[0]
     division = partner.division
 
-    def offer(run_id: str) -> dict[str, Any]:
+    def offer(run_id: str) -> Offered:
         stages.library(REGISTRY, world.platform, world.root, run_id, world.store)
         return stages.offer_partner(
             partner,
@@ -271,7 +272,7 @@ def test_a_dead_runs_offer_batches_are_settled_and_a_superseded_run_offers_nothi
     world.store.ledger_sent("offer-b")
     assert [r["status"] for r in world.store.unsettled(division, direction=OFFER)] == ["pending", "sent"]
 
-    assert offer("next")["status"] == "ok"
+    assert offer("next").status == "ok"
     assert world.store.unsettled(division, direction=OFFER) == []  # nothing left pending
     assert world.store.ledger_entry("offer-a")["status"] == "unsent"
     assert world.store.ledger_entry("offer-b")["status"] == "superseded"

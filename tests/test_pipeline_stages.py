@@ -34,7 +34,7 @@ def test_incremental_pull_is_checked_against_the_published_group(run: UPath, sto
 
     summary = pipeline.validate(PARTNER, run, store)
 
-    assert summary["context_rows"] == 1 and summary["rejected"] == 1
+    assert summary.context_rows == 1 and summary.rejected == 1
     docs = run / layout.DATA_DOCS
     assert (docs / "index.html").exists()  # GX Data Docs of this validation, in the run's folder
     pages = [p for p in (docs / "validations").rglob("*.html")]
@@ -61,9 +61,9 @@ def test_full_pull_is_judged_on_its_own_and_can_hold_the_partner_back(
 
     monkeypatch.setenv("TONGBAN_MAX_CRITICAL_RATE", "0.25")
     summary = pipeline.validate(PARTNER, run, store)
-    assert (summary["context_rows"], summary["rejected"], summary["critical_rate"]) == (0, 1, 0.2)
-    assert summary["held_back"] is False
+    assert (summary.context_rows, summary.rejected, summary.critical_rate) == (0, 1, 0.2)
+    assert summary.held_back is False
 
     monkeypatch.setenv("TONGBAN_MAX_CRITICAL_RATE", "0.1")
-    assert pipeline.validate(PARTNER, run, store)["held_back"] is True
+    assert pipeline.validate(PARTNER, run, store).held_back is True
     assert read_json(run / layout.VALIDATION)["held_back"] is True

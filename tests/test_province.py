@@ -15,6 +15,7 @@ from tests.validation.item_fixtures import CITY_USCC, SHENZHEN_USCC, make_record
 from tongban import layout, pipeline, province
 from tongban.codes import make_uscc
 from tongban.registry import Partner, load_registry
+from tongban.results import ProvinceChecked, Validated
 from tongban.storage import read_json, read_jsonl, write_json, write_jsonl
 from tongban.store.repo import ItemStore
 
@@ -45,7 +46,7 @@ def store(tmp_path) -> ItemStore:
     return ItemStore(f"sqlite:///{tmp_path / 'items.db'}")
 
 
-def validate(runs: UPath, store: ItemStore, partner: Partner, records: list[dict[str, Any]]) -> dict[str, Any]:
+def validate(runs: UPath, store: ItemStore, partner: Partner, records: list[dict[str, Any]]) -> Validated:
     run = runs / partner.division
     write_json(run / layout.FETCH, {"mode": "full"})
     write_jsonl(run / layout.ITEMS, records)
@@ -53,7 +54,9 @@ def validate(runs: UPath, store: ItemStore, partner: Partner, records: list[dict
     return pipeline.validate(partner, run, store)
 
 
-def check(runs: UPath, store: ItemStore, validated: dict[str, dict[str, Any]], planned: list[Partner]) -> list[dict]:
+def check(
+    runs: UPath, store: ItemStore, validated: dict[str, Validated], planned: list[Partner]
+) -> list[ProvinceChecked]:
     return province.check_run(planned, REGISTRY.partners, validated, runs, store)
 
 
@@ -70,11 +73,11 @@ def test_the_partner_disagreeing_with_the_province_majority_is_rejected_naming_e
         FS: [item(FS, 1)],
     }
     validated = {p.division: validate(runs, store, p, r) for p, r in records.items()}
-    assert all(v["rejected"] == 0 for v in validated.values())  # each partner is consistent on its own
+    assert all(v.rejected == 0 for v in validated.values())  # each partner is consistent on its own
 
     summaries = check(runs, store, validated, [GZ, SZ, FS])
 
-    assert [(s["partner"], s["province_rejected"], s["held_back"]) for s in summaries] == [
+    assert [(s.partner, s.province_rejected, s.held_back) for s in summaries] == [
         ("440100", 0, False),
         ("440300", 1, True),  # 1 of 2 records rejected: above the default 0.2
         ("440600", 0, False),
@@ -154,7 +157,7 @@ def test_partners_of_different_provinces_are_not_compared(runs: UPath, store: It
 
     summaries = check(runs, store, validated, [JN, GZ])
 
-    assert [(s["partner"], s["province"], s["compared"], s["province_rejected"]) for s in summaries] == [
+    assert [(s.partner, s.province, s.compared, s.province_rejected) for s in summaries] == [
         ("370100", "370000", 0, 0),
         ("440100", "440000", 0, 0),
     ]
@@ -175,8 +178,8 @@ def test_published_items_of_partners_outside_the_run_vote_and_a_failed_partner_b
 
     summaries = check(runs, store, validated, [GZ, SZ])
 
-    assert summaries[1] == {"partner": "440300", "province": "440000", "validated": False}
-    assert summaries[0]["province_rejected"] == 1
+    assert summaries[1].model_dump(exclude_none=True) == {"partner": "440300", "province": "440000", "validated": False}
+    assert summaries[0].province_rejected == 1
     [finding] = rejected(runs, GZ)[gz["task_code"]]
     assert "与深圳市地市级" in finding["message"] and "（2/3个伙伴）" in finding["message"]
     roles = read_json(runs / layout.PROVINCES / "440000" / layout.FIVE_LEVEL)["partners"]
@@ -198,7 +201,7 @@ def test_incremental_pull_is_compared_with_the_partners_published_items_and_reru
     files = {name: (run / name).read_bytes() for name in (layout.REJECTED, layout.WARNINGS)}
     again = check(runs, store, validated, [SZ])
 
-    assert first == again and first[0]["province_rejected"] == 1  # 1 against 1 published: a tie, not published
+    assert first == again and first[0].province_rejected == 1  # 1 against 1 published: a tie, not published
     assert {name: (run / name).read_bytes() for name in files} == files
     assert list(rejected(runs, SZ)) == [changed["task_code"]]
     assert list(pipeline.accepted_records(run)) == []

@@ -28,6 +28,7 @@ from tongban.model import content_hash
 from tongban.publish import PlatformClient
 from tongban.reconcile import Reconciliation
 from tongban.registry import Registry, load_registry, wire_formats
+from tongban.results import Fetched, Notice
 from tongban.simulators.credentials import platform_credentials
 from tongban.simulators.partners import create_partner_app
 from tongban.simulators.platform import create_platform_app
@@ -64,7 +65,7 @@ class World:
         pipeline.publish_partner(partner, run, self.platform, self.store, run_id, dry_run=False)
         out = report_dir(self.root, run_id, division)
         written = pipeline.write_report(partner, run, out, run_id, self.store)
-        return Night(run_id, run, fetched, read_json(out / layout.REPORT_JSON), written["notices"])
+        return Night(run_id, run, fetched, read_json(out / layout.REPORT_JSON), written.notices)
 
     def alone(self, division: str) -> list[dict[str, Any]]:
         """The partner's published items alone in their 基本编码: a change to one keeps 五级N同."""
@@ -88,9 +89,9 @@ def assert_partner_texts_clean(world: World, night: Night, division: str) -> Non
 class Night:
     run_id: str
     run: UPath
-    fetched: dict[str, Any]
+    fetched: Fetched
     report: dict[str, Any]
-    notices: list[dict[str, str]]
+    notices: list[Notice]
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +136,8 @@ def test_an_empty_catalogue_removes_nothing_and_says_why(world: World) -> None:
     assert guard["removals"] == len(before) and len(guard["held"]) == len(before)
     assert f"{len(before)}/{len(before)} = 100% > 20%" in guard["text"] and f"{PAGED}@{bad.run_id}" in guard["text"]
     assert bad.report["counts"]["removed"] == 0 and bad.report["counts"]["removals_held"] == len(before)
-    assert [n["event"] for n in bad.notices] == ["removals_held"]
-    assert f'"confirm_removals": ["{PAGED}@{bad.run_id}"]' in bad.notices[0]["text"]  # for the operators
+    assert [n.event for n in bad.notices] == ["removals_held"]
+    assert f'"confirm_removals": ["{PAGED}@{bad.run_id}"]' in bad.notices[0].text  # for the operators
     html = (report_dir(world.root, bad.run_id, PAGED) / layout.REPORT_HTML).read_text(encoding="utf-8")
     assert "暂缓删除" in html and str(escape(guard["text"])) in html
     assert_partner_texts_clean(world, bad, PAGED)
@@ -154,7 +155,7 @@ def test_records_that_are_not_objects_hold_the_partner_back(world: World) -> Non
     fetched = report["counts"]["fetched"]
     assert report["held_back"] and report["counts"]["quarantined"] == fetched == len(world.partners.served(CURSOR))
     assert f"{fetched}/{fetched} = 100% > 20%" in report["hold_back"]["text"]
-    assert [n["event"] for n in bad.notices] == ["partner_held_back"]
+    assert [n.event for n in bad.notices] == ["partner_held_back"]
 
 
 @pytest.mark.parametrize(
@@ -174,7 +175,7 @@ def test_a_catalogue_cut_short_removes_nothing(world: World, division: str, faul
     guard = bad.report["removal_guard"]
     assert guard["size"] == fault["total"] and guard["previous_size"] == len(world.partners.served(division))
     assert len(guard["reasons"]) == 2 and "减少" in guard["reasons"][1]  # the rate and the shrink, with numbers
-    assert bad.notices and bad.notices[0]["event"] == "removals_held"
+    assert bad.notices and bad.notices[0].event == "removals_held"
 
 
 def test_removals_are_held_while_the_partners_other_changes_are_published(world: World) -> None:
@@ -205,7 +206,7 @@ def test_numeric_task_codes_are_recovered_and_held(world: World) -> None:
     assert bad.report["counts"]["removed"] == 0
     assert bad.report["removal_guard"] is None
     [notice] = bad.notices
-    assert notice["event"] == "codes_recovered" and "有 7 条记录的实施编码不是文本" in notice["text"]
+    assert notice.event == "codes_recovered" and "有 7 条记录的实施编码不是文本" in notice.text
     assert_partner_texts_clean(world, bad, PAGED)
 
 
@@ -243,7 +244,7 @@ def test_a_confirmed_mass_withdrawal_removes_exactly_the_withdrawn_items(world: 
 def test_a_held_back_night_does_not_advance_the_watermark(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     before = published_first(world, PAGED)
     clean = world.night(PAGED)  # an incremental night that published: the base of the next pull
-    assert clean.fetched["mode"] == "incremental"
+    assert clean.fetched.mode == "incremental"
     alone = world.alone(PAGED)
     broken, fine = [r["task_code"] for r in alone[:10]], alone[10]["task_code"]
     for code in broken:
@@ -251,21 +252,21 @@ def test_a_held_back_night_does_not_advance_the_watermark(world: World, monkeypa
     world.partners.patch(PAGED, fine, result="新的办理结果")
     monkeypatch.setenv("TONGBAN_MAX_CRITICAL_RATE", "0.5")  # 10 of 11 changed records fail
     held = world.night(PAGED)
-    assert held.fetched["mode"] == "incremental" and held.report["held_back"]
+    assert held.fetched.mode == "incremental" and held.report["held_back"]
     assert world.on_platform(PAGED) == before
-    notice, pulled = held.report["hold_back"], held.fetched["fetched"]  # the 11 changed, and the overlap
+    notice, pulled = held.report["hold_back"], held.fetched.fetched  # the 11 changed, and the overlap
     assert notice["failing"] == 10 and notice["records"] == pulled and f"10/{pulled} = " in notice["text"]
     assert "> 50%" in notice["text"] and "请按" in notice["text"]
     passed = {i["task_code"] for i in held.report["held_with_partner"]}
     assert fine in passed and not passed & set(broken) and len(passed) == pulled - 10
-    assert [n["event"] for n in held.notices] == ["partner_held_back"]
+    assert [n.event for n in held.notices] == ["partner_held_back"]
     assert not watermark.committed(world.root, held.run_id, PAGED)
     assert_partner_texts_clean(world, held, PAGED)
 
     for record in alone[:10]:  # the partner fixes its records (and says what the result is now)
         world.partners.patch(PAGED, record["task_code"], legal_basis=record["legal_basis"], result="更正后的办理结果")
     fixed = world.night(PAGED)
-    assert fixed.fetched["mode"] == "incremental" and fixed.fetched["since"] == clean_since(world, clean)
+    assert fixed.fetched.mode == "incremental" and fixed.fetched.since == clean_since(world, clean)
     assert not fixed.report["held_back"]
     assert sorted(c["task_code"] for c in fixed.report["changed"]) == sorted([*broken, fine])
     served = {r["task_code"]: content_hash(r) for r in world.partners.served(PAGED)}
@@ -295,7 +296,7 @@ def test_a_future_timestamp_is_flagged_and_does_not_freeze_the_partner(world: Wo
     target = world.alone(CURSOR)[-1]["task_code"]
     world.partners.patch(CURSOR, target, result="又一个办理结果")
     later = world.night(CURSOR)
-    assert later.fetched["mode"] == "incremental" and later.fetched["fetched"] >= 1
+    assert later.fetched.mode == "incremental" and later.fetched.fetched >= 1
     assert [c["task_code"] for c in later.report["changed"]] == [target]
 
 

@@ -134,7 +134,7 @@ def test_a_catalogue_with_full_width_codes_publishes_its_good_items_and_says_wha
     held = {r["task_code"] for r in client.items(division)}
     assert set(dirty) <= held and not set(dirty.values()) & held  # published under the clean codes
     report = json.loads((out / layout.REPORT_JSON).read_bytes())
-    assert normalised["normalised"] == 6 == report["counts"]["normalised"]
+    assert normalised.normalised == 6 == report["counts"]["normalised"]
     by_code: dict[str, set[str]] = {}
     for note in report["normalised"]:
         by_code.setdefault(note["task_code"], set()).add(note["field"])

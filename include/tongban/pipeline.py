@@ -3,7 +3,8 @@
 The run folder's files, which stage writes each and which read it, are listed in ``tongban.layout``.
 
 Every stage is a transaction keyed by (run, partner): it reads what the stage before wrote, rewrites
-its own outputs whole and returns a small JSON-safe summary (what Airflow keeps in XCom). Stages
+its own outputs whole and returns a small typed result (``tongban.results``: what Airflow keeps in
+XCom). Stages
 share no process state, so each may run on a different machine.
 
 A stage is named after its step (``fetch``, ``validate``, ``deliver``), with ``_partner`` where the bare
@@ -62,6 +63,19 @@ from tongban.normalise import Quarantined, normalise_catalogue
 from tongban.publish import PlatformClient, check_fence, publish, settle
 from tongban.reconcile import Reconciliation, reconcile
 from tongban.registry import Partner, wire_formats
+from tongban.results import (
+    Delivered,
+    Fetched,
+    HoldBackRate,
+    Normalised,
+    Notice,
+    ProvinceCheck,
+    Published,
+    Reconciled,
+    Reported,
+    Settled,
+    Validated,
+)
 from tongban.storage import read_json, read_jsonl, upload_tree, write_json, write_jsonl
 from tongban.store.repo import ItemStore
 from tongban.validation.outcome import Finding, FlaggedRecord
@@ -69,9 +83,7 @@ from tongban.validation.outcome import Finding, FlaggedRecord
 _log = logging.getLogger(__name__)
 
 
-def settle_partner(
-    partner: Partner, run: UPath, client: PlatformClient, store: ItemStore, run_id: str
-) -> dict[str, Any]:
+def settle_partner(partner: Partner, run: UPath, client: PlatformClient, store: ItemStore, run_id: str) -> Settled:
     """The run's first step for a partner: claim its publish sequence (StaleRun if a newer run has started)
     and settle what earlier runs left unsettled in the ledger (``tongban.publish.settle``), so the item
     store holds what the platform applied before anything is validated or reconciled against it."""
@@ -80,12 +92,12 @@ def settle_partner(
     if drifted := {k: v for k, v in result["drift"].items() if v}:
         _log.warning("partner %s: item store and platform differ after settling: %s", partner.division, drifted)
     outcomes = [s["now"] for s in result["settled"]]
-    return {
-        "partner": partner.division,
-        "sequence": result["sequence"],
-        "settled": {o: outcomes.count(o) for o in sorted(set(outcomes))},
-        "drift": sum(len(v) for v in result["drift"].values()),
-    }
+    return Settled(
+        partner=partner.division,
+        sequence=result["sequence"],
+        settled={o: outcomes.count(o) for o in sorted(set(outcomes))},
+        drift=sum(len(v) for v in result["drift"].values()),
+    )
 
 
 def fetch(
@@ -100,7 +112,7 @@ def fetch(
     settings: FetchSettings | None = None,
     session: requests.Session | None = None,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> Fetched:
     """Pull the partner's catalogue (full or incremental, ``watermark.plan``) into the archive.
 
     Writes ``raw/manifest.json`` (every attempt, also when the pull fails) and ``fetch.json`` (mode,
@@ -172,10 +184,10 @@ def fetch(
         {"mode": pull.mode, "since": info["since"], "pulled_at": info["started_at"], "finished_at": finished}
         | {"watermark": mark, "fetched": result.fetched, "declared_total": result.declared_total},
     )
-    return {"partner": partner.division, "mode": pull.mode, "since": info["since"], **counts}
+    return Fetched(partner=partner.division, mode=pull.mode, since=info["since"], **counts)
 
 
-def normalise_partner(partner: Partner, run: UPath, root: UPath | None = None) -> dict[str, Any]:
+def normalise_partner(partner: Partner, run: UPath, root: UPath | None = None) -> Normalised:
     """Map the pull onto canonical items, reading the raw answers from the archive only (replayable)."""
     fmt = wire_formats()[partner.format]
     archive = Archive(root_of(run) if root is None else root)
@@ -192,13 +204,13 @@ def normalise_partner(partner: Partner, run: UPath, root: UPath | None = None) -
     write_jsonl(run / QUARANTINE, quarantined)
     write_jsonl(run / DUPLICATES, result.duplicates)
     write_jsonl(run / NORMALISED, result.normalised)
-    return {
-        "partner": partner.division,
-        "items": len(items),
-        "quarantined": len(quarantined),
-        "duplicates": len(result.duplicates),
-        "normalised": len(result.normalised),
-    }
+    return Normalised(
+        partner=partner.division,
+        items=len(items),
+        quarantined=len(quarantined),
+        duplicates=len(result.duplicates),
+        normalised=len(result.normalised),
+    )
 
 
 def five_level_context(
@@ -214,7 +226,7 @@ def five_level_context(
     return [r for code, r in sorted(current.items()) if code not in delivered and r["catalog_code"] in groups]
 
 
-def validate(partner: Partner, run: UPath, store: ItemStore) -> dict[str, Any]:
+def validate(partner: Partner, run: UPath, store: ItemStore) -> Validated:
     from tongban.validation import validate_items  # GX is heavy: imported when validating only
 
     records = list(read_jsonl(run / ITEMS))
@@ -249,40 +261,44 @@ def validate(partner: Partner, run: UPath, store: ItemStore) -> dict[str, Any]:
     # a quarantined record that names no 实施编码 cannot be held (nobody knows which item it is): it fails
     codes = [q.get("task_code") for q in read_jsonl(run / QUARANTINE)] if (run / QUARANTINE).exists() else []
     unidentified, pulled = codes.count(None) + codes.count(""), len(records) + len(codes)
-    summary = {
-        "partner": partner.division,
-        **outcome.summary(),
-        "context_rows": len(context),
-        "accepted": len(accepted),
-        "rejected": len(rejected),
-        "records": pulled,
-        "unidentified": unidentified,
-        **hold_back_rate(len(rejected) + unidentified, pulled),
-    }
+    summary = Validated(
+        partner=partner.division,
+        **outcome.summary()
+        | {
+            "context_rows": len(context),
+            "accepted": len(accepted),
+            "rejected": len(rejected),
+            "records": pulled,
+            "unidentified": unidentified,
+        }
+        | hold_back_rate(len(rejected) + unidentified, pulled).model_dump(),
+    )
     write_json(run / VALIDATION, summary)
     return summary
 
 
-def hold_back_rate(failing: int, records: int) -> dict[str, Any]:
+def hold_back_rate(failing: int, records: int) -> HoldBackRate:
     """The critical-failure rate of a pull and whether it holds the partner back (above
     ``TONGBAN_MAX_CRITICAL_RATE``): ``failing`` records (rejected, or unreadable without a 实施编码) of the
     ``records`` the pull delivered."""
     limit = max_critical_rate()
     rate = round(failing / records, 6) if records else 0.0
-    return {"failing": failing, "critical_rate": rate, "max_critical_rate": limit, "held_back": rate > limit}
+    return HoldBackRate(failing=failing, critical_rate=rate, max_critical_rate=limit, held_back=rate > limit)
 
 
 def held_back(run: UPath) -> bool:
     """Whether validation held the whole partner back this run (too many critical failures), counting the
     province check's rejections once it ran."""
     path = run / PROVINCE_CHECK
-    return bool(read_json(path if path.exists() else run / VALIDATION)["held_back"])
+    if path.exists():
+        return ProvinceCheck.model_validate_json(path.read_bytes()).held_back
+    return bool(read_json(run / VALIDATION)["held_back"])
 
 
 def province_rejected(run: UPath) -> set[str]:
     """实施编码 of accepted records that the province check rejected (none before it ran)."""
     path = run / PROVINCE_CHECK
-    return set(read_json(path)["rejected_codes"]) if path.exists() else set()
+    return set(ProvinceCheck.model_validate_json(path.read_bytes()).rejected_codes) if path.exists() else set()
 
 
 def accepted_records(run: UPath) -> Iterator[dict[str, Any]]:
@@ -313,7 +329,7 @@ def reconcile_partner(
     *,
     confirmed_run: str | None = None,
     root: UPath | None = None,
-) -> dict[str, Any]:
+) -> Reconciled:
     """Compare the accepted items with the platform's list; the removal guard (``tongban.guard``) holds
     a mass removal unless ``confirmed_run`` (the run that held it, from the DAG param
     ``confirm_removals``) confirms it."""
@@ -338,22 +354,28 @@ def reconcile_partner(
     write_json(run / RECONCILIATION, recon.as_dict())
     store.record_reconciliation(run_id, partner.division, recon.counts())
     held = len((recon.removal_guard or {}).get("held", []))
-    summary = {"partner": partner.division, "platform_before": len(current), "full": recon.full, **recon.counts()}
-    return summary | {"held_back": recon.held_back, "removals_held": held}
+    return Reconciled(
+        partner=partner.division,
+        platform_before=len(current),
+        full=recon.full,
+        **recon.counts(),
+        held_back=recon.held_back,
+        removals_held=held,
+    )
 
 
 def publish_partner(
     partner: Partner, run: UPath, client: PlatformClient, store: ItemStore, run_id: str, dry_run: bool
-) -> dict[str, Any]:
+) -> Published:
     recon = Reconciliation.from_dict(read_json(run / RECONCILIATION))
     result = publish(client, partner.division, run_id, recon, store, dry_run=dry_run)
     held = len((recon.removal_guard or {}).get("held", []))
     # read by tongban.watermark: a held-back pull does not count, one with held removals is no complete full pull
     write_json(run / PUBLISH, result.as_dict() | {"held_back": recon.held_back, "removals_held": held})
-    return {"partner": partner.division, "published": result.published, "platform_rejected": len(result.rejected)}
+    return Published(partner=partner.division, published=result.published, platform_rejected=len(result.rejected))
 
 
-def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: ItemStore) -> dict[str, Any]:
+def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: ItemStore) -> Reported:
     """Write the partner's report; the summary carries ``notices`` (event, text) that call for an alert:
     the partner held back whole, 实施编码 sent as another type (recovered, the items held), or removals held
     for confirmation."""
@@ -400,12 +422,12 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
     paths = report_mod.write(report, out)
     notices = []
     if report.hold_back:
-        notices.append({"event": "partner_held_back", "text": report.hold_back.text})
+        notices.append(Notice(event="partner_held_back", text=report.hold_back.text))
     if recovered := sum(1 for q in quarantined if q.get("code_recovered")):
-        notices.append({"event": "codes_recovered", "text": guard.recovered_notice(recovered)})
+        notices.append(Notice(event="codes_recovered", text=guard.recovered_notice(recovered)))
     if report.removal_guard and report.removal_guard.held:
         confirm = guard.how_to_confirm(partner.division, run_id)
-        notices.append({"event": "removals_held", "text": f"{report.removal_guard.text}\n{confirm}"})
+        notices.append(Notice(event="removals_held", text=f"{report.removal_guard.text}\n{confirm}"))
     counts = report.counts
     store.record_pull(
         run_id,
@@ -414,7 +436,7 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
         quarantined=counts.quarantined,
         rejected=counts.rejected,
     )
-    return {"partner": partner.division, "counts": counts.model_dump(), **paths, "notices": notices}
+    return Reported(partner=partner.division, counts=counts.model_dump(), **paths, notices=notices)
 
 
 def deliver(
@@ -430,7 +452,7 @@ def deliver(
     settings: HttpSettings | None = None,
     session: requests.Session | None = None,
     store: ItemStore | None = None,
-) -> dict[str, Any]:
+) -> Delivered:
     """Send the partner its report of this run (``tongban.delivery``) and record the delivery.
 
     Once the partner holds the report, the item store notes (``store``: the DAG's always) that the changes
@@ -482,5 +504,4 @@ def deliver(
             record["changes_reported"] = store.mark_reported(partner.division, sorted(runs), by=run_id)
     write_json(path, {**record, "deliveries": [*history, record]})
     _log.info("partner %s: report of run %s %s (sha256 %s)", partner.division, run_id, record["status"], digest)
-    keys = ("partner", "run_id", "status", "checksum", "attempts")
-    return {k: record[k] for k in keys if k in record}
+    return Delivered.model_validate({k: record[k] for k in Delivered.model_fields if k in record})

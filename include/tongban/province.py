@@ -44,6 +44,7 @@ from upath import UPath
 from tongban import layout, pipeline
 from tongban.model import ELEMENTS
 from tongban.registry import Partner, divisions
+from tongban.results import ProvinceCheck, ProvinceChecked, Validated
 from tongban.storage import read_jsonl, upload_tree, write_json, write_jsonl
 from tongban.store.repo import ItemStore
 from tongban.validation.outcome import Finding, FlaggedRecord
@@ -60,10 +61,10 @@ _log = logging.getLogger(__name__)
 def check_run(
     planned: Sequence[Partner],
     registry_partners: Sequence[Partner],
-    validated: Mapping[str, Mapping[str, Any]],
+    validated: Mapping[str, Validated],
     runs: UPath,
     store: ItemStore,
-) -> list[dict[str, Any]]:
+) -> list[ProvinceChecked]:
     """The province check of one run: every province of the ``planned`` partners, one after the other.
 
     ``validated``: division -> the validate stage's summary, for the partners validated this run;
@@ -71,20 +72,21 @@ def check_run(
     ones outside this run are compared through their published items). Returns one small summary per
     planned partner, in order (``validated`` false for a partner whose validation did not succeed).
     """
-    done: dict[str, dict[str, Any]] = {}
+    done: dict[str, ProvinceChecked] = {}
     for province in sorted({p.province for p in planned}):
         members = sorted((p for p in registry_partners if p.province == province), key=lambda p: p.division)
         done.update(check_province(province, members, validated, runs, store))
-    return [done.get(p.division, {"partner": p.division, "province": p.province, "validated": False}) for p in planned]
+    not_validated = (ProvinceChecked(partner=p.division, province=p.province, validated=False) for p in planned)
+    return [done.get(checked.partner, checked) for checked in not_validated]
 
 
 def check_province(
     province: str,
     members: Sequence[Partner],
-    validated: Mapping[str, Mapping[str, Any]],
+    validated: Mapping[str, Validated],
     runs: UPath,
     store: ItemStore,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, ProvinceChecked]:
     """Compare the partners of one province; apply the findings to each validated partner's outcome."""
     import pandas as pd
 
@@ -112,9 +114,17 @@ def check_province(
     summaries = {}
     for division, summary in validated.items():
         if division in roles:
-            run = runs / division
-            summaries[division] = apply_findings(run, summary, by_partner.get(division, []))
-            summaries[division] |= {"province": province, "compared": int((frame["partner"] == division).sum())}
+            check = apply_findings(runs / division, summary, by_partner.get(division, []))
+            summaries[division] = ProvinceChecked(
+                partner=division,
+                province=province,
+                validated=True,
+                province_rejected=len(check.rejected_codes),
+                province_warned=len(check.warned_codes),
+                critical_rate=check.critical_rate,
+                held_back=check.held_back,
+                compared=int((frame["partner"] == division).sum()),
+            )
     _log.info(
         "province %s: %d partners, %d items in shared 基本编码, %d findings",
         province,
@@ -126,11 +136,11 @@ def check_province(
 
 
 def _rows(
-    partner: Partner, summary: Mapping[str, Any] | None, run: UPath, store: ItemStore
+    partner: Partner, summary: Validated | None, run: UPath, store: ItemStore
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
     """(judged records, context records, role) of one partner, as the platform will hold them after the run."""
     published = store.current(partner.division)
-    if summary is None or summary.get("held_back"):
+    if summary is None or summary.held_back:
         role = "held_back" if summary is not None else "not_validated"
         return [], [published[code] for code in sorted(published)], role
     accepted = list(read_jsonl(run / layout.ACCEPTED))
@@ -198,7 +208,7 @@ def _finding_record(finding: Finding) -> Finding:
     return replace(finding, row=None)
 
 
-def apply_findings(run: UPath, summary: Mapping[str, Any], findings: Sequence[Finding]) -> dict[str, Any]:
+def apply_findings(run: UPath, summary: Validated, findings: Sequence[Finding]) -> ProvinceCheck:
     """Merge the province check's findings on one partner into its outcome files; idempotent.
 
     REJECTED and WARNINGS are rewritten from the partner's own outcome (OWN_*, ``tongban.layout``) plus ``findings``
@@ -225,25 +235,17 @@ def apply_findings(run: UPath, summary: Mapping[str, Any], findings: Sequence[Fi
         warned = list(own_warned.values())
     write_jsonl(run / layout.REJECTED, rejected)
     write_jsonl(run / layout.WARNINGS, warned)
-    records = int(summary.get("records", int(summary["accepted"]) + int(summary["rejected"])))
-    rate = pipeline.hold_back_rate(len(rejected) + int(summary.get("unidentified", 0)), records)
-    check = {
-        "partner": summary["partner"],
-        "validated_held_back": bool(summary.get("held_back")),
-        "findings": len(findings),
-        "rejected_codes": sorted(critical),
-        "warned_codes": sorted(set(per_code) - critical),
-        "rejected": len(rejected),
-        "records": records,
-        **rate,
-        "held_back": bool(summary.get("held_back")) or rate["held_back"],
-    }
-    write_json(run / layout.PROVINCE_CHECK, {**check, "by_code": per_code})
-    return {
-        "partner": check["partner"],
-        "validated": True,
-        "province_rejected": len(critical),
-        "province_warned": len(check["warned_codes"]),
-        "critical_rate": check["critical_rate"],
-        "held_back": check["held_back"],
-    }
+    rate = pipeline.hold_back_rate(len(rejected) + summary.unidentified, summary.records)
+    check = ProvinceCheck(
+        partner=summary.partner,
+        validated_held_back=summary.held_back,
+        findings=len(findings),
+        rejected_codes=sorted(critical),
+        warned_codes=sorted(set(per_code) - critical),
+        rejected=len(rejected),
+        records=summary.records,
+        **rate.model_dump() | {"held_back": summary.held_back or rate.held_back},
+        by_code=per_code,
+    )
+    write_json(run / layout.PROVINCE_CHECK, check)
+    return check

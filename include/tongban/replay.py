@@ -12,20 +12,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from upath import UPath
 
 from tongban import layout, pipeline
 from tongban.layout import RUNS, replay_dir, run_dir
 from tongban.registry import Partner, Registry, load_registry
+from tongban.results import Normalised
 from tongban.storage import read_json, write_json
 
 REPLAYED_FILES = (layout.ITEMS, layout.QUARANTINE, layout.DUPLICATES)  # normalise's files a replay must reproduce
 
 
-def replay(root: UPath, run_id: str, partner: Partner, out: UPath | None = None) -> dict[str, Any]:
-    """Re-normalise ``partner`` of ``run_id`` from the archive into ``out``; returns the stage summary."""
+def replay(root: UPath, run_id: str, partner: Partner, out: UPath | None = None) -> Normalised:
+    """Re-normalise ``partner`` of ``run_id`` from the archive into ``out``; returns the stage's result."""
     source = run_dir(root, run_id, partner.division)
     target = out if out is not None else replay_dir(root, run_id, partner.division)
     manifest = source / layout.RAW / layout.MANIFEST

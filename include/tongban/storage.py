@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import msgspec
+from pydantic import BaseModel
 from upath import UPath
 
 T = TypeVar("T")
@@ -40,9 +41,13 @@ def read_json(path: UPath) -> Any:
 
 
 def _encode(value: Any) -> bytes:
-    """UTF-8 JSON (msgspec: many times the standard library's speed on large files); values JSON has
-    no type for are written as their ``str()``."""
-    return msgspec.json.encode(value, enc_hook=str)
+    """UTF-8 JSON (msgspec: many times the standard library's speed on large files); a pydantic model
+    (``tongban.results``) as its JSON form, other values JSON has no type for as their ``str()``."""
+    return msgspec.json.encode(value, enc_hook=_plain)
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else str(value)
 
 
 def write_jsonl(path: UPath, rows: Iterable[Any]) -> int:

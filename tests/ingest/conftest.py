@@ -98,14 +98,14 @@ def store(tmp_path: Path) -> UPath:
 def pull(
     sim: Partners, root: UPath, division: str, run_id: str = "run-1", **kwargs: Any
 ) -> tuple[dict[str, Any], UPath]:
-    """pipeline.fetch then pipeline.normalise_partner of one partner, as the DAG runs them."""
+    """pipeline.fetch then pipeline.normalise_partner of one partner, as the DAG runs them; their results' fields in
+    one dict (normalise's ``duplicates`` over fetch's)."""
     partner = sim.registry.partner(division)
     run = run_dir(root, run_id, division)
     kwargs.setdefault("settings", FAST)
     secret = sim.secret(division)
-    summary = pipeline.fetch(partner, sim.base(division), run, secret=secret, root=root, run_id=run_id, **kwargs)
-    summary |= pipeline.normalise_partner(partner, run)
-    return summary, run
+    fetched = pipeline.fetch(partner, sim.base(division), run, secret=secret, root=root, run_id=run_id, **kwargs)
+    return fetched.model_dump() | pipeline.normalise_partner(partner, run).model_dump(), run
 
 
 def publish_marker(root: UPath, run_id: str, division: str, dry_run: bool = False) -> None:

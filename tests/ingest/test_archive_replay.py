@@ -83,8 +83,8 @@ def test_replay_with_the_simulator_stopped_gives_the_same_normalised_data(finish
     summary = replay(finished_run, "run-1", registry.partner(division))
     assert differences(finished_run, "run-1", division) == []
     run = run_dir(finished_run, "run-1", division)
-    assert summary["items"] == len(list(read_jsonl(run / layout.ITEMS))) > 0
-    assert summary["duplicates"] == len(list(read_jsonl(run / layout.DUPLICATES))) > 0
+    assert summary.items == len(list(read_jsonl(run / layout.ITEMS))) > 0
+    assert summary.duplicates == len(list(read_jsonl(run / layout.DUPLICATES))) > 0
     out = finished_run / "replays" / "run-1" / division
     assert (out / layout.ITEMS).read_bytes() == (run / layout.ITEMS).read_bytes()
 

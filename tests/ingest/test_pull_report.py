@@ -49,7 +49,7 @@ def test_duplicates_and_unexpected_fields_are_in_every_rendering(
     span = f"第1–{pages}页"
     # JSON
     data = json.loads((out / layout.REPORT_JSON).read_bytes())
-    assert data["counts"]["duplicates"] == PAGE == written["counts"]["duplicates"]
+    assert data["counts"]["duplicates"] == PAGE == written.counts["duplicates"]
     assert data["counts"]["unexpected_fields"] == 1 and data["counts"]["fetched"] == summary["fetched"]
     duplicates = data["duplicates"]
     assert [d["position"] for d in duplicates] == [f"第2页第{i}条" for i in range(1, PAGE + 1)]

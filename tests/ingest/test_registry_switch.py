@@ -53,7 +53,7 @@ def test_another_registry_file_switches_partners_everywhere(tmp_path: Path, monk
                 partner, conn["host"], run, secret=conn["password"], root=root, run_id="run-1", settings=FAST
             )
             pipeline.normalise_partner(partner, run)
-            assert summary["fetched"] == partner.items
+            assert summary.fetched == partner.items
             assert_nothing_lost(run, sim.served(partner.division), partner)
         gone = requests.get(f"{urls.partners}/admin/partners/440100/items", timeout=10)
         assert gone.status_code == 404  # the packaged registry's partners are not served

@@ -19,6 +19,7 @@ from upath import UPath
 from tongban.layout import DATA_DOCS, LIBRARY_CHECK, OFFER
 from tongban.outbound.wire import MODES, home_region
 from tongban.registry import Registry, label
+from tongban.results import LibraryChecked
 from tongban.storage import read_json, upload_tree, write_json
 from tongban.store.repo import ItemStore
 
@@ -35,7 +36,7 @@ def check_library(
     internal: UPath,
     store: ItemStore,
     run_id: str,
-) -> dict[str, Any]:
+) -> LibraryChecked:
     """Validate the library, decide what is offered, record the valid versions; writes ``offer.json`` and
     ``library_check.json`` into ``run`` and the internal report into ``internal``."""
     from tongban.outbound.report import write_internal_report
@@ -85,22 +86,22 @@ def check_library(
     gone = sorted(previous.keys() - {r["task_code"] for r in records})
     store.apply(run_id, home.division, valid, gone)
     write_json(run / OFFER, {"run_id": run_id, "home": home.division, "items": offered})
-    check = {
-        "run_id": run_id,
-        "home": home.division,
-        "home_name": home.name,
-        "library": len(records),
-        "valid": len(valid),
-        "rejected": len(records) - len(valid),
-        "offered": len(offered),
-        "offers": sum(len(o["regions"]) for o in offered),
-        "previous_version_offered": sum(f["consequence"] == "previous_version_offered" for f in flagged),
-        "not_offered": sum(f["consequence"] == "not_offered" for f in flagged),
-        "flagged": flagged,
-    }
+    summary = LibraryChecked(
+        run_id=run_id,
+        home=home.division,
+        home_name=home.name,
+        library=len(records),
+        valid=len(valid),
+        rejected=len(records) - len(valid),
+        offered=len(offered),
+        offers=sum(len(o["regions"]) for o in offered),
+        previous_version_offered=sum(f["consequence"] == "previous_version_offered" for f in flagged),
+        not_offered=sum(f["consequence"] == "not_offered" for f in flagged),
+    )
+    check = summary.model_dump() | {"flagged": flagged}  # library_check.json: the summary and every flagged item
     write_json(run / LIBRARY_CHECK, check)
     write_internal_report(check, internal)
-    return {k: v for k, v in check.items() if k != "flagged"}
+    return summary
 
 
 def offer_for(run: UPath, division: str) -> dict[str, dict[str, Any]]:

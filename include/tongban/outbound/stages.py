@@ -1,7 +1,7 @@
 """The outbound pipeline stages: the library check (once per run) and the offer to each partner.
 
 Like the inbound stages, each reads and writes its own files in the run folder and returns a small
-JSON-safe summary. ``offer_partner`` never raises for the partner's endpoint: what failed is written to
+typed result (``tongban.results``). ``offer_partner`` never raises for the partner's endpoint: what failed is written to
 ``outbound.json`` (the report and the summary show it) and the caller decides; the next run starts from
 what the partner holds then, so nothing is lost by a failed run.
 """
@@ -26,6 +26,7 @@ from tongban.outbound.library import check_library, offer_for
 from tongban.outbound.wire import home_region
 from tongban.publish import PlatformClient, check_fence
 from tongban.registry import Partner, Registry
+from tongban.results import LibraryChecked, Offered
 from tongban.storage import read_json, write_json
 from tongban.store.repo import ItemStore
 from tongban.store.schema import OFFER, PENDING, SUPERSEDED, UNSENT
@@ -39,7 +40,7 @@ def home_run(root: UPath, run_id: str, registry: Registry) -> UPath:
     return run_dir(root, run_id, registry.home["division"])
 
 
-def library(registry: Registry, platform: PlatformClient, root: UPath, run_id: str, store: ItemStore) -> dict[str, Any]:
+def library(registry: Registry, platform: PlatformClient, root: UPath, run_id: str, store: ItemStore) -> LibraryChecked:
     """Read 沅江's library from the platform (whole), check it and write the run's offer."""
     entries = LibraryClient(platform).entries()
     internal = root / REPORTS / run_id / INTERNAL
@@ -59,7 +60,7 @@ def offer_partner(
     write_settings: HttpSettings | None = None,
     session: requests.Session | None = None,
     dry_run: bool = False,
-) -> dict[str, Any]:
+) -> Offered:
     """Bring the partner's configured list in line with our offer: read it back, compare, send the
     difference in idempotent batches, read it back again (``dry_run``: compare only). Writes
     ``outbound.json``; returns its counts. A run superseded for the partner by a newer one offers nothing
@@ -125,7 +126,7 @@ def offer_partner(
         "settled": settled,
     }
     write_json(run_dir(root, run_id, partner.division) / OUTBOUND, record)
-    return {"partner": partner.division, "status": status, "error": error, "retryable": retryable, **record["counts"]}
+    return Offered(partner=partner.division, status=status, error=error, retryable=retryable, **record["counts"])
 
 
 def settle_offers(store: ItemStore, division: str, run_id: str) -> list[dict[str, Any]]:
