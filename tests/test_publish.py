@@ -261,7 +261,7 @@ def test_next_run_settles_what_a_dead_run_left_and_resends_nothing(client, store
     with pytest.raises(PublishError):
         publish(gone, region, "run-1", reconcile(wanted, []), store, batch_size=2)
     settled = settle(client, region, "run-2", store)
-    outcomes = [(s["was"], s["now"]) for s in settled["settled"]]
+    outcomes = [(s.was, s.now) for s in settled.settled]
     assert outcomes == [("sent", "unapplied"), ("pending", "unsent"), ("pending", "unsent")]
     assert client.items(region) == []  # nothing of the dead run was sent again
     assert [e["settled_by"] for e in store.ledger("run-1", region)] == ["run-2"] * 3
@@ -287,9 +287,7 @@ def test_batch_applied_then_unanswered_is_acked_and_recorded_by_the_next_run(cli
     faults(simulators)  # ends the hang
 
     settled = settle(client, region, "run-3", store)
-    assert [(s["run_id"], s["was"], s["now"], s["applied"]) for s in settled["settled"]] == [
-        ("run-2", "sent", "acked", 4)
-    ]
+    assert [(s.run_id, s.was, s.now, s.applied) for s in settled.settled] == [("run-2", "sent", "acked", 4)]
     assert_store_agrees(client, store, region)
     [_, changed] = store.history(region, old[0]["task_code"])
     assert (changed["run_id"], changed["kind"], changed["element"], changed["new"]) == (
@@ -303,7 +301,7 @@ def test_batch_applied_then_unanswered_is_acked_and_recorded_by_the_next_run(cli
         ("run-2", "removed"),
     ]
     assert reconcile(new, client.items(region)).upserts() == []  # so run-3 finds nothing left to publish
-    assert settle(client, region, "run-3", store)["settled"] == []  # settling again changes nothing
+    assert settle(client, region, "run-3", store).settled == []  # settling again changes nothing
 
 
 def test_batch_half_applied_and_unrecorded_is_read_back_by_the_next_run(client, store, region, simulators) -> None:
@@ -312,8 +310,8 @@ def test_batch_half_applied_and_unrecorded_is_read_back_by_the_next_run(client, 
     with pytest.raises(PublishError, match="500"):
         publish(impatient(simulators), region, "run-1", reconcile(wanted, []), store)
     assert len(client.items(region)) == 3
-    [row] = settle(client, region, "run-2", store)["settled"]
-    assert (row["was"], row["now"], row["applied"]) == ("sent", "unapplied", 3)
+    [row] = settle(client, region, "run-2", store).settled
+    assert (row.was, row.now, row.applied) == ("sent", "unapplied", 3)
     assert_store_agrees(client, store, region)
     assert {h["run_id"] for r in client.items(region) for h in store.history(region, r["task_code"])} == {"run-1"}
 

@@ -89,14 +89,14 @@ def settle_partner(partner: Partner, run: UPath, client: PlatformClient, store: 
     store holds what the platform applied before anything is validated or reconciled against it."""
     result = settle(client, partner.division, run_id, store)
     write_json(run / SETTLE, result)
-    if drifted := {k: v for k, v in result["drift"].items() if v}:
+    if drifted := {k: v for k, v in result.drift.items() if v}:
         _log.warning("partner %s: item store and platform differ after settling: %s", partner.division, drifted)
-    outcomes = [s["now"] for s in result["settled"]]
+    outcomes = [s.now for s in result.settled]
     return Settled(
         partner=partner.division,
-        sequence=result["sequence"],
+        sequence=result.sequence,
         settled={o: outcomes.count(o) for o in sorted(set(outcomes))},
-        drift=sum(len(v) for v in result["drift"].values()),
+        drift=sum(len(v) for v in result.drift.values()),
     )
 
 

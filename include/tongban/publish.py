@@ -31,6 +31,7 @@ from tongban.connections import PLATFORM_AUTH, PLATFORM_SIGNATURE, SEQUENCE_HEAD
 from tongban.http import Answer, HttpClient, HttpFailure, HttpSettings, Signer, reason
 from tongban.model import content_hash
 from tongban.reconcile import Reconciliation
+from tongban.results import SettledBatch, Settlement
 from tongban.store.repo import ItemStore
 from tongban.store.schema import ACKED, PENDING, UNAPPLIED, UNSENT
 
@@ -197,7 +198,7 @@ def publish(
     return result
 
 
-def settle(client: PlatformClient, division: str, run_id: str, store: ItemStore) -> dict[str, Any]:
+def settle(client: PlatformClient, division: str, run_id: str, store: ItemStore) -> Settlement:
     """Settle the ledger rows that earlier, dead runs left for the partner, before this run reconciles anything.
 
     ``pending`` rows never left: closed ``unsent``. ``sent`` rows are asked about by idempotency key: a batch
@@ -211,7 +212,7 @@ def settle(client: PlatformClient, division: str, run_id: str, store: ItemStore)
     Claims the run's publish sequence first: StaleRun if a newer run has started for the partner.
     """
     sequence = check_fence(store, division, run_id)
-    settled: list[dict[str, Any]] = []
+    settled: list[SettledBatch] = []
     on_platform: dict[str, str] | None = None  # read when first needed
     for row in store.unsettled(division):
         if row["run_id"] == run_id:
@@ -237,16 +238,17 @@ def settle(client: PlatformClient, division: str, run_id: str, store: ItemStore)
             store.ledger_close(key, UNAPPLIED, settled_by=run_id, note=note, found_applied=found)
             outcome, applied = UNAPPLIED, len(found)
         settled.append(
-            {"key": key, "run_id": row["run_id"], "batch_no": row["batch_no"], "was": row["status"]}
-            | {"now": outcome, "applied": applied}
+            SettledBatch(
+                key=key, run_id=row["run_id"], batch_no=row["batch_no"], was=row["status"], now=outcome, applied=applied
+            )
         )
-    return {
-        "partner": division,
-        "run_id": run_id,
-        "sequence": sequence,
-        "settled": settled,
-        "drift": drift(client, division, store, on_platform),
-    }
+    return Settlement(
+        partner=division,
+        run_id=run_id,
+        sequence=sequence,
+        settled=settled,
+        drift=drift(client, division, store, on_platform),
+    )
 
 
 def drift(

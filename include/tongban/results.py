@@ -39,6 +39,27 @@ class Settled(_Result):
     drift: int  # 实施编码 on which the item store and the platform still differ after settling (should be 0)
 
 
+class SettledBatch(_Result):
+    """One ledger row an earlier run left unsettled, and how this run closed it."""
+
+    key: str  # the batch's idempotency key
+    run_id: str  # the run that planned it
+    batch_no: int
+    was: Literal["pending", "sent"]
+    now: Literal["acked", "unapplied", "unsent"]
+    applied: int  # its operations found applied on the platform (and applied to the item store)
+
+
+class Settlement(_Result):
+    """``settle.json``: everything ``publish.settle`` found and did for the partner at the start of a run."""
+
+    partner: str
+    run_id: str
+    sequence: int
+    settled: list[SettledBatch]
+    drift: dict[str, list[str]]  # only_on_platform, only_in_store, different -> 实施编码 (empty: none)
+
+
 # -- partner.fetch, partner.normalise -------------------------------------------------------------------------
 
 
