@@ -4,8 +4,7 @@ The run folder's files, which stage writes each and which read it, are listed in
 
 Every stage is a transaction keyed by (run, partner): it reads what the stage before wrote, rewrites
 its own outputs whole and returns a small typed result (``tongban.results``: what Airflow keeps in
-XCom). Stages
-share no process state, so each may run on a different machine.
+XCom). Stages share no process state, so each may run on a different machine.
 
 A stage is named after its step (``fetch``, ``validate``, ``deliver``), with ``_partner`` where the bare
 name is the library's: ``settle_partner`` (``publish.settle``), ``normalise_partner`` (the module
