@@ -1,6 +1,6 @@
 """The floor of the nightly run: ``cross_province_sync``'s shape with empty task bodies (bench/bench_nightly.py).
 
-The same tasks, mapping and trigger rules: ``plan`` and ``outbound_library``, a mapped group of 4 tasks per
+The same tasks, mapping, trigger rules and pools: ``plan`` and ``outbound_library``, a mapped group of 4 tasks per
 partner, one province task over all of them, a mapped group of 5 tasks per partner, ``summarise`` (9 x
 partners + 4 task instances; tests/test_benches.py checks the shape against the DAG's). Every task only
 passes on a small dict, so what a run of it costs is Airflow's own per-task cost.
@@ -12,6 +12,8 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task, task_group
+
+PARTNER_API_POOL = "partner_api"  # the real DAG's pool of its partner-facing tasks (a scheduler honours it)
 
 
 @dag(
@@ -36,7 +38,7 @@ def nightly_shape_floor() -> None:
     def settle(division: str) -> dict[str, Any]:
         return {"partner": division}
 
-    @task
+    @task(pool=PARTNER_API_POOL)
     def fetch(division: str) -> dict[str, Any]:
         return {"partner": division}
 
@@ -60,7 +62,7 @@ def nightly_shape_floor() -> None:
     def publish(reconciled: dict[str, Any]) -> dict[str, Any]:
         return reconciled
 
-    @task
+    @task(pool=PARTNER_API_POOL)
     def offer(checked: dict[str, Any]) -> dict[str, Any]:
         return checked
 
@@ -68,7 +70,7 @@ def nightly_shape_floor() -> None:
     def report(checked: dict[str, Any]) -> dict[str, Any]:
         return checked
 
-    @task
+    @task(pool=PARTNER_API_POOL)
     def deliver(reported: dict[str, Any]) -> dict[str, Any]:
         return reported
 
