@@ -23,16 +23,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import resource
 import secrets
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,23 +65,43 @@ def task_instances(env: dict[str, str], dag_id: str) -> int:
     return int(count)
 
 
-def dags_test_run(envs: dict[str, dict[str, str]], dag_id: str, conf: dict[str, object]) -> float:
-    """Seconds one ``airflow dags test`` of ``dag_id`` took (the real DAG through ``dags_test``, as ``make run``)."""
-    start = time.monotonic()
+class Run(NamedTuple):
+    seconds: float  # wall time
+    cpu: float  # CPU seconds of every Airflow process and task the run kept busy (load on the machine aside)
+    task_instances: int
+
+
+def dags_test_run(envs: dict[str, dict[str, str]], dag_id: str, conf: dict[str, object]) -> Run:
+    """One ``airflow dags test`` of ``dag_id`` (the real DAG through ``dags_test``, as ``make run``): its wall
+    time and the CPU time of its process."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     if dag_id == DAG_ID:
         done = dags_test(envs[dag_id], conf, capture_output=True)
     else:
         done = airflow("dags", "test", dag_id, "-c", json.dumps(conf), env=envs[dag_id], capture_output=True)
-    seconds = time.monotonic() - start
+    seconds, after = time.monotonic() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{dag_id} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return seconds
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return Run(seconds, cpu, task_instances(envs[dag_id], dag_id))
+
+
+def session_cpu(sessions: set[int]) -> float:
+    """CPU seconds so far of every process in ``sessions`` (scheduler, its forkserver, workers and the tasks they
+    forked and reaped; dag-processor; api-server), from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) in sessions:  # session; then utime, stime, cutime, cstime (fields 14-17)
+                total += sum(int(f) for f in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
-def scheduler(env: dict[str, str], log_dir: Path, dag_ids: list[str]) -> Iterator[Api]:
+def scheduler(env: dict[str, str], log_dir: Path, dag_ids: list[str]) -> Iterator[tuple[Api, set[int]]]:
     """A scheduler (LocalExecutor), a dag-processor and an api-server on a free loopback port, each in its own
-    process group, stopped whole on exit; yields the REST API, logged in, once every DAG is parsed."""
+    session, stopped whole on exit; yields the REST API, logged in, once every DAG is parsed, and the sessions."""
     procs = Processes(log_dir)
     try:
         for name in ("scheduler", "dag-processor", "api-server"):
@@ -90,15 +112,17 @@ def scheduler(env: dict[str, str], log_dir: Path, dag_ids: list[str]) -> Iterato
         for dag_id in dag_ids:
             wait_for(f"{dag_id} to be parsed", lambda d=dag_id: api.call("GET", f"/api/v2/dags/{d}"), 300, procs)
             api.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-        yield api
+        yield api, {proc.pid for proc in procs.procs.values()}
     finally:
         procs.stop_all()
 
 
-def scheduler_run(api: Api, dag_id: str, conf: dict[str, object], timeout: float = 1800) -> tuple[float, int]:
+def scheduler_run(api: Api, sessions: set[int], dag_id: str, conf: dict[str, object], timeout: float = 1800) -> Run:
     """Trigger one run through the REST API, wait for it; its seconds from queued to finished (as the metadata
-    database records them) and its number of task instances. A run that does not succeed raises."""
-    api.login()  # tokens expire; a run of all partners can take minutes
+    database records them), the CPU time of the deployment meanwhile, its task instances. A run that does not
+    succeed raises."""
+    api.login()
+    cpu = session_cpu(sessions)  # tokens expire; a run of all partners can take minutes
     run_id = api.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
     path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
     deadline = time.monotonic() + timeout
@@ -106,6 +130,7 @@ def scheduler_run(api: Api, dag_id: str, conf: dict[str, object], timeout: float
         if time.monotonic() > deadline:
             raise TimeoutError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s")
         time.sleep(0.5)
+    cpu = session_cpu(sessions) - cpu
     tis: list[dict[str, Any]] = api.call("GET", f"{path}/taskInstances?limit=1000")["task_instances"]
     if run["state"] != "success":
         failed = sorted(
@@ -113,7 +138,7 @@ def scheduler_run(api: Api, dag_id: str, conf: dict[str, object], timeout: float
         )
         raise RuntimeError(f"{dag_id} run {run_id} ended {run['state']}: {', '.join(failed)}")
     seconds = (ts(run["end_date"]) - ts(run["queued_at"])).total_seconds()
-    return seconds, len(tis)
+    return Run(seconds, cpu, len(tis))
 
 
 def ts(value: str) -> datetime:
@@ -147,6 +172,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2, help="rounds of floor + real after the first sync, per mode")
     parser.add_argument("--mode", choices=[*MODES, "both"], default="both", help="how the runs are executed")
     parser.add_argument("--parallelism", type=int, default=4, help="task processes at once in scheduler mode")
+    parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it: logs, metadata, run files")
     args = parser.parse_args()
     registry = load_registry()
     partners = [d.strip() for d in args.partners.split(",") if d.strip()] or [p.division for p in registry.partners]
@@ -154,9 +180,11 @@ def main() -> int:
         registry.partner(division)
     modes = list(MODES) if args.mode == "both" else [args.mode]
     conf: dict[str, object] = {"partners": partners}
-    times: dict[str, dict[str, list[float]]] = {mode: {"floor": [], "real": []} for mode in modes}
-    with tempfile.TemporaryDirectory(prefix="bench-nightly-") as tmp:
-        home = Path(tmp)
+    times: dict[str, dict[str, list[Run]]] = {mode: {"floor": [], "real": []} for mode in modes}
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            args.keep.mkdir(parents=True)  # a new folder: the first sync must publish everything
+        home = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-nightly-")))
         with running_simulators(home / "simulators") as urls:
             conns = simulator_connections(
                 urls.partners,
@@ -173,39 +201,46 @@ def main() -> int:
             ensure_pools(real, partners)
             first = dags_test_run(envs, DAG_ID, conf)
             print(
-                f"{len(partners)} partners, {task_instances(real, DAG_ID)} task instances per run\n"
-                f"first sync (airflow dags test, publishes every item, not counted)  {first:7.1f}s",
+                f"{len(partners)} partners, {first.task_instances} task instances per run\n"
+                f"first sync (airflow dags test, publishes every item, not counted)  {first.seconds:7.1f}s",
                 flush=True,
             )
 
-            def rounds(mode: str, run: Any) -> None:
-                print(f"floor, first run (not counted)  {run(FLOOR_DAG_ID)[0]:7.1f}s", flush=True)
+            def rounds(mode: str, run: Callable[[str], Run]) -> None:
+                print(f"floor, first run (not counted)  {run(FLOOR_DAG_ID).seconds:7.1f}s", flush=True)
                 for round_no in range(1, args.repeat + 1):
                     counts = {}
                     for kind, dag_id in (("floor", FLOOR_DAG_ID), ("real", DAG_ID)):
-                        seconds, counts[kind] = run(dag_id)
-                        times[mode][kind].append(seconds)
+                        done = run(dag_id)
+                        times[mode][kind].append(done)
+                        counts[kind] = done.task_instances
                         what = "(empty tasks)" if kind == "floor" else "(unchanged data)"
-                        print(f"round {round_no}: {kind:<5} {what:<18} {seconds:7.1f}s", flush=True)
+                        print(
+                            f"round {round_no}: {kind:<5} {what:<18} {done.seconds:7.1f}s  (CPU {done.cpu:6.1f}s)",
+                            flush=True,
+                        )
                     if counts["floor"] != counts["real"]:
                         raise RuntimeError(f"the floor ran {counts['floor']} task instances, the DAG {counts['real']}")
 
             for mode in modes:
                 print(f"\n## {mode}", flush=True)
                 if mode == "dags-test":
-                    rounds(mode, lambda d: (dags_test_run(envs, d, conf), task_instances(envs[d], d)))
+                    rounds(mode, lambda d: dags_test_run(envs, d, conf))
                 else:
                     print(f"LocalExecutor, parallelism {args.parallelism}; logs in {home / 'logs'}", flush=True)
                     (home / "logs").mkdir()
                     env = scheduler_env(real, home, args.parallelism)
-                    with scheduler(env, home / "logs", [FLOOR_DAG_ID, DAG_ID]) as api:
-                        rounds(mode, lambda d, api=api: scheduler_run(api, d, conf))
+                    with scheduler(env, home / "logs", [FLOOR_DAG_ID, DAG_ID]) as (api, sessions):
+                        rounds(mode, lambda d, api=api, sessions=sessions: scheduler_run(api, sessions, d, conf))
     print()
     for mode in modes:
-        floor_s, real_s = statistics.median(times[mode]["floor"]), statistics.median(times[mode]["real"])
+        floor, real_runs = times[mode]["floor"], times[mode]["real"]
+        wall = [statistics.median(r.seconds for r in runs) for runs in (real_runs, floor)]
+        cpu = [statistics.median(r.cpu for r in runs) for runs in (real_runs, floor)]
         print(
-            f"{mode:<10} median of {args.repeat}: real {real_s:.1f}s, floor {floor_s:.1f}s, "
-            f"ratio {real_s / floor_s:.2f} (target <= 1.5)"
+            f"{mode:<10} median of {args.repeat}: real {wall[0]:.1f}s, floor {wall[1]:.1f}s, "
+            f"ratio {wall[0] / wall[1]:.2f} (target <= 1.5); "
+            f"CPU real {cpu[0]:.1f}s, floor {cpu[1]:.1f}s, ratio {cpu[0] / cpu[1]:.2f}"
         )
     return 0
 
