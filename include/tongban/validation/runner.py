@@ -199,9 +199,18 @@ def _docs_site(docs_dir: Path | None) -> dict[str, Any] | None:
             "class_name": "SiteBuilder",
             "show_how_to_buttons": False,
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "view": _view("CachedIndexPageView")},
+            # GX's own sections, each with GX's page view whose templates are compiled once (docs_views)
+            "site_section_builders": {s: {"view": _view("CachedPageView")} for s in _SECTIONS},
         }
     }
+
+
+_SECTIONS = ("expectations", "validations", "profiling")
+
+
+def _view(class_name: str) -> dict[str, str]:
+    return {"module_name": "tongban.validation.docs_views", "class_name": class_name}
 
 
 class _Findings:
