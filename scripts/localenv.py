@@ -12,6 +12,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "cross_province_sync"
+# what the scheduler's forkserver imports before it starts LocalExecutor workers: Airflow's side of running a task
+# and tongban's (tongban/preload.py); Airflow's own example value names the executor's module
+PRELOAD = "airflow.executors.local_executor,airflow.sdk.execution_time.task_runner,tongban.preload"
 
 
 def tongban_home() -> Path:
@@ -36,6 +39,10 @@ def airflow_env(home: Path | None = None, extra: dict[str, str] | None = None) -
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__API__HOST": "127.0.0.1",
+        # The LocalExecutor's workers start from a forkserver that has imported the task code (tongban.preload):
+        # each task process, forked from its worker, then imports none of it again (docs/scaling.md).
+        "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+        "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": PRELOAD,
         "NO_PROXY": "*",
     }
     # Everything that lives under the home follows the home asked for, whatever the caller's environment says.

@@ -1,0 +1,31 @@
+"""What a task process of the sync imports, imported once by the worker that forks task processes.
+
+Airflow 3 runs every task in a process of its own, forked (``os.fork``) from its worker: with the
+LocalExecutor a worker process of the scheduler, with Celery a process of the worker's pool. A module the
+worker has imported before the fork is there in the task process at no cost, copy-on-write, as with
+gunicorn's ``--preload``; a module it has not is imported by every task again: about 0.9 s of CPU for the
+item store and the stages, and 2 s more for GX and pandas in the validating tasks (measured here). Name this
+module in ``[scheduler] mp_forkserver_preload`` with ``[scheduler] mp_start_method = forkserver``
+(``scripts/localenv.py`` does): the LocalExecutor's workers then start from a process that has imported it.
+
+Importing it only imports (no connection, no file, no thread is opened), so a fork after it is safe.
+"""
+
+from __future__ import annotations
+
+import great_expectations  # noqa: F401
+import pandas  # noqa: F401
+
+import tongban.delivery
+import tongban.guard
+import tongban.outbound.library
+import tongban.outbound.report
+import tongban.outbound.stages
+import tongban.pipeline
+import tongban.province
+import tongban.publish
+import tongban.report
+import tongban.store.repo
+import tongban.validation.docs_views
+import tongban.validation.five_level
+import tongban.validation.runner  # noqa: F401
