@@ -66,7 +66,8 @@ bench: venv
 bench-national: venv
 	$(PY) bench/bench_national.py $(BENCH_ARGS)
 
-# The real DAG and an empty DAG of its shape under `airflow dags test`, times and ratio. BENCH_ARGS="--partners 440100".
+# The real DAG and an empty DAG of its shape under `airflow dags test` and a scheduler, times and ratios.
+# BENCH_ARGS="--partners 440100 --mode dags-test" for a look.
 bench-nightly: venv airflow-db
 	$(PY) bench/bench_nightly.py $(BENCH_ARGS)
 
