@@ -13,8 +13,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "cross_province_sync"
 # what the scheduler's forkserver imports before it starts LocalExecutor workers: Airflow's side of running a task
-# and tongban's (tongban/preload.py); Airflow's own example value names the executor's module
-PRELOAD = "airflow.executors.local_executor,airflow.sdk.execution_time.task_runner,tongban.preload"
+# (the executor, the task runner, what parsing the DAG file takes) and tongban's (tongban/preload.py, last: it
+# freezes the GC's view of all of them); Airflow's own example value names the executor's module
+PRELOAD = ",".join(
+    [
+        "airflow.executors.local_executor",
+        "airflow.sdk.execution_time.task_runner",
+        "airflow.sdk",
+        "airflow.dag_processing.dagbag",
+        "airflow.providers.standard.decorators.python",
+        "airflow.serialization.serialized_objects",
+        "tongban.preload",
+    ]
+)
 
 
 def tongban_home() -> Path:
