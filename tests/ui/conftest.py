@@ -109,7 +109,7 @@ def _write_partner(root: UPath, run_id: str, partner: Partner, spec: Spec) -> Pa
     write_jsonl(run / layout.WARNINGS, [])
     # the validation summary's hold-back numbers, as pipeline.validate writes them (the report quotes them)
     check = {"partner": partner.division, "accepted": len(added), "rejected": len(rejected), "records": spec.fetched}
-    check |= pipeline.hold_back_rate(len(rejected), spec.fetched) | {"held_back": spec.held_back}
+    check |= pipeline.hold_back_rate(len(rejected), spec.fetched).model_dump() | {"held_back": spec.held_back}
     write_json(run / layout.VALIDATION, check)
     write_json(run / layout.RECONCILIATION, recon.as_dict())
     write_json(run / layout.PUBLISH, publish)
