@@ -361,7 +361,14 @@ def log_problems(api: Api, run_id: str, tis: list[dict[str, Any]], hosts: dict[s
         if not any(e.startswith(f"{folder}/") for e in events[:5]) or len(events) < 5:
             problems.append(f"log of {ti['task_id']}[{ti.get('map_index')}] on {worker}: HTTP {status} {text[:300]}")
     problems += [f"no succeeded task ran on {w}: its log was not checked" for w in sorted(set(hosts) - seen)]
-    kept = [str(f) for w, folder in hosts.items() if w != VICTIM for f in (folder / "airflow" / "logs").rglob("*.log")]
+    # a try's supervisor uploads its log and deletes it locally after reporting the try's state: the last tasks'
+    # logs may still be on their way when the run has already succeeded
+    deadline = time.monotonic() + 60
+    while True:
+        kept = [str(f) for w, d in hosts.items() if w != VICTIM for f in (d / "airflow" / "logs").rglob("*.log")]
+        if not kept or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     return problems + [f"task log kept on a worker instead of the bucket: {f}" for f in kept[:5]]
 
 
