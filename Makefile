@@ -62,7 +62,7 @@ bench: venv
 	$(PY) bench/bench_reconcile.py
 	$(PY) bench/bench_publish.py
 
-# The whole pipeline at national scale (about 1M items; ~870 CPU s, ~8 min on 2 idle cores, docs/scaling.md). BENCH_ARGS="--partners 6 --items 2000" for a look.
+# The whole pipeline at national scale (about 1M items; 7.7 min run + 1 min of simulator start-up on 2 idle cores, docs/scaling.md). BENCH_ARGS="--partners 6 --items 2000" for a look.
 bench-national: venv
 	$(PY) bench/bench_national.py $(BENCH_ARGS)
 
