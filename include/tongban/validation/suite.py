@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from tongban.model import LABELS
-from tongban.registry import Partner, dictionaries, divisions
+from tongban.registry import CODED_FIELDS, Partner, dictionaries, divisions, wire_formats
 from tongban.validation.outcome import SEVERITIES, Severity
 
 SUITE_FILE = "items.json"
@@ -153,16 +153,8 @@ def expectation_parameters(partner: Partner) -> dict[str, Any]:
     return params
 
 
-# Message placeholders holding a coded value, and their dictionary. The first group is the item's own element,
-# which the partner sent in its own codes; the second are digits inside a national code (always canonical).
-PARTNER_CODED = {
-    "item_type": "item_type",
-    "level": "level",
-    "handling_mode": "handling_mode",
-    "handle_type": "handle_type",
-    "legal_limit_unit": "time_unit",
-    "promised_limit_unit": "time_unit",
-}
+# Message placeholders holding a digit inside a national code, and its dictionary (always a canonical code). The
+# item's own coded elements (registry.CODED_FIELDS) are quoted in the partner's codes instead.
 CANONICAL_CODED = {"_task_code_level": "level", "_catalog_type": "item_type"}
 
 
@@ -171,22 +163,17 @@ def coded_values(partner: Partner) -> dict[str, dict[str, str]]:
     partner's own code with the dictionary's name (pinyin_json's 行使层级 「2（地市级）」, national_json's
     「3（地市级）」, csv_gbk's 「市级（地市级）」), so the partner finds it in its system; a digit inside a national
     code in the national code (「3（地市级）」). A value outside the dictionary is quoted as it is."""
-    from tongban.registry import wire_formats
-
     fmt = wire_formats()[partner.format]
     names = dictionaries()
 
-    def text(code: str, label: str) -> str:
-        return label if code == label else f"{code}（{label}）"
+    def quoted(dictionary: str, wire: Mapping[str, str]) -> dict[str, str]:
+        return {
+            c: label if wire.get(c, c) == label else f"{wire.get(c, c)}（{label}）"
+            for c, label in names[dictionary].items()
+        }
 
-    shown = {
-        placeholder: {c: text(fmt.to_wire(d).get(c, c), label) for c, label in names[d].items()}
-        for placeholder, d in PARTNER_CODED.items()
-    }
-    shown |= {
-        placeholder: {c: text(c, label) for c, label in names[d].items()} for placeholder, d in CANONICAL_CODED.items()
-    }
-    return shown
+    shown = {field: quoted(d, fmt.to_wire(d)) for field, d in CODED_FIELDS.items()}
+    return shown | {name: quoted(d, {}) for name, d in CANONICAL_CODED.items()}
 
 
 def message_extras(partner: Partner) -> dict[str, str]:
