@@ -9,6 +9,8 @@ The ledger notes every batch ``pending`` with its content before anything is sen
 request goes out and ``acked`` together with applying the platform's answer to the item store and history
 (:func:`tongban.batches.send_batches`). A run that died leaves ``pending`` (never left) or ``sent`` (maybe
 applied) rows: every later run first :func:`settle` s them against the platform, asking by idempotency key.
+On the SQLite item store (WAL, ``synchronous=NORMAL``) ledger steps survive a crash of the process, not a
+power loss of the machine, which may roll back the last ones (docs/platform-api.md, *What we do with them*).
 
 Fencing: every run that starts for a partner claims the next publish sequence of that partner
 (:meth:`ItemStore.claim_sequence`); a run whose sequence is no longer the highest is stale and may

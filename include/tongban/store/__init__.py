@@ -2,6 +2,15 @@
 
 SQLite under ``$TONGBAN_HOME`` by default; PostgreSQL (or any SQLAlchemy URL) through
 ``TONGBAN_DB_URL`` or the Airflow Connection ``tongban_db``. The schema is managed by Alembic.
+
+On SQLite every connection runs in WAL mode with ``synchronous=NORMAL`` and a busy timeout
+(:func:`sqlite_pragmas`): readers and the one writer do not block each other, and a commit appends to the
+write-ahead log without an fsync (the log is synced at checkpoints). A commit is durable once it returns
+as far as the application is concerned (a process killed at any moment loses nothing committed), but an
+operating-system crash or a power loss may roll back the last commits before the checkpoint; the
+database stays consistent. WAL needs every process on the one machine holding the file (its index is
+shared memory): the SQLite store is the embedded default for one machine, on a local disk, never on a
+network filesystem; several hosts share PostgreSQL.
 """
 
 from __future__ import annotations
@@ -13,11 +22,12 @@ from contextlib import contextmanager
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 
 from tongban.config import home
 
@@ -80,13 +90,34 @@ def migrate(url: str) -> None:
         command.upgrade(alembic_config(url), "head")
 
 
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # how long a connection waits for another's write lock before it fails
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # first: switching to WAL may wait for a lock
+    cursor.execute("PRAGMA journal_mode=WAL")  # kept in the file; every connection asks (a no-op once set)
+    cursor.execute("PRAGMA synchronous=NORMAL")  # per connection: in WAL mode, no fsync per commit
+    cursor.close()
+
+
+def sqlite_pragmas(made: Engine) -> Engine:
+    """WAL, ``synchronous=NORMAL`` and a busy timeout on every connection of a SQLite engine (see the module's
+    docstring for what that means for durability); other databases' engines are left as they are."""
+    if made.dialect.name == "sqlite" and not event.contains(made, "connect", _set_sqlite_pragmas):
+        event.listen(made, "connect", _set_sqlite_pragmas)
+    return made
+
+
 @cache
 def engine(url: str) -> Engine:
     """One engine per URL and process, schema migrated on first use."""
     migrate(url)
-    return create_engine(
-        url,
-        pool_pre_ping=True,
-        json_serializer=lambda v: msgspec.json.encode(v, enc_hook=str).decode(),  # item records are large
-        json_deserializer=msgspec.json.decode,
+    return sqlite_pragmas(
+        create_engine(
+            url,
+            pool_pre_ping=True,
+            json_serializer=lambda v: msgspec.json.encode(v, enc_hook=str).decode(),  # item records are large
+            json_deserializer=msgspec.json.decode,
+        )
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from tongban.store import sqlite_pragmas
 from tongban.store.schema import Base
 
 config = context.config
@@ -17,7 +18,7 @@ def run() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    connectable = config.attributes.get("connection") or create_engine(url)
+    connectable = config.attributes.get("connection") or sqlite_pragmas(create_engine(url))  # WAL from the start
     with connectable.connect() if hasattr(connectable, "connect") else connectable as connection:
         context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
         with context.begin_transaction():
