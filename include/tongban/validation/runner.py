@@ -138,6 +138,9 @@ def run_gx(
     )
 
     from tongban.validation import five_level  # noqa: F401  (registers the custom expectation)
+    from tongban.validation.gx_memo import install
+
+    install()
 
     context = gx.get_context(
         mode="ephemeral",
