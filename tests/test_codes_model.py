@@ -87,6 +87,15 @@ def test_registry_env_var_switches_partners(tmp_path, monkeypatch) -> None:
     )
     monkeypatch.setenv("TONGBAN_REGISTRY", str(other))
     assert [p.division for p in load_registry().partners] == ["371700"]
+    assert load_registry() is load_registry()  # kept per process: every task asks for it
+    # an edited registry file is read again (a partner added between two runs of a long-lived process)
+    other.write_text(
+        other.read_text(encoding="utf-8") + '  - {division: "371300", name: 临沂市, items: 5, format: national_json}\n',
+        encoding="utf-8",
+    )
+    assert [p.division for p in load_registry().partners] == ["371700", "371300"]
+    with pytest.raises(ValidationError, match="frozen"):
+        load_registry().seed = 2  # type: ignore[misc]  (shared, so nobody may change it)
 
 
 def test_registry_rejects_unknown_division_and_format(tmp_path) -> None:
