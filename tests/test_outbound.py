@@ -17,6 +17,7 @@ from tongban.http import HttpSettings
 from tongban.ingest import FetchSettings
 from tongban.layout import LIBRARY_CHECK
 from tongban.outbound import stages
+from tongban.outbound.client import OfferClient
 from tongban.outbound.library import offer_for
 from tongban.outbound.report import section
 from tongban.outbound.wire import MODES
@@ -92,7 +93,15 @@ def same(offer: dict[str, dict[str, Any]], held: dict[str, dict[str, Any]]) -> b
     return {c: digest(r) for c, r in offer.items()} == {c: digest(r) for c, r in held.items()}
 
 
-def test_every_drift_is_found_repaired_and_a_rerun_sends_nothing(world: World) -> None:
+def test_every_drift_is_found_repaired_and_a_rerun_sends_nothing(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[str] = []
+    configured = OfferClient.configured
+
+    def counted(self: OfferClient) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        reads.append(self.partner.division)
+        return configured(self)
+
+    monkeypatch.setattr(OfferClient, "configured", counted)
     first = world.run("r1")
     library = read_json(stages.home_run(world.root, "r1", REGISTRY) / LIBRARY_CHECK)
     assert library["offered"] == 99 and library["rejected"] > 0 and library["not_offered"] == 0
@@ -112,8 +121,13 @@ def test_every_drift_is_found_repaired_and_a_rerun_sends_nothing(world: World) -
         assert first[partner.division].configured == first[partner.division].offered
         assert same(offer_of(world, "r1", partner.division), world.configured(partner.division))
 
+    divisions = [p.division for p in REGISTRY.partners]
+    # every partner's list is read, and read back after a write; one already in line is read once
+    assert sorted(reads) == sorted(divisions + [d for d in divisions if first[d].sent])
+    reads.clear()
     second = world.run("r2")
     assert all(s.sent == 0 and s.configured == s.offered for s in second.values())
+    assert sorted(reads) == sorted(divisions)
     assert all(getattr(s, k) == 0 for s in second.values() for k in kinds.values())
 
 

@@ -44,6 +44,10 @@ class OfferDiff:
     def deletes(self) -> list[str]:
         return [r["task_code"] for r in self.withdrawn]
 
+    def in_line(self) -> bool:
+        """The partner holds our offer as it is: nothing to send."""
+        return not (self.missing or self.outdated or self.withdrawn or self.mode_mismatch)
+
     def counts(self) -> dict[str, int]:
         return {k: len(getattr(self, k)) for k in ("offered", "missing", "outdated", "withdrawn", "mode_mismatch")}
 

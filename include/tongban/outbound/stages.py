@@ -62,7 +62,7 @@ def offer_partner(
     dry_run: bool = False,
 ) -> Offered:
     """Bring the partner's configured list in line with our offer: read it back, compare, send the
-    difference in idempotent batches, read it back again (``dry_run``: compare only). Writes
+    difference in idempotent batches, read it back again (``dry_run``, or nothing to send: compare only). Writes
     ``outbound.json``; returns its counts. A run superseded for the partner by a newer one offers nothing
     (StaleRun: its library is older than the newer run's)."""
     check_fence(store, partner.division, run_id)
@@ -86,7 +86,9 @@ def offer_partner(
         before, _ = client.configured()
         read_before = True
         diff = compare(offer.values(), before)
-        after = before if dry_run else _send(client, store, run_id, partner.division, offer, diff, sent)
+        after = before  # dry run, or a list already in line: nothing is sent, so it is not read a second time
+        if not (dry_run or diff.in_line()):
+            after = _send(client, store, run_id, partner.division, offer, diff, sent)
         if not dry_run and (problems := _readback(offer, before, after, sent)):
             status, error = "failed", "回读结果与发送内容不一致：" + "; ".join(problems)
     except OfferError as exc:
