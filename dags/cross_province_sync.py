@@ -322,18 +322,20 @@ def cross_province_sync() -> None:
         is done, whatever became of it: a partner not validated is compared through its published items.
         Returns one small summary per planned partner, in plan order (what the publishing group maps over)."""
         from tongban import province
+        from tongban.guard import parse_confirmations
         from tongban.layout import RUNS
         from tongban.registry import load_registry
 
-        registry = load_registry()
+        registry, context = load_registry(), get_current_context()
         # the validate tasks that succeeded; Airflow hands over a lone mapped instance's value itself, not in a list
         summaries = [validated] if isinstance(validated, Validated) else [v for v in validated or [] if v]
         return province.check_run(
             [registry.partner(d) for d in divisions],
             registry.partners,
             {v.partner: v for v in summaries},
-            _storage() / RUNS / get_current_context()["run_id"],
+            _storage() / RUNS / context["run_id"],
             _store(),
+            parse_confirmations(context["params"].get("confirm_removals", [])),  # the guard lets these removals go
         )
 
     @task(**PARTNER_TASK)

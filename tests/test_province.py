@@ -186,6 +186,50 @@ def test_published_items_of_partners_outside_the_run_vote_and_a_failed_partner_b
     assert (roles["440300"]["role"], roles["440300"]["context"]) == ("not_validated", 1)
 
 
+def test_items_whose_removal_the_guard_holds_stay_and_vote_as_published(runs: UPath, store: ItemStore) -> None:
+    """广州's full pull tonight lacks two of its three published items: too many removals (2/3 > 20%), so the
+    removal guard will hold them and the platform keeps them. They vote with their published content, are
+    never judged themselves, and make 佛山's version the province's majority: 深圳 alone differs."""
+    store.apply("run-0", GZ.division, [item(GZ, 1), item(GZ, 2), item(GZ, 3)], [])
+    sz, fs = item(SZ, 1, result=OTHER_RESULT), item(FS, 1)
+    records = {GZ: [item(GZ, 2)], SZ: [sz], FS: [fs]}
+    validated = {p.division: validate(runs, store, p, r) for p, r in records.items()}
+
+    summaries = check(runs, store, validated, [GZ, SZ, FS])
+
+    assert [(s.partner, s.province_rejected) for s in summaries] == [("440100", 0), ("440300", 1), ("440600", 0)]
+    [finding] = rejected(runs, SZ)[sz["task_code"]]
+    held = item(GZ, 1)["task_code"]
+    assert f"与广州市地市级（实施编码 {held}）不一致" in finding["message"] and "（2/3个伙伴）" in finding["message"]
+    assert rejected(runs, GZ) == rejected(runs, FS) == {}
+    record = read_json(runs / layout.PROVINCES / "440000" / layout.FIVE_LEVEL)
+    assert record["partners"]["440100"] == {"role": "judged", "removals_held": 2, "judged": 1, "context": 2}
+    assert [(f["partner"], f["task_code"]) for f in record["findings"]] == [("440300", sz["task_code"])]
+
+
+@pytest.mark.parametrize("why", ["few removals", "confirmed"])
+def test_items_a_full_pull_removes_do_not_vote(runs: UPath, store: ItemStore, why: str) -> None:
+    """The same province, but 广州's missing items really go: one of five is within the removal limit, or a person
+    confirmed the removals an earlier run held. Gone from the platform, they do not vote: 深圳 and 佛山 tie."""
+    published = [item(GZ, i) for i in range(1, 6)]
+    store.apply("run-0", GZ.division, published, [])
+    delivered, confirmed = published[1:], {}
+    if why == "confirmed":
+        delivered = published[1:2]
+        held = [{"task_code": r["task_code"]} for r in published if r not in delivered]
+        write_json(runs.parent / "manual__0" / GZ.division / layout.RECONCILIATION, {"removal_guard": {"held": held}})
+        confirmed = {GZ.division: "manual__0"}
+    sz, fs = item(SZ, 1, result=OTHER_RESULT), item(FS, 1)
+    validated = {p.division: validate(runs, store, p, r) for p, r in ((GZ, delivered), (SZ, [sz]), (FS, [fs]))}
+
+    province.check_run([GZ, SZ, FS], REGISTRY.partners, validated, runs, store, confirmed)
+
+    assert list(rejected(runs, SZ)) == [sz["task_code"]] and list(rejected(runs, FS)) == [fs["task_code"]]
+    assert "相持不下" in rejected(runs, FS)[fs["task_code"]][0]["message"]
+    roles = read_json(runs / layout.PROVINCES / "440000" / layout.FIVE_LEVEL)["partners"]
+    assert (roles["440100"]["removals_held"], roles["440100"]["context"]) == (0, 0)
+
+
 def test_incremental_pull_is_compared_with_the_partners_published_items_and_rerunning_changes_nothing(
     runs: UPath, store: ItemStore
 ) -> None:

@@ -21,7 +21,7 @@ from upath import UPath
 from tests.ingest.conftest import FAST, Partners
 from tests.partner_texts import internal_in, report_texts
 from tests.simulators.conftest import serving
-from tongban import guard, layout, pipeline, watermark
+from tongban import guard, layout, pipeline, province, watermark
 from tongban.guard import check_confirmations, parse_confirmations
 from tongban.layout import report_dir, run_dir
 from tongban.model import content_hash
@@ -47,7 +47,8 @@ class World:
     nights: int = 0
 
     def night(self, division: str, *, full: bool = False, confirmed_run: str | None = None, **kw: Any) -> Night:
-        """One run of every per-partner stage, as the DAG chains them (no province stage: one partner)."""
+        """One run of every stage, as the DAG chains them; the province stage compares the partner with the item
+        store alone, and must foresee exactly the removals the guard holds when the partner reconciles."""
         self.nights += 1
         run_id = f"night-{self.nights}"
         partner = self.partners.registry.partner(division)
@@ -60,8 +61,18 @@ class World:
             full_resync=full, now=now, **kw,
         )  # fmt: skip
         pipeline.normalise_partner(partner, run)
-        pipeline.validate(partner, run, self.store)
-        pipeline.reconcile_partner(partner, run, self.platform, self.store, run_id, confirmed_run=confirmed_run)
+        validated = pipeline.validate(partner, run, self.store)
+        confirmed = {division: confirmed_run} if confirmed_run else {}
+        runs = self.root / layout.RUNS / run_id
+        province.check_run(
+            [partner], self.partners.registry.partners, {division: validated}, runs, self.store, confirmed
+        )
+        reconciled = pipeline.reconcile_partner(
+            partner, run, self.platform, self.store, run_id, confirmed_run=confirmed_run
+        )
+        if not reconciled.held_back:
+            roles = read_json(runs / layout.PROVINCES / partner.province / layout.FIVE_LEVEL)["partners"]
+            assert roles[division]["removals_held"] == reconciled.removals_held
         pipeline.publish_partner(partner, run, self.platform, self.store, run_id, dry_run=False)
         out = report_dir(self.root, run_id, division)
         written = pipeline.write_report(partner, run, out, run_id, self.store)

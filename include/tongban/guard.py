@@ -9,7 +9,9 @@ held removals, *holds* those removals: the platform keeps the items, the partner
 published, and the report and an alert say so with the numbers. A person confirms a real mass
 withdrawal with the DAG param ``confirm_removals`` (``["<division>@<run id that held them>"]``); the
 confirming run then removes exactly the held items that are still missing from the partner's
-catalogue (anything else it would remove is guarded again).
+catalogue (anything else it would remove is guarded again). The province check, which runs before the
+partner reconciles, foresees the held removals (``pipeline.removals_to_hold``, the same decision): the held
+items stay on the platform, so they take part in 五级N同 across the partners as published, never judged.
 
 **Hold-back notice.** A partner held back whole (critical-failure rate above
 ``TONGBAN_MAX_CRITICAL_RATE``) is told the rate against the limit, which of its items passed and

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence, Set
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -340,16 +340,7 @@ def reconcile_partner(
         recon.held_back = True
     else:
         recon = reconcile(accepted_records(run), current, held_codes(run), full=is_full_pull(run))
-        pulled = read_json(run / FETCH) if (run / FETCH).exists() else {}
-        declared = pulled.get("declared_total")
-        guard.apply(
-            recon,
-            len(current),
-            size=declared if declared is not None else pulled.get("fetched"),
-            previous_size=watermark.last_full_size(root, partner.division, exclude_run=run_id),
-            confirmed=guard.held_removals(root, partner.division, confirmed_run) if confirmed_run else (),
-            confirmed_run=confirmed_run,
-        )
+        _guard_removals(recon, len(current), partner.division, run, root, run_id, confirmed_run)
     write_json(run / RECONCILIATION, recon.as_dict())
     store.record_reconciliation(run_id, partner.division, recon.counts())
     held = len((recon.removal_guard or {}).get("held", []))
@@ -361,6 +352,61 @@ def reconcile_partner(
         held_back=recon.held_back,
         removals_held=held,
     )
+
+
+def _guard_removals(
+    recon: Reconciliation,
+    published: int,
+    division: str,
+    run: UPath,
+    root: UPath,
+    run_id: str,
+    confirmed_run: str | None,
+) -> None:
+    """The removal guard (``guard.apply``) on ``recon`` with this pull's catalogue size against the last complete
+    full pull's, and the removals ``confirmed_run`` held (confirmed by a person)."""
+    pulled = read_json(run / FETCH) if (run / FETCH).exists() else {}
+    declared = pulled.get("declared_total")
+    guard.apply(
+        recon,
+        published,
+        size=declared if declared is not None else pulled.get("fetched"),
+        previous_size=watermark.last_full_size(root, division, exclude_run=run_id),
+        confirmed=guard.held_removals(root, division, confirmed_run) if confirmed_run else (),
+        confirmed_run=confirmed_run,
+    )
+
+
+def removals_to_hold(
+    division: str,
+    run: UPath,
+    published: Mapping[str, Mapping[str, Any]],
+    accepted: Sequence[Mapping[str, Any]],
+    held: Set[str],
+    *,
+    confirmed_run: str | None = None,
+) -> list[str]:
+    """实施编码 of ``published`` items whose removal the removal guard will hold when the partner reconciles, known
+    before it does: for the province check, which compares what the platform will hold (the held items stay).
+
+    ``published``: the partner's items on the platform (the item store), by 实施编码; ``accepted`` / ``held``: the
+    records that passed the partner's own validation and the codes it held (rejected or quarantined). Only a full
+    pull removes. The same ``reconcile`` and ``guard.apply`` as :func:`reconcile_partner`, on the items that
+    appear or disappear alone (which decide the removals and re-codes), so it costs little on an ordinary night.
+    The province check's own rejections come after it: an item it rejects that would have re-coded a missing one
+    leaves that one removed after all (so held, if the guard holds), which this does not foresee.
+    """
+    if not is_full_pull(run):
+        return []
+    delivered = {r["task_code"] for r in accepted}
+    missing = [published[code] for code in sorted(set(published) - delivered - held)]
+    if not missing:
+        return []
+    appearing = [r for r in accepted if r["task_code"] not in published]
+    recon = reconcile(appearing, missing, full=True)
+    root = root_of(run)
+    _guard_removals(recon, len(published), division, run, root, run.parent.name, confirmed_run)
+    return [r["task_code"] for r in (recon.removal_guard or {}).get("held", [])]
 
 
 def publish_partner(

@@ -9,7 +9,9 @@ What is compared, per province, is what the platform will hold after the run, on
 - a partner validated this run (and not held back by its own checks) brings its accepted records,
   which are *judged*: the check can reject them;
 - it also brings, as *context* (compared, never judged), its published items this run does not
-  replace: all of them after an incremental pull, those held back this run after a full pull;
+  replace: all of them after an incremental pull; after a full pull, those its own checks held this run
+  and those whose removal the removal guard will hold (``pipeline.removals_to_hold``, ``tongban.guard``):
+  they stay on the platform, with the content the item store holds, though the partner did not send them;
 - a partner not validated this run (fetch failed, not in the run's subset) or held back whole brings
   its published items (the item store) as context.
 
@@ -64,18 +66,21 @@ def check_run(
     validated: Mapping[str, Validated],
     runs: UPath,
     store: ItemStore,
+    confirmed: Mapping[str, str] | None = None,
 ) -> list[ProvinceChecked]:
     """The province check of one run: every province of the ``planned`` partners, one after the other.
 
     ``validated``: division -> the validate stage's summary, for the partners validated this run;
     ``runs``: the run's folder (``<root>/runs/<run id>``); ``registry_partners``: every partner (the
-    ones outside this run are compared through their published items). Returns one small summary per
-    planned partner, in order (``validated`` false for a partner whose validation did not succeed).
+    ones outside this run are compared through their published items); ``confirmed``: division -> the
+    run whose held removals the DAG param ``confirm_removals`` confirms (the removal guard lets them go).
+    Returns one small summary per planned partner, in order (``validated`` false for a partner whose
+    validation did not succeed).
     """
     done: dict[str, ProvinceChecked] = {}
     for province in sorted({p.province for p in planned}):
         members = sorted((p for p in registry_partners if p.province == province), key=lambda p: p.division)
-        done.update(check_province(province, members, validated, runs, store))
+        done.update(check_province(province, members, validated, runs, store, confirmed or {}))
     not_validated = (ProvinceChecked(partner=p.division, province=p.province, validated=False) for p in planned)
     return [done.get(checked.partner, checked) for checked in not_validated]
 
@@ -86,6 +91,7 @@ def check_province(
     validated: Mapping[str, Validated],
     runs: UPath,
     store: ItemStore,
+    confirmed: Mapping[str, str] | None = None,
 ) -> dict[str, ProvinceChecked]:
     """Compare the partners of one province; apply the findings to each validated partner's outcome."""
     import pandas as pd
@@ -93,9 +99,12 @@ def check_province(
     frames: list[pd.DataFrame] = []
     roles: dict[str, dict[str, Any]] = {}
     for partner in members:
-        judged, context, role = _rows(partner, validated.get(partner.division), runs / partner.division, store)
+        division = partner.division
+        judged, context, role = _rows(
+            partner, validated.get(division), runs / division, store, (confirmed or {}).get(division)
+        )
         frames += [_hash_rows(judged, partner, judged=True), _hash_rows(context, partner, judged=False)]
-        roles[partner.division] = {"role": role, "judged": len(judged), "context": len(context)}
+        roles[division] = role | {"judged": len(judged), "context": len(context)}
     frame = _shared_groups(pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True))
     out = runs / layout.PROVINCES / province
     findings: list[Finding] = []
@@ -136,18 +145,26 @@ def check_province(
 
 
 def _rows(
-    partner: Partner, summary: Validated | None, run: UPath, store: ItemStore
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
-    """(judged records, context records, role) of one partner, as the platform will hold them after the run."""
+    partner: Partner, summary: Validated | None, run: UPath, store: ItemStore, confirmed_run: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """(judged records, context records, role) of one partner, as the platform will hold them after the run.
+
+    The role is ``{"role": "judged" | "held_back" | "not_validated"}``, plus ``removals_held`` (the published items
+    a judged full pull did not deliver whose removal the removal guard will hold: compared as context)."""
     published = store.current(partner.division)
     if summary is None or summary.held_back:
         role = "held_back" if summary is not None else "not_validated"
-        return [], [published[code] for code in sorted(published)], role
+        return [], [published[code] for code in sorted(published)], {"role": role}
     accepted = list(read_jsonl(run / layout.ACCEPTED))
     kept = set(published) - {r["task_code"] for r in accepted}
-    if kept and pipeline.is_full_pull(run):
-        kept &= _own_held_codes(run)  # a full pull removes the rest
-    return accepted, [published[code] for code in sorted(kept)], "judged"
+    guarded: list[str] = []
+    if kept and pipeline.is_full_pull(run):  # a full pull removes the rest, unless the removal guard holds it
+        own = _own_held_codes(run)
+        guarded = pipeline.removals_to_hold(
+            partner.division, run, published, accepted, own, confirmed_run=confirmed_run
+        )
+        kept &= own | set(guarded)
+    return accepted, [published[code] for code in sorted(kept)], {"role": "judged", "removals_held": len(guarded)}
 
 
 def _own_held_codes(run: UPath) -> set[str]:
