@@ -45,13 +45,13 @@ REPORTS = "reports"  # reports/<run id>/<division>/: what partners and people re
 REPLAYS = "replays"  # replays/<run id>/<division>/: written by tongban.replay, compared with the run's own
 
 # --- state/<division>/ -----------------------------------------------------------------------------
-WATERMARK = "watermark.json"  # fetch records each good pull; read by fetch (next plan), reconcile (guard), summary
+WATERMARK = "watermark.json"  # fetch records each good pull; read by fetch (plan), province, reconcile (guard), summary
 
 # --- runs/<run id>/<division>/: one partner's run folder, in stage order -----------------------------
 SETTLE = "settle.json"  # settle: earlier runs' unsettled batches and how they were closed; read by people (runbook)
 RAW = "raw"  # fetch's folder
 MANIFEST = "manifest.json"  # raw/: fetch, every request with its answer's sha256; read by normalise, report, replay
-FETCH = "fetch.json"  # fetch: mode, counts, status; read by validate and reconcile (full pull?), report, trace, replay
+FETCH = "fetch.json"  # fetch: mode, counts, status; read by validate, province, reconcile, report, trace, replay
 ITEMS = "items.jsonl"  # normalise: canonical items; read by validate, report (what a full pull held), trace
 QUARANTINE = "quarantine.jsonl"  # normalise: records not parsed or mapped; read by validate, reconcile, report, trace
 DUPLICATES = "duplicates.jsonl"  # normalise: exact copies counted once; read by report
@@ -67,7 +67,7 @@ DATA_DOCS = "data_docs"  # validate, province, library: GX Data Docs; served by 
 DATA_DOCS_INDEX = "index.html"  # in DATA_DOCS: GX's entry page
 PROVINCE_CHECK = "province_check.json"  # province (validate deletes it): findings and rate; read by reconcile, report
 RECONCILIATION = "reconciliation.json"  # reconcile: the changes; read by publish, report, trace, and a later run's
-#                                         confirm_removals (tongban.guard)
+#                                         confirm_removals (tongban.guard: plan, province, reconcile)
 PUBLISH = "publish.json"  # publish: batches and outcome; read by report, deliver (dry run?), watermark, trace
 OUTBOUND = "outbound.json"  # offer: our items offered to this partner this run; read by report, summary
 
