@@ -35,10 +35,12 @@ th { background: #f0f3f7; font-weight: 600; white-space: nowrap; }
 td { white-space: nowrap; } td.wrap { white-space: normal; max-width: 36em; }
 td.name { white-space: normal; min-width: 7em; max-width: 13em; overflow-wrap: anywhere; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
+td.parts { white-space: normal; } td.parts > * { white-space: nowrap; }
+.fit { max-width: 100%; overflow-x: auto; } .fit > table { margin-bottom: 0.4em; }
 tfoot td { font-weight: 600; background: #fafafa; }
 .ok { color: #1b5e20; } .bad { color: #b71c1c; font-weight: 600; } .held { color: #8a4b00; font-weight: 600; }
 .meta, .legend, .muted { color: #555; } .extra { color: #555; font-size: 0.9em; }
-.banner { border: 2px solid #b71c1c; padding: 0.5em 0.8em; margin: 0.6em 0; color: #b71c1c; }
+.banner { border: 2px solid #b71c1c; padding: 0.5em 0.8em; margin: 0.6em 0; color: #b71c1c; overflow-wrap: anywhere; }
 .banner.held { border-color: #e65100; color: #8a4b00; background: #fff8e1; }
 .banner.note { border-color: #90a4ae; color: #37474f; }
 code { font-size: 0.9em; }

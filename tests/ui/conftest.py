@@ -7,6 +7,7 @@ failed partner, a partner whose name is markup, and items named ``<script>…`` 
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import os
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -160,6 +162,8 @@ def write_run(home: Path, run_id: str, specs: dict[str, Spec | None]) -> dict[st
 
 
 HELD = "440400"  # held back in the newer run: 4 of 10 rejected, 40% > 20%
+# its name in the newer run: long (a registry of other partners may name a region with its zones), in its row and banner
+LONG_NAME = "珠海市（横琴粤澳深度合作区、珠海经济技术开发区、珠海高新技术产业开发区、珠海保税区）"
 UNDELIVERED = "440300"  # its newer report was not delivered
 OUTSTANDING_ITEM = "退回事项甲"  # rejected by 440100 in the older run, still rejected (incremental) in the newer
 PROVINCE = "440000"
@@ -194,6 +198,7 @@ def make_home(home: Path) -> dict[str, dict[str, Any]]:
                 [f"新增事项{i}" for i in range(6)],
                 held_back=True,
                 first=1400,
+                name=LONG_NAME,
             ),
             "370100": None,  # failed: no report
         },
@@ -349,39 +354,121 @@ class Browser:
         assert out.exists() and out.stat().st_size > 10_000, out
         return out
 
+    def widths(self, path: str, *, width: int = 1280, height: int = 900) -> dict[str, int]:
+        """The page's widths once loaded in a ``width`` px wide window: ``scrollWidth`` of the document,
+        ``clientWidth`` (the viewport without a vertical scroll bar), ``innerWidth``, and ``right``, the right edge
+        of the element reaching furthest (cut off when beyond the viewport, even inside an element that scrolls).
+        Read over the DevTools protocol (``--remote-debugging-pipe``), which the pages' CSP does not govern: they
+        run no script."""
+        loaded = (
+            f"location.origin === {json.dumps(self.server.base)} && document.readyState === 'complete' && "
+            "JSON.stringify({scrollWidth: document.documentElement.scrollWidth, "
+            "clientWidth: document.documentElement.clientWidth, innerWidth: window.innerWidth, right: Math.ceil("
+            "Array.from(document.body.querySelectorAll('*')).reduce((r, e) => Math.max(r, e.getBoundingClientRect()"
+            ".right), 0))})"
+        )
+        with self._session(path, [f"--window-size={width},{height}"], devtools=True) as (url, _, devtools):
+            assert devtools is not None
+            [page] = [t for t in devtools.call("Target.getTargets")["targetInfos"] if t["type"] == "page"]
+            session = devtools.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
+            devtools.call("Page.navigate", session, url=url)  # through the login relay, to the server
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                value = devtools.call("Runtime.evaluate", session, expression=loaded)["result"].get("value")
+                if value:
+                    devtools.call("Browser.close")
+                    return dict(json.loads(value))
+                time.sleep(0.2)
+        raise AssertionError(f"{path} did not finish loading in 60 s")
+
     def _chromium(self, path: str, action: list[str], *, logged_in: bool = True) -> str:
+        with self._session(path, action, logged_in=logged_in) as (_, chrome, _):
+            out, err = chrome.communicate(timeout=60)
+        assert chrome.returncode == 0, err[-3000:]
+        return out
+
+    @contextmanager
+    def _session(
+        self, path: str, action: list[str], *, logged_in: bool = True, devtools: bool = False
+    ) -> Iterator[tuple[str, subprocess.Popen[str], _DevTools | None]]:
+        """Chromium on ``path`` (its URL behind the login relay, the process, the protocol), with a fresh profile.
+        With ``devtools``, the DevTools protocol on its file descriptors 3 (commands in) and 4 (answers out)
+        (``--remote-debugging-pipe``); Chromium then stays on a blank page until told where to go."""
         handler = type(
             "Login", (_Login,), {"token": self.server.token if logged_in else "", "target": self.server.base}
         )
         relay = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=relay.serve_forever, daemon=True).start()
         profile = self.profiles / secrets.token_hex(4)
+        url = f"http://127.0.0.1:{relay.server_address[1]}{path}"
+        (commands, command_end), (answer_end, answers) = os.pipe(), os.pipe()
+
+        def at_3_and_4() -> None:  # in the child, before exec: the pipes' ends where Chromium expects them
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 5) for fd in (commands, answers)]
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
+
+        chrome = subprocess.Popen(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--lang=zh-CN",
+                f"--user-data-dir={profile}",
+                *action,
+                *(["--remote-debugging-pipe", "about:blank"] if devtools else [url]),
+            ],
+            stdout=subprocess.DEVNULL if devtools else subprocess.PIPE,  # nobody reads them while the protocol runs
+            stderr=subprocess.DEVNULL if devtools else subprocess.PIPE,
+            text=True,
+            close_fds=not devtools,  # else Python closes 3 and 4 after at_3_and_4 (the pipes are not inherited)
+            preexec_fn=at_3_and_4 if devtools else None,
+        )
+        os.close(commands)
+        os.close(answers)
+        protocol = _DevTools(command_end, answer_end) if devtools else None
         try:
-            done = subprocess.run(
-                [
-                    CHROMIUM,
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                    "--lang=zh-CN",
-                    f"--user-data-dir={profile}",
-                    *action,
-                    f"http://127.0.0.1:{relay.server_address[1]}{path}",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            yield url, chrome, protocol
         finally:
+            try:
+                chrome.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                chrome.kill()
+                chrome.wait()
+            for fd in (command_end, answer_end):
+                os.close(fd)
             relay.shutdown()
             relay.server_close()
             shutil.rmtree(profile, ignore_errors=True)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout
+
+
+class _DevTools:
+    """The DevTools protocol over Chromium's pipes: JSON messages, each ended by a NUL byte."""
+
+    def __init__(self, send: int, receive: int) -> None:
+        self._send, self._receive = send, receive
+        self._next = 0
+        self._buffer = b""
+
+    def call(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
+        self._next += 1
+        message = {"id": self._next, "method": method, "params": params} | ({"sessionId": session} if session else {})
+        os.write(self._send, json.dumps(message).encode() + b"\0")
+        while True:  # events and other answers are skipped
+            while b"\0" not in self._buffer:
+                chunk = os.read(self._receive, 65536)
+                assert chunk, f"Chromium closed the DevTools pipe waiting for {method}"
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            answer = json.loads(raw)
+            if answer.get("id") == self._next:
+                assert "error" not in answer, (method, answer["error"])
+                return dict(answer.get("result", {}))
 
 
 @pytest.fixture(scope="session")
