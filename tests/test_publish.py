@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 import sqlalchemy as sa
 
+import tongban.model
 from tests.conftest import make_record
 from tongban.http import HttpSettings
-from tongban.model import content_hash
+from tongban.model import content_digests, content_hash
 from tongban.publish import (
     PlatformClient,
     PublishError,
+    PublishResult,
     StaleRun,
     drift,
     idempotency_key,
     publish,
     settle,
+    verify,
 )
 from tongban.reconcile import reconcile
 from tongban.simulators.credentials import platform_credentials
@@ -177,6 +181,49 @@ def test_recode_is_published_as_one_move(client, store, region) -> None:
     publish(client, region, "run-2", recon, store)
     assert_holds_exactly(client, region, [moved])
     assert [h["kind"] for h in store.history(region, moved["task_code"])] == ["recoded", "added"]
+
+
+def count_content_hashes(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """How many content hashes (``tongban.model.content_hash``, a 16-byte BLAKE2b) are computed from now on."""
+    calls = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(hashlib, name)
+
+        @staticmethod
+        def blake2b(data: bytes, *, digest_size: int) -> Any:
+            calls.append(digest_size)
+            return hashlib.blake2b(data, digest_size=digest_size)
+
+    monkeypatch.setattr(tongban.model, "hashlib", Counting())
+    return lambda: calls.count(16)
+
+
+def test_each_published_item_is_hashed_once_and_its_copy_read_back_once(client, store, region, monkeypatch) -> None:
+    wanted = items(region, 30)
+    publish(client, region, "run-1", reconcile(wanted, []), store)
+    changed = {**wanted[0], "name": wanted[0]["name"] + "（新）"}
+    recon = reconcile([changed, *wanted[1:]], list(client.items(region)))
+    hashed = count_content_hashes(monkeypatch)
+    result = publish(client, region, "run-2", recon, store)
+    # its digest (batch key, item store, intended content) and the platform's copy; none of the 29 unchanged
+    assert result.published == 1 and hashed() == 2
+    assert store.current_hashes(region)[changed["task_code"]] == content_hash(changed)
+    assert [h["element"] for h in store.history(region, changed["task_code"])] == ["", "name"]
+
+
+def test_the_read_back_checks_every_code_and_the_content_of_what_was_written(client, store, region) -> None:
+    wanted = items(region, 3)
+    publish(client, region, "run-1", reconcile(wanted, []), store)
+    claimed = {**wanted[1], "name": "平台上并无此名称"}  # as if this had been accepted: the platform holds another
+    recon = reconcile([wanted[0], claimed, *items(region, 1, start=7)], list(client.items(region)))
+    accepted = PublishResult(accepted=[{"op": "upsert", "task_code": r["task_code"]} for r in recon.upserts()])
+    with pytest.raises(PublishError) as failed:
+        verify(client, region, recon, accepted, content_digests(recon.upserts()))
+    assert f"missing 1: {recon.added[0]['task_code']}" in str(failed.value)  # never sent
+    assert f"different content 1: {claimed['task_code']}" in str(failed.value)
+    assert "unexpected" not in str(failed.value)
 
 
 def test_dry_run_pushes_nothing(client, store, region) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tongban.model import content_hash
 from tongban.store.repo import Batch, ItemStore
 from tongban.store.schema import ACKED, OFFER, PUBLISH
 
@@ -119,14 +120,27 @@ def _content(ups: list[Mapping[str, Any]], dels: list[str], recoded: Mapping[str
     return {"upserts": ups, "deletes": dels, "recoded": moves}
 
 
-def readback_problems(expected: set[str], actual: Mapping[str, str], intended: Mapping[str, str]) -> list[str]:
-    """How a list read back (task code -> content digest) differs from what was meant: ``expected`` the codes
-    it must hold exactly, ``intended`` the digests those just written must have."""
+def readback_problems(
+    expected: set[str],
+    records: Iterable[Mapping[str, Any]],
+    intended: Mapping[str, str],
+    digest: Callable[[Mapping[str, Any]], str] = content_hash,
+) -> list[str]:
+    """How a list read back (``records``, read once as they come) differs from what was meant: ``expected``
+    the codes it must hold exactly, ``intended`` the digests those just written must have. Only the records
+    of ``intended`` are hashed (with ``digest``): of the others the code is all that is checked."""
+    held: set[str] = set()
+    wrong: list[str] = []
+    for record in records:
+        code = record["task_code"]
+        held.add(code)
+        if code in intended and digest(record) != intended[code]:
+            wrong.append(code)
     problems = []
-    if missing := sorted(expected - actual.keys()):
+    if missing := sorted(expected - held):
         problems.append(f"missing {len(missing)}: {', '.join(missing[:5])}")
-    if extra := sorted(actual.keys() - expected):
+    if extra := sorted(held - expected):
         problems.append(f"unexpected {len(extra)}: {', '.join(extra[:5])}")
-    if wrong := sorted(code for code, h in intended.items() if code in actual and actual[code] != h):
+    if wrong := sorted(set(wrong)):
         problems.append(f"different content {len(wrong)}: {', '.join(wrong[:5])}")
     return problems

@@ -31,7 +31,7 @@ import requests
 from tongban.batches import batch_key, readback_problems, send_batches
 from tongban.connections import PLATFORM_AUTH, PLATFORM_SIGNATURE, SEQUENCE_HEADER
 from tongban.http import Answer, HttpClient, HttpFailure, HttpSettings, Signer, reason
-from tongban.model import content_hash
+from tongban.model import content_digests
 from tongban.reconcile import Reconciliation
 from tongban.results import SettledBatch, Settlement
 from tongban.store.repo import ItemStore
@@ -146,17 +146,10 @@ class PlatformClient:
         return None if found is None else dict(found)
 
 
-def idempotency_key(
-    run_id: str,
-    division: str,
-    upserts: Sequence[Mapping[str, Any]],
-    deletes: Sequence[str],
-    digests: Mapping[str, str] | None = None,
-) -> str:
-    """``digests``: the upserts' content hashes by 实施编码, when the caller has them already."""
-    digests = digests or {}
-    pairs = ((r["task_code"], digests.get(r["task_code"]) or content_hash(r)) for r in upserts)
-    return batch_key(run_id, division, pairs, deletes)
+def idempotency_key(run_id: str, division: str, upserts: Sequence[Mapping[str, Any]], deletes: Sequence[str]) -> str:
+    """The key of one batch of the run (what :func:`publish` sends it under)."""
+    digests = content_digests(upserts)
+    return batch_key(run_id, division, ((r["task_code"], digests[r["task_code"]]) for r in upserts), deletes)
 
 
 def publish(
@@ -181,7 +174,7 @@ def publish(
     if dry_run:
         return result
     sequence = check_fence(store, division, run_id)
-    digests = {r["task_code"]: content_hash(r) for r in recon.upserts()}  # once per item, used three times
+    digests = content_digests(recon.upserts())  # once per item: batch keys, item store, read-back
     sent = send_batches(
         store,
         run_id,
@@ -228,16 +221,13 @@ def settle(client: PlatformClient, division: str, run_id: str, store: ItemStore)
             outcome, applied = ACKED, sum(r["status"] == "accepted" for r in answer["results"])
         else:
             if on_platform is None:
-                on_platform = {r["task_code"]: content_hash(r) for r in client.items(division)}
+                on_platform = content_digests(client.items(division))
             body = row["body"] or {"upserts": [], "deletes": []}
-            found = [
-                ("upsert", r["task_code"])
-                for r in body["upserts"]
-                if on_platform.get(r["task_code"]) == content_hash(r)
-            ]
+            digests = content_digests(body["upserts"])
+            found = [("upsert", code) for code, digest in digests.items() if on_platform.get(code) == digest]
             found += [("delete", code) for code in body["deletes"] if code not in on_platform]
             note = f"the platform has no record of it; {len(found)} of its operations found applied all the same"
-            store.ledger_close(key, UNAPPLIED, settled_by=run_id, note=note, found_applied=found)
+            store.ledger_close(key, UNAPPLIED, settled_by=run_id, note=note, found_applied=found, digests=digests)
             outcome, applied = UNAPPLIED, len(found)
         settled.append(
             SettledBatch(
@@ -259,7 +249,7 @@ def drift(
     """Where the item store and the platform's list of the partner differ (实施编码; empty lists: none).
     ``held``: the platform's content hashes by 实施编码, when the caller has read them already."""
     if held is None:
-        held = {r["task_code"]: content_hash(r) for r in client.items(division)}
+        held = content_digests(client.items(division))
     known = store.current_hashes(division)
     return {
         "only_on_platform": sorted(held.keys() - known.keys()),
@@ -273,10 +263,10 @@ def verify(
     division: str,
     recon: Reconciliation,
     result: PublishResult,
-    digests: Mapping[str, str] | None = None,
+    digests: Mapping[str, str],
 ) -> None:
-    """Read the platform's list back and check it holds exactly the intended items."""
-    digests = digests or {}
+    """Read the platform's list back and check it holds exactly the intended items: the codes of all, the
+    content of those just upserted (``digests``: the upserts' content hashes, computed once by publish)."""
     before = {
         *recon.unchanged,
         *recon.held,
@@ -285,12 +275,7 @@ def verify(
         *(r.old_code for r in recon.recoded),
     }
     accepted = {(a["op"], a["task_code"]) for a in result.accepted}
-    intended = {
-        r["task_code"]: digests.get(r["task_code"]) or content_hash(r)
-        for r in recon.upserts()
-        if ("upsert", r["task_code"]) in accepted
-    }
+    intended = {code: digests[code] for op, code in accepted if op == "upsert"}
     expected = (before - {code for op, code in accepted if op == "delete"}) | intended.keys()
-    actual = {r["task_code"]: content_hash(r) for r in client.items(division)}
-    if problems := readback_problems(expected, actual, intended):
+    if problems := readback_problems(expected, client.items(division), intended):
         raise PublishError(f"read-back of region {division} differs from what was published: " + "; ".join(problems))

@@ -173,7 +173,7 @@ def _readback(
     expected = {r["task_code"] for r in before} - {c for op, c in accepted if op == "delete"}
     expected |= {c for op, c in accepted if op == "upsert"}
     intended = {c: digest(offer[c]) for op, c in accepted if op == "upsert"}
-    return readback_problems(expected, {r["task_code"]: digest(r) for r in after}, intended)
+    return readback_problems(expected, after, intended, digest)
 
 
 def outbound_of(root: UPath, run_id: str, division: str) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tongban.model import content_hash
+from tongban.model import content_digests
 from tongban.reconcile import diff_elements
 from tongban.store import default_url, engine
 from tongban.store.schema import (
@@ -232,7 +232,8 @@ class ItemStore:
         digests: Mapping[str, str] | None = None,
     ) -> None:
         """Record the platform's answer to a batch and, in the same transaction, apply what it accepted to
-        the current items and their history (under the batch's own run). Acking twice changes nothing."""
+        the current items and their history (under the batch's own run). Acking twice changes nothing.
+        ``digests``: the content hashes of the batch's upserts by 实施编码, if the caller has them (:meth:`apply`)."""
         results = list(answer["results"])
         with self._session() as s, s.begin():
             row = self._ledger_row(s, key)
@@ -250,19 +251,26 @@ class ItemStore:
             row.settled_by = settled_by
 
     def ledger_close(
-        self, key: str, status: str, *, settled_by: str, note: str, found_applied: Iterable[tuple[str, str]] = ()
+        self,
+        key: str,
+        status: str,
+        *,
+        settled_by: str,
+        note: str,
+        found_applied: Iterable[tuple[str, str]] = (),
+        digests: Mapping[str, str] | None = None,
     ) -> None:
         """Close a batch a dead run left unsettled: ``unsent`` (it never left), ``unapplied`` (the platform
         has no record of it) or ``superseded`` (an offer batch: the partner's list read back decides).
         ``found_applied``: (op, 实施编码) of its operations the platform's list shows applied all the same (a
-        platform that failed half-way): applied to the items and history too."""
+        platform that failed half-way): applied to the items and history too (``digests`` as in :meth:`apply`)."""
         if status not in (UNSENT, UNAPPLIED, SUPERSEDED):
             raise ValueError(f"a ledger row is closed as {UNSENT}, {UNAPPLIED} or {SUPERSEDED}, not {status}")
         with self._session() as s, s.begin():
             row = self._ledger_row(s, key)
             if row.status not in UNSETTLED:
                 return
-            self._apply_batch(s, row, set(found_applied))
+            self._apply_batch(s, row, set(found_applied), digests)
             row.status, row.settled_by, row.note, row.body = status, settled_by, note[:500], None
 
     @staticmethod
@@ -327,7 +335,8 @@ class ItemStore:
     ) -> None:
         """Record what the platform accepted in this run; writing the same run again changes nothing.
 
-        ``digests``: the upserted records' content hashes by 实施编码, when the caller has them already."""
+        ``digests``: the upserted records' content hashes by 实施编码 (:func:`tongban.model.content_digests`),
+        when the caller has computed them already (publishing does, once per item and run); else computed here."""
         self.ensure_run(run_id)
         with self._session() as s, s.begin():
             self._apply(s, run_id, partner, upserted, deleted, recoded, digests)
@@ -342,8 +351,9 @@ class ItemStore:
         recoded: Iterable[tuple[str, str]] = (),
         digests: Mapping[str, str] | None = None,
     ) -> None:
-        digests = digests or {}
         upserted, deleted = list(upserted), list(deleted)
+        if digests is None:
+            digests = content_digests(upserted)
         changes: list[dict[str, Any]] = []  # ItemChange rows
         inserts: list[dict[str, Any]] = []  # CurrentItem rows, new
         updates: list[dict[str, Any]] = []  # CurrentItem rows, by primary key
@@ -368,7 +378,7 @@ class ItemStore:
         for record in upserted:
             code = record["task_code"]
             row = rows.get(code)
-            digest = digests.get(code) or content_hash(record)
+            digest = digests[code]
             if row is None or row.removed_run is not None:
                 changes.append(key | {"task_code": code, "kind": "added", "element": "", "old": None, "new": None})
             elif row.content_hash != digest:
