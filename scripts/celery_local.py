@@ -39,7 +39,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -258,6 +258,35 @@ def to_kill(tis: list[dict[str, Any]], pushing: Callable[[int], bool]) -> list[d
     mid_push = any(ti["task_id"] == publish and pushing(ti["map_index"]) for ti in running)
     publishing = any(ti["task_id"] == publish and ti["state"] in UNFINISHED for ti in tis)
     return running if mid_push or not publishing else []
+
+
+RECOVERED = "recovered"  # a later try succeeded on another worker
+DONE_BEFORE_KILL = "done before the kill"  # the try seen running had succeeded on VICTIM by the time it was killed
+LOST = "lost"
+
+
+def kill_outcomes(
+    killed: list[dict[str, Any]], tis: list[dict[str, Any]], killed_at: datetime
+) -> list[tuple[dict[str, Any], str]]:
+    """Each task instance that ``VICTIM`` ran when it was killed (``killed``, as seen then), as it ended (from
+    ``tis``), and how. The kill follows the look at the task instances by a moment, so a short task seen running
+    may have succeeded on ``VICTIM`` first: the same try, succeeded there by ``killed_at``; anything else not
+    succeeded on another worker is lost."""
+    by_key = {(t["task_id"], t.get("map_index", -1)): t for t in tis}
+    outcomes = []
+    for ti in killed:
+        after = by_key[(ti["task_id"], ti.get("map_index", -1))]
+        ended = ts(after.get("end_date"))
+        if after["state"] != "success":
+            outcome = LOST
+        elif not (after.get("hostname") or "").startswith(f"{VICTIM}@"):
+            outcome = RECOVERED
+        elif after.get("try_number") == ti.get("try_number") and ended is not None and ended <= killed_at:
+            outcome = DONE_BEFORE_KILL
+        else:
+            outcome = LOST
+        outcomes.append((after, outcome))
+    return outcomes
 
 
 def plan_of(api: Api, run_path: str) -> list[str]:
@@ -532,6 +561,7 @@ def main() -> int:
                 flush=True,
             )
             killed: list[dict[str, Any]] = []
+            killed_at: datetime | None = None
             from tongban.store.repo import ItemStore
 
             store = ItemStore(pg_url(STORE_DB))
@@ -551,6 +581,7 @@ def main() -> int:
                     killed = to_kill(task_instances(api, run_id), partial(pushed, store, run_id, planned))
                     if killed:
                         procs.kill(f"worker-{VICTIM}")
+                        killed_at = datetime.now(UTC)
                         print(
                             f"killed worker {VICTIM} (SIGKILL to its process group) while it ran "
                             + ", ".join(f"{ti['task_id']}[{ti.get('map_index')}]" for ti in killed),
@@ -586,20 +617,21 @@ def main() -> int:
             local = local_run_files([home, *hosts.values()])
             if local:
                 failures.append(f"run files written to local folders: {local}")
-            if killed:
-                by_key = {(t["task_id"], t.get("map_index", -1)): t for t in tis}
-                for ti in killed:
-                    after = by_key[(ti["task_id"], ti.get("map_index", -1))]
-                    if after["state"] != "success" or (after.get("hostname") or "").startswith(f"{VICTIM}@"):
-                        failures.append(
-                            f"{ti['task_id']}[{ti.get('map_index')}] killed on {VICTIM} ended {after['state']} "
-                            f"on {after.get('hostname')}"
-                        )
-                    else:
+            if killed and killed_at:
+                outcomes = kill_outcomes(killed, tis, killed_at)
+                for after, outcome in outcomes:
+                    name = f"{after['task_id']}[{after.get('map_index')}]"
+                    if outcome == RECOVERED:
                         print(
-                            f"recovered: {ti['task_id']}[{ti.get('map_index')}] try {after.get('try_number')} "
-                            f"succeeded on {after.get('hostname')}" + replays(s3.root("nightly"), run_id, after)
+                            f"recovered: {name} try {after.get('try_number')} succeeded on {after.get('hostname')}"
+                            + replays(s3.root("nightly"), run_id, after)
                         )
+                    elif outcome == DONE_BEFORE_KILL:
+                        print(f"not killed: {name} had succeeded on {after.get('hostname')} before the kill landed")
+                    else:
+                        failures.append(f"{name} killed on {VICTIM} ended {after['state']} on {after.get('hostname')}")
+                if all(outcome == DONE_BEFORE_KILL for _, outcome in outcomes):
+                    failures.append(f"every task seen running on {VICTIM} had ended before the kill: none recovered")
         finally:
             procs.stop_all()
             with contextlib.suppress(Exception):

@@ -61,3 +61,26 @@ def test_a_killed_publish_says_how_its_retry_sent_each_batch(tmp_path: Any) -> N
     write_json(run_dir(root, "r1", "440100") / PUBLISH, {"batches": [{"replayed": True}, {"replayed": None}]})
     assert replays(root, "r1", ti("partner_publish.publish", "success", "w1")) == "; its batches: replayed, sent"
     assert replays(root, "r1", ti("partner_publish.report", "success", "w1")) == ""
+
+
+def test_a_task_killed_with_its_worker_must_succeed_elsewhere_unless_it_had_already_succeeded() -> None:
+    """The kill follows the look at the task instances by a moment: a task seen running on the victim may have
+    succeeded there first (same try, ended before the kill). Anything else must succeed on the other worker."""
+    from datetime import UTC, datetime, timedelta
+
+    from scripts.celery_local import DONE_BEFORE_KILL, LOST, RECOVERED, kill_outcomes
+
+    killed_at = datetime(2026, 11, 30, 6, 20, tzinfo=UTC)
+    seen = [
+        ti("partner_publish.publish", "running", VICTIM, "440100") | {"try_number": 1},
+        ti("partner_publish.offer", "running", VICTIM, "370100") | {"try_number": 1},
+    ]
+
+    def ended(task: dict[str, Any], worker: str, state: str, try_number: int, seconds: float) -> dict[str, Any]:
+        end = (killed_at + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+        return task | {"state": state, "hostname": f"{worker}@host", "try_number": try_number, "end_date": end}
+
+    after = [ended(seen[0], "w1", "success", 2, 90), ended(seen[1], VICTIM, "success", 1, -0.2)]
+    assert [o for _, o in kill_outcomes(seen, after, killed_at)] == [RECOVERED, DONE_BEFORE_KILL]
+    lost = [ended(seen[0], "w1", "failed", 3, 200), ended(seen[1], VICTIM, "success", 2, 100)]
+    assert [o for _, o in kill_outcomes(seen, lost, killed_at)] == [LOST, LOST]
