@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import resource
 import secrets
 import sqlite3
@@ -40,7 +39,7 @@ from urllib.parse import quote
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from scripts.celery_local import AIRFLOW_EXE, Api, Processes, wait_for  # noqa: E402
+from scripts.celery_local import AIRFLOW_EXE, Api, Processes, session_cpu, wait_for  # noqa: E402
 from scripts.localenv import DAG_ID, airflow, airflow_env, dags_test, ensure_pools  # noqa: E402
 from scripts.seaweedfs import free_ports  # noqa: E402
 from tongban.connections import simulator_connections  # noqa: E402
@@ -84,18 +83,6 @@ def dags_test_run(envs: dict[str, dict[str, str]], dag_id: str, conf: dict[str, 
         raise RuntimeError(f"{dag_id} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return Run(seconds, cpu, task_instances(envs[dag_id], dag_id))
-
-
-def session_cpu(sessions: set[int]) -> float:
-    """CPU seconds so far of every process in ``sessions`` (scheduler, its forkserver, workers and the tasks they
-    forked and reaped; dag-processor; api-server), from /proc."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) in sessions:  # session; then utime, stime, cutime, cstime (fields 14-17)
-                total += sum(int(f) for f in fields[11:15])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

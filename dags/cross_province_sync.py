@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -26,6 +27,7 @@ from airflow.sdk import (
     TriggerRule,
     dag,
     get_current_context,
+    get_parsing_context,
     task,
     task_group,
 )
@@ -55,6 +57,16 @@ log = logging.getLogger(__name__)
 # only when allowed, here for every process that parses this file (each task's does, before its inputs are read).
 for _result in XCOM_RESULTS:
     allow_class(_result)
+
+# A task's own process parses this file first, before its task imports anything: whether the task code is already
+# there is whether the process that forked it had imported it (tongban/preload.py, scripts/localenv.py), or else
+# the task pays for the imports itself. `make celery-e2e` checks this line in a task log of every worker.
+if get_parsing_context().task_id is not None:
+    _missing = [m for m in ("great_expectations", "pandas", "tongban.pipeline") if m not in sys.modules]
+    if _missing:
+        log.info("task code not preloaded: this task process imports %s itself", ", ".join(_missing))
+    else:
+        log.info("task code preloaded: GX, pandas and the stages were imported before this task process started")
 
 DOC_MD = """
 ### 跨省通办事项清单夜间同步 (cross-province service-item sync)

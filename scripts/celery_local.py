@@ -19,8 +19,10 @@ SIGKILL (its whole process group, as a host that is lost) while it runs tasks of
 scheduler finds those tasks' heartbeats gone and Airflow's retries run them on ``w1``. The run must still
 succeed with the outcome unchanged: every partner's platform list exactly what its report says, the publish
 ledger complete (no batch left pending) and its accepted operations exactly the report's, the item store's
-current items exactly the platform's, and the report served by the UI plugin from the bucket. Whatever it
-starts it stops, and it drops its databases and deletes its namespaces.
+current items exactly the platform's, and the report served by the UI plugin from the bucket. A task log of
+each worker, read from the bucket, must say that the task's process found the task code imported: the workers
+import it before they fork their pools (``scripts.localenv.TASK_PRELOAD``; ``--no-preload`` leaves it out and
+expects the opposite). Whatever it starts it stops, and it drops its databases and deletes its namespaces.
 """
 
 from __future__ import annotations
@@ -144,6 +146,18 @@ class Processes:
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
+
+
+def session_cpu(sessions: set[int]) -> float:
+    """CPU seconds so far of every process in ``sessions`` (each a process started by :class:`Processes`, with the
+    processes it forked, and the CPU of those it has reaped), from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) in sessions:  # session; then utime, stime, cutime, cstime (fields 14-17)
+                total += sum(int(f) for f in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class Api:
@@ -369,10 +383,19 @@ def remote_logging_env(folder: str) -> dict[str, str]:
     }
 
 
-def log_problems(api: Api, run_id: str, tis: list[dict[str, Any]], hosts: dict[str, Path], folder: str) -> list[str]:
+PRELOADED = "task code preloaded:"  # the DAG file's line in a task process forked with the task code imported
+NOT_PRELOADED = "task code not preloaded:"
+
+
+def log_problems(
+    api: Api, run_id: str, tis: list[dict[str, Any]], hosts: dict[str, Path], folder: str, preload: bool = True
+) -> list[str]:
     """The log of one succeeded task of every worker is served by the api-server from the bucket (it cannot reach
     the workers), and no worker keeps the log of a try that ended there (the killed worker's own tries aside:
-    their supervisor died with them, so nothing was uploaded; Airflow shows the retry's log)."""
+    their supervisor died with them, so nothing was uploaded; Airflow shows the retry's log). That log says the
+    task code was preloaded (``preload``: the worker imported it before it forked its pool; otherwise, that it
+    was not): the task's process found GX, pandas and the stages imported when it parsed the DAG file."""
+    expected = PRELOADED if preload else NOT_PRELOADED
     problems: list[str] = []
     seen: set[str] = set()
     for ti in tis:
@@ -389,6 +412,11 @@ def log_problems(api: Api, run_id: str, tis: list[dict[str, Any]], hosts: dict[s
         # the log's source (first lines) is the bucket, and the task's own lines follow
         if not any(e.startswith(f"{folder}/") for e in events[:5]) or len(events) < 5:
             problems.append(f"log of {ti['task_id']}[{ti.get('map_index')}] on {worker}: HTTP {status} {text[:300]}")
+            continue
+        said = [e for e in events if e.startswith((PRELOADED, NOT_PRELOADED))]
+        print(f"{worker}, {ti['task_id']}[{ti.get('map_index')}]: {said[0] if said else 'no preload line'}")
+        if not said or not said[0].startswith(expected):
+            problems.append(f"log of {ti['task_id']}[{ti.get('map_index')}] on {worker}: no {expected!r} line")
     problems += [f"no succeeded task ran on {w}: its log was not checked" for w in sorted(set(hosts) - seen)]
     # a try's supervisor uploads its log and deletes it locally after reporting the try's state: the last tasks'
     # logs may still be on their way when the run has already succeeded
@@ -421,6 +449,11 @@ def main() -> int:
         "--same-host", action="store_true", help="workers in this machine's network (no namespaces, no root)"
     )
     parser.add_argument("--no-kill", action="store_true", help=f"do not kill worker {VICTIM} mid-run")
+    parser.add_argument(
+        "--no-preload",
+        action="store_true",
+        help="workers without the task-code preload, every task process imports it (to measure what it saves)",
+    )
     args = parser.parse_args()
     if not args.same_host and os.geteuid() != 0:
         parser.error("workers in network namespaces need root; --same-host runs them in this machine's network")
@@ -435,6 +468,9 @@ def main() -> int:
     divisions = [p.division for p in registry.partners]
     procs = Processes(base)
     timings: dict[str, float] = {}
+    # CPU seconds of each worker (its processes and the task processes they reaped): started up, and in the run
+    startup_cpu: dict[str, float] = {}
+    worker_cpu: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         try:
             topology = Topology("127.0.0.1", {}) if args.same_host else stack.enter_context(worker_hosts(WORKERS))
@@ -482,6 +518,7 @@ def main() -> int:
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
                 "TONGBAN_DB_URL": pg_url(STORE_DB),
+                **({"AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": "{}"} if args.no_preload else {}),
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                 "NO_PROXY": "*",
                 "no_proxy": "*",
@@ -550,6 +587,7 @@ def main() -> int:
             wait_for(f"{DAG_ID} to be parsed", lambda: api.call("GET", f"/api/v2/dags/{DAG_ID}"), 180, procs)
             timings["start-up (processes, parse)"] = time.monotonic() - step
 
+            startup_cpu = {name: session_cpu({procs.procs[f"worker-{name}"].pid}) for name in WORKERS}
             step = time.monotonic()
             api.call("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
             conf = {"partners": [d.strip() for d in args.partners.split(",") if d.strip()]} if args.partners else {}
@@ -580,6 +618,7 @@ def main() -> int:
                     planned = planned or plan_of(api, run_path)  # what the publishing group maps over, in order
                     killed = to_kill(task_instances(api, run_id), partial(pushed, store, run_id, planned))
                     if killed:
+                        worker_cpu[VICTIM] = session_cpu({procs.procs[f"worker-{VICTIM}"].pid}) - startup_cpu[VICTIM]
                         procs.kill(f"worker-{VICTIM}")
                         killed_at = datetime.now(UTC)
                         print(
@@ -591,6 +630,9 @@ def main() -> int:
                     raise TimeoutError(f"run {run_id} not finished after {args.timeout:.0f}s")
                 time.sleep(0.5 if not args.no_kill and not killed else 5)
             timings["the run (trigger → finished)"] = time.monotonic() - step
+            for name in WORKERS:  # the killed worker's was read at its kill
+                if f"worker-{name}" in procs.procs:
+                    worker_cpu[name] = session_cpu({procs.procs[f"worker-{name}"].pid}) - startup_cpu[name]
 
             tis = task_instances(api, run_id)
             table, per_worker, stats = task_table(tis)
@@ -613,7 +655,7 @@ def main() -> int:
                 ]
             else:
                 problems = ["the run wrote no summary"]
-            problems += log_problems(api, run_id, tis, hosts, s3.url(LOGS_PREFIX))
+            problems += log_problems(api, run_id, tis, hosts, s3.url(LOGS_PREFIX), preload=not args.no_preload)
             local = local_run_files([home, *hosts.values()])
             if local:
                 failures.append(f"run files written to local folders: {local}")
@@ -646,6 +688,17 @@ def main() -> int:
     print(
         "task overhead: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items())
     )
+    if worker_cpu:
+        total_cpu = sum(worker_cpu.values())
+        print(
+            "worker CPU (every process of a worker, task processes included) "
+            + ("without the preload" if args.no_preload else "with the task code preloaded")
+            + ": started up "
+            + ", ".join(f"{n} {c:.1f}s" for n, c in sorted(startup_cpu.items()))
+            + "; in the run (the killed one's until its kill) "
+            + ", ".join(f"{n} {c:.1f}s" for n, c in sorted(worker_cpu.items()))
+            + f", {total_cpu:.1f}s for {len(tis)} task instances, {total_cpu / max(len(tis), 1):.2f}s each"
+        )
     if summary:
         print()
         print(summary_table(summary, extra=("platform",)))
@@ -663,7 +716,18 @@ def main() -> int:
         failures.append(f"worker {VICTIM} was never seen running a publishing task: not killed")
     if not set(WORKERS) - {VICTIM} <= workers_used or not (killed or VICTIM in workers_used):
         failures.append(f"tasks did not run on both workers: {sorted(per_worker)}")
-    (base / "timings.json").write_text(json.dumps({"timings_s": timings, "task_stats": stats}, indent=1))
+    (base / "timings.json").write_text(
+        json.dumps(
+            {
+                "timings_s": timings,
+                "task_stats": stats,
+                "worker_startup_cpu_s": startup_cpu,
+                "worker_run_cpu_s": worker_cpu,
+                "preload": not args.no_preload,
+            },
+            indent=1,
+        )
+    )
     for name, seconds in timings.items():
         print(f"time: {name:<30} {seconds:7.1f}s")
     print(f"stopped everything it started; dropped {METADATA_DB}, {STORE_DB}  (total {time.monotonic() - t0:.0f}s)")

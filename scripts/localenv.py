@@ -5,6 +5,7 @@ Used by `make run`, `make ui` and the tests, so all three run Airflow the same w
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,20 +13,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "cross_province_sync"
-# what the scheduler's forkserver imports before it starts LocalExecutor workers: Airflow's side of running a task
-# (the executor, the task runner, what parsing the DAG file takes) and tongban's (tongban/preload.py, last: it
-# freezes the GC's view of all of them); Airflow's own example value names the executor's module
-PRELOAD = ",".join(
-    [
-        "airflow.executors.local_executor",
-        "airflow.sdk.execution_time.task_runner",
-        "airflow.sdk",
-        "airflow.dag_processing.dagbag",
-        "airflow.providers.standard.decorators.python",
-        "airflow.serialization.serialized_objects",
-        "tongban.preload",
-    ]
+# What a worker imports once, before it forks a process for each task, so that no task process imports it again
+# (docs/scaling.md): Airflow's side of running a task (the task runner, what parsing the DAG file takes) and
+# tongban's (tongban/preload.py, last: it freezes the GC's view of all of them). The one list, used twice:
+TASK_PRELOAD = (
+    "airflow.sdk.execution_time.task_runner",
+    "airflow.sdk",
+    "airflow.dag_processing.dagbag",
+    "airflow.providers.standard.decorators.python",
+    "airflow.serialization.serialized_objects",
+    "tongban.preload",
 )
+# - the LocalExecutor: the scheduler's forkserver imports the executor (Airflow's own example value) and the list
+#   before it starts the executor's workers, which fork the task processes;
+FORKSERVER_PRELOAD = ",".join(["airflow.executors.local_executor", *TASK_PRELOAD])
+# - Celery: the worker's main process imports the list (Celery's ``imports``, "modules to import when the worker
+#   starts", through the provider's ``[celery] extra_celery_config``) before it forks its prefork pool, whose
+#   processes fork the task processes. docker-compose.yaml spells the same value (tests/test_compose.py).
+CELERY_PRELOAD = json.dumps({"imports": list(TASK_PRELOAD)})
 
 
 def tongban_home() -> Path:
@@ -50,10 +55,12 @@ def airflow_env(home: Path | None = None, extra: dict[str, str] | None = None) -
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__API__HOST": "127.0.0.1",
-        # The LocalExecutor's workers start from a forkserver that has imported the task code (tongban.preload):
-        # each task process, forked from its worker, then imports none of it again (docs/scaling.md).
+        # The LocalExecutor's workers start from a forkserver that has imported the task code (tongban.preload),
+        # and a Celery worker imports it before it starts its pool: each task process, forked from a process that
+        # has it, imports none of it again (docs/scaling.md).
         "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
-        "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": PRELOAD,
+        "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": FORKSERVER_PRELOAD,
+        "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": CELERY_PRELOAD,
         "NO_PROXY": "*",
     }
     # Everything that lives under the home follows the home asked for, whatever the caller's environment says.
@@ -96,8 +103,6 @@ def dags_test_command(
     """Command line and environment of one run of the sync with `airflow dags test` (in-process, no
     scheduler). The 06:00 deadline alert is left out there (see the DAG file): Airflow 3.3.2's test mode
     cannot finish a run that has one. ``extra``: more arguments (a logical date, --mark-success-pattern)."""
-    import json
-
     args = airflow_command("dags", "test", DAG_ID, *extra, *(["-c", json.dumps(conf)] if conf else []))
     return args, {**env, "TONGBAN_DEADLINE_ALERT": "off"}
 

@@ -63,6 +63,26 @@ def test_a_killed_publish_says_how_its_retry_sent_each_batch(tmp_path: Any) -> N
     assert replays(root, "r1", ti("partner_publish.report", "success", "w1")) == ""
 
 
+def test_the_celery_worker_imports_the_preload_list_at_start(tmp_path: Any) -> None:
+    """The environment of make celery-e2e (scripts.localenv) reaches the Celery app the worker runs: the modules
+    it imports when it starts, before it forks its pool, end with the preload list (the provider merges
+    ``[celery] extra_celery_config`` into its default Celery config)."""
+    import json
+    import subprocess
+    import sys
+
+    from scripts.localenv import TASK_PRELOAD, airflow_env
+
+    env = airflow_env(tmp_path, {"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"})
+    code = (
+        "import json; from airflow.providers.celery.executors.celery_executor import app; "
+        "print(json.dumps(list(app.loader.default_modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    modules = json.loads(done.stdout.strip().splitlines()[-1])
+    assert modules[-len(TASK_PRELOAD) :] == list(TASK_PRELOAD)
+
+
 def test_a_task_killed_with_its_worker_must_succeed_elsewhere_unless_it_had_already_succeeded() -> None:
     """The kill follows the look at the task instances by a moment: a task seen running on the victim may have
     succeeded there first (same try, ended before the kill). Anything else must succeed on the other worker."""

@@ -103,6 +103,20 @@ def test_workers_share_no_folder_only_object_storage(compose: dict[str, Any]) ->
     assert "python -m tongban.connections -- python -c" in init and 'create_bucket("tongban")' in init
 
 
+def test_workers_import_the_task_code_before_they_fork_their_pool(compose: dict[str, Any]) -> None:
+    """The worker's main process imports the preload list (Celery's ``imports``) before it starts its prefork
+    pool, so no task process imports the task code again: the same list as make celery-e2e and the
+    LocalExecutor's forkserver (scripts/localenv.py), and a pool that forks (not threads, not green threads)."""
+    from scripts.localenv import CELERY_PRELOAD, TASK_PRELOAD
+
+    env = env_of(compose, "airflow-worker")
+    assert json.loads(env["AIRFLOW__CELERY__EXTRA_CELERY_CONFIG"]) == json.loads(CELERY_PRELOAD)
+    assert json.loads(CELERY_PRELOAD)["imports"] == list(TASK_PRELOAD)
+    assert TASK_PRELOAD[-1] == "tongban.preload"  # last: it freezes the GC's view of everything imported before
+    assert env.get("AIRFLOW__CELERY__POOL", "prefork") == "prefork"
+    assert compose["services"]["airflow-worker"]["command"] == "celery worker"
+
+
 def test_item_store_database_is_created(compose: dict[str, Any]) -> None:
     volumes = compose["services"]["postgres"]["volumes"]
     init = [v.split(":")[0] for v in volumes if "/docker-entrypoint-initdb.d/" in v]

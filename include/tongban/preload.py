@@ -4,9 +4,12 @@ Airflow 3 runs every task in a process of its own, forked (``os.fork``) from its
 LocalExecutor a worker process of the scheduler, with Celery a process of the worker's pool. A module the
 worker has imported before the fork is there in the task process at no cost, copy-on-write, as with
 gunicorn's ``--preload``; a module it has not is imported by every task again: about 0.9 s of CPU for the
-item store and the stages, and 2 s more for GX and pandas in the validating tasks (measured here). Name this
-module in ``[scheduler] mp_forkserver_preload`` with ``[scheduler] mp_start_method = forkserver``
-(``scripts/localenv.py`` does): the LocalExecutor's workers then start from a process that has imported it.
+item store and the stages, and 2 s more for GX and pandas in the validating tasks (measured here).
+``scripts/localenv.py`` names this module last in its one list of what a worker imports before it forks
+(``TASK_PRELOAD``), used twice: in ``[scheduler] mp_forkserver_preload`` with ``[scheduler] mp_start_method =
+forkserver``, so the LocalExecutor's workers start from a process that has imported it, and as Celery's
+``imports`` in ``[celery] extra_celery_config``, so a Celery worker's main process imports it before it forks
+its pool (docker-compose.yaml sets the same).
 
 Importing it only imports (no connection, no file, no thread is opened), so a fork after it is safe. Then it
 freezes the garbage collector's view of everything imported so far (``gc.freeze()``, as Airflow does before it
