@@ -52,22 +52,39 @@ FLOOR_DAG_FILE = REPO / "bench" / "dags" / "nightly_shape.py"
 MODES = ("dags-test", "scheduler")
 
 
-def task_instances(env: dict[str, str], dag_id: str) -> int:
-    """Task instances of the newest run of ``dag_id`` in the (SQLite) metadata database."""
+def task_seconds(env: dict[str, str], dag_id: str) -> dict[str, list[float]]:
+    """Task id -> the durations of its task instances in the newest run of ``dag_id``, from the (SQLite)
+    metadata database (both modes record them there)."""
     path = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
     with contextlib.closing(sqlite3.connect(path)) as db:
-        (count,) = db.execute(
-            "SELECT count(*) FROM task_instance WHERE dag_id = ? AND run_id = "
+        rows = db.execute(
+            "SELECT task_id, coalesce(duration, 0) FROM task_instance WHERE dag_id = ? AND run_id = "
             "(SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)",
             (dag_id, dag_id),
-        ).fetchone()
-    return int(count)
+        ).fetchall()
+    out: dict[str, list[float]] = {}
+    for task_id, seconds in rows:
+        out.setdefault(task_id, []).append(float(seconds))
+    return out
 
 
 class Run(NamedTuple):
     seconds: float  # wall time
     cpu: float  # CPU seconds of every Airflow process and task the run kept busy (load on the machine aside)
     task_instances: int
+    tasks: dict[str, list[float]]  # task id -> durations of its task instances
+
+
+def task_table(real: list[Run], floor: list[Run]) -> str:
+    """Per task id: task instances and the median over the rounds of their summed durations, real and floor."""
+    lines = [f"  {'task':<34} {'TIs':>4} {'real s':>8} {'floor s':>8} {'extra s':>8}"]
+    rows = []
+    for task_id in sorted({t for r in real for t in r.tasks}):
+        sums = [statistics.median(sum(r.tasks.get(task_id, [])) for r in runs) for runs in (real, floor)]
+        rows.append((sums[0] - sums[1], task_id, len(real[-1].tasks.get(task_id, [])), *sums))
+    for extra, task_id, count, real_s, floor_s in sorted(rows, reverse=True):
+        lines.append(f"  {task_id:<34} {count:>4} {real_s:>8.1f} {floor_s:>8.1f} {extra:>8.1f}")
+    return "\n".join(lines)
 
 
 def dags_test_run(envs: dict[str, dict[str, str]], dag_id: str, conf: dict[str, object]) -> Run:
@@ -82,7 +99,8 @@ def dags_test_run(envs: dict[str, dict[str, str]], dag_id: str, conf: dict[str, 
     if done.returncode != 0:
         raise RuntimeError(f"{dag_id} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return Run(seconds, cpu, task_instances(envs[dag_id], dag_id))
+    tasks = task_seconds(envs[dag_id], dag_id)
+    return Run(seconds, cpu, sum(map(len, tasks.values())), tasks)
 
 
 @contextlib.contextmanager
@@ -125,7 +143,10 @@ def scheduler_run(api: Api, sessions: set[int], dag_id: str, conf: dict[str, obj
         )
         raise RuntimeError(f"{dag_id} run {run_id} ended {run['state']}: {', '.join(failed)}")
     seconds = (ts(run["end_date"]) - ts(run["queued_at"])).total_seconds()
-    return Run(seconds, cpu, len(tis))
+    tasks: dict[str, list[float]] = {}
+    for ti in tis:
+        tasks.setdefault(ti["task_id"], []).append(float(ti.get("duration") or 0))
+    return Run(seconds, cpu, len(tis), tasks)
 
 
 def ts(value: str) -> datetime:
@@ -229,6 +250,7 @@ def main() -> int:
             f"ratio {wall[0] / wall[1]:.2f} (target <= 1.5); "
             f"CPU real {cpu[0]:.1f}s, floor {cpu[1]:.1f}s, ratio {cpu[0] / cpu[1]:.2f}"
         )
+        print(task_table(real_runs, floor), flush=True)
     return 0
 
 

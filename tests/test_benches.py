@@ -63,3 +63,7 @@ def test_nightly_bench_prints_both_times_and_the_ratio() -> None:
     assert "round 1: floor" in out and "round 1: real" in out
     assert "dags-test  median of 1" in out and "ratio" in out and "CPU real" in out
     assert "## scheduler" not in out
+    # where the time goes: per task id, its task instances and their summed durations, real and floor
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith("  partner.")}
+    assert set(rows) >= {"partner.settle", "partner.fetch", "partner.normalise", "partner.validate"}
+    assert all(count == "1" and float(real) > 0 for count, real, _, _ in rows.values())
