@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gc
 
-import great_expectations  # noqa: F401
 import pandas  # noqa: F401
 
 import tongban.delivery
@@ -35,7 +34,7 @@ import tongban.publish
 import tongban.report
 import tongban.store.repo
 import tongban.validation.docs_views
-import tongban.validation.five_level
+import tongban.validation.five_level  # GX, after tongban.validation has quietened its import
 import tongban.validation.runner  # noqa: F401
 
 gc.freeze()

@@ -16,6 +16,7 @@ across the partners of one province.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tongban.registry import Partner
+
+# GX logs some 200 INFO lines about its own API docs ("Skipping registering function …") when it is imported:
+# noise in every task log that imports it. Every import of GX in the project comes after this package's.
+logging.getLogger("great_expectations._docs_decorators").setLevel(logging.WARNING)
 
 __all__ = ["Finding", "FlaggedRecord", "Severity", "ValidationOutcome", "validate_across_partners", "validate_items"]
 
