@@ -81,7 +81,7 @@ def assert_holds_exactly(client: PlatformClient, region: str, records: list[dict
     assert {r["task_code"]: content_hash(r) for r in held} == {r["task_code"]: content_hash(r) for r in records}
 
 
-def test_batches_land_once_and_rerun_sends_nothing(client, store, region) -> None:
+def test_batches_land_once_and_rerun_sends_nothing(client, store, region, monkeypatch) -> None:
     wanted = items(region, 7)
     recon = reconcile(wanted, client.items(region))
     first = publish(client, region, "run-1", recon, store, batch_size=3)
@@ -92,6 +92,14 @@ def test_batches_land_once_and_rerun_sends_nothing(client, store, region) -> Non
     assert all(b["replayed"] for b in again.batches)
     assert_holds_exactly(client, region, wanted)
     assert [e["status"] for e in store.ledger("run-1", region)] == ["acked"] * 3
+    # the next night, nothing changed: nothing is sent and the list is not read back a second time
+    unchanged = reconcile(wanted, client.items(region))
+    reads = []
+    read = client.items
+    monkeypatch.setattr(client, "items", lambda division: reads.append(division) or read(division))
+    nothing = publish(client, region, "run-2", unchanged, store, batch_size=3)
+    assert nothing.published == 0 and nothing.batches == [] and reads == []
+    assert store.ledger("run-2", region) == []
 
 
 def test_changes_and_removals_are_recorded_in_history(client, store, region) -> None:

@@ -162,7 +162,8 @@ def publish(
     batch_size: int = 500,
     dry_run: bool = False,
 ) -> PublishResult:
-    """Push upserts and deletes in batches, all noted in the ledger before the first is sent; then read back.
+    """Push upserts and deletes in batches, all noted in the ledger before the first is sent; then read back
+    (not when there is nothing to push).
 
     Each batch is marked ``sent`` just before its request and ``acked`` together with applying the answer
     to the item store. A batch the ledger holds as acknowledged is not sent again; one left ``pending`` or
@@ -174,6 +175,8 @@ def publish(
     if dry_run:
         return result
     sequence = check_fence(store, division, run_id)
+    if not recon.upserts() and not recon.deletes():
+        return result  # nothing to publish: the list reconcile has just read is the one the platform holds
     digests = content_digests(recon.upserts())  # once per item: batch keys, item store, read-back
     sent = send_batches(
         store,
