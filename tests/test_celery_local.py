@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 from scripts.celery_local import VICTIM, to_kill
@@ -104,3 +106,30 @@ def test_a_task_killed_with_its_worker_must_succeed_elsewhere_unless_it_had_alre
     assert [o for _, o in kill_outcomes(seen, after, killed_at)] == [RECOVERED, DONE_BEFORE_KILL]
     lost = [ended(seen[0], "w1", "failed", 3, 200), ended(seen[1], VICTIM, "success", 2, 100)]
     assert [o for _, o in kill_outcomes(seen, lost, killed_at)] == [LOST, LOST]
+
+
+def test_the_preload_leaves_nothing_open_and_prepares_what_every_task_would() -> None:
+    """tongban.preload runs before a worker forks: no thread, no open file may cross the fork; what it prepares
+    (imports, the report templates, GX's import quietened) must be there in the process that imports it."""
+    import subprocess
+    import sys
+
+    code = """
+import json, logging, os, sys, threading
+fds = set(os.listdir("/proc/self/fd"))
+import tongban.preload
+from tongban.report import templates
+print(json.dumps({
+    "threads": threading.active_count(),
+    "new_fds": sorted(set(os.listdir("/proc/self/fd")) - fds),
+    "modules": [m for m in ("great_expectations", "pandas", "openpyxl", "tongban.pipeline") if m in sys.modules],
+    "compiled": sorted(k[1] for k in templates().cache),
+    "gx_docs_logger": logging.getLogger("great_expectations._docs_decorators").level,
+}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    state = json.loads(done.stdout.strip().splitlines()[-1])
+    assert state["threads"] == 1 and state["new_fds"] == []
+    assert state["modules"] == ["great_expectations", "pandas", "openpyxl", "tongban.pipeline"]
+    assert state["compiled"] == ["library_check.html.j2", "outbound_section.html.j2", "report.html.j2"]
+    assert state["gx_docs_logger"] == logging.WARNING

@@ -11,7 +11,9 @@ forkserver``, so the LocalExecutor's workers start from a process that has impor
 ``imports`` in ``[celery] extra_celery_config``, so a Celery worker's main process imports it before it forks
 its pool (docker-compose.yaml sets the same).
 
-Importing it only imports (no connection, no file, no thread is opened), so a fork after it is safe. Then it
+Importing it only imports, then compiles what every task process would compile again in memory (the report
+templates, SQLAlchemy's mappers of the item store): no connection, no file, no thread is left open, so a fork
+after it is safe. Then it
 freezes the garbage collector's view of everything imported so far (``gc.freeze()``, as Airflow does before it
 forks workers itself): a task process would otherwise walk those objects in every full collection, 0.3 s of
 CPU each, and copy the pages it touches.
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import gc
 
+import openpyxl  # noqa: F401  (the report's workbook; report.write_xlsx imports it when it runs)
 import pandas  # noqa: F401
+from sqlalchemy.orm import configure_mappers
 
 import tongban.delivery
 import tongban.guard
@@ -35,6 +39,8 @@ import tongban.report
 import tongban.store.repo
 import tongban.validation.docs_views
 import tongban.validation.five_level  # GX, after tongban.validation has quietened its import
-import tongban.validation.runner  # noqa: F401
+import tongban.validation.runner
 
+tongban.report.compile_templates()
+configure_mappers()
 gc.freeze()

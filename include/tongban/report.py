@@ -306,18 +306,25 @@ def _removal_hold(info: Mapping[str, Any], division: str, run_id: str, dry_run: 
 
 
 @cache
-def _templates() -> jinja2.Environment:
-    env = jinja2.Environment(
+def templates() -> jinja2.Environment:
+    """The report templates (``tongban/templates``), compiled on first use and kept for the process."""
+    return jinja2.Environment(
         loader=jinja2.PackageLoader("tongban", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    return env
+
+
+def compile_templates() -> None:
+    """Compile every report template now (``tongban.preload``: once per worker instead of once per task)."""
+    env = templates()
+    for name in env.list_templates():
+        env.get_template(name)
 
 
 def render_html(report: PartnerReport) -> str:
     return (
-        _templates()
+        templates()
         .get_template("report.html.j2")
         .render(
             r=report,

@@ -152,11 +152,11 @@ SHEET_HEADINGS = ["类别", "实施编码", "事项名称", "要素", "贵地现
 
 def write_internal_report(check: Mapping[str, Any], out: UPath) -> dict[str, str]:
     """The library check for 沅江's data engineers: JSON and a small HTML page (Chinese)."""
-    from tongban.report import _templates
+    from tongban.report import templates
 
     out.mkdir(parents=True, exist_ok=True)
     json_path = write_json(out / LIBRARY_CHECK, dict(check))
-    html = _templates().get_template("library_check.html.j2").render(c=check, labels=LABELS)
+    html = templates().get_template("library_check.html.j2").render(c=check, labels=LABELS)
     (out / LIBRARY_CHECK_HTML).write_bytes(html.encode())
     return {"json": str(json_path), "html": str(out / LIBRARY_CHECK_HTML)}
 
