@@ -237,7 +237,7 @@ class Kit:
             "认证",
             f"按约定签名（{self.algorithm}）的请求被接受（200）",
             taken.status_code == 200,
-            "" if taken.status_code == 200 else f"应答 HTTP {taken.status_code}：{_why(taken)}",
+            "" if taken.status_code == 200 else _answered(taken),
         )
         again = self._raw("GET", url, good)
         self.list.add("认证", "重放的请求（同一 nonce）被拒绝（401）", again.status_code == 401, _refusal(again))
@@ -539,7 +539,7 @@ class Kit:
             ),
         ):
             ok = got.status_code == status and _error_body(got)
-            self.list.add(OFFER_AREA, what, ok, "" if ok else f"应答 HTTP {got.status_code}：{_why(got)[:120]}")
+            self.list.add(OFFER_AREA, what, ok, "" if ok else _not_refused(got))
 
         def upsert(record: dict[str, Any], *modes: str) -> Operation:
             return Operation("upsert", record["task_code"], record, modes)
@@ -583,7 +583,7 @@ class Kit:
         got = self._post_batch(batch, self._key("first"))
         again = _payload(got)
         if got.status_code != 200:
-            detail = f"应答 HTTP {got.status_code}：{_why(got)[:120]}"
+            detail = _answered(got)
         elif again.get("replayed") is not True:
             shown = json.dumps(again.get("replayed"), ensure_ascii=False)
             detail = f'应答 200，但 "replayed" 为 {shown}（应为 true，并且不再执行该批次）'
@@ -751,7 +751,7 @@ def _results(answer: requests.Response, expected: Sequence[tuple[str, str, str]]
     """Why a batch's answer is not 200 with one result per operation in order, each with the expected ``op``,
     ``status``, ``line`` and 实施编码 (and a ``reason`` when rejected); empty when it is."""
     if answer.status_code != 200:
-        return f"应答 HTTP {answer.status_code}：{_why(answer)[:120]}"
+        return _answered(answer)
     results = _payload(answer).get("results")
     if not isinstance(results, list):
         return f"应答正文没有 results 列表：{answer.text[:120]}"
@@ -818,10 +818,23 @@ def _why(answer: requests.Response) -> str:
     return reason(answer.content)
 
 
+def _answered(answer: requests.Response) -> str:
+    """How the checklist quotes an answer it did not expect: its status and the reason it gives."""
+    return f"应答 HTTP {answer.status_code}：{_why(answer)[:120]}"
+
+
+def _not_refused(answer: requests.Response) -> str:
+    """Why an answer is not the refusal (4xx) a check expects. A server error says nothing of whether the request
+    would have been refused, so the line says so: the partner has its availability to fix first, perhaps only."""
+    if answer.status_code >= 500:
+        return f"应答 HTTP {answer.status_code}（服务端错误，无法判断该请求是否会被按要求拒绝）：{_why(answer)[:120]}"
+    return _answered(answer)
+
+
 def _refusal(answer: requests.Response) -> str:
     if answer.status_code == 401:
         return "" if _error_body(answer) else '应答 401，但正文不是 {"error": "原因"}'
-    return f"应答 HTTP {answer.status_code}：{_why(answer)[:120]}"
+    return _not_refused(answer)
 
 
 def _plain(message: str) -> str:
