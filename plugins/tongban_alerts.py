@@ -178,8 +178,14 @@ CHANNELS = (Channel(ALERTS_CONN_ID, _webhook), Channel(SMTP_CONN_ID, _mail))
 
 
 def _not_configured(payload: Mapping[str, Any]) -> None:
+    """The task log is then the only place the alert is kept: its line ends with the whole error or notice,
+    not ``text``'s first 300 characters of it (a removals notice is longer, and its last line says how to
+    confirm)."""
     ids = " or ".join(repr(c.conn_id) for c in CHANNELS)
-    log.warning("alert not sent (no Connection %s defined): %s", ids, payload["text"])
+    line, error = str(payload["text"]), payload.get("error")
+    if error and not line.endswith(error):
+        line = line.removesuffix(f": {error[:300]}") + f": {error}"
+    log.warning("alert not sent (no Connection %s defined): %s", ids, line)
 
 
 def _failed(channel: Channel, payload: Mapping[str, Any]) -> bool:

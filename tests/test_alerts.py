@@ -212,6 +212,29 @@ def test_without_any_connection_one_line_and_no_error(caplog) -> None:
     assert all("no Connection 'tongban_alerts' or 'tongban_alerts_smtp'" in line for line in lines)
 
 
+def test_without_any_connection_the_log_line_keeps_the_whole_notice(caplog) -> None:
+    """The task log is all an operator without alert channels has: a removals notice (longer than the alert's
+    one-line text keeps of it) must arrive whole there, down to how to confirm, not cut at 300 characters."""
+    from tongban import guard
+
+    run_id = "scheduled__2026-11-28T18:00:00+00:00"
+    held = {
+        "held": [{"task_code": f"11440400{i:023d}"} for i in range(78)],
+        "reasons": [
+            "本次全量拉取将删除贵方在省一体化平台上已发布的事项 78/177 = 44.1% > 20%",
+            "贵方接口给出的事项总数 100 较上次已发布的全量拉取（180）减少 44.4% > 20%",
+        ],
+    }
+    notice = f"{guard.removal_notice(held, '440400', run_id)}\n{guard.how_to_confirm('440400', run_id)}"
+    assert len(notice) > 300
+    with caplog.at_level(logging.WARNING, logger="tongban_alerts"):
+        assert tongban_alerts.notify_partner({**_context(), "exception": None}, "removals_held", notice) == {}
+    [line] = [r.getMessage() for r in caplog.records if r.name == "tongban_alerts"]
+    assert line.startswith("alert not sent") and "[tongban] removals held for confirmation" in line
+    assert line.endswith(f": {notice}")
+    assert f'"confirm_removals": ["440400@{run_id}"]' in line
+
+
 def test_an_unreachable_webhook_does_not_fail_the_callback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(WEBHOOK, json.dumps({"conn_type": "http", "host": "http://127.0.0.1:9"}))
     assert tongban_alerts.notify_task_failure(_context()) == {"tongban_alerts": False}
