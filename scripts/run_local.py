@@ -138,10 +138,13 @@ def stop_on_signals() -> None:
 
 
 def dag_conf(args: argparse.Namespace) -> dict[str, object]:
-    """The DAG params given on the command line (the DAG's ``params``: partners, full_resync, dry_run)."""
+    """The DAG params given on the command line (the DAG's ``params``: partners, full_resync, dry_run,
+    confirm_removals)."""
     conf: dict[str, object] = {}
     if args.partners:
         conf["partners"] = [d for value in args.partners for d in value.replace(",", " ").split()]
+    if args.confirm_removals:
+        conf["confirm_removals"] = [e for value in args.confirm_removals for e in value.replace(",", " ").split()]
     if args.full_resync:
         conf["full_resync"] = True
     if args.dry_run:
@@ -151,7 +154,8 @@ def dag_conf(args: argparse.Namespace) -> dict[str, object]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, epilog='make run ARGS="--full-resync --partners 440100 --dry-run"'
+        description=__doc__,
+        epilog='make run ARGS="--full-resync --partners 440100 --dry-run"; --confirm-removals 440100@<run id>',
     )
     parser.add_argument("--ui", action="store_true", help="serve the Airflow UI (airflow standalone) instead")
     parser.add_argument(
@@ -159,9 +163,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--full-resync", action="store_true", help="pull every partner's whole catalogue")
     parser.add_argument("--dry-run", action="store_true", help="reconcile and report, push nothing")
+    parser.add_argument(
+        "--confirm-removals",
+        nargs="+",
+        metavar="DIVISION@RUN_ID",
+        help="removals the removal guard held in that run, confirmed as withdrawn (docs/runbook.md)",
+    )
     args = parser.parse_args(argv)
     if args.ui and dag_conf(args):
-        parser.error("--partners, --full-resync and --dry-run are params of a run: not with --ui")
+        parser.error("--partners, --full-resync, --dry-run and --confirm-removals are params of a run: not with --ui")
     return args
 
 
@@ -195,7 +205,13 @@ def run(args: argparse.Namespace) -> int:
         ensure_pools(env, divisions)
         print(f"simulators: partners {urls.partners}  platform {urls.platform}")
         if args.ui:
-            print("Airflow UI on http://127.0.0.1:8080 (login admin / admin); Ctrl-C stops it and the simulators.")
+            port = env.get("AIRFLOW__API__PORT", "8080")
+            print(f"Airflow UI on http://127.0.0.1:{port} (login admin / admin); Ctrl-C stops it and the simulators.")
+            print(
+                f"{DAG_ID} is paused until switched on: a run triggered while it is paused stays queued. Trigger it"
+                " in the UI with 'Unpause … on trigger' ticked, or `.venv/bin/python -m scripts.localenv dags unpause"
+                f" {DAG_ID}` first (the scheduler then also starts the last 02:00 run); docs/runbook.md."
+            )
             serve_ui(env)
             return 0
         started = time.time()
@@ -214,8 +230,11 @@ def run(args: argparse.Namespace) -> int:
         problems += check_outbound(summary, urls.partners, home)
     print()
     print(summary_table(summary, extra=("platform", "ours")))
-    print("ours: 沅江's items the partner has configured as offered / offered to it, and the change since the last run")
-    print(f"\nrun {summary['run_id']}: reports in {summary_path.parent}/<division>/report.{{json,html}}")
+    print(
+        "ours: 沅江's items the partner has configured as offered / offered to it, and the change since the last run"
+        " (the first run: since this run found them)"
+    )
+    print(f"\nrun {summary['run_id']}: reports in {summary_path.parent}/<division>/report.{{json,html,xlsx}}")
     print(f"summary: {summary_path}\nAirflow log: {log}")
     if summary["failed"]:
         print(f"FAILED partners: {', '.join(summary['failed'])}")
@@ -224,7 +243,10 @@ def run(args: argparse.Namespace) -> int:
     if summary.get("outbound_failed"):
         print(f"our items NOT brought in line at: {', '.join(summary['outbound_failed'])} (retried next run)")
     if not problems:
-        print("platform check: every partner's platform list matches its report")
+        print(
+            "platform check: every partner's platform list matches its report (codes) and the item store (content),"
+            " no publish ledger row left unsettled"
+        )
         print("partner check: every partner configures exactly the items we offer it (read from the partner)")
     return 0 if result.returncode == 0 and not problems and not summary["failed"] else 1
 

@@ -31,6 +31,21 @@ def test_command_line_params_become_the_dags_params() -> None:
         parse_args(["--ui", "--dry-run"])
 
 
+def test_make_run_confirms_held_removals() -> None:
+    """The runbook's confirmation of held removals on the local deployment: `make run` passes the DAG's
+    ``confirm_removals`` param as given (the DAG's plan task checks each entry)."""
+    from scripts.run_local import dag_conf, parse_args
+
+    run = "manual__2026-11-30T07:07:53.229574+00:00"
+    args = parse_args(["--partners", "440400", "--confirm-removals", f"440400@{run}", f"440800@{run},370100@{run}"])
+    assert dag_conf(args) == {
+        "partners": ["440400"],
+        "confirm_removals": [f"440400@{run}", f"440800@{run}", f"370100@{run}"],
+    }
+    with pytest.raises(SystemExit):
+        parse_args(["--ui", "--confirm-removals", f"440400@{run}"])
+
+
 def _make(target: str, home: Path, args: str, **kwargs: object) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "TONGBAN_"))}
     env |= {"TONGBAN_HOME": str(home), "AIRFLOW__API__PORT": str(_free_port())}  # not the 8080 of a `make ui`
