@@ -102,6 +102,29 @@ def check_outbound(summary: dict, partners_url: str, home: Path | UPath) -> list
     return problems
 
 
+def attention(summary: dict) -> list[str]:
+    """What of the run needs a person, one line each, with what to do: failed and held-back partners, removals
+    held for confirmation (with the `make run` that confirms them), reports not delivered."""
+    run_id, lines = summary["run_id"], []
+    if summary["failed"]:
+        lines.append(f"FAILED partners: {', '.join(summary['failed'])} (docs/runbook.md, A partner is down)")
+    if held := summary.get("held_back"):
+        lines.append(
+            f"HELD BACK, nothing of them published: {', '.join(held)} (critical-failure rate over the limit; the next"
+            " run pulls again from the last published pull; docs/runbook.md, A partner is held back)"
+        )
+    if guarded := summary.get("removals_held"):
+        confirm = " ".join(f"{d}@{run_id}" for d in guarded)
+        lines.append(
+            f"REMOVALS HELD for confirmation: {', '.join(guarded)} (the platform keeps the items; if the partner really"
+            f' withdrew them: make run ARGS="--partners {" ".join(guarded)} --confirm-removals {confirm}";'
+            " docs/runbook.md, Removals held for confirmation)"
+        )
+    if undelivered := summary.get("undelivered"):
+        lines.append(f"report NOT delivered to: {', '.join(undelivered)} (see delivery.json; the next report tells)")
+    return lines
+
+
 def serve_ui(env: dict[str, str]) -> None:
     """`airflow standalone` in its own process group, stopped whole (scheduler, workers, …) on exit: on Ctrl-C,
     on SIGTERM or SIGHUP (see ``stop_on_signals``), and when it ends by itself."""
@@ -236,8 +259,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"\nrun {summary['run_id']}: reports in {summary_path.parent}/<division>/report.{{json,html,xlsx}}")
     print(f"summary: {summary_path}\nAirflow log: {log}")
-    if summary["failed"]:
-        print(f"FAILED partners: {', '.join(summary['failed'])}")
+    for line in attention(summary):
+        print(line)
     for problem in problems:
         print(f"MISMATCH {problem}")
     if summary.get("outbound_failed"):

@@ -46,6 +46,21 @@ def test_make_run_confirms_held_removals() -> None:
         parse_args(["--ui", "--confirm-removals", f"440400@{run}"])
 
 
+def test_make_run_says_what_needs_a_person() -> None:
+    """Held-back partners and held removals are no failure (status ok, exit 0), so `make run` names them, and
+    gives the command that confirms the removals; a run with none of it adds no line."""
+    from scripts.run_local import attention, parse_args
+
+    run = "manual__2026-11-30T07:20:52.187529+00:00"
+    summary = {"run_id": run, "failed": [], "held_back": ["440500"], "removals_held": ["440600"], "undelivered": []}
+    held, removals = attention(summary)
+    assert held.startswith("HELD BACK") and "440500" in held
+    assert removals.startswith("REMOVALS HELD for confirmation: 440600")
+    [args] = [part.split('"')[1] for part in removals.split("make run ARGS=")[1:]]
+    assert parse_args(args.split()).confirm_removals == [f"440600@{run}"]
+    assert attention({"run_id": run, "failed": [], "held_back": [], "removals_held": [], "undelivered": []}) == []
+
+
 def _make(target: str, home: Path, args: str, **kwargs: object) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "TONGBAN_"))}
     env |= {"TONGBAN_HOME": str(home), "AIRFLOW__API__PORT": str(_free_port())}  # not the 8080 of a `make ui`
