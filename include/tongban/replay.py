@@ -67,14 +67,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = UPath(storage_url())
     registry = load_registry()
-    divisions = args.divisions or run_partners(root, args.run_id, registry)
+    try:
+        return _replay_all(root, registry, args.run_id, args.divisions)
+    except (FileNotFoundError, KeyError) as exc:  # a run or partner not there: one line, where it was looked for
+        reason = exc.args[0] if exc.args else exc
+        print(f"python -m tongban.replay: {reason} (storage root {root}: TONGBAN_STORAGE_URL or TONGBAN_HOME)")
+        return 1
+
+
+def _replay_all(root: UPath, registry: Registry, run_id: str, divisions: list[str]) -> int:
+    divisions = divisions or run_partners(root, run_id, registry)
     if not divisions:
-        print(f"run {args.run_id}: no partner folder with a fetch manifest under {root / RUNS / args.run_id}")
+        print(f"run {run_id}: no partner folder with a fetch manifest under {root / RUNS / run_id}")
         return 1
     failed = 0
     for division in divisions:
-        summary = replay(root, args.run_id, registry.partner(division))
-        diff = differences(root, args.run_id, division)
+        summary = replay(root, run_id, registry.partner(division))
+        diff = differences(root, run_id, division)
         failed += bool(diff)
         print(f"{division}: {summary} — {'differs: ' + ', '.join(diff) if diff else 'identical to the run'}")
     return 1 if failed else 0

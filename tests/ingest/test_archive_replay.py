@@ -125,3 +125,22 @@ def test_replay_cli_skips_what_is_not_a_partner_of_the_registry(
     assert replay_mod.main(["run-1"]) == 0
     out = capsys.readouterr().out
     assert out.count("identical to the run") == len(DIVISIONS) and "provinces" not in out
+
+
+def test_replay_cli_names_a_missing_run_or_partner_in_one_line(
+    finished_run: UPath, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run id mistyped, a partner the run did not pull, a partner not in the registry, or TONGBAN_HOME not the
+    one meant (the default is ./var of the working directory): one line saying so and where it looked, no
+    traceback."""
+    from tongban import replay as replay_mod
+
+    monkeypatch.setenv("TONGBAN_STORAGE_URL", str(finished_run))
+    for argv, said in [
+        (["no-such-run"], "no run folder"),
+        (["run-1", "370700"], "has no fetch manifest for 370700"),
+        (["run-1", "999999"], "no partner 999999 in registry"),
+    ]:
+        assert replay_mod.main(argv) == 1
+        [line] = capsys.readouterr().out.splitlines()
+        assert said in line and f"storage root {finished_run}" in line
