@@ -244,6 +244,7 @@ FAULT_KINDS = (
     "report_html",  # the report receiver answers a delivery 200 with an HTML page, without taking the report
 )
 WRITE_FAULTS = ("write_unavailable",)  # faults of the offer endpoint's writes, never of the catalogue
+JSON_ONLY_FAULTS = ("non_objects", "wrong_types", "nested_body")  # a CSV's records are text rows: no effect there
 REPORT_FAULT_KINDS = ("report_html",)  # faults of report delivery, never of the catalogue
 
 

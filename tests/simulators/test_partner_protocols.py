@@ -200,6 +200,11 @@ def test_faults_are_set_listed_persisted_cleared_and_validated(
         bad = requests.put(f"{url}/admin/partners/{NATIONAL}/faults", json=[{"kind": "gremlins"}], timeout=10)
         assert bad.status_code == 422 and bad.json()["error"]
         assert requests.put(f"{url}/admin/partners/999999/faults", json=[], timeout=10).status_code == 404
+        for kind in ("non_objects", "wrong_types", "nested_body"):  # JSON only: on a CSV partner they would do nothing
+            moot = requests.put(f"{url}/admin/partners/{CSV}/faults", json=[{"kind": kind, "page": 1}], timeout=10)
+            assert moot.status_code == 422 and kind in moot.json()["error"] and "csv_gbk" in moot.json()["error"]
+        assert requests.get(f"{url}/admin/partners/{CSV}/faults", timeout=10).json()["faults"] == []
+        _set(url, PINYIN, {"kind": "non_objects", "page": 1})
     assert (tmp_path / FAULTS_FILE).exists()
     with serve(create_partner_app(registry, tmp_path)) as url:  # persisted across a restart
         [fault] = requests.get(f"{url}/admin/partners/{NATIONAL}/faults", timeout=10).json()["faults"]

@@ -38,7 +38,16 @@ from tongban.auth import Refused, Verifier
 from tongban.delivery import CHECKSUM_HEADER, REPORT_PATH, RUN_HEADER
 from tongban.model import ITEM_FIELDS, Item
 from tongban.outbound.wire import readback_format
-from tongban.registry import REPORT_FAULT_KINDS, WRITE_FAULTS, Fault, Partner, Registry, WireFormat, wire_formats
+from tongban.registry import (
+    JSON_ONLY_FAULTS,
+    REPORT_FAULT_KINDS,
+    WRITE_FAULTS,
+    Fault,
+    Partner,
+    Registry,
+    WireFormat,
+    wire_formats,
+)
 from tongban.simulators.catalogue import CHINA_TZ, defects, generate_catalogue, generate_catalogues, reference_time
 from tongban.simulators.credentials import check_signed, partner_secrets, raw_body
 from tongban.simulators.offers import OfferBook, OfferError, wire_listing
@@ -540,11 +549,17 @@ def create_partner_app(registry: Registry, state_dir: Path, clock: Callable[[], 
 
     @app.put("/admin/partners/{division}/faults")
     def admin_set_faults(division: str, faults: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:  # noqa: B008
-        store.partner(division)
+        partner = store.partner(division)
         try:
             parsed = [Fault(**f) for f in faults]
         except (ValidationError, TypeError) as exc:
             raise SimulatorError(422, f"故障配置不合法：{exc}") from exc
+        media = encoders[partner.format].format.media
+        if media != "json" and (moot := sorted({f.kind for f in parsed} & set(JSON_ONLY_FAULTS))):
+            kinds = "、".join(moot)
+            raise SimulatorError(
+                422, f"故障 {kinds} 只作用于 JSON 格式；合作地区 {division} 的接口为 {partner.format}，设置了也不会生效"
+            )
         book.put(division, parsed)
         return {"partner": division, "faults": [f.spec() for f in parsed]}
 
