@@ -280,7 +280,7 @@ def _check_platform(storage: Path, divisions: list[str], ctx: dict[str, Any]) ->
     published = 0
     for division in divisions:
         report = json.loads((storage / REPORTS / RUN_ID / division / REPORT_JSON).read_text())
-        held = len(client.items(division))
+        held = sum(1 for _ in client.items(division))
         if held != report["counts"]["published"]:
             raise SystemExit(f"FAIL: platform holds {held} items of {division}, report says {report['counts']}")
         published += held

@@ -97,7 +97,7 @@ class Deployment:
     def unshared(self, division: str) -> list[dict[str, Any]]:
         """The partner's items on the platform whose 基本编码 neither another of its items nor another partner
         of its province holds: changing one at the partner leaves 五级N同 intact."""
-        mine = self.platform.items(division)
+        mine = list(self.platform.items(division))
         province = REGISTRY.partner(division).province
         codes = [r["catalog_code"] for r in mine]
         codes += [
@@ -303,7 +303,7 @@ def test_partner_above_the_critical_rate_is_held_back_while_others_publish(
 ) -> None:
     bad, good = "370300", "370100"
     before = {r["task_code"]: content_hash(r) for r in deployment.platform.items(bad)}
-    for record in deployment.platform.items(bad)[:20]:  # 20% of 淄博's items lose their legal basis
+    for record in list(deployment.platform.items(bad))[:20]:  # 20% of 淄博's items lose their legal basis
         answer = requests.patch(
             f"{deployment.urls.partners}/admin/partners/{bad}/items/{record['task_code']}",
             json={"legal_basis": ""},

@@ -76,7 +76,7 @@ def items(region: str, n: int, start: int = 0, **overrides: Any) -> list[dict[st
 
 
 def assert_holds_exactly(client: PlatformClient, region: str, records: list[dict[str, Any]]) -> None:
-    held = client.items(region)
+    held = list(client.items(region))
     assert len(held) == len({r["task_code"] for r in held}), "duplicates on the platform"
     assert {r["task_code"]: content_hash(r) for r in held} == {r["task_code"]: content_hash(r) for r in records}
 
@@ -234,10 +234,34 @@ def test_the_read_back_checks_every_code_and_the_content_of_what_was_written(cli
     assert "unexpected" not in str(failed.value)
 
 
+def test_a_region_list_longer_than_a_page_is_read_page_by_page_whole_and_in_order(simulators, region, tmp_path) -> None:
+    store = ItemStore(f"sqlite:///{tmp_path / 'items.db'}")
+    wanted = items(region, 1001)
+    pages: list[str] = []
+    session = requests.Session()
+    session.hooks["response"].append(lambda r, *_, **__: pages.append(r.url) if "/items" in r.url else None)
+    client = PlatformClient(simulators.platform, **platform_credentials(simulators.state_dir), session=session)
+    publish(client, region, "run-1", reconcile(wanted, []), store)  # its read-back reads the list paged too
+    pages.clear()
+    reading = client.items(region)
+    first = next(reading)
+    assert len(pages) == 1  # the records come as their page does, not after the whole list
+    held = [first, *reading]
+    assert len(pages) == 3  # 500 + 500 + 1
+    assert [r["task_code"] for r in held] == sorted(r["task_code"] for r in wanted)
+    assert {r["task_code"]: content_hash(r) for r in held} == content_digests(wanted)
+    # an item removed behind the reader while it reads: the count no longer matches, the read fails
+    reading = client.items(region)
+    gone = next(reading)["task_code"]
+    client.push(region, "remove-behind-the-reader", [], [gone], store.claim_sequence(region, "run-1"))
+    with pytest.raises(PublishError, match=f"read 1001 items of region {region}, the platform declares 1000"):
+        list(reading)
+
+
 def test_dry_run_pushes_nothing(client, store, region) -> None:
     result = publish(client, region, "run-1", reconcile(items(region, 2), []), store, dry_run=True)
     assert result.dry_run and result.published == 0
-    assert client.items(region) == []
+    assert list(client.items(region)) == []
 
 
 def test_schema_is_created_by_alembic_and_migration_is_idempotent(tmp_path) -> None:
@@ -318,7 +342,7 @@ def test_next_run_settles_what_a_dead_run_left_and_resends_nothing(client, store
     settled = settle(client, region, "run-2", store)
     outcomes = [(s.was, s.now) for s in settled.settled]
     assert outcomes == [("sent", "unapplied"), ("pending", "unsent"), ("pending", "unsent")]
-    assert client.items(region) == []  # nothing of the dead run was sent again
+    assert list(client.items(region)) == []  # nothing of the dead run was sent again
     assert [e["settled_by"] for e in store.ledger("run-1", region)] == ["run-2"] * 3
     assert all(e["body"] is None for e in store.ledger("run-1", region))
     assert_store_agrees(client, store, region)
@@ -364,7 +388,7 @@ def test_batch_half_applied_and_unrecorded_is_read_back_by_the_next_run(client, 
     faults(simulators, fail_mid_batch=1)
     with pytest.raises(PublishError, match="500"):
         publish(impatient(simulators), region, "run-1", reconcile(wanted, []), store)
-    assert len(client.items(region)) == 3
+    assert len(list(client.items(region))) == 3
     [row] = settle(client, region, "run-2", store).settled
     assert (row.was, row.now, row.applied) == ("sent", "unapplied", 3)
     assert_store_agrees(client, store, region)
@@ -380,7 +404,7 @@ def test_a_superseded_run_can_neither_settle_nor_publish(client, store, region) 
         settle(client, region, "run-old", store)
     with pytest.raises(StaleRun, match="run run-new started after it"):
         publish(client, region, "run-old", reconcile(wanted, []), store)
-    assert client.items(region) == [] and store.ledger("run-old", region) == []
+    assert list(client.items(region)) == [] and store.ledger("run-old", region) == []
     publish(client, region, "run-new", reconcile(wanted, []), store)
     assert_holds_exactly(client, region, wanted)
 

@@ -80,7 +80,7 @@ class World:
 
     def alone(self, division: str) -> list[dict[str, Any]]:
         """The partner's published items alone in their 基本编码: a change to one keeps 五级N同."""
-        items = self.platform.items(division)
+        items = list(self.platform.items(division))
         groups = [r["catalog_code"] for r in items]
         return [r for r in items if groups.count(r["catalog_code"]) == 1]
 

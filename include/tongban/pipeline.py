@@ -334,7 +334,7 @@ def reconcile_partner(
     ``confirm_removals``) confirms it."""
     root = root_of(run) if root is None else root
     check_fence(store, partner.division, run_id)  # a superseded run reconciles nothing
-    current = client.items(partner.division)
+    current = list(client.items(partner.division))
     if held_back(run):  # the platform keeps the partner's previous list whole
         recon = reconcile([], current, [r["task_code"] for r in current], full=is_full_pull(run))
         recon.held_back = True

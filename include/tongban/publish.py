@@ -21,8 +21,9 @@ with the request, ``PLATFORM_AUTH.signed_headers``: a sequence changed on the wa
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -77,7 +78,7 @@ class PublishResult:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"published": self.published}
 
 
-PLATFORM_READ_CAP = 1024**3  # a region's whole list comes in one answer: 27k items are 63 MB (docs/scaling.md)
+PLATFORM_PAGE_SIZE = 500  # items per page of a region's list: the most the platform serves (docs/platform-api.md)
 
 
 class PlatformClient:
@@ -93,7 +94,7 @@ class PlatformClient:
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        settings = settings or HttpSettings(retries=4, backoff=0.5, jitter=0.25, max_response_bytes=PLATFORM_READ_CAP)
+        settings = settings or HttpSettings(retries=4, backoff=0.5, jitter=0.25)
         self.client = HttpClient("platform", Signer(PLATFORM_AUTH, secret, algorithm), settings, session)
 
     def _url(self, division: str, tail: str) -> str:
@@ -120,8 +121,32 @@ class PlatformClient:
         except HttpFailure as exc:
             raise PublishError(f"platform answered {exc.status} {what}: {exc}") from None
 
-    def items(self, division: str) -> list[dict[str, Any]]:
-        return list(self._call(f"reading region {division}'s items", "GET", self._url(division, "items"))["items"])
+    def items(self, division: str) -> Iterator[dict[str, Any]]:
+        """The region's items, read page by page and handed on as they come: one page in memory at a time.
+
+        Each 实施编码 must come once, and the count read must be the last page's ``total`` (an item added or
+        removed behind the reader while it reads makes them differ): PublishError otherwise."""
+        params: dict[str, Any] = {"page_size": PLATFORM_PAGE_SIZE}
+        seen: set[str] = set()
+        for number in itertools.count(1):
+            what = f"reading region {division}'s items (page {number})"
+            page = self._call(what, "GET", self._url(division, "items"), params=params)
+            for record in page["items"]:
+                if record["task_code"] in seen:
+                    raise PublishError(f"platform listed item {record['task_code']} of region {division} twice")
+                seen.add(record["task_code"])
+                yield record
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+            if not page["items"] or cursor == params.get("cursor"):
+                raise PublishError(f"platform's paging of region {division}'s items does not advance at {cursor}")
+            params["cursor"] = cursor
+        if len(seen) != page["total"]:
+            raise PublishError(
+                f"read {len(seen)} items of region {division}, the platform declares {page['total']}: "
+                "the list changed while it was read"
+            )
 
     def push(
         self,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.conftest import make_record
 from tongban.registry import Registry
 from tongban.simulators import generate_catalogue
 from tongban.simulators.launcher import SimulatorURLs
@@ -50,12 +51,25 @@ def push(url: str, body: dict[str, Any], key: str | None, region: str = REGION) 
     )
 
 
-def held(url: str, region: str = REGION) -> list[dict[str, Any]]:
-    answer = requests.get(f"{url}/api/v1/regions/{region}/items", auth=signed(url), timeout=10)
-    assert answer.status_code == 200
-    body = answer.json()
-    assert body["region"] == region and body["count"] == len(body["items"])
-    return list(body["items"])
+def page(url: str, region: str = REGION, **params: Any) -> requests.Response:
+    return requests.get(f"{url}/api/v1/regions/{region}/items", params=params, auth=signed(url), timeout=30)
+
+
+def held(url: str, region: str = REGION, page_size: int = 2) -> list[dict[str, Any]]:
+    """The region's whole list, read page by page as docs/platform-api.md describes it."""
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"page_size": page_size}
+    while True:
+        answer = page(url, region, **params)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["region"] == region and body["page_size"] == page_size and len(body["items"]) <= page_size
+        items += body["items"]
+        if body["next_cursor"] is None:
+            assert body["total"] == len(items)
+            return items
+        assert len(body["items"]) == page_size  # only the last page is short
+        params["cursor"] = body["next_cursor"]
 
 
 def test_batch_upserts_and_deletes_and_holds_full_records(platform: str, records: list[dict[str, Any]]) -> None:
@@ -151,6 +165,29 @@ def test_data_and_keys_survive_a_restart(
         assert held(url) == before
         assert push(url, body, "persist").json() == {**original, "replayed": True}
         assert push(url, {"upserts": records[:1]}, "persist").status_code == 409
+
+
+def test_a_region_list_is_paged_by_cursor_in_code_order_and_the_page_size_is_limited(platform: str) -> None:
+    records = [make_record(partner=REGION, catalog_code=f"0001{i:05d}000") for i in range(1001)]
+    for start in range(0, len(records), 500):
+        assert push(platform, {"upserts": records[start : start + 500]}, f"many-{start}").status_code == 200
+    whole = held(platform, page_size=500)  # three pages: 500, 500, 1
+    assert [r["task_code"] for r in whole] == sorted(r["task_code"] for r in records)
+    assert whole == sorted(records, key=lambda r: r["task_code"])
+    first = page(platform, page_size=500).json()
+    assert (first["total"], len(first["items"])) == (1001, 500) and first["next_cursor"]
+    # a cursor is a place in the list, not a page number: an item deleted before it moves nothing after it
+    assert push(platform, {"deletes": [whole[0]["task_code"]]}, "delete-first").status_code == 200
+    second = page(platform, page_size=500, cursor=first["next_cursor"]).json()
+    assert second["items"] == whole[500:1000] and second["total"] == 1000
+
+    for size in ("501", "0", "-1", "五百", "1e2", "²"):
+        refused = page(platform, page_size=size)
+        assert (refused.status_code, refused.json()["error"]) == (400, "page_size 应为 1 到 500 之间的整数（每页条数）")
+    assert page(platform).status_code == 400  # no page_size: a client expecting the whole list fails loudly
+    for cursor in ("not-a-cursor", first["next_cursor"] + "x", ""):
+        answer = page(platform, page_size=10, cursor=cursor)
+        assert (answer.status_code, answer.json()["error"]) == (400, "cursor 无效：请使用上一页返回的 next_cursor")
 
 
 def test_launched_platform_answers(live: SimulatorURLs, records: list[dict[str, Any]]) -> None:

@@ -4,6 +4,9 @@ State lives in ``state_dir/platform.db`` (SQLite through SQLAlchemy 2), so it su
 A batch is applied in one transaction and recorded under its ``Idempotency-Key``: the same key with
 the same body replays the stored answer and changes nothing; with another body it is refused (409).
 
+A region's list is served page by page with a keyset cursor (``page_size`` 1–500, required; ``cursor``:
+the ``next_cursor`` of the page before), in 实施编码 order.
+
 A batch may be asked about by its key (``GET /api/v1/regions/<division>/batches?idempotency_key=…``):
 the answer it was given, or 404 when the platform never recorded it. Batches carry the partner's
 publish sequence (``X-Publish-Sequence``, a fencing token): once a region has taken a sequence, a
@@ -24,6 +27,8 @@ unsigned, tampered, replayed or stale requests are refused with 401. Admin route
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 import threading
@@ -45,6 +50,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     type_coerce,
@@ -65,6 +71,7 @@ if TYPE_CHECKING:
 DB_FILE = "platform.db"
 _DIVISION = re.compile(r"^\d{6}$")
 _MAX_KEY_LENGTH = 200
+MAX_PAGE_SIZE = 500  # items per page of a region's list
 STALE_SEQUENCE = "stale_sequence"  # the ``code`` of the 409 refusing a superseded run's batch
 
 
@@ -205,15 +212,20 @@ class Platform:
                 setattr(self.faults, counter, left - 1)
             return left > 0
 
-    def items(self, region: str) -> list[msgspec.Raw]:
-        """The region's records by task_code, each the JSON text it is stored as (sent on without decoding)."""
+    def page(self, region: str, size: int, after: str | None = None) -> tuple[int, list[msgspec.Raw], str | None]:
+        """The region's item count, its next ``size`` records by task_code after ``after`` (each the JSON text it
+        is stored as, sent on without decoding), and the last task_code of the page when more follow."""
         with self.sessions() as session:
-            texts = session.scalars(
-                select(type_coerce(StoredItem.record, String))
-                .where(StoredItem.region == region)
-                .order_by(StoredItem.task_code)
+            total = session.scalar(select(func.count()).select_from(StoredItem).where(StoredItem.region == region))
+            query = select(StoredItem.task_code, type_coerce(StoredItem.record, String)).where(
+                StoredItem.region == region
             )
-            return [msgspec.Raw(text) for text in texts]
+            if after is not None:
+                query = query.where(StoredItem.task_code > after)
+            rows = session.execute(query.order_by(StoredItem.task_code).limit(size + 1)).all()
+        more = len(rows) > size
+        rows = rows[:size]
+        return int(total or 0), [msgspec.Raw(text) for _, text in rows], rows[-1][0] if more else None
 
     def batch(self, batch_id: str) -> dict[str, Any]:
         with self.sessions() as session:
@@ -359,6 +371,28 @@ def _result(task_code: Any, op: str, reason: str | None) -> dict[str, Any]:
     }
 
 
+def _page_size(value: str | None) -> int:
+    if value is None or not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE_SIZE:
+        raise PlatformError(400, f"page_size 应为 1 到 {MAX_PAGE_SIZE} 之间的整数（每页条数）")
+    return int(value)
+
+
+def _cursor(task_code: str) -> str:
+    """The opaque cursor of the page after ``task_code`` (base64url, unpadded)."""
+    return base64.urlsafe_b64encode(task_code.encode()).decode().rstrip("=")
+
+
+def _after(cursor: str) -> str:
+    """The task_code a cursor given by :func:`_cursor` stands for; 400 for any other string."""
+    try:
+        code = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        code = ""
+    if not code or _code_problem(code) or _cursor(code) != cursor:
+        raise PlatformError(400, "cursor 无效：请使用上一页返回的 next_cursor")
+    return code
+
+
 def _region(division: str) -> str:
     if not _DIVISION.match(division):
         raise PlatformError(400, f"地区编码应为6位数字：{division}")
@@ -399,10 +433,18 @@ def create_platform_app(state_dir: Path, registry: Registry | None = None) -> Fa
         return {"status": "ok"}
 
     @app.get("/api/v1/regions/{division}/items", dependencies=[Depends(signed)])
-    def region_items(division: str) -> JSONResponse:
-        items = platform.items(_region(division))
-        body = msgspec.json.encode({"region": division, "count": len(items), "items": items})
-        return Response(body, media_type="application/json")
+    def region_items(division: str, page_size: str | None = None, cursor: str | None = None) -> Response:
+        """One page of the region's items by 实施编码 (docs/platform-api.md, *Reading a region's list*)."""
+        size = _page_size(page_size)
+        total, items, last = platform.page(_region(division), size, None if cursor is None else _after(cursor))
+        body = {
+            "region": division,
+            "total": total,
+            "page_size": size,
+            "next_cursor": None if last is None else _cursor(last),
+            "items": items,
+        }
+        return Response(msgspec.json.encode(body), media_type="application/json")
 
     @app.post("/api/v1/regions/{division}/batches", dependencies=[Depends(signed)])
     def post_batch(
