@@ -231,9 +231,9 @@ def run(args: argparse.Namespace) -> int:
             port = env.get("AIRFLOW__API__PORT", "8080")
             print(f"Airflow UI on http://127.0.0.1:{port} (login admin / admin); Ctrl-C stops it and the simulators.")
             print(
-                f"{DAG_ID} is paused until switched on: a run triggered while it is paused stays queued. Trigger it"
-                " in the UI with 'Unpause … on trigger' ticked, or `.venv/bin/python -m scripts.localenv dags unpause"
-                f" {DAG_ID}` first (the scheduler then also starts the last 02:00 run); docs/runbook.md."
+                f"While {DAG_ID} is paused (it is created paused), a run triggered stays queued: trigger it in the UI"
+                " with 'Unpause … on trigger' ticked, or switch it on first with `.venv/bin/python -m scripts.localenv"
+                f" dags unpause {DAG_ID}` (the scheduler then also starts the last 02:00 run); docs/runbook.md."
             )
             serve_ui(env)
             return 0
