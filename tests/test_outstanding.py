@@ -116,10 +116,10 @@ def test_rejection_stays_outstanding_until_fixed_or_withdrawn(nights: Nights, tm
     assert [(r["task_code"], r["resolution"]) for r in fourth["resolved"]] == [(b["task_code"], "fixed")]
     assert [(o["task_code"], o["nights"]) for o in fourth["outstanding"]] == [(e_code, 3)]  # the dry run not counted
     html = (tmp_path / "reports" / fourth["run_id"] / division / "report.html").read_text(encoding="utf-8")
-    assert "待整改（1）" in html and e_code in html and "已更正并推送" in html
+    assert "待整改（1）" in html and e_code in html and "已更正（平台上已是贵方提供的版本）" in html
     book = load_workbook(tmp_path / "reports" / fourth["run_id"] / division / "report.xlsx")
     rows = [r for r in book["待整改"].iter_rows(min_row=2, values_only=True)]
-    fixed = (b["task_code"], "本次整改完成：已更正并推送", 2)
+    fixed = (b["task_code"], "本次整改完成：已更正（平台上已是贵方提供的版本）", 2)
     assert [(r[0], r[2], r[6]) for r in rows] == [(e_code, "隔离", 3), fixed]
 
     # night 5: a full pull without e: withdrawn; the list is empty
@@ -151,7 +151,7 @@ def test_trace_cli_tells_what_happened_to_an_item_run_by_run(
         assert trace.main([query]) == 0
         out = capsys.readouterr().out
         assert f"{b['task_code']}  {b['name']}" in out and "平台：在平台上" in out
-        assert "待整改：已更正并推送" in out and "持续 2 次运行" in out
+        assert "待整改：已更正（平台上已是贵方提供的版本）" in out and "持续 2 次运行" in out
         runs = out.split(f"  {third['run_id']}\n")[1]
         fixed, rest = runs.split(f"  {second['run_id']}\n")
         skipped, old = rest.split(f"  {first['run_id']}\n")

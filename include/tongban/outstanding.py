@@ -15,7 +15,7 @@ from typing import Any
 from tongban.reconcile import Reconciliation
 
 KIND_LABELS = {"rejected": "退回", "quarantined": "隔离", "platform_rejected": "平台拒收"}
-RESOLUTION_LABELS = {"fixed": "已更正并推送", "withdrawn": "已撤回（全量拉取中不再出现）"}
+RESOLUTION_LABELS = {"fixed": "已更正（平台上已是贵方提供的版本）", "withdrawn": "已撤回（全量拉取中不再出现）"}
 
 
 def problems(

@@ -71,7 +71,7 @@ COUNT_LABELS = {
     "duplicates": "重复记录（只计一次）",
     "unexpected_fields": "多余字段（已忽略）",
     "outstanding": "待整改（历次退回、隔离或拒收，至今未改）",
-    "resolved": "本次整改完成（已更正推送或已撤回）",
+    "resolved": "本次整改完成（已更正、平台上已是贵方提供的版本，或已撤回）",
     "held_with_partner": "随同暂缓（已通过校验，随整体暂缓未推送）",
     "removals_held": "暂缓删除（待人工确认，平台保留原版本）",
     "future_dated": "更新时间晚于拉取时间（待核）",
