@@ -200,15 +200,16 @@ def publish(
     if dry_run:
         return result
     sequence = check_fence(store, division, run_id)
-    if not recon.upserts() and not recon.deletes():
+    upserts, deletes = recon.upserts(), recon.deletes()
+    if not upserts and not deletes:
         return result  # nothing to publish: the list reconcile has just read is the one the platform holds
-    digests = content_digests(recon.upserts())  # once per item: batch keys, item store, read-back
+    digests = content_digests(upserts)  # once per item: batch keys, item store, read-back
     sent = send_batches(
         store,
         run_id,
         division,
-        recon.upserts(),
-        recon.deletes(),
+        upserts,
+        deletes,
         digests,
         lambda key, ups, dels: client.push(division, key, ups, dels, sequence),
         batch_size=batch_size,
