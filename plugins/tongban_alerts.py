@@ -38,6 +38,7 @@ ALERTS_CONN_ID = "tongban_alerts"  # webhook (type http)
 SMTP_CONN_ID = "tongban_alerts_smtp"  # mail (type smtp)
 DAG_ID = "cross_province_sync"
 DEADLINE_CALLBACK = "tongban_alerts.deadline_missed"  # AsyncCallback path: runs in the triggerer
+TEXT_ERROR_CHARS = 300  # of the error in an alert's one-line ``text`` (the payload's ``error`` keeps more)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def alert_payload(context: Mapping[str, Any] | None, event: str) -> dict[str, An
         "codes_recovered": f"[tongban] records with a non-text 实施编码 (recovered, items held): {where}",
     }.get(event, f"[tongban] {event}: {where}")
     if error:
-        text += f": {str(error)[:300]}"
+        text += f": {str(error)[:TEXT_ERROR_CHARS]}"
     return {
         "event": event,
         "text": text,
@@ -184,7 +185,7 @@ def _not_configured(payload: Mapping[str, Any]) -> None:
     ids = " or ".join(repr(c.conn_id) for c in CHANNELS)
     line, error = str(payload["text"]), payload.get("error")
     if error and not line.endswith(error):
-        line = line.removesuffix(f": {error[:300]}") + f": {error}"
+        line = line.removesuffix(f": {error[:TEXT_ERROR_CHARS]}") + f": {error}"
     log.warning("alert not sent (no Connection %s defined): %s", ids, line)
 
 
