@@ -160,14 +160,19 @@ def stop_on_signals() -> None:
         signal.signal(sig, stop)
 
 
+def _listed(values: list[str]) -> list[str]:
+    """The entries of a repeatable option, each value separated by commas or spaces."""
+    return [entry for value in values for entry in value.replace(",", " ").split()]
+
+
 def dag_conf(args: argparse.Namespace) -> dict[str, object]:
     """The DAG params given on the command line (the DAG's ``params``: partners, full_resync, dry_run,
     confirm_removals)."""
     conf: dict[str, object] = {}
     if args.partners:
-        conf["partners"] = [d for value in args.partners for d in value.replace(",", " ").split()]
+        conf["partners"] = _listed(args.partners)
     if args.confirm_removals:
-        conf["confirm_removals"] = [e for value in args.confirm_removals for e in value.replace(",", " ").split()]
+        conf["confirm_removals"] = _listed(args.confirm_removals)
     if args.full_resync:
         conf["full_resync"] = True
     if args.dry_run:
