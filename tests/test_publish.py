@@ -395,6 +395,67 @@ def test_batch_half_applied_and_unrecorded_is_read_back_by_the_next_run(client, 
     assert {h["run_id"] for r in client.items(region) for h in store.history(region, r["task_code"])} == {"run-1"}
 
 
+def test_batch_applied_whose_sent_mark_was_lost_is_acked_and_recorded_by_the_next_run(
+    client, store, region, simulators, monkeypatch
+) -> None:
+    """A power loss on the SQLite store (WAL, synchronous=NORMAL) rolls back the batch's ``sent`` mark although
+    its request went out and the platform applied it: the next run asks about the ``pending`` row by key too."""
+    old = items(region, 4)
+    publish(client, region, "run-1", reconcile(old, []), store)
+    new = [{**old[0], "result": "新的办理结果"}, *old[1:3], *items(region, 2, start=10)]  # 1 changed, 1 gone, 2 new
+    monkeypatch.setattr(store, "ledger_sent", lambda key: None)  # the mark's commit lost with the machine
+    faults(simulators, hang_after_apply=1, hang_seconds=30)
+    with pytest.raises(PublishError, match=r"Timeout|timed out"):
+        publish(impatient(simulators), region, "run-2", reconcile(new, client.items(region)), store)
+    monkeypatch.undo()
+    faults(simulators)  # ends the hang
+    assert_holds_exactly(client, region, new)  # the platform applied it
+    assert [e["status"] for e in store.ledger("run-2", region)] == ["pending"]
+
+    settled = settle(client, region, "run-3", store)
+    assert [(s.run_id, s.was, s.now, s.applied) for s in settled.settled] == [("run-2", "pending", "acked", 4)]
+    assert_store_agrees(client, store, region)
+    assert [(h["run_id"], h["kind"], h["new"]) for h in store.history(region, old[0]["task_code"])][1:] == [
+        ("run-2", "changed", "新的办理结果")
+    ]
+    assert [(h["run_id"], h["kind"]) for h in store.history(region, old[3]["task_code"])] == [
+        ("run-1", "added"),
+        ("run-2", "removed"),
+    ]
+    assert reconcile(new, client.items(region)).upserts() == []
+
+
+def test_pending_batches_are_closed_unsent_only_when_the_platform_shows_nothing_of_them(
+    client, store, region, simulators, monkeypatch
+) -> None:
+    """The first batch went out (its ``sent`` mark lost) and the platform applied half of it without recording
+    it; the other two never left. Each is asked about by key; only those of which nothing is found are unsent."""
+    wanted = items(region, 6)
+    monkeypatch.setattr(store, "ledger_sent", lambda key: None)
+    faults(simulators, fail_mid_batch=1)
+    with pytest.raises(PublishError, match="500"):
+        publish(impatient(simulators), region, "run-1", reconcile(wanted, []), store, batch_size=2)
+    monkeypatch.undo()
+    [half] = list(client.items(region))
+    keys = [e["key"] for e in store.ledger("run-1", region)]
+    asked: list[str] = []
+    ask = client.batch
+    monkeypatch.setattr(client, "batch", lambda division, key: asked.append(key) or ask(division, key))
+
+    settled = settle(client, region, "run-2", store)
+    assert [(s.key, s.was, s.now, s.applied) for s in settled.settled] == [
+        (keys[0], "pending", "unapplied", 1),
+        (keys[1], "pending", "unsent", 0),
+        (keys[2], "pending", "unsent", 0),
+    ]
+    assert asked == keys
+    notes = [e["note"] for e in store.ledger("run-1", region)]
+    assert "1 of its operations found applied" in notes[0] and all("no record" in n for n in notes)
+    assert_store_agrees(client, store, region)
+    assert [(h["run_id"], h["kind"]) for h in store.history(region, half["task_code"])] == [("run-1", "added")]
+    assert list(client.items(region)) == [half]  # nothing of the dead run was sent again
+
+
 def test_a_superseded_run_can_neither_settle_nor_publish(client, store, region) -> None:
     wanted = items(region, 3)
     assert store.claim_sequence(region, "run-old") == 1

@@ -7,10 +7,11 @@ After pushing, the platform's list is read back and must equal what was meant.
 
 The ledger notes every batch ``pending`` with its content before anything is sent, ``sent`` just before its
 request goes out and ``acked`` together with applying the platform's answer to the item store and history
-(:func:`tongban.batches.send_batches`). A run that died leaves ``pending`` (never left) or ``sent`` (maybe
-applied) rows: every later run first :func:`settle` s them against the platform, asking by idempotency key.
+(:func:`tongban.batches.send_batches`). A run that died leaves ``pending`` (not marked sent) or ``sent`` (maybe
+applied) rows: every later run first :func:`settle` s both against the platform, asking by idempotency key.
 On the SQLite item store (WAL, ``synchronous=NORMAL``) ledger steps survive a crash of the process, not a
-power loss of the machine, which may roll back the last ones (docs/platform-api.md, *What we do with them*).
+power loss of the machine, which may roll back the last ones, a ``sent`` mark included: a ``pending`` row is
+therefore not taken as never sent (docs/platform-api.md, *What we do with them*).
 
 Fencing: every run that starts for a partner claims the next publish sequence of that partner
 (:meth:`ItemStore.claim_sequence`); a run whose sequence is no longer the highest is stale and may
@@ -225,13 +226,15 @@ def publish(
 def settle(client: PlatformClient, division: str, run_id: str, store: ItemStore) -> Settlement:
     """Settle the ledger rows that earlier, dead runs left for the partner, before this run reconciles anything.
 
-    ``pending`` rows never left: closed ``unsent``. ``sent`` rows are asked about by idempotency key: a batch
-    the platform recorded is ``acked`` and its accepted operations applied to the item store and history
-    under the run that sent it (the change is that run's, reported by the next delivered report); one it
-    never recorded is closed ``unapplied``, after reading the platform's list back for any of its
-    operations applied all the same (a platform that failed half-way). Nothing is ever sent again: the
-    newer run reconciles against the platform's list and publishes what is still to change. Last, the item
-    store is compared with the platform's list by content hash (``drift``: should be empty).
+    ``pending`` and ``sent`` rows alike are asked about by idempotency key (a ``pending`` one too: on the SQLite
+    store a power loss can roll back its ``sent`` mark after its request went out). A batch the platform
+    recorded is ``acked`` and its accepted operations applied to the item store and history under the run
+    that sent it (the change is that run's, reported by the next delivered report). For one it never
+    recorded, the platform's list is read back for any of its operations applied all the same (a platform
+    that failed half-way): a ``pending`` row with none found is closed ``unsent``, any other ``unapplied``
+    (with what was found applied). Nothing is ever sent again: the newer run reconciles against the
+    platform's list and publishes what is still to change. Last, the item store is compared with the
+    platform's list by content hash (``drift``: should be empty).
 
     Claims the run's publish sequence first: StaleRun if a newer run has started for the partner.
     """
@@ -242,10 +245,7 @@ def settle(client: PlatformClient, division: str, run_id: str, store: ItemStore)
         if row["run_id"] == run_id:
             continue  # this run's own batches: its publish sends them again under the same keys
         key = row["key"]
-        if row["status"] == PENDING:
-            store.ledger_close(key, UNSENT, settled_by=run_id, note="never sent: its run stopped before sending it")
-            outcome, applied = UNSENT, 0
-        elif (answer := client.batch(division, key)) is not None:
+        if (answer := client.batch(division, key)) is not None:
             store.ledger_ack(key, answer, settled_by=run_id)
             outcome, applied = ACKED, sum(r["status"] == "accepted" for r in answer["results"])
         else:
@@ -255,9 +255,10 @@ def settle(client: PlatformClient, division: str, run_id: str, store: ItemStore)
             digests = content_digests(body["upserts"])
             found = [("upsert", code) for code, digest in digests.items() if on_platform.get(code) == digest]
             found += [("delete", code) for code in body["deletes"] if code not in on_platform]
+            outcome = UNSENT if row["status"] == PENDING and not found else UNAPPLIED
             note = f"the platform has no record of it; {len(found)} of its operations found applied all the same"
-            store.ledger_close(key, UNAPPLIED, settled_by=run_id, note=note, found_applied=found, digests=digests)
-            outcome, applied = UNAPPLIED, len(found)
+            store.ledger_close(key, outcome, settled_by=run_id, note=note, found_applied=found, digests=digests)
+            applied = len(found)
         settled.append(
             SettledBatch(
                 key=key, run_id=row["run_id"], batch_no=row["batch_no"], was=row["status"], now=outcome, applied=applied

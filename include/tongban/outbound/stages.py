@@ -132,15 +132,17 @@ def offer_partner(
 
 
 def settle_offers(store: ItemStore, division: str, run_id: str) -> list[dict[str, Any]]:
-    """Close the offer batches earlier, dead runs left unsettled for the partner: ``pending`` ones never left
-    (``unsent``); ``sent`` ones are ``superseded`` — nothing is sent again, this run reads back what the partner
-    has configured and sends what is still to change."""
+    """Close the offer batches earlier, dead runs left unsettled for the partner: ``pending`` ones ``unsent``,
+    ``sent`` ones ``superseded`` — nothing is sent again, this run reads back what the partner has configured
+    and sends what is still to change. Partners cannot be asked by key, so unlike :func:`tongban.publish.settle`
+    nothing is asked: a ``pending`` row whose ``sent`` mark a power loss rolled back is closed ``unsent`` all
+    the same, which is harmless, as no item or history is derived from offer rows."""
     settled = []
     for row in store.unsettled(division, direction=OFFER):
         if row["run_id"] == run_id:
             continue  # this run's own batches: its offer sends them again under the same keys
         if row["status"] == PENDING:
-            now, note = UNSENT, "never sent: its run stopped before sending it"
+            now, note = UNSENT, "not marked sent: its run stopped before sending it"
         else:
             now, note = SUPERSEDED, f"outcome not asked: run {run_id} read back what the partner has configured"
         store.ledger_close(row["key"], now, settled_by=run_id, note=note)

@@ -260,8 +260,9 @@ class ItemStore:
         found_applied: Iterable[tuple[str, str]] = (),
         digests: Mapping[str, str] | None = None,
     ) -> None:
-        """Close a batch a dead run left unsettled: ``unsent`` (it never left), ``unapplied`` (the platform
-        has no record of it) or ``superseded`` (an offer batch: the partner's list read back decides).
+        """Close a batch a dead run left unsettled: ``unsent`` (never marked sent; of a publish batch, the
+        platform shows nothing either), ``unapplied`` (the platform has no record of it) or ``superseded`` (an
+        offer batch: the partner's list read back decides).
         ``found_applied``: (op, 实施编码) of its operations the platform's list shows applied all the same (a
         platform that failed half-way): applied to the items and history too (``digests`` as in :meth:`apply`)."""
         if status not in (UNSENT, UNAPPLIED, SUPERSEDED):

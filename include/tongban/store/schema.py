@@ -95,10 +95,13 @@ class PartnerRun(Base):
 
 # publish ledger statuses: a batch is noted ``pending`` before anything is sent, becomes ``sent`` just
 # before its request goes out and ``acked`` once the platform's answer is applied to the item store (one
-# transaction). A later run settles what a dead run left: ``pending`` -> ``unsent`` (known never sent),
-# ``sent`` -> ``acked`` (the platform has it) or ``unapplied`` (the platform never recorded it). An offer batch
-# (our items to a partner) left ``sent`` is closed ``superseded``: partners are not asked by key; the newer run
-# reads back what the partner has configured and sends what is still to change.
+# transaction). A later run settles what a dead run left, asking the platform about ``pending`` and ``sent``
+# rows alike by key (a power loss of the SQLite store can roll back a ``sent`` mark): ``acked`` (the platform
+# has it), ``unapplied`` (the platform never recorded it; for a ``pending`` row, some of its operations are
+# found applied all the same) or ``unsent`` (a ``pending`` row of which the platform shows nothing). An offer
+# batch (our items to a partner) left ``pending`` is closed ``unsent``, one left ``sent`` ``superseded``:
+# partners are not asked by key; the newer run reads back what the partner has configured and sends what is
+# still to change.
 PENDING, SENT, ACKED, UNSENT, UNAPPLIED = "pending", "sent", "acked", "unsent", "unapplied"
 SUPERSEDED = "superseded"
 UNSETTLED = (PENDING, SENT)
