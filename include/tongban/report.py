@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -452,17 +453,30 @@ def _xlsx_cell(sheet: Any, value: Any, font: Any = None) -> Any:
     return cell
 
 
+XLSX_COLUMN_WIDTH = 8.43  # a spreadsheet column's default width, in widths of the digit 0
+
+
+def heading_width(heading: str) -> int:
+    """The column width (in widths of the digit 0) that shows ``heading`` whole: a CJK character takes two,
+    and two more for the cell's margins and the bold font."""
+    return 2 + sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in heading)
+
+
 def write_xlsx(report: PartnerReport, path: UPath) -> UPath:
     """The workbook, streamed (openpyxl's write-only mode: rows are written as they come, so a
     partner's report of tens of thousands of items costs neither quadratic time nor the whole sheet
-    in memory)."""
+    in memory). Each column is at least as wide as its heading."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
 
     workbook = Workbook(write_only=True)
     bold = Font(bold=True)
     for title, (headings, rows) in _sheets(report).items():
         sheet = workbook.create_sheet(title)
+        for number, heading in enumerate(headings, start=1):  # before the first row, as write-only sheets need
+            if (width := heading_width(heading)) > XLSX_COLUMN_WIDTH:
+                sheet.column_dimensions[get_column_letter(number)].width = width
         sheet.append([_xlsx_cell(sheet, h, bold) for h in headings])
         for row in rows:
             sheet.append([_xlsx_cell(sheet, spreadsheet_safe(v)) for v in row])

@@ -357,15 +357,26 @@ class Browser:
     def widths(self, path: str, *, width: int = 1280, height: int = 900) -> dict[str, int]:
         """The page's widths once loaded in a ``width`` px wide window: ``scrollWidth`` of the document,
         ``clientWidth`` (the viewport without a vertical scroll bar), ``innerWidth``, and ``right``, the right edge
-        of the element reaching furthest (cut off when beyond the viewport, even inside an element that scrolls).
-        Read over the DevTools protocol (``--remote-debugging-pipe``), which the pages' CSP does not govern: they
-        run no script."""
+        of the element reaching furthest (cut off when beyond the viewport, even inside an element that scrolls)."""
+        return dict(
+            self.evaluate(
+                path,
+                "{scrollWidth: document.documentElement.scrollWidth, "
+                "clientWidth: document.documentElement.clientWidth, innerWidth: window.innerWidth, right: Math.ceil("
+                "Array.from(document.body.querySelectorAll('*')).reduce((r, e) => Math.max(r, e.getBoundingClientRect()"
+                ".right), 0))}",
+                width=width,
+                height=height,
+            )
+        )
+
+    def evaluate(self, path: str, expression: str, *, width: int = 1280, height: int = 900) -> Any:
+        """The value of a JavaScript ``expression`` (one JSON can hold) on the page once loaded in a ``width`` px
+        wide window. Read over the DevTools protocol (``--remote-debugging-pipe``), which the pages' CSP does not
+        govern: they run no script."""
         loaded = (
             f"location.origin === {json.dumps(self.server.base)} && document.readyState === 'complete' && "
-            "JSON.stringify({scrollWidth: document.documentElement.scrollWidth, "
-            "clientWidth: document.documentElement.clientWidth, innerWidth: window.innerWidth, right: Math.ceil("
-            "Array.from(document.body.querySelectorAll('*')).reduce((r, e) => Math.max(r, e.getBoundingClientRect()"
-            ".right), 0))})"
+            f"JSON.stringify({expression})"
         )
         with self._session(path, [f"--window-size={width},{height}"], devtools=True) as (url, _, devtools):
             assert devtools is not None
@@ -377,7 +388,7 @@ class Browser:
                 value = devtools.call("Runtime.evaluate", session, expression=loaded)["result"].get("value")
                 if value:
                     devtools.call("Browser.close")
-                    return dict(json.loads(value))
+                    return json.loads(value)
                 time.sleep(0.2)
         raise AssertionError(f"{path} did not finish loading in 60 s")
 

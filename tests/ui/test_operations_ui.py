@@ -134,6 +134,21 @@ def test_the_run_page_fits_1280_px_with_a_long_partner_name(server: Server, brow
     assert narrow["scrollWidth"] <= narrow["clientWidth"], narrow  # the table scrolls, not the page
 
 
+def test_report_headings_keep_to_one_line_however_long_the_rows(server: Server, browser: Browser) -> None:
+    """A table heading never wraps: the 待整改 table's 已持续（次运行）, a column of small numbers beside long reasons,
+    was squeezed to a character or two a line. Counted as the line boxes of each heading's text, in Chromium."""
+    lines = (
+        "Array.from(document.querySelectorAll('th'), th => { const text = document.createRange(); "
+        "text.selectNodeContents(th); "
+        "return [th.textContent, new Set(Array.from(text.getClientRects(), r => Math.round(r.top))).size]; })"
+    )
+    path = run_path(NEW_RUN, "440100/report.html")
+    for width in (1280, 1000):
+        headings = browser.evaluate(path, lines, width=width)
+        assert "已持续（次运行）" in {text for text, _ in headings}
+        assert [(text, count) for text, count in headings if count != 1] == [], width
+
+
 def test_screenshots_of_the_overview_a_held_back_run_a_report_and_a_trace(
     server: Server, browser: Browser, screenshots: Path
 ) -> None:
