@@ -22,7 +22,7 @@ import pytest
 from scripts.seaweedfs import S3_CONN_ID, S3Server, running_seaweedfs
 from tongban import layout
 from tongban.layout import REPORTS, RUNS
-from tongban.storage import read_json, read_jsonl, upload_tree, write_json, write_jsonl
+from tongban.storage import read_json, read_jsonl, write_json, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def storage_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     return env
 
 
-def test_stage_files_round_trip_through_object_storage_path(storage_env: dict[str, str], tmp_path: Path) -> None:
+def test_stage_files_round_trip_through_object_storage_path(storage_env: dict[str, str]) -> None:
     from airflow.sdk import ObjectStoragePath
 
     root = ObjectStoragePath(storage_env["TONGBAN_STORAGE_URL"], conn_id=S3_CONN_ID)
@@ -47,10 +47,6 @@ def test_stage_files_round_trip_through_object_storage_path(storage_env: dict[st
     run = root / RUNS / "manual__2026-11-30T01:00:00+00:00" / "440100"
     write_json(run / "fetch.json", {"名称": "广州", "n": 1})
     assert write_jsonl(run / "items.jsonl", ({"i": i, "事项": "办理"} for i in range(3))) == 3
-    (tmp_path / "docs" / "validations").mkdir(parents=True)
-    (tmp_path / "docs" / "index.html").write_text("<html>文档</html>", encoding="utf-8")
-    (tmp_path / "docs" / "validations" / "a.html").write_text("a", encoding="utf-8")
-    assert upload_tree(tmp_path / "docs", run / "data_docs") == 2
 
     # read back through a fresh path object (another task, another process would build its own)
     again = ObjectStoragePath(storage_env["TONGBAN_STORAGE_URL"], conn_id=S3_CONN_ID) / RUNS
@@ -58,8 +54,6 @@ def test_stage_files_round_trip_through_object_storage_path(storage_env: dict[st
     partner = run_folder / "440100"
     assert read_json(partner / "fetch.json") == {"名称": "广州", "n": 1}
     assert [r["i"] for r in read_jsonl(partner / "items.jsonl")] == [0, 1, 2]
-    assert (partner / "data_docs" / "validations" / "a.html").read_text() == "a"
-    assert (partner / "data_docs" / "index.html").read_text(encoding="utf-8") == "<html>文档</html>"
 
 
 def test_ui_store_reads_runs_from_the_bucket_and_sees_new_ones(s3: S3Server, storage_env: dict[str, str]) -> None:
@@ -158,7 +152,6 @@ def test_the_dag_runs_on_s3_storage(s3: S3Server, tmp_path: Path, monkeypatch: p
             layout.PUBLISH,
         ):
             assert (run / name).is_file(), name
-        assert (run / layout.DATA_DOCS / layout.DATA_DOCS_INDEX).is_file()
         for name in (REPORT_JSON, REPORT_HTML, REPORT_XLSX):
             assert (root / REPORTS / run_id / division / name).is_file(), name
     # nothing that passes between tasks went to the local disk
@@ -171,7 +164,6 @@ def test_the_dag_runs_on_s3_storage(s3: S3Server, tmp_path: Path, monkeypatch: p
     for division in PARTNERS:
         stats = store.gx_stats(run_id, division)
         assert stats is not None and stats.evaluated > 0
-        assert store.has_data_docs(run_id, division)
         assert "<html" in store.read(store.path(REPORTS, run_id, division, [REPORT_HTML])).decode("utf-8").lower()
 
     # the replay CLI, outside Airflow, reads the bucket through the standard AWS variables

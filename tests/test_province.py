@@ -108,7 +108,6 @@ def test_the_partner_disagreeing_with_the_province_majority_is_rejected_naming_e
     gx = read_json(runs / layout.PROVINCES / "440000" / layout.GX_RESULT)
     assert gx["success"] is False
     assert gx["results"][0]["expectation_config"]["type"] == "expect_five_level_elements_identical"
-    assert (runs / layout.PROVINCES / "440000" / layout.DATA_DOCS / layout.DATA_DOCS_INDEX).exists()
 
 
 def test_two_partners_disagreeing_are_both_held_each_naming_the_other(runs: UPath, store: ItemStore) -> None:

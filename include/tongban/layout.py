@@ -12,11 +12,11 @@ DAG file can read it without loading the stages. Stage names below are the DAG's
         <division>/                        one partner in one run: run_dir()
           raw/manifest.json, fetch.json, settle.json, items.jsonl, quarantine.jsonl, …
         <home division>/offer.json, library_check.json      沅江's own library (tongban.outbound)
-        provinces/<province>/five_level.json, gx_validation_result.json, data_docs/
+        provinces/<province>/five_level.json, gx_validation_result.json
       reports/<run id>/
         summary.json                       the run over all partners
         <division>/report.{json,html,xlsx}, delivery.json   report_dir()
-        internal/library_check.{json,html}, data_docs/      for 沅江's data engineers only
+        internal/library_check.{json,html}, gx_validation_result.json   for 沅江's data engineers
       replays/<run id>/<division>/         python -m tongban.replay (never the run's own folder)
 
 **The ``own_*`` convention.** ``validate`` writes the partner's own outcome twice: ``own_rejected.jsonl`` /
@@ -62,7 +62,8 @@ OWN_WARNINGS = "own_warnings.jsonl"  # validate: its warnings; read by province
 REJECTED = "rejected.jsonl"  # validate, rewritten by province: every rejection; read by reconcile, report, trace
 WARNINGS = "warnings.jsonl"  # validate, rewritten by province: every warning; read by report, trace
 VALIDATION = "validation.json"  # validate: summary and hold-back rate; read by reconcile (held back?), report, trace
-GX_RESULT = "gx_validation_result.json"  # validate (and province, in provinces/<code>/): GX's result; read by the UI
+GX_RESULT = "gx_validation_result.json"  # validate, province (provinces/<code>/), library (internal/): GX's result;
+#                                            the UI renders its Data Docs page from it
 DATA_DOCS = "data_docs"  # validate, province, library: GX Data Docs; served by the UI
 DATA_DOCS_INDEX = "index.html"  # in DATA_DOCS: GX's entry page
 PROVINCE_CHECK = "province_check.json"  # province (validate deletes it): findings and rate; read by reconcile, report

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence, Set
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -34,7 +32,6 @@ from tongban.http import HttpSettings
 from tongban.ingest import FetchError, FetchSettings, archived_pages, fetch_catalogue
 from tongban.layout import (
     ACCEPTED,
-    DATA_DOCS,
     DELIVERY,
     DUPLICATES,
     FETCH,
@@ -75,7 +72,7 @@ from tongban.results import (
     Settled,
     Validated,
 )
-from tongban.storage import read_json, read_jsonl, upload_tree, write_json, write_jsonl
+from tongban.storage import read_json, read_jsonl, write_json, write_jsonl
 from tongban.store.repo import ItemStore
 from tongban.validation.outcome import Finding, FlaggedRecord
 
@@ -230,9 +227,7 @@ def validate(partner: Partner, run: UPath, store: ItemStore) -> Validated:
 
     records = list(read_jsonl(run / ITEMS))
     context = five_level_context(partner, run, records, store)
-    with tempfile.TemporaryDirectory(prefix="tongban-data-docs-") as docs:
-        outcome = validate_items(records + context, partner, docs_dir=Path(docs))
-        upload_tree(Path(docs), run / DATA_DOCS)
+    outcome = validate_items(records + context, partner)
     by_row: dict[int, list[Finding]] = {}
     for finding in outcome.findings:
         if finding.row is not None and finding.row < len(records):  # context rows were judged in earlier runs

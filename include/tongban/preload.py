@@ -37,7 +37,6 @@ import tongban.province
 import tongban.publish
 import tongban.report
 import tongban.store.repo
-import tongban.validation.docs_views
 import tongban.validation.five_level  # GX, after tongban.validation has quietened its import
 import tongban.validation.runner
 

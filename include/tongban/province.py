@@ -35,10 +35,8 @@ so the stage can run again for the same run with the same result.
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from upath import UPath
@@ -47,7 +45,7 @@ from tongban import layout, pipeline
 from tongban.model import ELEMENTS
 from tongban.registry import Partner, divisions
 from tongban.results import ProvinceCheck, ProvinceChecked, Validated
-from tongban.storage import read_jsonl, upload_tree, write_json, write_jsonl
+from tongban.storage import read_jsonl, write_json, write_jsonl
 from tongban.store.repo import ItemStore
 from tongban.validation.outcome import Finding, FlaggedRecord
 
@@ -111,9 +109,7 @@ def check_province(
     if frame[JUDGED].any():
         from tongban.validation import validate_across_partners
 
-        with tempfile.TemporaryDirectory(prefix="tongban-province-docs-") as docs:
-            outcome = validate_across_partners(frame, province, docs_dir=Path(docs))
-            upload_tree(Path(docs), out / layout.DATA_DOCS)
+        outcome = validate_across_partners(frame, province)
         write_json(out / layout.GX_RESULT, outcome.gx_result)
         findings = outcome.findings
     by_partner: dict[str, list[Finding]] = {}

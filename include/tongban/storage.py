@@ -8,7 +8,6 @@ lies under the storage root is ``tongban.layout``'s.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import msgspec
@@ -23,17 +22,6 @@ def write_json(path: UPath, value: Any) -> UPath:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(msgspec.json.format(_encode(value), indent=1))
     return path
-
-
-def upload_tree(local: Path, dest: UPath) -> int:
-    """Copy a local folder's files under ``dest`` (any filesystem); returns how many were copied."""
-    count = 0
-    for file in sorted(p for p in local.rglob("*") if p.is_file()):
-        target = dest / file.relative_to(local).as_posix()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(file.read_bytes())
-        count += 1
-    return count
 
 
 def read_json(path: UPath) -> Any:

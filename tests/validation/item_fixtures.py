@@ -4,6 +4,7 @@ Imported by the test modules as ``item_fixtures`` (pytest puts this folder on ``
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,3 +64,14 @@ def make_record(
     }
     fields.update(changes)
     return Item(**fields).record()
+
+
+def comparable_result(result: dict[str, Any]) -> str:
+    """A GX result without what differs from run to run (run id and time, GX's random ids), as text."""
+    results = [
+        {k: v for k, v in r.items() if k != "expectation_config"}
+        | {"config": {k: v for k, v in r["expectation_config"].items() if k != "id"}}
+        for r in result["results"]
+    ]
+    kept = {"results": results, "statistics": result["statistics"], "success": result["success"]}
+    return json.dumps(kept, sort_keys=True, default=str)

@@ -3,12 +3,11 @@ takes effect with the GX version installed (a GX upgrade that moves the patched 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from item_fixtures import DISTRICT_USCC, make_record
+from item_fixtures import DISTRICT_USCC, comparable_result, make_record
 
 from tongban.registry import Partner
 from tongban.validation.derived import items_frame, validation_frame
@@ -35,19 +34,6 @@ def _records() -> list[dict[str, Any]]:
 def _validate(suite: Suite, partner: Partner) -> dict[str, Any]:
     frame = validation_frame(items_frame(_records()))[suite.columns()]
     return run_gx(frame, suite, expectation_parameters(partner))
-
-
-def _comparable(result: dict[str, Any]) -> str:
-    """The result without what differs from run to run (run id and time, GX's random ids)."""
-    results = [
-        {k: v for k, v in r.items() if k != "expectation_config"} | {"config": _config(r)} for r in result["results"]
-    ]
-    kept = {"results": results, "statistics": result["statistics"], "success": result["success"]}
-    return json.dumps(kept, sort_keys=True, default=str)
-
-
-def _config(r: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in r["expectation_config"].items() if k != "id"}
 
 
 @pytest.fixture
@@ -77,7 +63,7 @@ def test_results_are_the_same_with_and_without_the_memo(
     assert {"name_length", "legal_basis_present", "five_level_identical"} <= failed
     monkeypatch.setattr(Validator, "graph_validate", Validator.graph_validate.__wrapped__)
     without = _validate(suite, partner)
-    assert _comparable(with_memo) == _comparable(without)
+    assert comparable_result(with_memo) == comparable_result(without)
 
 
 def test_the_memo_builds_each_configuration_once_per_validation(

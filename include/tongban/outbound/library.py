@@ -9,18 +9,16 @@ store under 沅江's division) stays offered meanwhile; an item that never passe
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from upath import UPath
 
-from tongban.layout import DATA_DOCS, LIBRARY_CHECK, OFFER
+from tongban.layout import GX_RESULT, LIBRARY_CHECK, OFFER
 from tongban.outbound.wire import MODES, home_region
 from tongban.registry import Registry, label
 from tongban.results import LibraryChecked
-from tongban.storage import read_json, upload_tree, write_json
+from tongban.storage import read_json, write_json
 from tongban.store.repo import ItemStore
 
 
@@ -44,9 +42,7 @@ def check_library(
 
     home = home_region(registry)
     records = [item_record(e) for e in entries]
-    with tempfile.TemporaryDirectory(prefix="tongban-library-docs-") as docs:
-        outcome = validate_items(records, home, docs_dir=Path(docs))
-        upload_tree(Path(docs), internal / DATA_DOCS)
+    outcome = validate_items(records, home)
     findings: dict[int, list[dict[str, Any]]] = {}
     for finding in outcome.findings:
         findings.setdefault(finding.row, []).append(finding.__dict__)
@@ -101,6 +97,7 @@ def check_library(
     check = summary.model_dump() | {"flagged": flagged}  # library_check.json: the summary and every flagged item
     write_json(run / LIBRARY_CHECK, check)
     write_internal_report(check, internal)
+    write_json(internal / GX_RESULT, outcome.gx_result)  # the UI renders its Data Docs page from it
     return summary
 
 

@@ -9,7 +9,8 @@ this package at top level.
     outcome.findings, outcome.rejected_rows, outcome.summary(), outcome.gx_result
 
 The suite is ``expectations/items.json`` (``$TONGBAN_EXPECTATIONS_DIR/items.json`` when set),
-read on every call; each call builds its own in-memory GX context and runs one validation.
+read on every call; GX's in-memory context and the suite's GX form are built once per process, and each
+call validates its frame as one batch (``runner.run_gx``).
 :func:`validate_across_partners` does the same with ``expectations/province.json`` for 五级N同
 across the partners of one province.
 """
@@ -39,25 +40,21 @@ def validate_items(
     records: Sequence[Mapping[str, Any]],
     partner: Partner,
     suite_path: Path | None = None,
-    docs_dir: Path | None = None,
 ) -> ValidationOutcome:
     """Validate item records (``Item.record()`` dicts) of one partner, or of several partners of
     one province (the province check uses ``partner.province``).
 
-    Rows are positions in ``records``. With ``docs_dir``, GX Data Docs of this validation are built
-    there (a static site: ``index.html``). Raises ``tongban.validation.suite.SuiteError`` when the
+    Rows are positions in ``records``. Raises ``tongban.validation.suite.SuiteError`` when the
     suite file is malformed or GX cannot evaluate one of its expectations.
     """
     from tongban.validation.runner import validate_items as run
 
-    return run(records, partner, suite_path, docs_dir)
+    return run(records, partner, suite_path)
 
 
-def validate_across_partners(
-    frame: pd.DataFrame, province: str, suite_path: Path | None = None, docs_dir: Path | None = None
-) -> ValidationOutcome:
+def validate_across_partners(frame: pd.DataFrame, province: str, suite_path: Path | None = None) -> ValidationOutcome:
     """五级N同 across the partners of one province: a frame of element hashes, one row per item, as
     ``tongban.province`` builds it (``expectations/province.json``; see the runner's function)."""
     from tongban.validation.runner import validate_across_partners as run
 
-    return run(frame, province, suite_path, docs_dir)
+    return run(frame, province, suite_path)

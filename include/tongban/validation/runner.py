@@ -6,6 +6,8 @@ Imports pandas at module level and GX only inside :func:`run_gx`; import this mo
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import logging
 import math
 import time
@@ -49,17 +51,14 @@ def validate_items(
     records: Sequence[Mapping[str, Any]],
     partner: Partner,
     suite_path: Path | None = None,
-    docs_dir: Path | None = None,
 ) -> ValidationOutcome:
     started = time.perf_counter()
     frame = items_frame(records)
     log.debug("built a frame of %d records in %.2fs", len(frame), time.perf_counter() - started)
-    return validate_frame(frame, partner, suite_path, docs_dir)
+    return validate_frame(frame, partner, suite_path)
 
 
-def validate_frame(
-    frame: pd.DataFrame, partner: Partner, suite_path: Path | None = None, docs_dir: Path | None = None
-) -> ValidationOutcome:
+def validate_frame(frame: pd.DataFrame, partner: Partner, suite_path: Path | None = None) -> ValidationOutcome:
     """Validate a frame of item records (columns ``model.ITEM_FIELDS``, index = row position)."""
     started = time.perf_counter()
     suite = load_suite(suite_path)
@@ -69,7 +68,7 @@ def validate_frame(
     if missing:
         raise SuiteError(f"{suite.path}: expectations read columns that are not derived: {missing}")
     derived_at = time.perf_counter()
-    result = run_gx(derived[columns], suite, expectation_parameters(partner), docs_dir)
+    result = run_gx(derived[columns], suite, expectation_parameters(partner))
     gx_at = time.perf_counter()
     findings = _Findings(frame, derived, suite, message_extras(partner), coded_values(partner)).collect(result)
     outcome = ValidationOutcome(rows=len(frame), findings=findings, gx_result=result)
@@ -87,9 +86,7 @@ def validate_frame(
     return outcome
 
 
-def validate_across_partners(
-    frame: pd.DataFrame, province: str, suite_path: Path | None = None, docs_dir: Path | None = None
-) -> ValidationOutcome:
+def validate_across_partners(frame: pd.DataFrame, province: str, suite_path: Path | None = None) -> ValidationOutcome:
     """五级N同 across the partners of one province, with the province suite (``expectations/province.json``).
 
     ``frame``: one row per item (index = row position) with the columns the suite reads (``partner``,
@@ -107,7 +104,7 @@ def validate_across_partners(
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise SuiteError(f"{suite.path}: expectations read columns the province frame lacks: {missing}")
-    result = run_gx(frame[columns], suite, {}, docs_dir)
+    result = run_gx(frame[columns], suite, {})
     names = divisions()["provinces"]
     extras = {"partner_province": province, "partner_province_name": names.get(province, province)}
     findings = _Findings(frame, frame, suite, extras).collect(result)
@@ -122,15 +119,16 @@ def validate_across_partners(
     return outcome
 
 
-def run_gx(
-    df: pd.DataFrame, suite: Suite, parameters: Mapping[str, Any], docs_dir: Path | None = None
-) -> dict[str, Any]:
-    """Validate ``df`` with the suite in a throwaway in-memory GX context; the result as JSON.
+def run_gx(df: pd.DataFrame, suite: Suite, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``df`` with the suite; GX's result as JSON (``ExpectationSuiteValidationResult.to_json_dict()``).
 
-    With ``docs_dir`` the run goes through a checkpoint whose UpdateDataDocsAction writes GX Data
-    Docs for it into that folder (nothing else of GX's touches a disk, so workers share no state).
+    GX runs in a throwaway in-memory context that writes nothing (workers share no state), and validates the
+    frame as one batch (``Batch.validate``) with the suite's GX form, built once per process and suite
+    document (:func:`_gx_suite`). No checkpoint, no stores, no Data Docs: the result is the record, and the UI
+    renders its Data Docs page from it when someone opens it.
     """
     import great_expectations as gx
+    from great_expectations.data_context.data_context.context_factory import project_manager
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,
@@ -141,79 +139,47 @@ def run_gx(
     from tongban.validation.gx_memo import install
 
     install()
-
-    context = gx.get_context(
+    gx_suite = _gx_suite(str(suite.path), json.dumps(suite.document, sort_keys=True))
+    context = gx.get_context(  # a new one each time (0.02 s): nothing of a validation outlives it
         mode="ephemeral",
         project_config=DataContextConfig(
             store_backend_defaults=InMemoryStoreBackendDefaults(),
             progress_bars=ProgressBarsConfig(globally=False),
             analytics_enabled=False,
-            data_docs_sites=_docs_site(docs_dir),
         ),
     )
-    batch_definition = (
+    batch = (
         context.data_sources.add_pandas("tongban")
         .add_dataframe_asset("items")
         .add_batch_definition_whole_dataframe("all_rows")
+        .get_batch(batch_parameters={"dataframe": df})
     )
-    document = suite.document
     try:
-        gx_suite = context.suites.add(
-            gx.ExpectationSuite(
-                name=document["name"],
-                expectations=document["expectations"],
-                meta=dict(document.get("meta") or {}),
-                notes=document.get("notes"),
-            )
+        result = batch.validate(gx_suite, result_format=RESULT_FORMAT, expectation_parameters=dict(parameters))
+    finally:
+        project_manager.set_project(None)  # GX keeps the newest context, and with it the frame, until the next
+    return result.to_json_dict()
+
+
+@functools.lru_cache(maxsize=8)
+def _gx_suite(path: str, document_json: str) -> Any:
+    """The GX ``ExpectationSuite`` of a suite document; built once per document (GX's ~0.1 s), shared read-only."""
+    import great_expectations as gx
+
+    document = json.loads(document_json)
+    try:
+        gx_suite = gx.ExpectationSuite(
+            name=document["name"],
+            expectations=document["expectations"],
+            meta=dict(document.get("meta") or {}),
+            notes=document.get("notes"),
         )
     except Exception as exc:  # GX raises pydantic, marshmallow and its own errors here
-        raise SuiteError(f"{suite.path}: GX refused the suite: {exc}") from exc
-    if len(gx_suite.expectations) != len(suite.checks):  # GX logs and drops unknown expectation types
-        raise SuiteError(f"{suite.path}: GX accepted {len(gx_suite.expectations)} of {len(suite.checks)} expectations")
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name="tongban_items", data=batch_definition, suite=gx_suite)
-    )
-    if docs_dir is None:
-        result = definition.run(
-            batch_parameters={"dataframe": df}, expectation_parameters=dict(parameters), result_format=RESULT_FORMAT
-        )
-        return result.to_json_dict()
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name="tongban_items",
-            validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])],
-            result_format=RESULT_FORMAT,
-        )
-    )
-    run = checkpoint.run(batch_parameters={"dataframe": df}, expectation_parameters=dict(parameters))
-    [validation] = run.run_results.values()
-    return validation.to_json_dict()
-
-
-DOCS_SITE = "run"
-
-
-def _docs_site(docs_dir: Path | None) -> dict[str, Any] | None:
-    if docs_dir is None:
-        return None
-    return {
-        DOCS_SITE: {
-            "class_name": "SiteBuilder",
-            "show_how_to_buttons": False,
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "view": _view("CachedIndexPageView")},
-            # GX's own sections, each with GX's page view whose templates are compiled once (docs_views)
-            "site_section_builders": {s: {"view": _view("CachedPageView")} for s in _SECTIONS},
-        }
-    }
-
-
-_SECTIONS = ("expectations", "validations", "profiling")
-
-
-def _view(class_name: str) -> dict[str, str]:
-    return {"module_name": "tongban.validation.docs_views", "class_name": class_name}
+        raise SuiteError(f"{path}: GX refused the suite: {exc}") from exc
+    accepted, written = len(gx_suite.expectations), len(document["expectations"])
+    if accepted != written:  # GX logs and drops unknown expectation types
+        raise SuiteError(f"{path}: GX accepted {accepted} of {written} expectations")
+    return gx_suite
 
 
 class _Findings:

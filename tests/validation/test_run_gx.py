@@ -1,0 +1,78 @@
+"""tongban.validation.runner.run_gx: one GX form of each suite document per process, no validation's result
+depends on what the process validated before (parameters, suite edits), and none keeps its frame alive."""
+
+from __future__ import annotations
+
+import gc
+import json
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from item_fixtures import comparable_result, make_record
+
+from tongban.registry import Partner, load_registry
+from tongban.validation import runner
+from tongban.validation.derived import items_frame, validation_frame
+from tongban.validation.suite import Suite, expectation_parameters, load_suite
+
+JINAN = "370100"
+
+
+@pytest.fixture
+def fresh_process() -> Iterator[None]:
+    """As if the process had validated nothing yet."""
+    runner._gx_suite.cache_clear()
+    yield
+    runner._gx_suite.cache_clear()
+
+
+def _validate(suite: Suite, partner: Partner) -> dict[str, Any]:
+    records = [make_record(i) for i in range(1, 4)]  # 广州 items: their departments' codes are registered in 44
+    frame = validation_frame(items_frame(records))[suite.columns()]
+    return runner.run_gx(frame, suite, expectation_parameters(partner))
+
+
+def _failed(result: dict[str, Any]) -> set[str]:
+    return {r["expectation_config"]["meta"]["check"] for r in result["results"] if not r["success"]}
+
+
+def test_the_suite_is_built_once_and_a_result_does_not_depend_on_the_validation_before(
+    fresh_process: None, partner: Partner
+) -> None:
+    suite = load_suite()
+    jinan = load_registry().partner(JINAN)
+    as_guangzhou = _validate(suite, partner)
+    as_jinan = _validate(suite, jinan)  # the same context and GX suite, another province as the parameter
+    assert runner._gx_suite.cache_info().misses == 1 and runner._gx_suite.cache_info().hits == 1
+    assert _failed(as_guangzhou) == set()
+    assert _failed(as_jinan) == {"dept_uscc_province"}  # 广州's codes are not 济南's province
+
+    runner._gx_suite.cache_clear()
+    assert comparable_result(_validate(suite, jinan)) == comparable_result(as_jinan)
+
+
+def test_an_edited_suite_is_used_at_once(fresh_process: None, partner: Partner, tmp_path: Path) -> None:
+    default = load_suite()
+    _validate(default, partner)
+    document = json.loads(default.path.read_text(encoding="utf-8"))
+    document["expectations"] = [e for e in document["expectations"] if e["meta"]["check"] != "dept_uscc_province"]
+    edited = tmp_path / "items.json"
+    edited.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+
+    result = _validate(load_suite(edited), partner)
+
+    assert result["statistics"]["evaluated_expectations"] == len(default.checks) - 1
+    assert "dept_uscc_province" not in {r["expectation_config"]["meta"]["check"] for r in result["results"]}
+
+
+def test_a_validation_keeps_no_frame_alive(partner: Partner) -> None:
+    suite = load_suite()
+    frame = validation_frame(items_frame([make_record(i) for i in range(1, 4)]))[suite.columns()]
+    alive = weakref.ref(frame)
+    runner.run_gx(frame, suite, expectation_parameters(partner))
+    del frame
+    gc.collect()
+    assert alive() is None  # a night validates 19 frames in one process under `airflow dags test`
