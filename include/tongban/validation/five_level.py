@@ -6,6 +6,9 @@ does so when it validates). Importing it registers the expectation and its metri
 
 from typing import Any, ClassVar
 
+import tongban.validation.gx_import  # noqa: F401  (first: GX without the modules it would load unused)
+
+# isort: split
 from great_expectations.compatibility import pydantic
 from great_expectations.core.metric_domain_types import MetricDomainTypes
 from great_expectations.execution_engine import ExecutionEngine, PandasExecutionEngine

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+import tongban.validation.gx_import  # noqa: F401  (before any GX import: GX without what it would load unused)
 from tongban.model import COMPARED
 from tongban.normalise import WIDTH_ONLY, width_only_difference
 from tongban.registry import Partner, divisions, label
