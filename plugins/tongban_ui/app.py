@@ -9,7 +9,6 @@ else gets 401/403. Every response carries a Content-Security-Policy.
 from __future__ import annotations
 
 import logging
-import mimetypes
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import quote
@@ -17,10 +16,9 @@ from urllib.parse import quote
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from upath import UPath
 
 from tongban.layout import (
-    DATA_DOCS,
-    DATA_DOCS_INDEX,
     FIVE_LEVEL,
     GX_RESULT,
     REPORT_HTML,
@@ -29,7 +27,7 @@ from tongban.layout import (
     REPORTS,
     RUNS,
 )
-from tongban_ui.data_docs import localise
+from tongban_ui.data_docs import DATA_DOCS_PAGE, gx_page, localise
 from tongban_ui.pages import CSP, error_page, overview_page, run_page, trace_page
 from tongban_ui.settings import Settings
 from tongban_ui.store import (
@@ -70,10 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from airflow.api_fastapi.core_api.security import requires_access_dag
     from airflow.sdk import ObjectStoragePath
 
-    from tongban.registry import load_registry
+    from tongban.registry import divisions, load_registry
 
     settings = settings or Settings.from_airflow()
     registry = load_registry()
+    names = {p.division: p.name for p in registry.partners} | divisions()["provinces"]
     store = ReportStore(
         ObjectStoragePath(settings.storage_url, conn_id=settings.storage_conn_id),
         divisions={p.division for p in registry.partners},
@@ -127,16 +126,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             url = default_url()
         return ItemStore(url)
 
-    def checks(keys: Iterable[tuple[str, str]]) -> tuple[dict[tuple[str, str], GxStats | None], set[tuple[str, str]]]:
-        keys = list(keys)
-        return {k: store.gx_stats(*k) for k in keys}, {k for k in keys if store.has_data_docs(*k)}
+    def checks(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], GxStats | None]:
+        return {k: store.gx_stats(*k) for k in keys}
 
     @app.get("/", response_class=HTMLResponse)
     def overview() -> HTMLResponse:
         runs = store.recent_runs(settings.trend_runs)
         partners = latest_by_partner(runs)
-        gx, docs = checks((p.run_id, p.division) for p in partners)
-        return HTMLResponse(overview_page(settings.dag_id, runs, partners, gx, docs, settings.timezone))
+        gx = checks((p.run_id, p.division) for p in partners)
+        return HTMLResponse(overview_page(settings.dag_id, runs, partners, gx, settings.timezone))
 
     @app.get("/runs/{run_id}")
     def run_without_slash(run_id: str) -> RedirectResponse:
@@ -147,10 +145,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def run(run_id: str) -> HTMLResponse:
         summary = store.summary(run_id)
         divisions = [str(p.get("partner")) for p in summary.partners]
-        gx, docs = checks((run_id, d) for d in divisions)
+        gx = checks((run_id, d) for d in divisions)
         # the reports say why a partner was held back and list its 待整改 items
         reports = {d: store.report(run_id, d) for d in divisions}
-        page = run_page(summary, gx, docs, settings.timezone, reports, store.province_results(run_id))
+        page = run_page(summary, gx, settings.timezone, reports, store.province_results(run_id))
         return HTMLResponse(page)
 
     @app.get("/trace", response_class=HTMLResponse)
@@ -159,6 +157,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         result = find(store.root, item_store(), q, runs=settings.trace_runs) if q.strip() else None
         return HTMLResponse(trace_page(q, result, settings.timezone))
+
+    def data_docs(result: UPath, title: str, home: str) -> Response:
+        """GX's Data Docs page of a stored result, rendered now (or taken from the cache)."""
+        page = localise(gx_page(store.read(result)), title, home)
+        return Response(page, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": ARTIFACT_CSP})
+
+    # before the routes of the files: their {name} would take DATA_DOCS_PAGE
+    @app.get(f"/runs/{{run_id}}/provinces/{{province}}/{DATA_DOCS_PAGE}")
+    def province_data_docs(run_id: str, province: str) -> Response:
+        result = store.province_path(run_id, province, [GX_RESULT])
+        return data_docs(result, f"{names.get(province, '')}（{province}）省内五级N同比对 · 运行 {run_id}", "../../")
+
+    @app.get(f"/runs/{{run_id}}/{{division}}/{DATA_DOCS_PAGE}")
+    def partner_data_docs(run_id: str, division: str) -> Response:
+        result = store.path(RUNS, run_id, division, [GX_RESULT])
+        return data_docs(result, f"{names.get(division, '')}（{division}） · 运行 {run_id}", "../")
 
     @app.get("/runs/{run_id}/provinces/{province}/{name}")
     def province_file(run_id: str, province: str, name: str) -> Response:
@@ -177,18 +191,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if name == REPORT_XLSX:
             headers["Content-Disposition"] = f'attachment; filename="{division}-{REPORT_XLSX}"'
         return Response(body, media_type=media_type, headers=headers)
-
-    @app.get("/runs/{run_id}/{division}/data_docs/{doc_path:path}")
-    def data_docs(run_id: str, division: str, doc_path: str) -> Response:
-        parts = doc_path.split("/")
-        path = store.path(RUNS, run_id, division, [DATA_DOCS, *parts])
-        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        body = store.read(path)
-        if media_type == "text/html":  # GX's pages ask CDNs for their assets: served with local ones
-            root = store.path(RUNS, run_id, division, [DATA_DOCS])
-            index = parts == [DATA_DOCS_INDEX]
-            body = localise(body, len(parts) - 1, store.data_docs_pages(root) if index else ())
-            media_type = "text/html; charset=utf-8"
-        return Response(body, media_type=media_type, headers={"Content-Security-Policy": ARTIFACT_CSP})
 
     return app

@@ -1,30 +1,41 @@
-"""GX Data Docs served under the plugin's Content-Security-Policy: local assets only.
+"""GX Data Docs of a stored validation result, rendered on demand and served under the artifact CSP.
 
-GX writes its pages to load Bootstrap, Font Awesome, jQuery and bootstrap-table from CDNs, and builds the
-index's table of validation runs with script. Under the artifact CSP (no script, nothing from elsewhere)
-that leaves unstyled text without status icons and an index with no way to the validation pages. Each
-HTML page is therefore served with the CDN tags taken out, GX's own stylesheet (``static/styles/`` of the
-Data Docs folder) linked, a small inline stylesheet for the Bootstrap classes and icons GX uses, and, on the
-index, links to the validation pages found in the folder.
+A validation stores only GX's result (``gx_validation_result.json``); the page is rendered from it when
+asked for, with GX's own renderer and page view (``tongban.validation.data_docs``, which imports GX), and
+kept in a small in-process cache keyed by the result's content. GX's page inlines GX's stylesheet (from the
+installed package) but loads Bootstrap, Font Awesome, jQuery and bootstrap-table from CDNs and its logo from
+S3 (also in its stylesheet), and links a favicon, a site index and a suite page that no longer exist. Under
+the artifact CSP (no script, nothing from elsewhere) each page is served with its ``<link>`` and ``<script>``
+tags and remote images taken out, a small inline stylesheet for the Bootstrap classes and icons GX uses (which
+also hides GX's top bar and its newsletter footer), its links to the site index pointed at the run page and
+those to the suite page taken out, and a bar of ours on top saying in Chinese what the page is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import re
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
 
-REMOTE = re.compile(
-    rb"<link\b[^>]*\bhref=[\"']?(?:https?:)?//[^>]*>|<script\b[^>]*>.*?</script\s*>", re.IGNORECASE | re.DOTALL
+DATA_DOCS_PAGE = "data_docs.html"  # the page's name in the plugin's URLs, next to the result it renders
+CACHE_SIZE = 32  # rendered pages kept per API-server worker (each some 100 kB)
+
+TAGS = re.compile(  # GX's stylesheets, favicon and scripts; its logo from S3
+    r"<link\b[^>]*>|<script\b[^>]*>.*?</script\s*>|<img\b[^>]*\bsrc=[\"']?(?:https?:)?//[^>]*>",
+    re.IGNORECASE | re.DOTALL,
 )
-GX_STYLES = "static/styles/data_docs_default_styles.css"
+REMOTE_URL = re.compile(r"""url\((["']?)(?:https?:)?//[^)]*\)""")  # in GX's stylesheet: its logo, in dark mode
+SITE_LINK = re.compile(r"""\shref=(["'])(?:\.\./)*([\w./-]*\.html)\1""")  # to other pages of a built site
 STYLE = """
 body { font-family: "Noto Sans CJK SC", "Microsoft YaHei", sans-serif; margin: 0; color: #212529; font-size: 14px; }
 .container-fluid { padding: 1em 2em; } .row { display: flex; flex-wrap: wrap; }
 .col-md-2 { flex: 0 0 16%; max-width: 16%; } .col-md-10, .col-lg-10 { flex: 1 1 0; min-width: 0; }
 .col-12 { flex: 0 0 100%; } .d-none { display: none; } .sticky-top { position: sticky; top: 0; }
-.navbar { display: flex; align-items: center; padding: 0.4em 1em; background: #f8f9fa; }
-.navbar img { height: 28px; } .nav { list-style: none; padding-left: 0; } .nav-link { display: block; padding: 2px 0; }
+.nav { list-style: none; padding-left: 0; } .nav-link { display: block; padding: 2px 0; }
+.navbar, footer { display: none; }  /* GX's top bar (its logo, its site's index) and its newsletter footer */
 .card { border: 1px solid #dee2e6; border-radius: 4px; margin-bottom: 1em; }
 .card-header { background: #f7f7f9; border-bottom: 1px solid #dee2e6; padding: 0.5em; }
 .card-body { padding: 0.6em; }
@@ -38,27 +49,40 @@ table, .table { border-collapse: collapse; width: 100%; margin-bottom: 1em; }
 .fas { font-style: normal; font-weight: bold; }
 .fa-check-circle::before { content: "✔"; } .fa-times::before, .fa-times-circle::before { content: "✘"; }
 .fa-exclamation-triangle::before { content: "⚠"; } .fa-info-circle::before { content: "ℹ"; }
-.tongban-runs { border: 1px solid #90a4ae; padding: 0.5em 1em; margin: 1em 2em; background: #f5f7f9; }
+.tongban-nav { border-bottom: 1px solid #90a4ae; padding: 0.5em 2em; background: #f5f7f9; }
 """
 
+_pages: OrderedDict[bytes, str] = OrderedDict()
+_lock = threading.Lock()
 
-def localise(body: bytes, depth: int, validations: Sequence[str] = ()) -> bytes:
-    """A Data Docs page with its CDN assets replaced by local ones; ``depth``: folders below the Data Docs
-    root; ``validations``: paths (from the root) of the validation pages, listed on the index."""
-    up = "../" * depth
-    page = REMOTE.sub(b"", body)
-    head = f'<link rel="stylesheet" href="{up}{GX_STYLES}"><style>{STYLE}</style>'.encode()
-    page = re.sub(rb"</head\s*>", head + b"</head>", page, count=1, flags=re.IGNORECASE)
-    if validations:
-        links = "".join(
-            f'<li><a href="{html.escape(path)}">{html.escape(_label(path))}</a></li>' for path in validations
-        )
-        nav = f'<nav class="tongban-runs"><strong>校验结果（validation results）</strong><ul>{links}</ul></nav>'
-        page = re.sub(rb"(<body\b[^>]*>)", lambda m: m.group(1) + nav.encode(), page, count=1, flags=re.IGNORECASE)
+
+def gx_page(result: bytes) -> str:
+    """GX's validation page of a stored result (the file's bytes), from the cache when rendered before."""
+    key = hashlib.sha256(result).digest()
+    with _lock:
+        if key in _pages:
+            _pages.move_to_end(key)
+            return _pages[key]
+    from tongban.validation.data_docs import validation_page  # GX: imported on the first page asked for
+
+    page = validation_page(json.loads(result))
+    with _lock:
+        _pages[key] = page
+        while len(_pages) > CACHE_SIZE:
+            _pages.popitem(last=False)
     return page
 
 
-def _label(path: str) -> str:
-    """``validations/<suite>/<run name>/<time>/<asset>.html`` -> ``<suite> · <time>``."""
-    parts = path.split("/")
-    return " · ".join(p for p in (parts[1] if len(parts) > 1 else path, parts[-2] if len(parts) > 3 else "") if p)
+def localise(page: str, title: str, home: str) -> bytes:
+    """GX's page with local assets only (see the module), ``title`` (Chinese) in a bar on top with a link back
+    to ``home`` (the run page, relative), which GX's links to its site index also point at (and those to other
+    pages of the site, none of which exist, are plain text)."""
+    page = REMOTE_URL.sub("none", TAGS.sub("", page))
+    page = SITE_LINK.sub(lambda m: f' href="{html.escape(home)}"' if m.group(2) == "index.html" else "", page)
+    page = re.sub(r"</head\s*>", lambda _: f"<style>{STYLE}</style></head>", page, count=1, flags=re.IGNORECASE)
+    bar = (
+        f'<nav class="tongban-nav"><a href="{html.escape(home)}">← 返回运行</a> · '
+        f"<strong>GX 校验结果（Data Docs）</strong>：{html.escape(title)}</nav>"
+    )
+    page = re.sub(r"(<body\b[^>]*>)", lambda m: m.group(1) + bar, page, count=1, flags=re.IGNORECASE)
+    return page.encode()

@@ -23,6 +23,7 @@ from markupsafe import Markup
 
 from tongban import layout
 from tongban.report import COUNT_LABELS
+from tongban_ui.data_docs import DATA_DOCS_PAGE
 from tongban_ui.store import GxStats, PartnerLatest, RunSummary, TrendPoint, critical_failure_rate
 
 STYLE = """
@@ -175,6 +176,7 @@ def _env() -> jinja2.Environment:
         extras=extras,
         trend_svg=trend_svg,
         run_href=run_href,
+        DATA_DOCS_PAGE=DATA_DOCS_PAGE,
         q=lambda value: quote(str(value), safe=""),
     )
     return env
@@ -193,7 +195,6 @@ def overview_page(
     runs: Sequence[RunSummary],
     partners: Iterable[PartnerLatest],
     gx: dict[tuple[str, str], GxStats | None],
-    docs: set[tuple[str, str]],
     tz: str,
 ) -> str:
     """The sync at a glance: each partner's newest run with its trend, then the recent runs."""
@@ -204,7 +205,6 @@ def overview_page(
         partners=list(partners),
         finished={run.run_id: run.finished for run in runs},
         gx=gx,
-        docs=docs,
         tz=tz,
         zone=zone_label(tz),
         counts=OVERVIEW_COUNTS,
@@ -214,18 +214,17 @@ def overview_page(
 def run_page(
     run: RunSummary,
     gx: dict[tuple[str, str], GxStats | None],
-    docs: set[tuple[str, str]],
     tz: str,
     reports: Mapping[str, dict[str, Any] | None],
-    provinces: Sequence[str],
+    provinces: Mapping[str, bool],
 ) -> str:
     """One run: banners for held-back, failed and undelivered partners, every partner's status, counts,
-    rate and files with the totals, the province checks' results, and the partners' 待整改 lists."""
+    rate and files with the totals, the province checks' results (``provinces``: code -> whether its GX
+    result was stored), and the partners' 待整改 lists."""
     return render(
         "run.html.j2",
         run=run,
         gx=gx,
-        docs=docs,
         tz=tz,
         zone=zone_label(tz),
         counts=RUN_COUNTS,

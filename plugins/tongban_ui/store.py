@@ -18,8 +18,6 @@ from typing import Any
 from upath import UPath
 
 from tongban.layout import (
-    DATA_DOCS,
-    DATA_DOCS_INDEX,
     FIVE_LEVEL,
     GX_RESULT,
     PROVINCES,
@@ -163,9 +161,14 @@ class ReportStore:
             raise NotFound(province)
         return self.path(RUNS, run_id, names=[PROVINCES, province, *names])
 
-    def province_results(self, run_id: str) -> list[str]:
-        """Province codes whose 五级N同 check wrote its results in this run."""
-        return [p for p in sorted(self.provinces or ()) if self.exists(self.province_path(run_id, p, [FIVE_LEVEL]))]
+    def province_results(self, run_id: str) -> dict[str, bool]:
+        """Province codes whose 五级N同 check wrote its results in this run, each with whether it stored a GX
+        result (only when it had items to judge)."""
+        return {
+            p: self.exists(self.province_path(run_id, p, [GX_RESULT]))
+            for p in sorted(self.provinces or ())
+            if self.exists(self.province_path(run_id, p, [FIVE_LEVEL]))
+        }
 
     def report(self, run_id: str, division: str) -> dict[str, Any] | None:
         """A partner's report.json of a run, or None when it wrote none."""
@@ -215,17 +218,6 @@ class ReportStore:
             successful=int(stats.get("successful_expectations", 0)),
             success=bool(result.get("success")),
         )
-
-    def data_docs_pages(self, root: UPath) -> list[str]:
-        """Paths (from the Data Docs root) of its validation pages, newest first."""
-        found = [p for p in (root / "validations").rglob("*.html")] if (root / "validations").exists() else []
-        return sorted((str(p.path).removeprefix(str(root.path)).lstrip("/") for p in found), reverse=True)
-
-    def has_data_docs(self, run_id: str, division: str) -> bool:
-        try:
-            return self.exists(self.path(RUNS, run_id, division, [DATA_DOCS, DATA_DOCS_INDEX]))
-        except NotFound:
-            return False
 
 
 def _inside(path: UPath, base: UPath) -> bool:

@@ -141,9 +141,45 @@ def _write_partner(root: UPath, run_id: str, partner: Partner, spec: Spec) -> Pa
     out = root / "reports" / run_id / partner.division
     report.write(built, out)
     write_json(out / layout.DELIVERY, {"status": spec.delivery})
-    gx = {"success": not rejected, "statistics": {"evaluated_expectations": 33, "successful_expectations": 31}}
-    write_json(run / "gx_validation_result.json", gx)
+    write_json(run / layout.GX_RESULT, _gx_result(partner, added, [r["record"] for r in rejected]))
     return partner
+
+
+def _gx_result(partner: Partner, accepted: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> dict[str, Any]:
+    """GX's result of a real validation of the partner's records, as the validate stage stores it; the rejected
+    ones without a legal basis, so GX's own check fails on their rows (after the accepted ones)."""
+    from tongban.validation import validate_items
+
+    records = [*accepted, *({**r, "legal_basis": ""} for r in rejected)]
+    return validate_items(records, partner).gx_result
+
+
+def _province_check(root: UPath, run_id: str) -> None:
+    """The province check's GX result (and a five_level.json) of a real 五级N同 comparison: 广州 and 深圳 implement
+    item 1 with different results, so GX's cross-partner expectation fails on both rows of it."""
+    import pandas as pd
+
+    from tests.validation.item_fixtures import CITY_USCC, SHENZHEN_USCC
+    from tests.validation.item_fixtures import make_record as fixture_record
+    from tongban import province
+    from tongban.validation import validate_across_partners
+
+    registry = load_registry()
+    frames = [
+        province._hash_rows(
+            [fixture_record(1, uscc=uscc, partner=division, **changes), fixture_record(2, uscc=uscc, partner=division)],
+            registry.partner(division),
+            judged=True,
+        )
+        for division, uscc, changes in (
+            ("440100", CITY_USCC, {}),
+            ("440300", SHENZHEN_USCC, {"result": PROVINCE_RESULT}),
+        )
+    ]
+    outcome = validate_across_partners(province._shared_groups(pd.concat(frames, ignore_index=True)), PROVINCE)
+    out = layout.province_dir(root, run_id, PROVINCE)
+    write_json(out / layout.GX_RESULT, outcome.gx_result)
+    write_json(out / layout.FIVE_LEVEL, {"province": PROVINCE, "findings": []})
 
 
 def _home(root: UPath) -> Path:
@@ -166,7 +202,9 @@ HELD = "440400"  # held back in the newer run: 4 of 10 rejected, 40% > 20%
 LONG_NAME = "珠海市（横琴粤澳深度合作区、珠海经济技术开发区、珠海高新技术产业开发区、珠海保税区）"
 UNDELIVERED = "440300"  # its newer report was not delivered
 OUTSTANDING_ITEM = "退回事项甲"  # rejected by 440100 in the older run, still rejected (incremental) in the newer
-PROVINCE = "440000"
+PROVINCE = "440000"  # its check in the newer run: 深圳 differs from 广州 in one item's result
+PROVINCE_RESULT = "失业登记证明（深圳版）"
+LEAKY_PROVINCE = "370000"  # its GX result in the newer run is a symlink out of the storage root
 
 
 def make_home(home: Path) -> dict[str, dict[str, Any]]:
@@ -203,26 +241,14 @@ def make_home(home: Path) -> dict[str, dict[str, Any]]:
             "370100": None,  # failed: no report
         },
     )
-    _gx_data_docs(home / "runs" / NEW_RUN / "440100")
-    province = home / "runs" / NEW_RUN / "provinces" / PROVINCE
-    province.mkdir(parents=True)
-    (province / "five_level.json").write_text(json.dumps({"province": PROVINCE, "findings": []}), encoding="utf-8")
+    _province_check(UPath(home.as_uri()), NEW_RUN)
     (home / "runs" / NEW_RUN / "999999").mkdir()  # a folder named like a division outside the registry
-    (home / "runs" / NEW_RUN / "999999" / "gx_validation_result.json").write_text("{}", encoding="utf-8")
+    (home / "runs" / NEW_RUN / "999999" / layout.GX_RESULT).write_text("{}", encoding="utf-8")
     (home / "secret.txt").write_text(SECRET, encoding="utf-8")
-    docs = home / "runs" / NEW_RUN / "440100" / "data_docs"
-    (docs / "leak.html").symlink_to(home / "secret.txt")  # inside data_docs by name, outside once resolved
+    leak = home / "runs" / NEW_RUN / "provinces" / LEAKY_PROVINCE
+    leak.mkdir(parents=True)
+    (leak / layout.GX_RESULT).symlink_to(home / "secret.txt")  # a GX result by name, outside once resolved
     return {OLD_RUN: old, NEW_RUN: new}
-
-
-def _gx_data_docs(run: Path) -> None:
-    """Real GX Data Docs of a small validation (one rejected item), as the validate stage writes them."""
-    from tongban.validation import validate_items
-
-    partner = load_registry().partner("440100")
-    records = [make_record(catalog_code=f"{9000 + i:012d}") for i in range(3)]
-    records.append(make_record(catalog_code="000000009100", legal_basis=""))
-    validate_items(records, partner, docs_dir=run / "data_docs")
 
 
 def _free_port() -> int:

@@ -1,11 +1,12 @@
 """Issue 12 in the browser (real API server, Debian Chromium): a held-back partner has a status of its own with
 its report and the reason; only rates above the threshold are red and the threshold is shown; the 待整改 list;
-undelivered reports and stale partners; the item trace; Data Docs with local assets; one named time zone;
-and screenshots a person can open (saved under the session's output folder, see the ``screenshots`` fixture).
+undelivered reports and stale partners; the item trace; Data Docs rendered from the stored GX result; one named
+time zone; and screenshots a person can open (saved under the session's output folder, see the ``screenshots`` fixture).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from datetime import datetime
@@ -18,13 +19,17 @@ from tests.ui.conftest import (
     NEW_RUN,
     OLD_RUN,
     OUTSTANDING_ITEM,
+    PROVINCE,
     UNDELIVERED,
     Browser,
     Server,
     run_path,
 )
 from tests.ui.test_plugin_page import Rows
+from tests.ui.test_plugin_parts import text_of
 from tongban.layout import REJECTED, REPORTS, RUNS, SUMMARY
+
+GX_STYLES = "render/view/static/styles/data_docs_default_styles.css"  # in the installed GX package
 
 
 def _code(server: Server, run_id: str, division: str, name: str) -> str:
@@ -100,17 +105,39 @@ def test_item_trace_page_answers_why_an_item_is_not_on_the_platform(server: Serv
     assert "data-trace-empty" in browser.dom("/tongban/trace?q=不存在的事项名称")
 
 
-def test_data_docs_come_with_local_assets_and_link_the_validation_page(server: Server) -> None:
-    status, headers, index = server.get(run_path(NEW_RUN, "440100/data_docs/index.html"))
-    assert status == 200 and "sandbox" in headers["content-security-policy"]
-    assert not re.search(r"<(link|script)[^>]*(https?:)?//", index)  # nothing asked of a CDN
-    assert 'href="static/styles/data_docs_default_styles.css"' in index
-    [validation] = re.findall(r'<nav class="tongban-runs">.*?href="(validations/[^"]+\.html)"', index, re.S)
-    status, _, css = server.get(run_path(NEW_RUN, "440100/data_docs/static/styles/data_docs_default_styles.css"))
-    assert status == 200 and css
-    status, _, page = server.get(run_path(NEW_RUN, f"440100/data_docs/{validation}"))
-    assert status == 200 and "fa-times" in page and ".fa-times::before" in page  # the status icons
-    assert 'href="../../../../static/styles/data_docs_default_styles.css"' in page
+def test_data_docs_are_rendered_from_the_stored_gx_result(server: Server, browser: Browser) -> None:
+    """The partner's and the province check's Data Docs: GX's validation page of the stored result, with GX's
+    own stylesheet (inline, from the installed package), nothing from a CDN, no script, under the sandbox."""
+    spec = importlib.util.find_spec("great_expectations")  # found, not imported
+    assert spec and spec.origin
+    gx_styles = (Path(spec.origin).parent / GX_STYLES).read_text(encoding="utf-8")
+    province_docs = run_path(NEW_RUN, f"provinces/{PROVINCE}/data_docs.html")
+    for path in (run_path(NEW_RUN, "440100/data_docs.html"), province_docs):
+        status, headers, page = server.get(path)
+        assert status == 200 and headers["content-type"] == "text/html; charset=utf-8"
+        csp = headers["content-security-policy"]
+        assert "sandbox" in csp and "default-src 'none'" in csp and "script-src" not in csp
+        assert not re.search(r"<(link|script)\b|\ssrc=[\"']?(https?:)?//|url\([\"']?(https?:)?//", page, re.I)  # no CDN
+        assert gx_styles.split("{% endif %}", 1)[1].split("url(")[0].strip() in page  # GX's stylesheet, to its logo
+        assert ".fa-times::before" in page  # the status icons, without Font Awesome
+    partner = text_of(browser.dom(run_path(NEW_RUN, "440100/data_docs.html")))
+    assert "← 返回运行 · GX 校验结果（Data Docs） ：广州市（440100） · 运行 " + NEW_RUN in partner
+    assert "Expectation Suite: tongban_items" in partner and "Status: Failed" in partner
+    assert "Evaluated Expectations 33 Successful Expectations 31" in partner
+    # the failed expectation and its rows: the two rejected records, after the one accepted (rows 1 and 2)
+    [legal_basis] = re.findall(r"_legal_basis_ok Status Expectation Observed Value (.*?)% unexpected", partner)
+    assert "2 unexpected values found" in legal_basis and re.search(r"Index False 2 1, 2\b", legal_basis)
+    province = text_of(browser.dom(province_docs))
+    assert f"广东省（{PROVINCE}）省内五级N同比对 · 运行 {NEW_RUN}" in province
+    assert "expect_five_level_elements_identical" in province and "2 unexpected values found" in province
+    codes = re.findall(r"'differing': \['(\w+)'\]", province)  # each partner's item 1 differs from the other's
+    assert len(codes) == 2 and {c[2:8] for c in codes} == {"440100", "440300"}
+    # linked from the run page where the check stored its result; back to the run page from the Data Docs
+    run = browser.dom(run_path(NEW_RUN))
+    assert f'href="provinces/{PROVINCE}/data_docs.html"' in run
+    assert '<a href="../../">← 返回运行</a>' in server.get(province_docs)[2]
+    status, _, missing = server.get(run_path(NEW_RUN, "370100/data_docs.html"))  # failed: no result stored
+    assert status == 404 and "未找到" in missing
 
 
 def test_times_are_in_one_named_zone(server: Server, browser: Browser) -> None:
@@ -149,7 +176,7 @@ def test_report_headings_keep_to_one_line_however_long_the_rows(server: Server, 
         assert [(text, count) for text, count in headings if count != 1] == [], width
 
 
-def test_screenshots_of_the_overview_a_held_back_run_a_report_and_a_trace(
+def test_screenshots_of_the_overview_a_held_back_run_a_report_a_trace_and_data_docs(
     server: Server, browser: Browser, screenshots: Path
 ) -> None:
     """Saved for a person to open (Chinese must be readable: `make chromium` installs fonts-noto-cjk)."""
@@ -160,8 +187,9 @@ def test_screenshots_of_the_overview_a_held_back_run_a_report_and_a_trace(
         "report-held-back.png": run_path(NEW_RUN, f"{HELD}/report.html"),
         "report-outstanding.png": run_path(NEW_RUN, "440100/report.html"),
         "item-trace.png": f"/tongban/trace?q={code}",
-        "data-docs.png": run_path(NEW_RUN, "440100/data_docs/index.html"),
+        "data-docs.png": run_path(NEW_RUN, "440100/data_docs.html"),
+        "data-docs-province.png": run_path(NEW_RUN, f"provinces/{PROVINCE}/data_docs.html"),
     }
-    for name, path in shots.items():
-        browser.screenshot(path, screenshots / name)
+    for name, path in shots.items():  # GX's pages long enough to show the failed expectations
+        browser.screenshot(path, screenshots / name, height=2400 if name.startswith("data-docs") else 1100)
     assert set(shots) <= {p.name for p in screenshots.glob("*.png")}

@@ -93,13 +93,13 @@ def test_sync_page_shows_each_partners_newest_run(server: Server, browser: Brows
     failed = page.rows["370100"]
     assert failed["run"] == NEW_RUN and failed["data-status:failed"].startswith("失败")
     assert failed["data-count:fetched"] == "–" and failed["data-rate:"] == "–"
-    # links: the report (HTML, xlsx, JSON), the GX result, and Data Docs where the run wrote them
-    links = page.rows["440100"]["links"]
-    folder = run_path(NEW_RUN, "440100/").removeprefix("/tongban/")
-    for name in ("report.html", "report.xlsx", "report.json", "gx_validation_result.json", "data_docs/index.html"):
-        assert folder + name in links
-    assert not any("data_docs" in str(link) for link in page.rows["440300"]["links"])
-    assert not any("report" in str(link) for link in failed["links"])
+    # links: the report (HTML, xlsx, JSON), the GX result and its Data Docs page, where the run stored them
+    for division in ("440100", "440300", HELD):
+        folder = run_path(NEW_RUN, f"{division}/").removeprefix("/tongban/")
+        for name in ("report.html", "report.xlsx", "report.json", "gx_validation_result.json", "data_docs.html"):
+            assert folder + name in page.rows[division]["links"], (division, name)
+    assert "31/33 通过" in page.rows["440100"]["text"]  # the stored result's statistics (2 checks failed)
+    assert not any("report" in str(link) or "data_docs" in str(link) for link in failed["links"])
 
 
 def test_run_page_shows_that_runs_numbers_and_totals(server: Server, browser: Browser) -> None:
@@ -176,10 +176,15 @@ def test_browser_without_login_lands_on_the_login_page(server: Server, browser: 
         "/tongban/runs/%2e%2e",
         run_path(NEW_RUN, "..%2F..%2F..%2Fsecret.txt"),
         run_path(NEW_RUN, "440100/items.jsonl"),
-        run_path(NEW_RUN, "440100/data_docs/../../../../secret.txt"),
-        run_path(NEW_RUN, "440100/data_docs/%2e%2e/%2e%2e/%2e%2e/%2e%2e/secret.txt"),
-        run_path(NEW_RUN, "440100/data_docs/%2E%2E%2F%2E%2E%2Fitems.jsonl"),
-        run_path(NEW_RUN, "440100/data_docs/leak.html"),  # a symlink out of data_docs
+        run_path(NEW_RUN, "440100/data_docs/index.html"),  # GX's own site: no longer written nor served
+        run_path(NEW_RUN, "440100/data_docs.html/../../../../secret.txt"),
+        run_path(NEW_RUN, "440100/data_docs.html/%2e%2e/%2e%2e/%2e%2e/%2e%2e/secret.txt"),
+        run_path(NEW_RUN, "370100/data_docs.html"),  # failed: no GX result
+        run_path(OLD_RUN, "440400/data_docs.html"),  # not in that run
+        run_path(NEW_RUN, "999999/data_docs.html"),
+        run_path(NEW_RUN, "provinces/370000/data_docs.html"),  # its GX result is a symlink out of the root
+        run_path(NEW_RUN, "provinces/370000/gx_validation_result.json"),
+        run_path(NEW_RUN, "provinces/999999/data_docs.html"),
         run_path(NEW_RUN, "..%2F440100/report.json"),
         run_path(NEW_RUN, "4401/report.json"),
         run_path(NEW_RUN, "999999/gx_validation_result.json"),  # the folder exists; the division is not a partner
@@ -193,6 +198,7 @@ def test_paths_outside_the_reports_are_refused(server: Server, path: str) -> Non
     status, headers, body = server.get(path)
     assert status == 404, (path, status)
     assert SECRET not in body and "content-security-policy" in headers
+    assert "未找到：运行编号、地区代码或文件名无效，或该文件不存在。" in body  # the plugin's own 404 page
 
 
 def test_files_are_served_with_a_policy_and_the_right_type(server: Server) -> None:
@@ -206,7 +212,9 @@ def test_files_are_served_with_a_policy_and_the_right_type(server: Server) -> No
         ),
         run_path(NEW_RUN, "provinces/440000/five_level.json"): ("application/json", "sandbox"),
         "/tongban/trace?q=x": ("text/html", "style-src 'sha256-"),
-        run_path(NEW_RUN, "440100/data_docs/index.html"): ("text/html", "sandbox"),
+        run_path(NEW_RUN, "440100/data_docs.html"): ("text/html", "sandbox"),
+        run_path(NEW_RUN, "provinces/440000/data_docs.html"): ("text/html", "sandbox"),
+        run_path(NEW_RUN, "provinces/440000/gx_validation_result.json"): ("application/json", "sandbox"),
         run_path(NEW_RUN): ("text/html", "style-src 'sha256-"),
         "/tongban/": ("text/html", "style-src 'sha256-"),
     }

@@ -1,17 +1,24 @@
-"""The plugin's parts on their own, without a server: path rules, the rate, the trend, the task link.
+"""The plugin's parts on their own, without a server: path rules, the rate, the trend, the task link, and GX's
+Data Docs page rendered from a stored result.
 
 ``tongban_ui`` is importable because tests/ui/conftest.py puts plugins/ on sys.path, as Airflow does.
 """
 
 from __future__ import annotations
 
+import html
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from upath import UPath
 
+from tests.conftest import make_record
+from tongban.registry import load_registry
 from tongban_ui import links
+from tongban_ui.data_docs import gx_page, localise
 from tongban_ui.pages import trend_svg
 from tongban_ui.store import RUN_ID, NotFound, ReportStore, TrendPoint, critical_failure_rate
 
@@ -62,19 +69,70 @@ def test_paths_stay_in_their_area(tmp_path: Path) -> None:
         ("reports", "44010", ["report.json"]),
         ("reports", "../../x", ["report.json"]),
         ("secrets", "440100", ["report.json"]),
-        ("runs", "440100", ["data_docs", "..", "items.jsonl"]),
-        ("runs", "440100", ["data_docs", ".hidden"]),
-        ("runs", "440100", ["data_docs", "a/b"]),
+        ("runs", "440100", ["raw", "..", "items.jsonl"]),
+        ("runs", "440100", ["raw", ".hidden"]),
+        ("runs", "440100", ["raw", "a/b"]),
         ("runs", "440100", ["d"] * 13),
     ]:
         with pytest.raises(NotFound):
             store.path(area, run, division, names)
-    docs = tmp_path / "runs" / run / "440100" / "data_docs"
-    docs.mkdir(parents=True)
+    raw = tmp_path / "runs" / run / "440100" / "raw"
+    raw.mkdir(parents=True)
     (tmp_path / "outside.txt").write_text("x")
-    (docs / "link.html").symlink_to(tmp_path / "outside.txt")
+    (raw / "link.json").symlink_to(tmp_path / "outside.txt")
     with pytest.raises(NotFound):
-        store.path("runs", run, "440100", ["data_docs", "link.html"])
+        store.path("runs", run, "440100", ["raw", "link.json"])
+
+
+def text_of(page: str) -> str:
+    """What a reader sees of an HTML page: its text without tags, styles or scripts, spaces collapsed."""
+    page = re.sub(r"<(style|script)\b.*?</\1>", " ", page, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+
+
+def test_data_docs_page_is_rendered_from_the_stored_result_with_local_assets_only() -> None:
+    """GX's validation page, from the JSON a validation stores (real GX, no Data Docs built), served with no
+    script and nothing from elsewhere; rendered once per result."""
+    from tongban.validation import validate_items
+
+    records = [make_record(catalog_code=f"{9000 + i:012d}") for i in range(3)]
+    records[1]["legal_basis"] = ""
+    result = validate_items(records, load_registry().partner("440100")).gx_result
+    stored = json.dumps(result, ensure_ascii=False).encode()
+
+    page = gx_page(stored)
+    assert gx_page(json.dumps(result, ensure_ascii=False).encode()) is page  # the same result: the cached page
+    text = text_of(page)
+    assert "tongban_items" in text and "expect_five_level_elements_identical" in text  # the suite, an expectation
+    [legal_basis] = re.findall(r"_legal_basis_ok Status Expectation Observed Value (.*?)% unexpected", text)
+    assert "1 unexpected values found" in legal_basis and re.search(r"Index False 1 1\b", legal_basis)  # row 1
+    served = localise(page, "广州市（440100） · 运行 r1", "../").decode()
+    assert not re.search(r"<(link|script)\b", served, re.I)  # GX's CDN stylesheets and scripts, its favicon
+    assert not re.search(r"\ssrc=", served) and "index.html" not in served  # its logo on S3, its site's index
+    assert "← 返回运行 · GX 校验结果（Data Docs） ：广州市（440100） · 运行 r1" in text_of(served)
+    assert '<a href="../">← 返回运行</a>' in served and ".fa-times::before" in served
+    assert "<script" not in localise(page, "<script>x</script>", "../").decode()  # the title is text
+
+
+def test_the_api_server_builds_the_app_without_importing_gx(tmp_path: Path) -> None:
+    """GX takes seconds to import: only the first Data Docs page asked for may pay for it, not the API server's
+    start (``create_app``, in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    from scripts.localenv import REPO
+
+    script = (
+        "import sys; sys.path.insert(0, 'plugins')\n"
+        "from tongban_ui.app import create_app\n"
+        "from tongban_ui.settings import Settings\n"
+        f"app = create_app(Settings({tmp_path.as_uri()!r}, None, 'cross_province_sync', 3, 'UTC'))\n"
+        "assert any(r.path.endswith('/data_docs.html') for r in app.routes)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'great_expectations'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_critical_failure_rate() -> None:

@@ -6,7 +6,8 @@ the build's time. These views are GX's own (``DefaultJinjaPageView``, ``DefaultJ
 Jinja bytecode cache in the user's temporary folder (``jinja2.FileSystemBytecodeCache``, keyed by template
 and checked against its source, so an upgraded GX recompiles), named in the Data Docs site config
 (``runner._docs_site``). The pages are the same; only their compilation is shared between builds and task
-processes.
+processes. The UI's Data Docs pages, rendered on demand from a stored result (``tongban.validation.data_docs``),
+use ``CachedPageView`` too.
 
 Imports GX at its top: GX instantiates these classes by name while it builds Data Docs.
 """
