@@ -21,6 +21,7 @@ from upath import UPath
 from tongban.layout import (
     FIVE_LEVEL,
     GX_RESULT,
+    INTERNAL,
     REPORT_HTML,
     REPORT_JSON,
     REPORT_XLSX,
@@ -148,7 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gx = checks((run_id, d) for d in divisions)
         # the reports say why a partner was held back and list its 待整改 items
         reports = {d: store.report(run_id, d) for d in divisions}
-        page = run_page(summary, gx, settings.timezone, reports, store.province_results(run_id))
+        library = registry.home["name"] if store.exists(store.library_result(run_id)) else None
+        page = run_page(summary, gx, settings.timezone, reports, store.province_results(run_id), library)
         return HTMLResponse(page)
 
     @app.get("/trace", response_class=HTMLResponse)
@@ -168,6 +170,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def province_data_docs(run_id: str, province: str) -> Response:
         result = store.province_path(run_id, province, [GX_RESULT])
         return data_docs(result, f"{names.get(province, '')}（{province}）省内五级N同比对 · 运行 {run_id}", "../../")
+
+    @app.get(f"/runs/{{run_id}}/{INTERNAL}/{DATA_DOCS_PAGE}")
+    def library_data_docs(run_id: str) -> Response:
+        title = f"{registry.home['name']}事项库校验（内部） · 运行 {run_id}"
+        return data_docs(store.library_result(run_id), title, "../")
 
     @app.get(f"/runs/{{run_id}}/{{division}}/{DATA_DOCS_PAGE}")
     def partner_data_docs(run_id: str, division: str) -> Response:

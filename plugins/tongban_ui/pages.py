@@ -217,10 +217,12 @@ def run_page(
     tz: str,
     reports: Mapping[str, dict[str, Any] | None],
     provinces: Mapping[str, bool],
+    library: str | None = None,
 ) -> str:
     """One run: banners for held-back, failed and undelivered partners, every partner's status, counts,
     rate and files with the totals, the province checks' results (``provinces``: code -> whether its GX
-    result was stored), and the partners' 待整改 lists."""
+    result was stored), our library check's Data Docs (``library``: the home region's name, when its GX result
+    was stored), and the partners' 待整改 lists."""
     return render(
         "run.html.j2",
         run=run,
@@ -230,6 +232,7 @@ def run_page(
         counts=RUN_COUNTS,
         reports=reports,
         provinces=provinces,
+        library=library,
         outstanding_shown=OUTSTANDING_SHOWN,
     )
 

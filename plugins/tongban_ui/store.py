@@ -20,6 +20,7 @@ from upath import UPath
 from tongban.layout import (
     FIVE_LEVEL,
     GX_RESULT,
+    INTERNAL,
     PROVINCES,
     REPORT_JSON,
     REPORTS,
@@ -169,6 +170,10 @@ class ReportStore:
             for p in sorted(self.provinces or ())
             if self.exists(self.province_path(run_id, p, [FIVE_LEVEL]))
         }
+
+    def library_result(self, run_id: str) -> UPath:
+        """The GX result of 沅江's library check of a run (``reports/<run>/internal/``, never delivered)."""
+        return self.path(REPORTS, run_id, names=[INTERNAL, GX_RESULT])
 
     def report(self, run_id: str, division: str) -> dict[str, Any] | None:
         """A partner's report.json of a run, or None when it wrote none."""

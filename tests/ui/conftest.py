@@ -182,6 +182,22 @@ def _province_check(root: UPath, run_id: str) -> None:
     write_json(out / layout.FIVE_LEVEL, {"province": PROVINCE, "findings": []})
 
 
+def _library_check(root: UPath, run_id: str) -> None:
+    """The GX result of 沅江's library check (real GX: two items of 沅江, the second without a legal basis), where
+    the library stage stores it: ``reports/<run>/internal/``."""
+    from tests.validation.item_fixtures import HUNAN_USCC
+    from tests.validation.item_fixtures import make_record as fixture_record
+    from tongban.outbound.wire import home_region
+    from tongban.validation import validate_items
+
+    home = home_region(load_registry())
+    records = [fixture_record(1, uscc=HUNAN_USCC, partner=home.division)]
+    records.append(fixture_record(2, uscc=HUNAN_USCC, partner=home.division, legal_basis=""))
+    write_json(
+        root / layout.REPORTS / run_id / layout.INTERNAL / layout.GX_RESULT, validate_items(records, home).gx_result
+    )
+
+
 def _home(root: UPath) -> Path:
     return Path(root.path)
 
@@ -242,6 +258,7 @@ def make_home(home: Path) -> dict[str, dict[str, Any]]:
         },
     )
     _province_check(UPath(home.as_uri()), NEW_RUN)
+    _library_check(UPath(home.as_uri()), NEW_RUN)
     (home / "runs" / NEW_RUN / "999999").mkdir()  # a folder named like a division outside the registry
     (home / "runs" / NEW_RUN / "999999" / layout.GX_RESULT).write_text("{}", encoding="utf-8")
     (home / "secret.txt").write_text(SECRET, encoding="utf-8")

@@ -140,6 +140,20 @@ def test_data_docs_are_rendered_from_the_stored_gx_result(server: Server, browse
     assert status == 404 and "未找到" in missing
 
 
+def test_library_check_data_docs_are_linked_from_the_run_that_stored_them(server: Server, browser: Browser) -> None:
+    """沅江's own library check (internal): its GX result's Data Docs page, linked from the run page of that run
+    only; the second item, without a legal basis, is the failed row."""
+    assert 'href="internal/data_docs.html"' in browser.dom(run_path(NEW_RUN))
+    assert "internal/data_docs.html" not in browser.dom(run_path(OLD_RUN))  # that run stored no library result
+    status, headers, page = server.get(run_path(NEW_RUN, "internal/data_docs.html"))
+    assert status == 200 and "sandbox" in headers["content-security-policy"] and "<script" not in page
+    text = text_of(page)
+    assert f"沅江市事项库校验（内部） · 运行 {NEW_RUN}" in text and "Expectation Suite: tongban_items" in text
+    [legal_basis] = re.findall(r"_legal_basis_ok Status Expectation Observed Value (.*?)% unexpected", text)
+    assert "1 unexpected values found" in legal_basis and re.search(r"Index False 1 1\b", legal_basis)
+    assert server.get(run_path(OLD_RUN, "internal/data_docs.html"))[0] == 404
+
+
 def test_times_are_in_one_named_zone(server: Server, browser: Browser) -> None:
     dom = browser.dom(run_path(NEW_RUN))
     assert "Asia/Shanghai（UTC+08:00）" in dom
