@@ -64,8 +64,6 @@ WARNINGS = "warnings.jsonl"  # validate, rewritten by province: every warning; r
 VALIDATION = "validation.json"  # validate: summary and hold-back rate; read by reconcile (held back?), report, trace
 GX_RESULT = "gx_validation_result.json"  # validate, province (provinces/<code>/), library (internal/): GX's result;
 #                                            the UI renders its Data Docs page from it
-DATA_DOCS = "data_docs"  # validate, province, library: GX Data Docs; served by the UI
-DATA_DOCS_INDEX = "index.html"  # in DATA_DOCS: GX's entry page
 PROVINCE_CHECK = "province_check.json"  # province (validate deletes it): findings and rate; read by reconcile, report
 RECONCILIATION = "reconciliation.json"  # reconcile: the changes; read by publish, report, trace, and a later run's
 #                                         confirm_removals (tongban.guard: plan, province, reconcile)

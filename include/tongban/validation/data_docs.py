@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+import tongban.validation.gx_import  # noqa: F401  (before any GX import: GX without what it would load unused)
+
 if TYPE_CHECKING:
     from great_expectations.render.renderer import ValidationResultsPageRenderer
 

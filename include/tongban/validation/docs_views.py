@@ -1,15 +1,12 @@
-"""GX's Data Docs page views with their Jinja templates compiled once per machine, not once per build.
+"""GX's Data Docs page view with its Jinja templates compiled once per machine, not once per view.
 
-GX gives every view it instantiates a Jinja environment of its own, so each Data Docs build (one per
-validation: every partner's, the library's, every province's) compiled GX's page templates anew: most of
-the build's time. These views are GX's own (``DefaultJinjaPageView``, ``DefaultJinjaIndexPageView``) with a
-Jinja bytecode cache in the user's temporary folder (``jinja2.FileSystemBytecodeCache``, keyed by template
-and checked against its source, so an upgraded GX recompiles), named in the Data Docs site config
-(``runner._docs_site``). The pages are the same; only their compilation is shared between builds and task
-processes. The UI's Data Docs pages, rendered on demand from a stored result (``tongban.validation.data_docs``),
-use ``CachedPageView`` too.
+GX gives every view it instantiates a Jinja environment of its own, which compiles GX's page templates anew:
+most of the time a page takes. ``CachedPageView`` is GX's own ``DefaultJinjaPageView`` with a Jinja bytecode
+cache in the user's temporary folder (``jinja2.FileSystemBytecodeCache``, keyed by template and checked against
+its source, so an upgraded GX recompiles). The UI's Data Docs pages, rendered on demand from a stored result
+(``tongban.validation.data_docs``), use it: a new API-server worker does not compile the templates again.
 
-Imports GX at its top: GX instantiates these classes by name while it builds Data Docs.
+Imports GX at its top: import it only inside functions, after ``tongban.validation.gx_import``.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from great_expectations.render.view.view import DefaultJinjaIndexPageView, DefaultJinjaPageView
+from great_expectations.render.view.view import DefaultJinjaPageView
 from jinja2 import FileSystemBytecodeCache
 
 
@@ -27,12 +24,6 @@ def bytecode_cache() -> FileSystemBytecodeCache:
 
 
 class CachedPageView(DefaultJinjaPageView):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.env.bytecode_cache = bytecode_cache()
-
-
-class CachedIndexPageView(DefaultJinjaIndexPageView):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.env.bytecode_cache = bytecode_cache()
