@@ -104,6 +104,7 @@ def test_the_dag_runs_on_s3_storage(s3: S3Server, tmp_path: Path, monkeypatch: p
     from tongban.store.repo import ItemStore
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+    from tongban_ui.data_docs import gx_page
     from tongban_ui.store import ReportStore
 
     home = tmp_path / "home"
@@ -164,6 +165,9 @@ def test_the_dag_runs_on_s3_storage(s3: S3Server, tmp_path: Path, monkeypatch: p
     for division in PARTNERS:
         stats = store.gx_stats(run_id, division)
         assert stats is not None and stats.evaluated > 0
+        # the Data Docs page the UI renders from the result in the bucket (tasks write no Data Docs)
+        page = gx_page(store.read(store.path(RUNS, run_id, division, [layout.GX_RESULT])))
+        assert "tongban_items" in page and "expect_five_level_elements_identical" in page, page[:2000]
         assert "<html" in store.read(store.path(REPORTS, run_id, division, [REPORT_HTML])).decode("utf-8").lower()
 
     # the replay CLI, outside Airflow, reads the bucket through the standard AWS variables
