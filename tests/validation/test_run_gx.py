@@ -48,6 +48,7 @@ def test_the_suite_is_built_once_and_a_result_does_not_depend_on_the_validation_
     as_jinan = _validate(suite, jinan)  # the same context and GX suite, another province as the parameter
     assert runner._gx_suite.cache_info().misses == 1 and runner._gx_suite.cache_info().hits == 1
     assert _failed(as_guangzhou) == set()
+    assert as_guangzhou["meta"]["run_id"]["run_time"] == as_guangzhou["meta"]["validation_time"]  # when it ran
     assert _failed(as_jinan) == {"dept_uscc_province"}  # 广州's codes are not 济南's province
 
     runner._gx_suite.cache_clear()

@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,7 @@ def run_gx(df: pd.DataFrame, suite: Suite, parameters: Mapping[str, Any]) -> dic
     renders its Data Docs page from it when someone opens it.
     """
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.data_context.context_factory import project_manager
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -140,6 +142,7 @@ def run_gx(df: pd.DataFrame, suite: Suite, parameters: Mapping[str, Any]) -> dic
     from tongban.validation.gx_memo import install
 
     install()
+    started = datetime.now(UTC)
     gx_suite = _gx_suite(str(suite.path), json.dumps(suite.document, sort_keys=True))
     context = gx.get_context(  # a new one each time (0.02 s): nothing of a validation outlives it
         mode="ephemeral",
@@ -159,6 +162,8 @@ def run_gx(df: pd.DataFrame, suite: Suite, parameters: Mapping[str, Any]) -> dic
         result = batch.validate(gx_suite, result_format=RESULT_FORMAT, expectation_parameters=dict(parameters))
     finally:
         project_manager.set_project(None)  # GX keeps the newest context, and with it the frame, until the next
+    run = RunIdentifier(run_time=started)  # when it ran, as a checkpoint would note it (its Data Docs page shows it)
+    result.meta |= {"run_id": run, "validation_time": run.run_time}
     return result.to_json_dict()
 
 
