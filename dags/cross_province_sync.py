@@ -140,7 +140,8 @@ DEADLINE = DeadlineAlert(
     callback=AsyncCallback("tongban_alerts.deadline_missed"),
     name="nightly sync not finished by 06:00",
 )
-# TONGBAN_DEADLINE_ALERT=off leaves it out; `make run` and the e2e test set it for `airflow dags test`:
+# TONGBAN_DEADLINE_ALERT=off leaves it out; the embedded deployment (scripts/localenv.py: `make run`, `make ui`,
+# the tests) sets it, for `airflow dags test` and for every process that shares its metadata database with one:
 # Airflow 3.3.2's Dag.test() builds its scheduler Dag from the in-memory serialisation, whose deadlines
 # are not yet the UUIDs that DagRun.update_state looks up when the run succeeds ("'dict' object has no
 # attribute 'hex'"); and `dags test` has no triggerer to run the alert anyway.

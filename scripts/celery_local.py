@@ -518,6 +518,8 @@ def main() -> int:
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
                 "TONGBAN_DB_URL": pg_url(STORE_DB),
+                # the production DAG, its 06:00 deadline alert included (no `airflow dags test` on this database)
+                "TONGBAN_DEADLINE_ALERT": "on",
                 **({"AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": "{}"} if args.no_preload else {}),
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                 "NO_PROXY": "*",

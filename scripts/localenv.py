@@ -78,6 +78,10 @@ def airflow_env(home: Path | None = None, extra: dict[str, str] | None = None) -
             env[key] = value
         else:
             env.setdefault(key, value)
+    # No 06:00 deadline alert in this deployment, whatever the caller's environment says: `make run`'s `airflow
+    # dags test` cannot run the DAG with it (dags_test_command), and a DAG with it serialises differently, so
+    # `make ui` (the same metadata database) would add a DAG version at every switch between the two.
+    env["TONGBAN_DEADLINE_ALERT"] = "off"
     env.update(extra or {})
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # standalone runs `airflow …`
     airflow_home.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -142,3 +143,46 @@ def _alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+# What the dag-processor of `make ui` and `airflow dags test` of `make run` both do with the DAG file: parse the
+# bundle and write each DAG's serialisation to the metadata database; prints the hash stored. A changed hash is a
+# new DAG version once the previous one has run (Airflow rewrites a version no task has run in place).
+WRITE_DAG = """
+from sqlalchemy import select
+from airflow.dag_processing.bundles.manager import DagBundlesManager
+from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+from airflow.models.serialized_dag import SerializedDagModel
+from airflow.utils.session import create_session
+
+manager = DagBundlesManager()
+manager.sync_bundles_to_db()
+for bundle in manager.get_all_dag_bundles():
+    bundle.initialize()
+    bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
+    sync_bag_to_db(bag, bundle.name, bundle.version)
+with create_session() as session:
+    print(session.scalar(select(SerializedDagModel.dag_hash).where(SerializedDagModel.dag_id == "cross_province_sync")))
+"""
+
+
+def test_make_run_and_make_ui_serialise_the_same_dag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Switching between `make run` and `make ui` on one home adds no DAG version: the DAG each writes to the
+    metadata database is the same (it differed by the 06:00 deadline alert, which `airflow dags test` must leave
+    out), so the UI does not show a new version of unchanged code at each switch."""
+    from scripts.localenv import airflow, airflow_env, dags_test_command
+
+    for key in list(os.environ):  # this deployment only: none of the caller's Airflow/tongban settings
+        if key.startswith(("AIRFLOW", "TONGBAN_")):
+            monkeypatch.delenv(key)
+    env = airflow_env(tmp_path)
+    assert airflow("db", "migrate", env=env, capture_output=True).returncode == 0
+    _, run_env = dags_test_command(env)  # make run
+    ui_env = env  # make ui: what serve_ui hands `airflow standalone`
+    now = {"AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0"}  # a switch comes minutes later, not seconds
+    hashes = []
+    for path_env in (run_env, ui_env, run_env):
+        done = subprocess.run([sys.executable, "-c", WRITE_DAG], env=path_env | now, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        hashes.append(done.stdout.split()[-1])
+    assert len(set(hashes)) == 1, hashes
