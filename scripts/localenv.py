@@ -91,6 +91,19 @@ def airflow_env(home: Path | None = None, extra: dict[str, str] | None = None) -
     return env
 
 
+def local_parallelism(pool_slots: int, cpus: int | None = None) -> int:
+    """Task processes at once for the LocalExecutor of `make ui`, Airflow's ``[core] parallelism`` (default 32),
+    which is also how many worker processes the executor keeps once it has started them: one CPU-bound task per
+    core (normalise, validate, reconcile) plus the ``partner_api`` pool's slots, the pulls that wait on partners."""
+    return (cpus or len(os.sched_getaffinity(0))) + pool_slots
+
+
+def ui_env(env: dict[str, str], pool_slots: int) -> dict[str, str]:
+    """The environment of `make ui`'s `airflow standalone`: ``env`` with the LocalExecutor sized for this machine
+    (:func:`local_parallelism`), unless ``env`` sets ``AIRFLOW__CORE__PARALLELISM`` itself."""
+    return {"AIRFLOW__CORE__PARALLELISM": str(local_parallelism(pool_slots)), **env}
+
+
 def airflow_command(*args: str) -> list[str]:
     """The command line of the `airflow` CLI of this virtualenv."""
     return [str(Path(sys.executable).with_name("airflow")), *args]

@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 from upath import UPath
 
-from scripts.localenv import DAG_ID, airflow_env, dags_test, ensure_pools, tongban_home
+from scripts.localenv import DAG_ID, airflow_env, dags_test, ensure_pools, tongban_home, ui_env
 from tongban.connections import PLATFORM_CONN_ID, conn_env_var, simulator_connections
 from tongban.layout import REPORT_JSON, REPORTS, SUMMARY
 from tongban.publish import PlatformClient, PublishError, drift
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         for name in real:  # a partner the operator pointed at its real endpoint (docs/partner-formats.md §10)
             print(f"{name}: set in the environment, used as it is (not the simulator)")
         env = airflow_env(home, {k: v for k, v in simulated.items() if k not in real})
-        ensure_pools(env, divisions)
+        pool_slots = ensure_pools(env, divisions)
         print(f"simulators: partners {urls.partners}  platform {urls.platform}")
         if args.ui:
             port = env.get("AIRFLOW__API__PORT", "8080")
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
                 " with 'Unpause … on trigger' ticked, or switch it on first with `.venv/bin/python -m scripts.localenv"
                 f" dags unpause {DAG_ID}` (the scheduler then also starts the last 02:00 run); docs/runbook.md."
             )
-            serve_ui(env)
+            serve_ui(ui_env(env, pool_slots))
             return 0
         started = time.time()
         log = log_dir / f"dags-test-{time.strftime('%Y%m%dT%H%M%S')}.log"

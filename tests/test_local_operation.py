@@ -170,7 +170,7 @@ def test_make_run_and_make_ui_serialise_the_same_dag(tmp_path: Path, monkeypatch
     """Switching between `make run` and `make ui` on one home adds no DAG version: the DAG each writes to the
     metadata database is the same (it differed by the 06:00 deadline alert, which `airflow dags test` must leave
     out), so the UI does not show a new version of unchanged code at each switch."""
-    from scripts.localenv import airflow, airflow_env, dags_test_command
+    from scripts.localenv import airflow, airflow_env, dags_test_command, ui_env
 
     for key in list(os.environ):  # this deployment only: none of the caller's Airflow/tongban settings
         if key.startswith(("AIRFLOW", "TONGBAN_")):
@@ -178,11 +178,32 @@ def test_make_run_and_make_ui_serialise_the_same_dag(tmp_path: Path, monkeypatch
     env = airflow_env(tmp_path)
     assert airflow("db", "migrate", env=env, capture_output=True).returncode == 0
     _, run_env = dags_test_command(env)  # make run
-    ui_env = env  # make ui: what serve_ui hands `airflow standalone`
+    ui = ui_env(env, pool_slots=4)  # make ui: what serve_ui hands `airflow standalone`
     now = {"AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0"}  # a switch comes minutes later, not seconds
     hashes = []
-    for path_env in (run_env, ui_env, run_env):
+    for path_env in (run_env, ui, run_env):
         done = subprocess.run([sys.executable, "-c", WRITE_DAG], env=path_env | now, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         hashes.append(done.stdout.split()[-1])
     assert len(set(hashes)) == 1, hashes
+
+
+def test_make_ui_sizes_the_local_executor_for_the_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make ui`'s LocalExecutor keeps a worker process per task it may run at once, `[core] parallelism`, 32 by
+    default: 32 idle processes on a 2-core machine. The UI mode sets it to the machine's cores plus the
+    ``partner_api`` pool's slots; the operator's own setting wins."""
+    from scripts.localenv import airflow_env, local_parallelism, ui_env
+
+    monkeypatch.delenv("AIRFLOW__CORE__PARALLELISM", raising=False)
+    assert local_parallelism(pool_slots=4, cpus=2) == 6
+    assert local_parallelism(pool_slots=1, cpus=64) == 65
+    cpus = len(os.sched_getaffinity(0))
+    env = ui_env(airflow_env(tmp_path), pool_slots=4)
+    assert env["AIRFLOW__CORE__PARALLELISM"] == str(cpus + 4)
+    # the executor Airflow builds from that environment (the option's name and section are right)
+    code = "from airflow.executors.executor_loader import ExecutorLoader as L; e = L.get_default_executor(); "
+    code += "print(type(e).__name__, e.parallelism)"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-2:] == ["LocalExecutor", str(cpus + 4)]
+    monkeypatch.setenv("AIRFLOW__CORE__PARALLELISM", "3")
+    assert ui_env(airflow_env(tmp_path), pool_slots=4)["AIRFLOW__CORE__PARALLELISM"] == "3"
