@@ -53,7 +53,7 @@ def prepare(root: UPath, run_id: str, division: str, *, dry_run: bool = False, *
     """What the stages before leave behind: publish.json in the run folder, report.json in the report folder.
 
     ``report``: fields of report.json to override (``stated_run``: the run id it states)."""
-    write_json(run_dir(root, run_id, division) / layout.PUBLISH, {"dry_run": dry_run, "accepted": []})
+    write_json(run_dir(root, run_id, division) / layout.PUBLISH, {"dry_run": dry_run, "accepted": [], "rejected": []})
     content = {"partner": division, "run_id": report.pop("stated_run", run_id), "counts": {"fetched": 3, "added": 1}}
     content |= report
     return write_json(report_dir(root, run_id, division) / layout.REPORT_JSON, content).parent
@@ -203,7 +203,7 @@ def test_changes_of_a_run_whose_report_never_arrived_are_told_by_the_next_delive
         earlier=earlier,
     )
     assert built.counts.earlier_unreported == 2 and {e.kind_label for e in built.earlier} == {"新增"}
-    write_json(run_dir(root, second, division) / layout.PUBLISH, {"dry_run": False, "accepted": []})
+    write_json(run_dir(root, second, division) / layout.PUBLISH, {"dry_run": False, "accepted": [], "rejected": []})
     out = report_dir(root, second, division)
     report.write(built, out)
     html = (out / layout.REPORT_HTML).read_text(encoding="utf-8")

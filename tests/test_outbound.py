@@ -13,6 +13,7 @@ from upath import UPath
 
 from tests.test_publish import store  # noqa: F401  (the item store fixture: SQLite and PostgreSQL)
 from tongban import layout
+from tongban.files import OutboundFile
 from tongban.http import HttpSettings
 from tongban.ingest import FetchSettings
 from tongban.layout import LIBRARY_CHECK
@@ -71,7 +72,7 @@ class World:
         assert answer.status_code == 200, answer.text
         return answer.json()
 
-    def outbound(self, run_id: str, division: str) -> dict[str, Any]:
+    def outbound(self, run_id: str, division: str) -> OutboundFile:
         found = stages.outbound_of(self.root, run_id, division)
         assert found is not None
         return found
@@ -112,7 +113,7 @@ def test_every_drift_is_found_repaired_and_a_rerun_sends_nothing(world: World, m
         summary = first[roles[role]]
         assert getattr(summary, kind) > 0 and summary.sent == getattr(summary, kind), (role, summary)
         assert all(getattr(summary, k) == 0 for k in kinds.values() if k != kind), (role, summary)
-    behind = world.outbound("r1", roles["behind"])["diff"]["outdated"]
+    behind = world.outbound("r1", roles["behind"]).diff["outdated"]
     assert {e["element"] for c in behind for e in c["changes"]} == {"time_limit", "materials"}
     report = section(world.outbound("r1", roles["mode_mismatch"]))
     assert report.mode_mismatch and all(m.extra != "（无）" or m.lacking != "（无）" for m in report.mode_mismatch)
@@ -142,7 +143,7 @@ def test_a_changed_item_goes_to_its_partners_only_and_an_invalid_one_keeps_the_p
     for division, summary in second.items():
         if division in narrow["regions"]:
             assert (summary.sent, summary.outdated) == (1, 1), (division, summary)
-            [outdated] = world.outbound("r2", division)["diff"]["outdated"]
+            [outdated] = world.outbound("r2", division).diff["outdated"]
             assert outdated["task_code"] == code
             assert outdated["changes"] == [
                 {
@@ -215,7 +216,7 @@ def test_the_partner_report_shows_the_section_in_json_html_and_xlsx(world: World
     )
     paths = reports.write(built, UPath(tmp_path / "report"))
     loaded = PartnerReport.load(Path(paths["report_json"]).read_bytes())
-    assert loaded.outbound is not None and loaded.outbound.counts.outdated == len(outbound["diff"]["outdated"]) > 0
+    assert loaded.outbound is not None and loaded.outbound.counts.outdated == len(outbound.diff["outdated"]) > 0
     change = loaded.outbound.outdated[0].changes[0]
     html = Path(paths["report_html"]).read_text()
     assert "沅江事项在贵地配置情况" in html and loaded.outbound.outdated[0].task_code in html
@@ -239,7 +240,8 @@ def test_the_summary_gives_every_partner_both_directions_with_a_trend(tmp_path: 
     def offer(run_id: str, division: str, configured: int | None, status: str = "ok", before: int = 90) -> None:
         counts = {"offered": 92, "configured": configured, "missing": 2, "outdated": 0, "withdrawn": 0}
         counts |= {"mode_mismatch": 0, "sent": 2 if status == "ok" else 0}
-        record = {"status": status, "error": None if status == "ok" else "HTTP 503", "counts": counts}
+        record = {"status": status, "error": None if status == "ok" else "HTTP 503", "dry_run": False, "counts": counts}
+        record |= {"diff": {}, "results": [], "not_configured": []}
         write_json(root / "runs" / run_id / division / layout.OUTBOUND, record | {"configured_before": before})
 
     offer("r1", "440100", 92)
@@ -290,7 +292,8 @@ def test_a_dead_runs_offer_batches_are_settled_and_a_superseded_run_offers_nothi
     assert world.store.unsettled(division, direction=OFFER) == []  # nothing left pending
     assert world.store.ledger_entry("offer-a")["status"] == "unsent"
     assert world.store.ledger_entry("offer-b")["status"] == "superseded"
-    settled = {s["key"]: (s["was"], s["now"]) for s in world.outbound("next", division)["settled"]}
+    written = read_json(world.root / "runs" / "next" / division / layout.OUTBOUND)  # who reads it: people (runbook)
+    settled = {s["key"]: (s["was"], s["now"]) for s in written["settled"]}
     assert settled == {"offer-a": ("pending", "unsent"), "offer-b": ("sent", "superseded")}
     configured = world.configured(division)
     assert same(offer_of(world, "next", division), configured)

@@ -60,7 +60,7 @@ class Nights:
             self.n += 1
             run_id = f"scheduled__2026-11-{self.n:02d}T18:00:00+00:00"
         run = run_dir(self.root, run_id, self.partner.division)
-        write_json(run / layout.FETCH, {"mode": "full" if full else "incremental"})
+        write_json(run / layout.FETCH, {"mode": "full" if full else "incremental", "status": "ok"})
         quarantine = [
             {"position": f"第1页第{i + 1}条", "task_code": code, "problems": [_problem()]}
             for i, code in enumerate(quarantined)

@@ -29,7 +29,7 @@ def test_incremental_pull_is_checked_against_the_published_group(run: UPath, sto
     city, district = make_record(1, uscc=CITY_USCC, level="3"), make_record(1, uscc=DISTRICT_USCC, level="4")
     store.apply("run-0", PARTNER.division, [city, district], [])
     changed = make_record(1, uscc=DISTRICT_USCC, level="4", result="另一个办理结果")  # differs from the city's
-    write_json(run / layout.FETCH, {"mode": "incremental"})
+    write_json(run / layout.FETCH, {"mode": "incremental", "status": "ok"})
     write_jsonl(run / layout.ITEMS, [changed])
 
     summary = pipeline.validate(PARTNER, run, store)
@@ -53,7 +53,7 @@ def test_full_pull_is_judged_on_its_own_and_can_hold_the_partner_back(
 ) -> None:
     good = [make_record(i) for i in range(1, 5)]
     bad = make_record(9, legal_basis="")
-    write_json(run / layout.FETCH, {"mode": "full"})
+    write_json(run / layout.FETCH, {"mode": "full", "status": "ok"})
     write_jsonl(run / layout.ITEMS, [*good, bad])
 
     monkeypatch.setenv("TONGBAN_MAX_CRITICAL_RATE", "0.25")
@@ -64,3 +64,28 @@ def test_full_pull_is_judged_on_its_own_and_can_hold_the_partner_back(
     monkeypatch.setenv("TONGBAN_MAX_CRITICAL_RATE", "0.1")
     assert pipeline.validate(PARTNER, run, store).held_back is True
     assert read_json(run / layout.VALIDATION)["held_back"] is True
+
+
+def test_stage_files_are_read_through_their_types_and_a_missing_field_names_the_file(run: UPath) -> None:
+    """fetch.json, publish.json, delivery.json, outbound.json and summary.json are read as ``tongban.files`` types:
+    a field renamed by a writer fails the reader loudly, naming the file, instead of reading as None (issue 15)."""
+    import msgspec
+
+    from tongban.files import DeliveryFile, FetchFile, OutboundFile, PublishFile, SummaryFile
+
+    write_json(run / layout.FETCH, {"mode": "incremental", "status": "ok", "fetched": 3, "started_at": "…"})
+    assert read_json(run / layout.FETCH, FetchFile) == FetchFile(mode="incremental", status="ok", fetched=3)
+    assert pipeline.is_full_pull(run) is False
+    write_json(run / layout.FETCH, {"pull_mode": "incremental", "status": "ok"})  # a writer renamed `mode`
+    with pytest.raises(msgspec.ValidationError, match=r"fetch\.json: does not match FetchFile: .*`mode`"):
+        pipeline.is_full_pull(run)
+    broken = [
+        (layout.PUBLISH, {"dryrun": True, "accepted": [], "rejected": []}, PublishFile, "`dry_run`"),
+        (layout.DELIVERY, {"status": 200}, DeliveryFile, r"`\$\.status`"),
+        (layout.OUTBOUND, {"status": "ok", "error": None, "dry_run": False}, OutboundFile, "`counts`"),
+        (layout.SUMMARY, {"run_id": "r1", "partners": [{"division": "440100"}]}, SummaryFile, "`partner`"),
+    ]
+    for name, content, file_type, field in broken:
+        write_json(run / name, content)
+        with pytest.raises(msgspec.ValidationError, match=rf"{name}: does not match {file_type.__name__}: .*{field}"):
+            read_json(run / name, file_type)

@@ -48,7 +48,7 @@ def store(tmp_path) -> ItemStore:
 
 def validate(runs: UPath, store: ItemStore, partner: Partner, records: list[dict[str, Any]]) -> Validated:
     run = runs / partner.division
-    write_json(run / layout.FETCH, {"mode": "full"})
+    write_json(run / layout.FETCH, {"mode": "full", "status": "ok"})
     write_jsonl(run / layout.ITEMS, records)
     write_jsonl(run / layout.QUARANTINE, [])
     return pipeline.validate(partner, run, store)
@@ -235,7 +235,7 @@ def test_incremental_pull_is_compared_with_the_partners_published_items_and_reru
     store.apply("run-0", GZ.division, [item(GZ, 1), item(GZ, 2)], [])
     store.apply("run-0", SZ.division, [item(SZ, 2)], [])
     run = runs / SZ.division
-    write_json(run / layout.FETCH, {"mode": "incremental"})
+    write_json(run / layout.FETCH, {"mode": "incremental", "status": "ok"})
     changed = item(SZ, 2, result=OTHER_RESULT)  # 深圳 alone changes an item that 广州 holds unchanged
     write_jsonl(run / layout.ITEMS, [changed])
     validated = {SZ.division: pipeline.validate(SZ, run, store)}

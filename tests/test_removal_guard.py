@@ -316,7 +316,7 @@ def test_a_frozen_watermark_from_before_is_taken_as_now(world: World) -> None:
     now = datetime.now(UTC)
     watermark.record(world.root, CURSOR, "old", {"mode": "full", "pulled_at": (now - timedelta(days=1)).isoformat()}
                      | {"watermark": "2099-12-31T00:00:00+08:00", "fetched": 1})  # fmt: skip
-    write_json(run_dir(world.root, "old", CURSOR) / layout.PUBLISH, {"dry_run": False})
+    write_json(run_dir(world.root, "old", CURSOR) / layout.PUBLISH, {"dry_run": False, "accepted": [], "rejected": []})
     plan = watermark.plan(world.root, partner, "new", now=now)
     assert plan.mode == "incremental" and plan.since == now - watermark.OVERLAP
 

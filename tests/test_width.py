@@ -82,7 +82,7 @@ def test_a_five_level_difference_only_in_invisible_characters_says_so(tmp_path: 
     city = make_record(1, uscc=CITY_USCC, level="3")
     district = make_record(1, uscc=DISTRICT_USCC, level="4", result=city["result"][:2] + ZWSP + city["result"][2:])
     other = make_record(2, uscc=DISTRICT_USCC, level="4")
-    write_json(run / layout.FETCH, {"mode": "full"})
+    write_json(run / layout.FETCH, {"mode": "full", "status": "ok"})
     write_jsonl(
         run / layout.ITEMS, [city, district, other, make_record(2, uscc=CITY_USCC, level="3", result="别的结果")]
     )

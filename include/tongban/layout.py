@@ -30,7 +30,9 @@ read only ``rejected.jsonl`` / ``warnings.jsonl``. A new validation deletes ``pr
 ``tongban.validation.outcome.FlaggedRecord`` (its findings ``outcome.Finding``); the changes in
 ``reconciliation.json`` are ``tongban.reconcile.ElementChange``; ``duplicates.jsonl`` and ``normalised.jsonl``
 hold ``normalise.Duplicate`` and ``normalise.NormalisedValue``. The partner's report shows these same
-types; ``storage.read_jsonl(path, Type)`` reads a file's lines as them.
+types; ``storage.read_jsonl(path, Type)`` reads a file's lines as them. ``fetch.json``, ``publish.json``,
+``outbound.json``, ``delivery.json`` and ``summary.json`` are read as ``tongban.files`` types (the fields their
+readers use) with ``storage.read_json(path, Type)``, which names the file when one lacks a field.
 """
 
 from __future__ import annotations

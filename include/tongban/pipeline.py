@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence, Set
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import requests
 from upath import UPath
 
@@ -28,6 +29,7 @@ from tongban import report as report_mod
 from tongban.archive import Archive
 from tongban.config import CHINA_TZ, max_critical_rate
 from tongban.delivery import DeliveryError, report_url, send_report
+from tongban.files import DeliveryFile, FetchFile, OutboundFile, PublishFile
 from tongban.http import HttpSettings
 from tongban.ingest import FetchError, FetchSettings, archived_pages, fetch_catalogue
 from tongban.layout import (
@@ -311,7 +313,7 @@ def held_codes(run: UPath) -> set[str]:
 def is_full_pull(run: UPath) -> bool:
     """Whether this run's pull was a full one (a run folder without fetch.json predates incremental pulls)."""
     path = run / FETCH
-    return not path.exists() or read_json(path).get("mode", "full") == "full"
+    return not path.exists() or read_json(path, FetchFile).mode == "full"
 
 
 def reconcile_partner(
@@ -360,12 +362,14 @@ def _guard_removals(
 ) -> None:
     """The removal guard (``guard.apply``) on ``recon`` with this pull's catalogue size against the last complete
     full pull's, and the removals ``confirmed_run`` held (confirmed by a person)."""
-    pulled = read_json(run / FETCH) if (run / FETCH).exists() else {}
-    declared = pulled.get("declared_total")
+    size = None  # the catalogue's size: what the partner declared, else the records it delivered
+    if (run / FETCH).exists():
+        pulled = read_json(run / FETCH, FetchFile)
+        size = pulled.declared_total if pulled.declared_total is not None else pulled.fetched
     guard.apply(
         recon,
         published,
-        size=declared if declared is not None else pulled.get("fetched"),
+        size=size,
         previous_size=watermark.last_full_size(root, division, exclude_run=run_id),
         confirmed=guard.held_removals(root, division, confirmed_run) if confirmed_run else (),
         confirmed_run=confirmed_run,
@@ -424,19 +428,20 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
     quarantined = list(read_jsonl(run / QUARANTINE))
     rejected = list(read_jsonl(run / REJECTED))
     recon = Reconciliation.from_dict(read_json(run / RECONCILIATION))
-    published = read_json(run / PUBLISH)
+    published = msgspec.to_builtins(read_json(run / PUBLISH, PublishFile))  # the fields the report uses
     pulled = None  # an incremental pull says nothing of the items it did not carry
     if recon.full:
         pulled = {r["task_code"] for r in read_jsonl(run / ITEMS)} | {q["task_code"] for q in quarantined}
     outstanding, resolved = store.track_outstanding(
         run_id,
         partner.division,
-        outstanding_mod.problems(rejected, quarantined, published.get("rejected", [])),
+        outstanding_mod.problems(rejected, quarantined, published["rejected"]),
         outstanding_mod.fixed(recon, published),
         pulled,
-        persist=not published.get("dry_run"),
+        persist=not published["dry_run"],
     )
-    fetch_info = read_json(run / FETCH) if (run / FETCH).exists() else {}
+    fetch_info = read_json(run / FETCH, FetchFile) if (run / FETCH).exists() else None
+    outbound = read_json(run / OUTBOUND, OutboundFile) if (run / OUTBOUND).exists() else None  # this run's offer
     checked = run / PROVINCE_CHECK if (run / PROVINCE_CHECK).exists() else run / VALIDATION
     check = read_json(checked) if recon.held_back and checked.exists() else None  # why it was held back
     report = report_mod.build(
@@ -455,8 +460,8 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
         resolved=resolved,
         hold_back=check,
         held_with_partner=list(accepted_records(run)) if recon.held_back else [],
-        future_dated=fetch_info.get("future_dated_records", []),
-        outbound=read_json(run / OUTBOUND) if (run / OUTBOUND).exists() else None,  # this run's offer to it
+        future_dated=fetch_info.future_dated_records if fetch_info else [],
+        outbound=outbound,
         earlier=store.unreported(partner.division, run_id),
     )
     paths = report_mod.write(report, out)
@@ -515,7 +520,7 @@ def deliver(
     archive = Archive(root_of(run) if root is None else root)
     digest = archive.put(body)
     if dry_run is None:
-        dry_run = bool(read_json(run / PUBLISH).get("dry_run", False))
+        dry_run = read_json(run / PUBLISH, PublishFile).dry_run
     record: dict[str, Any] = {
         "partner": partner.division,
         "run_id": run_id,
@@ -526,7 +531,7 @@ def deliver(
         "at": datetime.now(UTC).isoformat(),
     }
     path = report_dir / DELIVERY
-    history = read_json(path)["deliveries"] if path.exists() else []
+    history = read_json(path, DeliveryFile).deliveries if path.exists() else []
     if dry_run:
         record |= {"status": "skipped", "reason": "dry run: nothing was published, nothing is delivered"}
     else:

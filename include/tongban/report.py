@@ -22,6 +22,7 @@ from upath import UPath
 
 from tongban import guard, watermark
 from tongban.config import max_critical_rate
+from tongban.files import DeliveryFile, OutboundFile
 from tongban.layout import DELIVERY, REPORT_HTML, REPORT_JSON, REPORT_XLSX, SUMMARY
 from tongban.model import COMPARED, LABELS
 from tongban.normalise import WIDTH_ONLY, Duplicate, NormalisedValue, width_only_difference
@@ -188,7 +189,7 @@ def build(
     held_with_partner: Sequence[Mapping[str, Any]] = (),
     future_dated: Sequence[Mapping[str, Any]] = (),
     normalised: Sequence[NormalisedValue | Mapping[str, Any]] = (),
-    outbound: Mapping[str, Any] | None = None,
+    outbound: OutboundFile | None = None,
     earlier: Sequence[Mapping[str, Any]] = (),
 ) -> PartnerReport:
     """Everything a partner needs to know about one run, from the stages' files (see pipeline.write_report).
@@ -503,7 +504,7 @@ DELIVERED = ("delivered", "already_received", "skipped")
 def _delivery_status(folder: UPath) -> str:
     """The last delivery status of a report (``delivery.json`` beside it), or ``not_delivered``."""
     path = folder / DELIVERY
-    return str(read_json(path)["status"]) if path.exists() else "not_delivered"
+    return read_json(path, DeliveryFile).status if path.exists() else "not_delivered"
 
 
 def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> dict[str, Any]:

@@ -24,8 +24,22 @@ def write_json(path: UPath, value: Any) -> UPath:
     return path
 
 
-def read_json(path: UPath) -> Any:
-    return msgspec.json.decode(path.read_bytes())
+@overload
+def read_json(path: UPath) -> Any: ...
+@overload
+def read_json(path: UPath, file_type: type[T]) -> T: ...
+
+
+def read_json(path: UPath, file_type: type[Any] | None = None) -> Any:
+    """A JSON file: plain values, or ``file_type`` (a dataclass of ``tongban.files``: the fields its readers use,
+    decoded and checked by msgspec; other fields are ignored). A file without a field the type requires, or with
+    one of another type, raises ``msgspec.ValidationError`` naming the file."""
+    if file_type is None:
+        return msgspec.json.decode(path.read_bytes())
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=file_type)
+    except msgspec.ValidationError as exc:
+        raise msgspec.ValidationError(f"{path}: does not match {file_type.__name__}: {exc}") from exc
 
 
 def _encode(value: Any) -> bytes:

@@ -18,6 +18,7 @@ from typing import Any
 from upath import UPath
 
 from tongban import layout, pipeline
+from tongban.files import DeliveryFile, FetchFile, PublishFile
 from tongban.layout import DELIVERY, REPORTS, RUNS
 from tongban.outstanding import KIND_LABELS, RESOLUTION_LABELS
 from tongban.registry import load_registry
@@ -109,10 +110,10 @@ def _run_steps(root: UPath, run_id: str, division: str, code: str) -> list[Step]
     if not run.exists():
         return None
     steps: list[Step] = []
-    fetch = read_json(run / layout.FETCH) if (run / layout.FETCH).exists() else {}
-    mode = "全量" if fetch.get("mode", "full") == "full" else "增量"
-    if fetch.get("status") == "failed":
-        return [Step("拉取", "bad", f"拉取失败：{fetch.get('error', '')}；平台保留该地区上次的清单")]
+    fetch = read_json(run / layout.FETCH, FetchFile) if (run / layout.FETCH).exists() else None
+    mode = "增量" if fetch and fetch.mode == "incremental" else "全量"
+    if fetch and fetch.status == "failed":
+        return [Step("拉取", "bad", f"拉取失败：{fetch.error or ''}；平台保留该地区上次的清单")]
     in_pull = any(_code_of(r) == code for r in _rows(run / layout.ITEMS))
     quarantined = [q for q in _rows(run / layout.QUARANTINE) if q.get("task_code") == code]
     if not in_pull and not quarantined:
@@ -141,10 +142,10 @@ def _run_steps(root: UPath, run_id: str, division: str, code: str) -> list[Step]
         recon = read_json(run / layout.RECONCILIATION)
         steps += _reconciled(recon, code)
     if (run / layout.PUBLISH).exists():
-        steps += _published(read_json(run / layout.PUBLISH), code)
+        steps += _published(read_json(run / layout.PUBLISH, PublishFile), code)
     delivery = root / REPORTS / run_id / division / DELIVERY
     if delivery.exists():
-        status = str(read_json(delivery).get("status"))
+        status = read_json(delivery, DeliveryFile).status
         outcome = "ok" if status in ("delivered", "already_received") else "bad"
         steps.append(Step("送达", outcome, DELIVERY_LABELS.get(status, status)))
     return steps
@@ -167,17 +168,17 @@ def _reconciled(recon: dict[str, Any], code: str) -> list[Step]:
     return []
 
 
-def _published(publish: dict[str, Any], code: str) -> list[Step]:
-    if publish.get("dry_run"):
+def _published(publish: PublishFile, code: str) -> list[Step]:
+    if publish.dry_run:
         return [Step("推送", "info", "试运行：未推送")]
     steps = [
         Step("推送", "ok", f"已推送（{a['op']}），平台已确认接收")
-        for a in publish.get("accepted", [])
+        for a in publish.accepted
         if a.get("task_code") == code
     ]
     steps += [
         Step("推送", "bad", f"平台拒收（{p.get('op')}）：{p.get('reason') or '未说明原因'}")
-        for p in publish.get("rejected", [])
+        for p in publish.rejected
         if p.get("task_code") == code
     ]
     return steps

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import msgspec
 from upath import UPath
 
+from tongban.files import PublishFile
 from tongban.layout import PUBLISH, run_dir, watermark_path
 from tongban.registry import Partner
 from tongban.storage import read_json, write_json
@@ -61,17 +63,20 @@ def load(root: UPath, division: str) -> dict[str, Any]:
     return read_json(path)
 
 
-def published(root: UPath, run_id: str, division: str) -> dict[str, Any] | None:
+def published(root: UPath, run_id: str, division: str) -> PublishFile | None:
     """What ``run_id``'s publish stage recorded for ``division``, if it published for real (not a dry
-    run, not held back); None otherwise."""
+    run, not held back); None otherwise, and for a file that cannot be read. A file without the fields
+    ``PublishFile`` requires raises (naming it)."""
     path = run_dir(root, run_id, division) / PUBLISH
     if not path.exists():
         return None
     try:
-        info = read_json(path)
+        info = read_json(path, PublishFile)
+    except msgspec.ValidationError:
+        raise
     except (ValueError, OSError):
         return None
-    return None if info.get("dry_run", False) or info.get("held_back", False) else info
+    return None if info.dry_run or info.held_back else info
 
 
 def committed(root: UPath, run_id: str, division: str) -> bool:
@@ -86,7 +91,7 @@ def counting_pulls(root: UPath, division: str, exclude_run: str | None = None) -
     for run_id, pull in load(root, division)["pulls"].items():
         info = published(root, run_id, division) if run_id != exclude_run else None
         if info is not None:
-            pulls.append({**pull, "removals_held": int(info.get("removals_held", 0))})
+            pulls.append({**pull, "removals_held": info.removals_held})
     return sorted(pulls, key=lambda p: p["pulled_at"])
 
 

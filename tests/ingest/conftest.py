@@ -112,7 +112,7 @@ def publish_marker(root: UPath, run_id: str, division: str, dry_run: bool = Fals
     """What the publish stage leaves behind (a pull counts for the next one only once published)."""
     from tongban.storage import write_json
 
-    write_json(run_dir(root, run_id, division) / layout.PUBLISH, {"dry_run": dry_run, "accepted": []})
+    write_json(run_dir(root, run_id, division) / layout.PUBLISH, {"dry_run": dry_run, "accepted": [], "rejected": []})
 
 
 def assert_nothing_lost(run: UPath, served: list[dict[str, Any]], partner: Partner) -> None:

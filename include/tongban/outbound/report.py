@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from upath import UPath
 
+from tongban.files import OutboundFile, SummaryFile
 from tongban.layout import LIBRARY_CHECK, LIBRARY_CHECK_HTML, SUMMARY
 from tongban.model import LABELS
 from tongban.reconcile import ElementChange
@@ -89,11 +90,11 @@ class OutboundSection(_Part):
     not_configured: list[str] = Field(default=[], description="offered items not (correctly) configured after the run")
 
 
-def section(outbound: Mapping[str, Any]) -> OutboundSection:
+def section(outbound: OutboundFile) -> OutboundSection:
     """The report section from a partner's ``outbound.json`` (``tongban.outbound.stages``)."""
     from tongban.outbound.wire import MODES
 
-    diff = outbound.get("diff") or {}
+    diff = outbound.diff
 
     def item(record: Mapping[str, Any]) -> OfferedItem:
         modes = list(record.get(MODES) or [])
@@ -102,9 +103,9 @@ def section(outbound: Mapping[str, Any]) -> OutboundSection:
         )
 
     return OutboundSection(
-        status=outbound["status"],
-        error=outbound.get("error"),
-        counts=OutboundCounts(**outbound["counts"]),
+        status=outbound.status,
+        error=outbound.error,
+        counts=OutboundCounts(**outbound.counts),
         missing=[item(r) for r in diff.get("missing", [])],
         outdated=[
             OutdatedItem(task_code=c["task_code"], name=c["name"], changes=[ElementChange(**e) for e in c["changes"]])
@@ -122,11 +123,8 @@ def section(outbound: Mapping[str, Any]) -> OutboundSection:
             )
             for m in diff.get("mode_mismatch", [])
         ],
-        sent=[
-            SentOp(**{k: r.get(k) for k in ("task_code", "op", "status", "reason")})
-            for r in outbound.get("results", [])
-        ],
-        not_configured=list(outbound.get("not_configured", [])),
+        sent=[SentOp(**{k: r.get(k) for k in ("task_code", "op", "status", "reason")}) for r in outbound.results],
+        not_configured=outbound.not_configured,
     )
 
 
@@ -161,14 +159,14 @@ def write_internal_report(check: Mapping[str, Any], out: UPath) -> dict[str, str
     return {"json": str(json_path), "html": str(out / LIBRARY_CHECK_HTML)}
 
 
-def _previous_summary(reports_root: UPath, run_id: str) -> Mapping[str, Any] | None:
+def _previous_summary(reports_root: UPath, run_id: str) -> SummaryFile | None:
     """The summary of the run that finished last before this one (by its summary file's time), if any."""
     from tongban.storage import read_json
 
     found = [p for p in reports_root.glob(f"*/{SUMMARY}") if p.parent.name != run_id]
     if not found:
         return None
-    return read_json(max(found, key=lambda p: (p.stat().st_mtime, p.parent.name)))
+    return read_json(max(found, key=lambda p: (p.stat().st_mtime, p.parent.name)), SummaryFile)
 
 
 def summary_rows(root: UPath, reports_root: UPath, run_id: str, rows: list[dict[str, Any]]) -> list[str]:
@@ -180,9 +178,9 @@ def summary_rows(root: UPath, reports_root: UPath, run_id: str, rows: list[dict[
 
     previous = _previous_summary(reports_root, run_id)
     before = {
-        r["partner"]: r["outbound"]["configured"]
-        for r in (previous or {}).get("partners", [])
-        if (r.get("outbound") or {}).get("configured") is not None
+        r.partner: r.outbound["configured"]
+        for r in (previous.partners if previous else [])
+        if r.outbound and r.outbound["configured"] is not None
     }
     failed = []
     for row in rows:
@@ -190,11 +188,12 @@ def summary_rows(root: UPath, reports_root: UPath, run_id: str, rows: list[dict[
         if found is None:
             row["outbound"] = {"status": "not_run", **dict.fromkeys(COUNT_KEYS), "trend": None}
         else:
-            counts = {k: found["counts"][k] for k in COUNT_KEYS}
-            was = before.get(row["partner"], found.get("configured_before"))
-            trend = counts["configured"] - was if was is not None and counts["configured"] is not None else None
-            row["outbound"] = {"status": found["status"], "error": found.get("error"), **counts, "trend": trend}
-            row["outbound"]["dry_run"] = bool(found.get("dry_run"))
+            counts = {k: found.counts[k] for k in COUNT_KEYS}
+            was = before.get(row["partner"], found.configured_before)
+            configured = counts["configured"]
+            trend = configured - was if was is not None and configured is not None else None
+            row["outbound"] = {"status": found.status, "error": found.error, **counts, "trend": trend}
+            row["outbound"]["dry_run"] = found.dry_run
         if row["outbound"]["status"] != "ok":
             failed.append(row["partner"])
         row["ours"] = ours_cell(row["outbound"])

@@ -17,6 +17,7 @@ from upath import UPath
 
 from tongban.archive import Archive
 from tongban.batches import Sent, readback_problems, send_batches
+from tongban.files import OutboundFile
 from tongban.http import HttpSettings
 from tongban.ingest import FetchSettings
 from tongban.layout import INTERNAL, OUTBOUND, REPORTS, RUNS, run_dir
@@ -178,7 +179,7 @@ def _readback(
     return readback_problems(expected, after, intended, digest)
 
 
-def outbound_of(root: UPath, run_id: str, division: str) -> dict[str, Any] | None:
+def outbound_of(root: UPath, run_id: str, division: str) -> OutboundFile | None:
     """A partner's ``outbound.json`` of a run, or None when the offer did not run."""
     path = root / RUNS / run_id / division / OUTBOUND
-    return read_json(path) if path.exists() else None
+    return read_json(path, OutboundFile) if path.exists() else None

@@ -1,0 +1,74 @@
+"""The JSON files one stage writes and others read back, as the readers see them (``storage.read_json(path, Type)``).
+
+Each class names the fields its readers use, with their types; a field the file does not have and the class
+requires fails the read, naming the file (``storage.read_json``), instead of reading as None further on. Fields the
+class does not name stay in the file and are ignored when it is read: the files' JSON is what the writers make it
+(``tongban.pipeline``, ``tongban.outbound.stages``, ``tongban.report``). A default marks a field that a file of
+that name may lack (a failed pull has no counts; files written before the field was added).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class FetchFile:
+    """``fetch.json`` (``pipeline.fetch``): the pull, ``ok`` with its counts or ``failed`` with the error."""
+
+    mode: Literal["full", "incremental"]
+    status: Literal["ok", "failed"]
+    error: str | None = None  # a failed pull's
+    fetched: int | None = None  # distinct records (an ok pull's)
+    declared_total: int | None = None  # what the partner said it holds (None: its format does not say)
+    future_dated_records: list[dict[str, Any]] = field(default_factory=list)  # dated after the pull started
+
+
+@dataclass(frozen=True)
+class PublishFile:
+    """``publish.json`` (``pipeline.publish_partner``): what was sent to the platform and what it answered."""
+
+    dry_run: bool
+    accepted: list[dict[str, Any]]  # operations the platform applied: op, task_code, …
+    rejected: list[dict[str, Any]]  # operations it refused: op, task_code, reason, …
+    held_back: bool = False  # the whole partner held back: nothing was published
+    removals_held: int = 0  # removals the removal guard held for a person to confirm
+
+
+@dataclass(frozen=True)
+class DeliveryFile:
+    """``delivery.json`` (``pipeline.deliver``): the last delivery of the report, and every one before it."""
+
+    status: Literal["delivered", "already_received", "skipped", "failed"]
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OutboundFile:
+    """``outbound.json`` (``outbound.stages.offer_partner``): our items offered to the partner this run."""
+
+    status: Literal["ok", "failed"]
+    error: str | None
+    dry_run: bool
+    counts: dict[str, int | None]  # outbound.diff.COUNT_KEYS -> number (configured: None when unknown)
+    configured_before: int | None  # configured as offered when the run started (None: not read)
+    diff: dict[str, Any]  # outbound.diff.OfferDiff.as_dict(): missing, outdated, withdrawn, mode_mismatch, …
+    results: list[dict[str, Any]]  # every operation sent and the partner's answer
+    not_configured: list[str]  # offered, not (correctly) configured after the run
+
+
+@dataclass(frozen=True)
+class SummaryPartner:
+    """A partner's row of ``summary.json``, as the next run's summary reads it (its outbound trend)."""
+
+    partner: str
+    outbound: dict[str, Any] | None = None  # status, counts, trend; absent before the outbound side existed
+
+
+@dataclass(frozen=True)
+class SummaryFile:
+    """``summary.json`` (``report.summarise``): the run over all partners."""
+
+    run_id: str
+    partners: list[SummaryPartner]
