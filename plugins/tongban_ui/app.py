@@ -28,7 +28,7 @@ from tongban.layout import (
     REPORTS,
     RUNS,
 )
-from tongban_ui.data_docs import DATA_DOCS_PAGE, gx_page, localise
+from tongban_ui.data_docs import DATA_DOCS_PAGE, Unreadable, gx_page, localise
 from tongban_ui.pages import CSP, error_page, overview_page, run_page, trace_page
 from tongban_ui.settings import Settings
 from tongban_ui.store import (
@@ -162,7 +162,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def data_docs(result: UPath, title: str, home: str) -> Response:
         """GX's Data Docs page of a stored result, rendered now (or taken from the cache)."""
-        page = localise(gx_page(store.read(result)), title, home)
+        try:
+            page = localise(gx_page(store.read(result)), title, home)
+        except Unreadable as exc:
+            log.warning("tongban UI: %s cannot be read: %r", result, exc.__cause__)
+            message = f"无法读取 GX 校验结果文件 {store.name(result)}：{exc}。"
+            return HTMLResponse(error_page(500, message), status_code=500)
         return Response(page, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": ARTIFACT_CSP})
 
     # before the routes of the files: their {name} would take DATA_DOCS_PAGE

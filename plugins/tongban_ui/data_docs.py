@@ -56,16 +56,28 @@ _pages: OrderedDict[bytes, str] = OrderedDict()
 _lock = threading.Lock()
 
 
+class Unreadable(ValueError):
+    """A stored GX result that cannot be rendered; the message says why, in Chinese, for the error page."""
+
+
 def gx_page(result: bytes) -> str:
-    """GX's validation page of a stored result (the file's bytes), from the cache when rendered before."""
+    """GX's validation page of a stored result (the file's bytes), from the cache when rendered before;
+    Unreadable when the file is not JSON or not GX's result."""
     key = hashlib.sha256(result).digest()
     with _lock:
         if key in _pages:
             _pages.move_to_end(key)
             return _pages[key]
-    from tongban.validation.data_docs import validation_page  # GX: imported on the first page asked for
+    from tongban.validation.data_docs import NotAValidationResult, validation_page  # GX: on the first page
 
-    page = validation_page(json.loads(result))
+    try:
+        stored = json.loads(result)
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise Unreadable("文件内容不是有效的 JSON（可能已损坏或未写完）") from exc
+    try:
+        page = validation_page(stored)
+    except NotAValidationResult as exc:
+        raise Unreadable("文件内容不是 GX 校验结果") from exc
     with _lock:
         _pages[key] = page
         while len(_pages) > CACHE_SIZE:

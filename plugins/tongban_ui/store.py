@@ -150,6 +150,10 @@ class ReportStore:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise NotFound(str(path)) from exc
 
+    def name(self, path: UPath) -> str:
+        """A path of this store as the operator names it: relative to the root (``runs/<run>/<division>/…``)."""
+        return posixpath.relpath(path.path, self.root.path)
+
     def exists(self, path: UPath) -> bool:
         try:
             return path.is_file()

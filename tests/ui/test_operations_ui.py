@@ -9,9 +9,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+import pytest
 
 from tests.ui.conftest import (
     HELD,
@@ -152,6 +155,37 @@ def test_library_check_data_docs_are_linked_from_the_run_that_stored_them(server
     [legal_basis] = re.findall(r"_legal_basis_ok Status Expectation Observed Value (.*?)% unexpected", text)
     assert "1 unexpected values found" in legal_basis and re.search(r"Index False 1 1\b", legal_basis)
     assert server.get(run_path(OLD_RUN, "internal/data_docs.html"))[0] == 404
+
+
+CORRUPT_RUN = "manual__2026-11-28T08:00:00+00:00"  # its GX results were damaged in storage
+
+
+@pytest.mark.parametrize(
+    ("rest", "content"),
+    [
+        ("440100/gx_validation_result.json", '{"success": true, "results": ['),  # cut off: not JSON
+        ("440300/gx_validation_result.json", '{"partner": "440300"}'),  # JSON, but not a GX result
+        ("provinces/440000/gx_validation_result.json", "[1, 2]"),
+        ("internal/gx_validation_result.json", "\ufffd\x00"),
+    ],
+)
+def test_a_corrupt_gx_result_is_named_on_the_plugins_error_page(
+    server: Server, browser: Browser, rest: str, content: str
+) -> None:
+    """A stored GX result that cannot be read gives the plugin's error page naming the file, not a traceback."""
+    area = REPORTS if rest.startswith("internal/") else RUNS
+    stored = server.home / area / CORRUPT_RUN / rest
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_text(content, encoding="utf-8")
+    path = run_path(CORRUPT_RUN, rest.replace("gx_validation_result.json", "data_docs.html"))
+    try:
+        status, headers, page = server.get(path)
+        text = text_of(browser.dom(path))
+    finally:  # the other tests (the item trace reads every run folder) never see this run
+        shutil.rmtree(server.home / area / CORRUPT_RUN)
+    assert status == 500 and "style-src 'sha256-" in headers["content-security-policy"]  # the plugin's own page
+    assert f"无法读取 GX 校验结果文件 {area}/{CORRUPT_RUN}/{rest}" in text, text
+    assert "Traceback" not in page and "Error" not in text
 
 
 def test_times_are_in_one_named_zone(server: Server, browser: Browser) -> None:

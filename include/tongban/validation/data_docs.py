@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import tongban.validation.gx_import  # noqa: F401  (before any GX import: GX without what it would load unused)
 
@@ -20,12 +20,23 @@ if TYPE_CHECKING:
     from tongban.validation.docs_views import CachedPageView
 
 
-def validation_page(result: Mapping[str, Any]) -> str:
-    """The HTML page GX's Data Docs show for this validation result (one whole page: GX's inline stylesheet,
-    its CDN links and scripts; serve it through ``tongban_ui.data_docs.localise``)."""
-    from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResultSchema
+class NotAValidationResult(ValueError):
+    """JSON that GX cannot load as a validation result (a stored file damaged or of another kind)."""
 
-    validation = ExpectationSuiteValidationResultSchema().load(dict(result))
+
+def validation_page(result: object) -> str:
+    """The HTML page GX's Data Docs show for this validation result (one whole page: GX's inline stylesheet,
+    its CDN links and scripts; serve it through ``tongban_ui.data_docs.localise``). ``result`` is the stored
+    JSON, parsed; NotAValidationResult when it is not GX's result."""
+    from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResultSchema
+    from marshmallow import ValidationError
+
+    if not isinstance(result, Mapping):
+        raise NotAValidationResult(f"a JSON {type(result).__name__}, not an object")
+    try:
+        validation = ExpectationSuiteValidationResultSchema().load(dict(result))
+    except ValidationError as exc:
+        raise NotAValidationResult(str(exc.messages)) from exc
     renderer, view = _renderer_and_view()
     return str(view.render(renderer.render(validation), show_how_to_buttons=False))
 
