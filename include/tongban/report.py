@@ -21,6 +21,7 @@ import msgspec
 from upath import UPath
 
 from tongban import guard, watermark
+from tongban.codes import TASK_CODE_LENGTH
 from tongban.config import max_critical_rate
 from tongban.files import DeliveryFile, OutboundFile
 from tongban.layout import DELIVERY, REPORT_HTML, REPORT_JSON, REPORT_XLSX, SUMMARY
@@ -457,16 +458,26 @@ def _xlsx_cell(sheet: Any, value: Any, font: Any = None) -> Any:
 XLSX_COLUMN_WIDTH = 8.43  # a spreadsheet column's default width, in widths of the digit 0
 
 
+# columns of 实施编码 (31 characters each, with or without a field name after it): as wide as one code
+CODE_HEADINGS = frozenset({"实施编码", "原实施编码", "新实施编码", "实施编码或字段名"})
+
+
 def heading_width(heading: str) -> int:
     """The column width (in widths of the digit 0) that shows ``heading`` whole: a CJK character takes two,
     and two more for the cell's margins and the bold font."""
     return 2 + sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in heading)
 
 
+def column_width(heading: str) -> int:
+    """The fixed width of the column under ``heading``: a code column shows a whole 实施编码, any other its
+    heading (the values wrap or spill over as the spreadsheet program likes)."""
+    return max(heading_width(heading), TASK_CODE_LENGTH + 2 if heading in CODE_HEADINGS else 0)
+
+
 def write_xlsx(report: PartnerReport, path: UPath) -> UPath:
     """The workbook, streamed (openpyxl's write-only mode: rows are written as they come, so a
     partner's report of tens of thousands of items costs neither quadratic time nor the whole sheet
-    in memory). Each column is at least as wide as its heading."""
+    in memory). Each column is at least as wide as its heading, a column of 实施编码 as a code."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
@@ -476,7 +487,7 @@ def write_xlsx(report: PartnerReport, path: UPath) -> UPath:
     for title, (headings, rows) in _sheets(report).items():
         sheet = workbook.create_sheet(title)
         for number, heading in enumerate(headings, start=1):  # before the first row, as write-only sheets need
-            if (width := heading_width(heading)) > XLSX_COLUMN_WIDTH:
+            if (width := column_width(heading)) > XLSX_COLUMN_WIDTH:
                 sheet.column_dimensions[get_column_letter(number)].width = width
         sheet.append([_xlsx_cell(sheet, h, bold) for h in headings])
         for row in rows:

@@ -15,6 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from upath import UPath
 
 from tests.ui.conftest import (
     HELD,
@@ -30,7 +31,10 @@ from tests.ui.conftest import (
 )
 from tests.ui.test_plugin_page import Rows
 from tests.ui.test_plugin_parts import text_of
+from tongban import report
 from tongban.layout import REJECTED, REPORTS, RUNS, SUMMARY
+from tongban.reconcile import Reconciliation
+from tongban.registry import load_registry
 
 GX_STYLES = "render/view/static/styles/data_docs_default_styles.css"  # in the installed GX package
 
@@ -158,6 +162,7 @@ def test_library_check_data_docs_are_linked_from_the_run_that_stored_them(server
 
 
 CORRUPT_RUN = "manual__2026-11-28T08:00:00+00:00"  # its GX results were damaged in storage
+NARROW_RUN = "manual__2026-11-28T09:00:00+00:00"  # a report of long 待整改 reasons
 
 
 @pytest.mark.parametrize(
@@ -222,6 +227,35 @@ def test_report_headings_keep_to_one_line_however_long_the_rows(server: Server, 
         headings = browser.evaluate(path, lines, width=width)
         assert "已持续（次运行）" in {text for text, _ in headings}
         assert [(text, count) for text, count in headings if count != 1] == [], width
+
+
+def test_report_kinds_keep_to_one_line_in_a_narrow_window(server: Server, browser: Browser) -> None:
+    """The 待整改 table's 类别 (退回 / 隔离 / 平台拒收) beside long reasons: 平台拒收 was split over two lines in a
+    window narrower than the table. Counted as the line boxes of each cell's text, in Chromium."""
+    partner = load_registry().partner("440100")
+    reason = "省一体化平台拒收：办理时限超出法定时限，且设定依据与实施依据不一致，请核对后重新提供。" * 2
+    outstanding = [
+        {"task_code": f"11440100MB2C0000001{i:012d}", "name": f"待整改事项{i}", "kind": kind, "reason": reason,
+         "first_run": NEW_RUN, "first_seen": "2026-11-27T09:30:00+00:00", "nights": 3}
+        for i, kind in enumerate(("platform_rejected", "rejected", "quarantined"))
+    ]  # fmt: skip
+    built = report.build(
+        partner=partner, run_id=NARROW_RUN, fetched=3, quarantined=[], rejected=[], warnings=[],
+        recon=Reconciliation(), publish={}, outstanding=outstanding,
+    )  # fmt: skip
+    report.write(built, UPath(server.home.as_uri()) / REPORTS / NARROW_RUN / "440100")
+    lines = (
+        "Array.from(document.querySelectorAll('#outstanding ~ table')[0].querySelectorAll('td:nth-child(3)'), td => {"
+        " const text = document.createRange(); text.selectNodeContents(td);"
+        " return [td.textContent, new Set(Array.from(text.getClientRects(), r => Math.round(r.top))).size]; })"
+    )
+    try:
+        for width in (1280, 900, 700):
+            kinds = browser.evaluate(run_path(NARROW_RUN, "440100/report.html"), lines, width=width)
+            assert [text for text, _ in kinds] == ["平台拒收", "退回", "隔离"]
+            assert [(text, count) for text, count in kinds if count != 1] == [], width
+    finally:
+        shutil.rmtree(server.home / REPORTS / NARROW_RUN)
 
 
 def test_screenshots_of_the_overview_a_held_back_run_a_report_a_trace_and_data_docs(
