@@ -100,8 +100,13 @@ def local_parallelism(pool_slots: int, cpus: int | None = None) -> int:
 
 def ui_env(env: dict[str, str], pool_slots: int) -> dict[str, str]:
     """The environment of `make ui`'s `airflow standalone`: ``env`` with the LocalExecutor sized for this machine
-    (:func:`local_parallelism`), unless ``env`` sets ``AIRFLOW__CORE__PARALLELISM`` itself."""
-    return {"AIRFLOW__CORE__PARALLELISM": str(local_parallelism(pool_slots)), **env}
+    (:func:`local_parallelism`), unless ``env`` sets ``AIRFLOW__CORE__PARALLELISM`` itself. On another port than
+    8080 (``AIRFLOW__API__PORT``), the tasks reach the execution API there too: Airflow's default for them is
+    ``http://localhost:8080/execution/`` whatever the port, and every task then fails to start."""
+    defaults = {"AIRFLOW__CORE__PARALLELISM": str(local_parallelism(pool_slots))}
+    if port := env.get("AIRFLOW__API__PORT"):
+        defaults["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://localhost:{port}/execution/"
+    return defaults | env
 
 
 def airflow_command(*args: str) -> list[str]:

@@ -207,3 +207,23 @@ def test_make_ui_sizes_the_local_executor_for_the_machine(tmp_path: Path, monkey
     assert done.stdout.split()[-2:] == ["LocalExecutor", str(cpus + 4)]
     monkeypatch.setenv("AIRFLOW__CORE__PARALLELISM", "3")
     assert ui_env(airflow_env(tmp_path), pool_slots=4)["AIRFLOW__CORE__PARALLELISM"] == "3"
+
+
+def test_make_ui_on_another_port_runs_its_tasks_through_that_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`AIRFLOW__API__PORT=8093 make ui` served the UI on 8093, but the tasks asked the execution API on 8080 (Airflow's
+    default whatever the port): every task failed to start, "Connection refused". The operator's own URL wins."""
+    from scripts.localenv import airflow_env, ui_env
+
+    for key in list(os.environ):
+        if key.startswith(("AIRFLOW", "TONGBAN_")):
+            monkeypatch.delenv(key)
+    code = "from airflow.configuration import conf; print(conf.get('core', 'execution_api_server_url'))"
+    env = ui_env(airflow_env(tmp_path, {"AIRFLOW__API__PORT": "8093"}), pool_slots=4)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-1] == "http://localhost:8093/execution/"
+    own = {"AIRFLOW__API__PORT": "8093", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://api:9000/execution/"}
+    assert ui_env(airflow_env(tmp_path, own), pool_slots=4)["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == (
+        "http://api:9000/execution/"
+    )
