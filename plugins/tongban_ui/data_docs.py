@@ -7,7 +7,8 @@ installed package) but loads Bootstrap, Font Awesome, jQuery and bootstrap-table
 S3 (also in its stylesheet), and links a favicon, a site index and a suite page that no longer exist. Under
 the artifact CSP (no script, nothing from elsewhere) each page is served with its ``<link>`` and ``<script>``
 tags and remote images taken out, a small inline stylesheet for the Bootstrap classes and icons GX uses (which
-also hides GX's top bar and its newsletter footer), its links to the site index pointed at the run page and
+also hides GX's top bar and its newsletter footer, and does what GX's script did for its "Failed Only" filter and
+its "Show more info..." link), its links to the site index pointed at the run page and
 those to the suite page taken out, and a bar of ours on top saying in Chinese what the page is.
 """
 
@@ -50,6 +51,11 @@ table, .table { border-collapse: collapse; width: 100%; margin-bottom: 1em; }
 .fa-check-circle::before { content: "✔"; } .fa-times::before, .fa-times-circle::before { content: "✘"; }
 .fa-exclamation-triangle::before { content: "⚠"; } .fa-info-circle::before { content: "ℹ"; }
 .tongban-nav { border-bottom: 1px solid #90a4ae; padding: 0.5em 2em; background: #f5f7f9; }
+/* GX's "Failed Only" filter and "Show more info..." without its script: the radio button and the link's target */
+body:has(#option2:checked) tr:has(> .hide-succeeded-validation-target-child),
+body:has(#option2:checked) .hide-succeeded-validation-target,
+body:has(#option2:checked) :has(> * > .hide-succeeded-validations-column-section-target-child) { display: none; }
+.collapse:not(:target) { display: none; }
 """
 
 _pages: OrderedDict[bytes, str] = OrderedDict()

@@ -147,6 +147,29 @@ def test_data_docs_are_rendered_from_the_stored_gx_result(server: Server, browse
     assert status == 404 and "未找到" in missing
 
 
+def test_data_docs_failed_only_filter_and_more_info_work_without_script(server: Server, browser: Browser) -> None:
+    """GX's "Failed Only" button and "Show more info..." link ran GX's script, which the page may not run: they did
+    nothing, and the info was always open. The stylesheet does it: choosing Failed Only leaves the failed
+    expectations (2 of 33 for 广州) shown, Show All all of them; the info opens at its link."""
+    sections = (
+        "Array.from(document.querySelectorAll('div[id^=\"section-\"]')).filter(e => /^section-[0-9]+$/.test(e.id))"
+        ".filter(e => e.checkVisibility()).length"
+    )
+    info = "document.querySelector('.collapse').checkVisibility()"
+    path = run_path(NEW_RUN, "440100/data_docs.html")
+    shown = browser.evaluate(path, f"[{sections}, {info}]")
+    assert shown == [1 + 32, False]  # the overview and a section per column (33 expectations); the info closed
+    failed = f"(document.getElementById('option2').click(), [{sections}, {info}])"
+    assert browser.evaluate(path, failed) == [1 + 2, False]  # the two failed expectations' sections
+    everything = f"(document.getElementById('option2').click(), document.getElementById('option1').click(), {sections})"
+    assert browser.evaluate(path, everything) == 1 + 32
+    opened = (
+        "(document.querySelector('a[data-toggle=collapse]').click(), document.querySelector('.collapse')"
+        ".checkVisibility())"
+    )
+    assert browser.evaluate(path, opened) is True
+
+
 def test_library_check_data_docs_are_linked_from_the_run_that_stored_them(server: Server, browser: Browser) -> None:
     """沅江's own library check (internal): its GX result's Data Docs page, linked from the run page of that run
     only; the second item, without a legal basis, is the failed row."""
