@@ -157,5 +157,5 @@ def test_trace_cli_tells_what_happened_to_an_item_run_by_run(
         skipped, old = rest.split(f"  {first['run_id']}\n")
         assert "已推送（upsert），平台已确认接收" in fixed and "对账  新增" in fixed
         assert "增量拉取未包含" in skipped
-        assert f"退回（关键校验，legal_basis）：{CRITICAL}" in old
+        assert f"退回（关键校验，设定依据）：{CRITICAL}" in old  # the element in Chinese, as the report names it
     assert trace.main(["没有这个事项"]) == 1

@@ -20,6 +20,7 @@ from upath import UPath
 from tongban import layout, pipeline
 from tongban.files import DeliveryFile, FetchFile, PublishFile
 from tongban.layout import DELIVERY, REPORTS, RUNS
+from tongban.model import LABELS
 from tongban.outstanding import KIND_LABELS, RESOLUTION_LABELS
 from tongban.registry import load_registry
 from tongban.storage import read_json, read_jsonl
@@ -130,7 +131,8 @@ def _run_steps(root: UPath, run_id: str, division: str, code: str) -> list[Step]
         for f in r["findings"]:
             if f.get("severity") == "critical":
                 where = "省内五级N同比对" if f.get("expectation") == "five_level_across_partners" else "关键校验"
-                steps.append(Step("校验", "bad", f"退回（{where}，{f.get('element')}）：{f['message']}"))
+                element = LABELS.get(f.get("element") or "", f.get("element") or "")  # 设定依据, not legal_basis
+                steps.append(Step("校验", "bad", f"退回（{where}，{element}）：{f['message']}"))
     for w in _rows(run / layout.WARNINGS):
         if w["record"]["task_code"] == code:
             steps.append(Step("校验", "info", "警告（仍推送）：" + "；".join(f["message"] for f in w["findings"])))
