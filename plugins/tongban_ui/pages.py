@@ -22,6 +22,7 @@ import jinja2
 from markupsafe import Markup
 
 from tongban import layout
+from tongban.registry import divisions
 from tongban.report import COUNT_LABELS
 from tongban_ui.data_docs import DATA_DOCS_PAGE
 from tongban_ui.store import GxStats, PartnerLatest, RunSummary, TrendPoint, critical_failure_rate
@@ -232,6 +233,7 @@ def run_page(
         counts=RUN_COUNTS,
         reports=reports,
         provinces=provinces,
+        province_names=divisions()["provinces"],
         library=library,
         outstanding_shown=OUTSTANDING_SHOWN,
     )

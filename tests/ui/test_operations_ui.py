@@ -142,6 +142,7 @@ def test_data_docs_are_rendered_from_the_stored_gx_result(server: Server, browse
     # linked from the run page where the check stored its result; back to the run page from the Data Docs
     run = browser.dom(run_path(NEW_RUN))
     assert f'href="provinces/{PROVINCE}/data_docs.html"' in run
+    assert f"广东省（{PROVINCE}）比对结果" in text_of(run)  # the province by name, not its code alone
     assert '<a href="../../">← 返回运行</a>' in server.get(province_docs)[2]
     status, _, missing = server.get(run_path(NEW_RUN, "370100/data_docs.html"))  # failed: no result stored
     assert status == 404 and "未找到" in missing
