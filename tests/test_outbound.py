@@ -78,10 +78,21 @@ class World:
         return found
 
 
+@pytest.fixture(scope="module")
+def fresh_simulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimulatorURLs, Path]]:
+    state = tmp_path_factory.mktemp("outbound-sims")
+    with running_simulators(state) as urls:
+        yield urls, state
+
+
 @pytest.fixture
-def world(tmp_path: Path, store: ItemStore) -> Iterator[World]:  # noqa: F811
-    with running_simulators(tmp_path / "sims") as urls:
-        yield World(urls, tmp_path / "sims", UPath(tmp_path / "home"), store)
+def world(fresh_simulators: tuple[SimulatorURLs, Path], tmp_path: Path, store: ItemStore) -> World:  # noqa: F811
+    """The module's simulators as they started (what an earlier test changed at the partners, their configured
+    offers and faults, and in the platform's library, is dropped), a new storage root and item store."""
+    urls, state = fresh_simulators
+    requests.post(f"{urls.partners}/admin/reset", timeout=30).raise_for_status()
+    requests.post(f"{urls.platform}/admin/library/reset", timeout=30).raise_for_status()
+    return World(urls, state, UPath(tmp_path / "home"), store)
 
 
 def offer_of(world: World, run_id: str, division: str) -> dict[str, dict[str, Any]]:
