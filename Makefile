@@ -52,8 +52,10 @@ lint: venv
 
 # Two pytest workers (this machine's 2 cores; most of the suite waits on Airflow and simulator subprocesses);
 # a test file stays on one worker, so its module fixtures (simulators, an Airflow home) are set up once.
+# Files are handed out in collection order, which starts with the slowest (tests/conftest.py, SLOW_FIRST), not
+# by their number of tests (xdist's default: a long file of few tests would start last and run on alone).
 # PYTEST_ARGS="-n 0" runs it in one process.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 test: lint airflow-db chromium
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 

@@ -17,6 +17,31 @@ from tongban.codes import TASK_CODE_LENGTH, USCC_LENGTH, make_uscc
 
 USCC = make_uscc("1", "1", "440100", "00612345")  # a 广州 government body, both check characters right
 
+# The modules that take minutes (Airflow runs, servers, browsers), slowest first. `make test` runs the suite on
+# two workers a file each (pytest-xdist --dist loadfile --no-loadscope-reorder): a file is handed to whichever
+# worker is free, in collection order, so these go first and the short ones fill in after; one of these
+# started last would keep its worker busy for minutes after the other ran out of work. The rest keep their order.
+SLOW_FIRST = (
+    "tests/test_e2e_recovery.py",
+    "tests/test_e2e.py",
+    "tests/test_e2e_guard.py",
+    "tests/test_benches.py",
+    "tests/test_object_storage.py",
+    "tests/ui/test_operations_ui.py",
+    "tests/test_outbound.py",
+    "tests/test_local_operation.py",
+    "tests/test_removal_guard.py",
+    "tests/ui/test_plugin_page.py",
+    "tests/test_conformance.py",
+    "tests/test_province.py",
+)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
 
 def make_record(**overrides: Any) -> dict[str, Any]:
     """A canonical item record (``Item.record()`` shape) that passes every check; keyword arguments
