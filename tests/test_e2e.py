@@ -382,7 +382,10 @@ def test_a_changed_item_of_ours_reaches_its_partners_and_a_failing_write_endpoin
         f"{deployment.urls.platform}/admin/library/items/{entry['task_code']}", json={"result": new_result}, timeout=30
     ).raise_for_status()
     faults = f"{deployment.urls.partners}/admin/partners/{failing}/faults"
-    requests.put(faults, json=[{"kind": "write_unavailable"}], timeout=30).raise_for_status()
+    # the endpoint asks for 1 s between attempts (Retry-After): each of the offer task's three tries fails after
+    # its retries in 5 s, not in the 31 s of the client's own backoff
+    unavailable = {"kind": "write_unavailable", "retry_after": 1}
+    requests.put(faults, json=[unavailable], timeout=30).raise_for_status()
     try:
         summary = deployment.run({"partners": partners}, succeeds=False)
     finally:

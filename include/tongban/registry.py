@@ -225,7 +225,7 @@ class WireFormat(BaseModel):
 FAULT_KINDS = (
     "slow",  # answer after ``delay`` seconds
     "server_error",  # answer ``status`` (5xx)
-    "rate_limit",  # answer 429 with ``Retry-After: retry_after``
+    "rate_limit",  # answer 429 with ``Retry-After: retry_after`` (1 unless given)
     "truncated",  # a 200 whose body is cut in the middle
     "invalid_json",  # a 200 whose body is an HTML error page
     "wrong_encoding",  # the body in another encoding than the format's (UTF-8 <-> GBK)
@@ -240,7 +240,7 @@ FAULT_KINDS = (
     "wrong_types",  # ``count`` records with an all-digit 实施编码 send it as a JSON number (JSON formats)
     "future_timestamp",  # ``count`` records of a page updated at ``stamp`` (far in the future)
     "nested_body",  # a record field nested ``depth`` arrays deep (JSON formats)
-    "write_unavailable",  # the offer endpoint's writes answer ``status`` (5xx); reads are not affected
+    "write_unavailable",  # the offer endpoint's writes answer ``status`` (5xx), ``Retry-After`` if given; reads fine
     "report_html",  # the report receiver answers a delivery 200 with an HTML page, without taking the report
 )
 WRITE_FAULTS = ("write_unavailable",)  # faults of the offer endpoint's writes, never of the catalogue
@@ -263,7 +263,7 @@ class Fault(BaseModel):
     page: int | None = Field(None, ge=1)
     delay: float = Field(2.0, ge=0)
     status: int = Field(503, ge=500, le=599)
-    retry_after: int = Field(1, ge=0)
+    retry_after: int | None = Field(None, ge=0)
     size: int = Field(64 * 1024 * 1024, gt=0)
     rename: tuple[tuple[str, str], ...] = ()
     add: tuple[tuple[str, str], ...] = ()

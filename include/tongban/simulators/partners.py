@@ -481,7 +481,7 @@ def _refusal(fault: Fault, fmt: WireFormat) -> JSONResponse:
         reason = "签名校验失败" if fmt.auth.scheme == "signature" else "凭证无效"
         return JSONResponse({"error": reason}, status_code=401)
     if fault.kind == "rate_limit":
-        headers = {"Retry-After": str(fault.retry_after)}
+        headers = {"Retry-After": str(1 if fault.retry_after is None else fault.retry_after)}
         return JSONResponse({"error": "请求过于频繁，请稍后再试"}, status_code=429, headers=headers)
     return JSONResponse({"error": "服务暂不可用"}, status_code=fault.status)
 
@@ -657,7 +657,8 @@ def create_partner_app(registry: Registry, state_dir: Path, clock: Callable[[], 
         body = await request.body()
         gate.check(partner, wire, request, body)
         for fault in book.draw(division, 1, writes=True):
-            return JSONResponse({"error": "事项配置接口维护中，暂不可写入"}, status_code=fault.status)
+            wait = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+            return JSONResponse({"error": "事项配置接口维护中，暂不可写入"}, status_code=fault.status, headers=wait)
         key = request.headers.get(wire.offer.key_header, "").strip()
         if not key or len(key) > 200:
             raise SimulatorError(400, f"缺少或过长的请求头 {wire.offer.key_header}（幂等键，最多200个字符）")
