@@ -3,9 +3,13 @@ takes effect with the GX version installed (a GX upgrade that moves the patched 
 
 from __future__ import annotations
 
+import copy
+import enum
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
+import numpy as np
 import pytest
 from item_fixtures import DISTRICT_USCC, comparable_result, make_record
 
@@ -81,3 +85,35 @@ def test_the_memo_builds_each_configuration_once_per_validation(
     # without the memo GX builds a configuration about 120 times per expectation; with it, a few times
     assert without > 20 * len(suite.checks)
     assert with_memo < without / 5, (with_memo, without)
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+IDS = [
+    {"column": "_name_ok", "value_set": [True], "mostly": 1.0, "parse_strings_as_datetimes": None},
+    {"column_list": ("partner", "task_code"), "nested": {"a": [1, 2.5, "三"]}, "flag": False},
+    {"value_set": {"b", "a"}, "n": 3},  # a set: GX's conversion (a list), not the fast path
+    {"mostly": float("nan"), "column": "x"},  # NaN: GX writes None
+    {"when": date(2026, 11, 30), "code": Color.RED},  # a date and an Enum: GX's conversion
+    {"count": np.int64(7), "share": np.float64(0.5), "ok": np.bool_(True)},
+]
+
+
+@pytest.mark.parametrize("kwargs", IDS, ids=range(len(IDS)))
+def test_metric_ids_are_the_same_with_the_fast_conversion(suite: Suite, partner: Partner, kwargs: dict) -> None:
+    from great_expectations.core import id_dict
+
+    from tongban.validation import gx_memo
+
+    _validate(suite, partner)  # installs the patches
+    without = id_dict.IDDict(copy.deepcopy(kwargs)).to_id()
+    token = gx_memo._MEMO.set({})  # as inside graph_validate
+    try:
+        assert id_dict.IDDict(copy.deepcopy(kwargs)).to_id() == without
+        fast = id_dict.convert_to_json_serializable(kwargs) is kwargs
+    finally:
+        gx_memo._MEMO.reset(token)
+    assert fast is gx_memo._plain(kwargs)
+    assert fast is (kwargs in IDS[:2])  # the fast path is taken for plain JSON, and only for it
