@@ -17,6 +17,7 @@ from tests.ingest.conftest import Partners
 from tongban import layout, pipeline, report
 from tongban.archive import Archive
 from tongban.delivery import DeliveryError, checksum, send_report
+from tongban.files import PublishFile
 from tongban.http import HttpSettings
 from tongban.layout import report_dir, run_dir
 from tongban.reconcile import reconcile
@@ -199,7 +200,7 @@ def test_changes_of_a_run_whose_report_never_arrived_are_told_by_the_next_delive
         rejected=[],
         warnings=[],
         recon=reconcile([], []),
-        publish={},
+        publish=PublishFile(dry_run=False, accepted=[], rejected=[]),
         earlier=earlier,
     )
     assert built.counts.earlier_unreported == 2 and {e.kind_label for e in built.earlier} == {"新增"}

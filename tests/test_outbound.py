@@ -13,7 +13,7 @@ from upath import UPath
 
 from tests.test_publish import store  # noqa: F401  (the item store fixture: SQLite and PostgreSQL)
 from tongban import layout
-from tongban.files import OutboundFile
+from tongban.files import OutboundFile, PublishFile
 from tongban.http import HttpSettings
 from tongban.ingest import FetchSettings
 from tongban.layout import LIBRARY_CHECK
@@ -222,7 +222,7 @@ def test_the_partner_report_shows_the_section_in_json_html_and_xlsx(world: World
         rejected=[],
         warnings=[],
         recon=Reconciliation(),
-        publish={},
+        publish=PublishFile(dry_run=False, accepted=[], rejected=[]),
         outbound=outbound,
     )
     paths = reports.write(built, UPath(tmp_path / "report"))

@@ -7,6 +7,7 @@ from upath import UPath
 
 from tests.conftest import make_record
 from tongban import report
+from tongban.files import PublishFile
 from tongban.reconcile import Reconciliation, reconcile
 from tongban.registry import load_registry
 from tongban.report_model import PartnerReport
@@ -68,7 +69,7 @@ def _report(tmp_path, recon, **kw):
         rejected=kw.get("rejected", []),
         warnings=kw.get("warnings", []),
         recon=recon,
-        publish=kw.get("publish", {}),
+        publish=kw.get("publish", PublishFile(dry_run=False, accepted=[], rejected=[])),
         unexpected=report.unexpected_fields(kw.get("manifest", [])),
     )
     paths = report.write(built, UPath(tmp_path))
@@ -77,14 +78,15 @@ def _report(tmp_path, recon, **kw):
 
 def test_report_counts_match_its_lists_and_html_says_the_same(tmp_path) -> None:
     recon = reconcile([A, {**B, "name": "失业登记（新）"}, D], [A, B, C])
-    publish = {
-        "accepted": [
+    publish = PublishFile(
+        dry_run=False,
+        accepted=[
             {"task_code": D["task_code"], "op": "upsert"},
             {"task_code": B["task_code"], "op": "upsert"},
             {"task_code": C["task_code"], "op": "delete"},
         ],
-        "rejected": [],
-    }
+        rejected=[],
+    )
     rejected = [
         {
             "record": rec("000104009000"),
@@ -144,7 +146,7 @@ def test_summary_marks_partners_without_report_failed(tmp_path) -> None:
         rejected=[],
         warnings=[],
         recon=recon,
-        publish={"accepted": [{"task_code": A["task_code"], "op": "upsert"}]},
+        publish=PublishFile(dry_run=False, accepted=[{"task_code": A["task_code"], "op": "upsert"}], rejected=[]),
     )
     report.write(built, UPath(tmp_path) / "r1" / "440100")
     summary = report.summarise(UPath(tmp_path), "r1", [partner, registry.partner("440300")])
@@ -251,7 +253,7 @@ def test_summary_lists_reports_that_were_not_delivered(tmp_path) -> None:
             rejected=[],
             warnings=[],
             recon=reconcile([], []),
-            publish={},
+            publish=PublishFile(dry_run=False, accepted=[], rejected=[]),
         )
         folder = UPath(tmp_path) / "r2" / partner.division
         report.write(built, folder)

@@ -12,6 +12,7 @@ from upath import UPath
 
 from tests.validation.item_fixtures import CITY_USCC, DISTRICT_USCC, make_record
 from tongban import layout, pipeline
+from tongban.files import PublishFile
 from tongban.layout import report_dir, run_dir
 from tongban.normalise import WIDTH_ONLY, clean_code, normalise_catalogue, width_only_difference
 from tongban.publish import PlatformClient
@@ -159,7 +160,7 @@ def test_a_change_only_in_invisible_characters_says_so_in_the_report(tmp_path: A
         rejected=[],
         warnings=[],
         recon=reconcile([after], [before]),
-        publish={"dry_run": True},
+        publish=PublishFile(dry_run=True, accepted=[], rejected=[]),
     )
     [changed] = built.changed
     shown = {c.label: reports.change_label(c, wire_formats()[partner.format]) for c in changed.changes}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tongban.files import PublishFile
 from tongban.reconcile import Reconciliation
 
 KIND_LABELS = {"rejected": "退回", "quarantined": "隔离", "platform_rejected": "平台拒收"}
@@ -41,11 +42,11 @@ def problems(
     return found
 
 
-def fixed(recon: Reconciliation, publish: Mapping[str, Any]) -> set[str]:
+def fixed(recon: Reconciliation, publish: PublishFile) -> set[str]:
     """实施编码 that are on the platform as delivered after this run (none when held back or dry)."""
-    if recon.held_back or publish.get("dry_run"):
+    if recon.held_back or publish.dry_run:
         return set()
-    refused = {p.get("task_code") for p in publish.get("rejected", []) if p.get("op") == "upsert"}
+    refused = {p.get("task_code") for p in publish.rejected if p.get("op") == "upsert"}
     codes = {r["task_code"] for r in recon.added} | {c.task_code for c in recon.changed}
     codes |= set(recon.unchanged) | {r.task_code for r in recon.recoded}
     return codes - refused

@@ -19,7 +19,6 @@ from collections.abc import Iterator, Mapping, Sequence, Set
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 import requests
 from upath import UPath
 
@@ -428,17 +427,17 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
     quarantined = list(read_jsonl(run / QUARANTINE))
     rejected = list(read_jsonl(run / REJECTED))
     recon = Reconciliation.from_dict(read_json(run / RECONCILIATION))
-    published = msgspec.to_builtins(read_json(run / PUBLISH, PublishFile))  # the fields the report uses
+    published = read_json(run / PUBLISH, PublishFile)
     pulled = None  # an incremental pull says nothing of the items it did not carry
     if recon.full:
         pulled = {r["task_code"] for r in read_jsonl(run / ITEMS)} | {q["task_code"] for q in quarantined}
     outstanding, resolved = store.track_outstanding(
         run_id,
         partner.division,
-        outstanding_mod.problems(rejected, quarantined, published["rejected"]),
+        outstanding_mod.problems(rejected, quarantined, published.rejected),
         outstanding_mod.fixed(recon, published),
         pulled,
-        persist=not published["dry_run"],
+        persist=not published.dry_run,
     )
     fetch_info = read_json(run / FETCH, FetchFile) if (run / FETCH).exists() else None
     outbound = read_json(run / OUTBOUND, OutboundFile) if (run / OUTBOUND).exists() else None  # this run's offer

@@ -23,7 +23,7 @@ from upath import UPath
 from tongban import guard, watermark
 from tongban.codes import TASK_CODE_LENGTH
 from tongban.config import max_critical_rate
-from tongban.files import DeliveryFile, OutboundFile
+from tongban.files import DeliveryFile, OutboundFile, PublishFile
 from tongban.layout import DELIVERY, REPORT_HTML, REPORT_JSON, REPORT_XLSX, SUMMARY
 from tongban.model import COMPARED, LABELS
 from tongban.normalise import WIDTH_ONLY, Duplicate, NormalisedValue, width_only_difference
@@ -181,7 +181,7 @@ def build(
     rejected: Sequence[FlaggedRecord | Mapping[str, Any]],
     warnings: Sequence[FlaggedRecord | Mapping[str, Any]],
     recon: Reconciliation,
-    publish: Mapping[str, Any],
+    publish: PublishFile,
     duplicates: Sequence[Duplicate | Mapping[str, Any]] = (),
     unexpected: Sequence[UnexpectedField] = (),
     outstanding: Sequence[Mapping[str, Any]] = (),
@@ -204,7 +204,7 @@ def build(
         partner=partner.division,
         partner_name=partner.name,
         run_id=run_id,
-        dry_run=bool(publish.get("dry_run")),
+        dry_run=publish.dry_run,
         full_pull=recon.full,
         held_back=recon.held_back,
         fetched=fetched,
@@ -223,8 +223,8 @@ def build(
         ],
         unchanged=list(recon.unchanged),
         held=list(recon.held),
-        published=[PublishedOp(task_code=a["task_code"], op=a["op"]) for a in publish.get("accepted", [])],
-        platform_rejected=[PlatformRejection(**p) for p in publish.get("rejected", [])],
+        published=[PublishedOp(task_code=a["task_code"], op=a["op"]) for a in publish.accepted],
+        platform_rejected=[PlatformRejection(**p) for p in publish.rejected],
         duplicates=[_typed(Duplicate, d) for d in duplicates],
         unexpected_fields=list(unexpected),
         normalised=[_typed(NormalisedValue, n) for n in normalised],
@@ -243,7 +243,7 @@ def build(
         hold_back=_hold_back(hold_back, len(held_with_partner)) if recon.held_back and hold_back else None,
         held_with_partner=[_brief(r) for r in held_with_partner] if recon.held_back else [],
         removal_guard=(
-            _removal_hold(recon.removal_guard, partner.division, run_id, bool(publish.get("dry_run")))
+            _removal_hold(recon.removal_guard, partner.division, run_id, publish.dry_run)
             if recon.removal_guard
             else None
         ),

@@ -34,6 +34,7 @@ from scripts.localenv import REPO, airflow, airflow_env
 from tests.conftest import make_record
 from tongban import layout, pipeline, report
 from tongban import outstanding as outstanding_mod
+from tongban.files import PublishFile
 from tongban.reconcile import Reconciliation
 from tongban.registry import Partner, load_registry
 from tongban.storage import write_json, write_jsonl
@@ -102,7 +103,7 @@ def _write_partner(root: UPath, run_id: str, partner: Partner, spec: Spec) -> Pa
     recon = Reconciliation(added=[] if spec.held_back else added, unchanged=unchanged, full=spec.full)
     recon.held_back = spec.held_back
     accepted = [] if spec.held_back else [{"task_code": a["task_code"], "op": "upsert"} for a in added]
-    publish = {"dry_run": False, "accepted": accepted, "rejected": []}
+    publish = PublishFile(dry_run=False, accepted=accepted, rejected=[])
     run = root / "runs" / run_id / partner.division
     write_json(run / layout.FETCH, {"mode": "full" if spec.full else "incremental", "status": "ok"})
     write_jsonl(run / layout.ITEMS, [{**r, "note": SECRET} for r in [*added, *(r["record"] for r in rejected)]])

@@ -32,6 +32,7 @@ from tests.ui.conftest import (
 from tests.ui.test_plugin_page import Rows
 from tests.ui.test_plugin_parts import text_of
 from tongban import report
+from tongban.files import PublishFile
 from tongban.layout import REJECTED, REPORTS, RUNS, SUMMARY
 from tongban.reconcile import Reconciliation
 from tongban.registry import load_registry
@@ -265,7 +266,7 @@ def test_report_kinds_keep_to_one_line_in_a_narrow_window(server: Server, browse
     ]  # fmt: skip
     built = report.build(
         partner=partner, run_id=NARROW_RUN, fetched=3, quarantined=[], rejected=[], warnings=[],
-        recon=Reconciliation(), publish={}, outstanding=outstanding,
+        recon=Reconciliation(), publish=PublishFile(dry_run=False, accepted=[], rejected=[]), outstanding=outstanding,
     )  # fmt: skip
     report.write(built, UPath(server.home.as_uri()) / REPORTS / NARROW_RUN / "440100")
     lines = (
