@@ -119,6 +119,13 @@ class Quarantined:
     problems: list[Problem]
     raw: Any = field(repr=False)
     code_recovered: bool = False  # its 实施编码 came as another JSON type and was recovered (recover_code)
+    name: str | None = None  # its 事项名称 as the partner sent it (read through the partner's field name)
+
+
+def _item_name(raw: Any, fmt: WireFormat) -> str | None:
+    """A wire record's 事项名称 under the partner's own field name, for a record set aside (None: none sent)."""
+    value = raw.get(fmt.fields["name"]) if isinstance(raw, dict) else None
+    return (value.strip() or None) if isinstance(value, str) else None
 
 
 class RecordMapper:
@@ -181,7 +188,8 @@ class RecordMapper:
                     wire = self.fmt.fields.get(canonical, canonical)
                     problems.append(Problem(canonical, wire, f"字段 {_named(canonical, wire)} 格式不符：{err['msg']}"))
         recovered = task_code is not None and not isinstance(raw.get(self.fmt.fields["task_code"]), str)
-        return Quarantined(self.partner.division, position, task_code, problems, raw, recovered)
+        name = _item_name(raw, self.fmt)
+        return Quarantined(self.partner.division, position, task_code, problems, raw, recovered, name)
 
     def _code(self, dictionary: str, wire_field: str, value: Any) -> Any:
         key = str(value).strip()
@@ -382,7 +390,9 @@ def normalise_catalogue(pages: Iterable[tuple[int, list[Any]]], fmt: WireFormat,
                 f"实施编码 {ident[0]} 在本次拉取中出现 {len(places)} 次且内容不同（{'、'.join(places)}），"
                 "无法判断以哪条为准"
             )
-            outcomes.append(Quarantined(partner.division, position, ident[0], [Problem("task_code", key, reason)], raw))
+            problems = [Problem("task_code", key, reason)]
+            name = _item_name(raw, fmt)
+            outcomes.append(Quarantined(partner.division, position, ident[0], problems, raw, name=name))
         else:
             outcomes.append(mapper.map(raw, position))
     return Normalised(outcomes, duplicates, mapper.normalised)

@@ -30,7 +30,7 @@ def problems(
     for q in quarantined:
         if q.get("task_code"):
             reason = "；".join(p["reason"] for p in q["problems"])
-            found[str(q["task_code"])] = {"name": "", "kind": "quarantined", "reason": reason}
+            found[str(q["task_code"])] = {"name": q.get("name") or "", "kind": "quarantined", "reason": reason}
     for r in rejected:
         critical = [f["message"] for f in r["findings"] if f.get("severity", "critical") == "critical"]
         record = r["record"]

@@ -209,7 +209,9 @@ def build(
         held_back=recon.held_back,
         fetched=fetched,
         quarantined=[
-            QuarantinedRecord(position=q["position"], task_code=q.get("task_code"), problems=q["problems"])
+            QuarantinedRecord(
+                position=q["position"], task_code=q.get("task_code"), name=q.get("name"), problems=q["problems"]
+            )
             for q in quarantined
         ],
         rejected=[_flagged(r, fmt) for r in rejected],
@@ -389,8 +391,12 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
             ],
         ),
         "隔离": (
-            ["位置", "实施编码", "字段", "原因"],
-            [[q.position, q.task_code or "", p.wire_field, p.reason] for q in report.quarantined for p in q.problems],
+            ["位置", "实施编码", "事项名称", "字段", "原因"],
+            [
+                [q.position, q.task_code or "", q.name or "", p.wire_field, p.reason]
+                for q in report.quarantined
+                for p in q.problems
+            ],
         ),
         "待核": (
             ["实施编码", "事项名称", "要素", "说明"],

@@ -66,6 +66,7 @@ class QuarantinedRecord(_Part):
 
     position: str = Field(description="第N页第M条")
     task_code: str | None = None
+    name: str | None = Field(default=None, description="事项名称 as the partner sent it (None: none sent)")
     problems: list[Problem]
 
 

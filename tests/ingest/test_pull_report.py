@@ -71,3 +71,29 @@ def test_duplicates_and_unexpected_fields_are_in_every_rendering(
     copies = [r for r in rows if r[0] == "重复记录"]
     assert len(copies) == PAGE and copies[0] == ("重复记录", "第2页第1条", first["task_code"], first["reason"])
     assert [r for r in rows if r[0] == "多余字段"] == [("多余字段", span, "isCharge", field["reason"])]
+
+
+def test_quarantined_items_carry_the_name_the_partner_sent(partners: Partners, store: UPath, tmp_path: Path) -> None:
+    """深圳 (pinyin_json) sends 事项名称 as SXMC: a record set aside still shows its name in the 待整改 list (the
+    run page and every report read it) and in the report's 隔离 section, read through the partner's field."""
+    _, run = pull(partners, store, PINYIN)
+    quarantined = list(read_jsonl(run / layout.QUARANTINE))
+    served = {r["task_code"]: r["name"] for r in partners.served(PINYIN)}
+    named = [q for q in quarantined if q.get("task_code") in served and served[q["task_code"]]]
+    assert named, "the simulator's catalogue sets no named record aside"
+    assert all(q["name"] == served[q["task_code"]].strip() for q in named)
+    write_jsonl(run / layout.REJECTED, [])
+    write_jsonl(run / layout.WARNINGS, [])
+    write_json(run / layout.RECONCILIATION, reconcile([], []).as_dict())
+    write_json(run / layout.PUBLISH, {"dry_run": True, "accepted": [], "rejected": []})
+    out = report_dir(store, "run-1", PINYIN)
+    pipeline.write_report(
+        partners.registry.partner(PINYIN), run, out, "run-1", ItemStore(f"sqlite:///{tmp_path / 'i.db'}")
+    )
+    data = json.loads((out / layout.REPORT_JSON).read_bytes())
+    listed = {o["task_code"]: o["name"] for o in data["outstanding"] if o["kind"] == "quarantined"}
+    assert listed and all(listed[q["task_code"]] == q["name"] for q in named)
+    shown = {q["task_code"]: q["name"] for q in data["quarantined"] if q["task_code"]}
+    assert all(shown[q["task_code"]] == q["name"] for q in named)
+    sheet = {r[1]: r[2] for r in load_workbook(out / "report.xlsx")["隔离"].iter_rows(min_row=2, values_only=True)}
+    assert all(sheet[q["task_code"]] == q["name"] for q in named)
