@@ -161,13 +161,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return HTMLResponse(trace_page(q, result, settings.timezone))
 
     def data_docs(result: UPath, title: str, home: str) -> Response:
-        """GX's Data Docs page of a stored result, rendered now (or taken from the cache)."""
+        """GX's Data Docs page of a stored result, rendered now (or taken from the cache); an error page linking
+        back to the run page (``home``) when there is no result or it cannot be read."""
         try:
             page = localise(gx_page(store.read(result)), title, home)
+        except NotFound:  # the check failed or did not run: no result stored
+            return HTMLResponse(error_page(404, MESSAGES[404], home), status_code=404)
         except Unreadable as exc:
             log.warning("tongban UI: %s cannot be read: %r", result, exc.__cause__)
             message = f"无法读取 GX 校验结果文件 {store.name(result)}：{exc}。"
-            return HTMLResponse(error_page(500, message), status_code=500)
+            return HTMLResponse(error_page(500, message, home), status_code=500)
         return Response(page, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": ARTIFACT_CSP})
 
     # before the routes of the files: their {name} would take DATA_DOCS_PAGE

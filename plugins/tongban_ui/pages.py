@@ -187,8 +187,10 @@ def render(template: str, **context: Any) -> str:
     return _env().get_template(template).render(**context)
 
 
-def error_page(status: int, message: str) -> str:
-    return render("error.html.j2", status=status, message=message)
+def error_page(status: int, message: str, run_home: str | None = None) -> str:
+    """The plugin's error page; ``run_home``: the run page (relative), linked back to when the error is a page of
+    a run's."""
+    return render("error.html.j2", status=status, message=message, run_home=run_home)
 
 
 def overview_page(

@@ -146,7 +146,7 @@ def test_data_docs_are_rendered_from_the_stored_gx_result(server: Server, browse
     assert f"广东省（{PROVINCE}）比对结果" in text_of(run)  # the province by name, not its code alone
     assert '<a href="../../">← 返回运行</a>' in server.get(province_docs)[2]
     status, _, missing = server.get(run_path(NEW_RUN, "370100/data_docs.html"))  # failed: no result stored
-    assert status == 404 and "未找到" in missing
+    assert status == 404 and "未找到" in missing and '<p><a href="../">← 返回运行</a></p>' in missing
 
 
 def test_data_docs_failed_only_filter_and_more_info_work_without_script(server: Server, browser: Browser) -> None:
@@ -215,6 +215,8 @@ def test_a_corrupt_gx_result_is_named_on_the_plugins_error_page(
         shutil.rmtree(server.home / area / CORRUPT_RUN)
     assert status == 500 and "style-src 'sha256-" in headers["content-security-policy"]  # the plugin's own page
     assert f"无法读取 GX 校验结果文件 {area}/{CORRUPT_RUN}/{rest}" in text, text
+    home = "../../" if rest.startswith("provinces/") else "../"  # back to the run page, as the Data Docs bar links
+    assert f'<p><a href="{home}">← 返回运行</a></p>' in page
     assert "Traceback" not in page and "Error" not in text
 
 
@@ -296,6 +298,7 @@ def test_screenshots_of_the_overview_a_held_back_run_a_report_a_trace_and_data_d
         "item-trace.png": f"/tongban/trace?q={code}",
         "data-docs.png": run_path(NEW_RUN, "440100/data_docs.html"),
         "data-docs-province.png": run_path(NEW_RUN, f"provinces/{PROVINCE}/data_docs.html"),
+        "no-data-docs.png": run_path(NEW_RUN, "370100/data_docs.html"),  # the error page, linking back to the run
     }
     for name, path in shots.items():  # GX's pages long enough to show the failed expectations
         browser.screenshot(path, screenshots / name, height=2400 if name.startswith("data-docs") else 1100)
