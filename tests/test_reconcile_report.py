@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import datetime
 
 from upath import UPath
 
@@ -71,6 +72,8 @@ def _report(tmp_path, recon, **kw):
         recon=recon,
         publish=kw.get("publish", PublishFile(dry_run=False, accepted=[], rejected=[])),
         unexpected=report.unexpected_fields(kw.get("manifest", [])),
+        outstanding=kw.get("outstanding", []),
+        earlier=kw.get("earlier", []),
     )
     paths = report.write(built, UPath(tmp_path))
     return built, paths
@@ -261,3 +264,32 @@ def test_summary_lists_reports_that_were_not_delivered(tmp_path) -> None:
     summary = report.summarise(UPath(tmp_path), "r2", partners)
     assert summary["undelivered"] == ["440300"] and summary["failed"] == []
     assert [r["delivery"] for r in summary["partners"]] == ["delivered", "failed"]
+
+
+def test_first_seen_is_beijing_time_and_run_id_columns_fit_a_run_id(tmp_path) -> None:
+    """待整改's 首次发现: found at 18:14 UTC is 02:14 the next day in Beijing (it showed the UTC date alone); the
+    xlsx columns of run ids (首次发现的运行, 运行编号) fit a whole one (they were cut at the heading's width)."""
+    from openpyxl import load_workbook
+
+    first_run = "asset_triggered__2026-11-29T18:14:00.123456+00:00"
+    outstanding = {
+        "task_code": A["task_code"],
+        "name": A["name"],
+        "kind": "rejected",
+        "reason": "设定依据为空",
+        "first_run": first_run,
+        "first_seen": datetime(2026, 11, 29, 18, 14, 5),
+        "nights": 2,
+    }  # fmt: skip  (naive, as SQLite gives it back: UTC)
+    earlier = {"run_id": first_run, "task_code": A["task_code"], "name": A["name"], "kind": "added", "element": ""}
+    earlier |= {"old": None, "new": None}
+    _report(tmp_path, Reconciliation(), outstanding=[outstanding], earlier=[earlier])
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<th>首次发现（北京时间）</th>" in html and f"<td>2026-11-30 02:14（<code>{first_run}</code>）</td>" in html
+    book = load_workbook(tmp_path / "report.xlsx")
+    sheet = book["待整改"]
+    [row] = sheet.iter_rows(min_row=2, values_only=True)
+    assert [c.value for c in sheet[1]][4:6] == ["首次发现（北京时间）", "首次发现的运行"]
+    assert row[4:6] == ("2026-11-30 02:14", first_run)
+    assert sheet.column_dimensions["F"].width >= len(first_run)
+    assert book["此前未报告的变更"].column_dimensions["A"].width >= len(first_run)  # 运行编号

@@ -22,7 +22,7 @@ from upath import UPath
 
 from tongban import guard, watermark
 from tongban.codes import TASK_CODE_LENGTH
-from tongban.config import max_critical_rate
+from tongban.config import CHINA_TZ, max_critical_rate
 from tongban.files import DeliveryFile, OutboundFile, PublishFile
 from tongban.layout import DELIVERY, REPORT_HTML, REPORT_JSON, REPORT_XLSX, SUMMARY
 from tongban.model import COMPARED, LABELS
@@ -271,6 +271,15 @@ def build(
     )
 
 
+FIRST_SEEN = "首次发现（北京时间）"  # the heading of china_time's column, in HTML and xlsx alike
+
+
+def china_time(moment: str) -> str:
+    """An ISO 8601 time of ours (UTC) as a partner reads times: Beijing time (Asia/Shanghai), to the minute."""
+    at = datetime.fromisoformat(moment)
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M")
+
+
 def _outstanding(row: Mapping[str, Any]) -> OutstandingItem:
     """One row of the item store's 待整改 list (ItemStore.track_outstanding) as the report shows it."""
     seen = row["first_seen"]
@@ -339,6 +348,8 @@ def render_html(report: PartnerReport) -> str:
             shown_label=shown_label,
             change_label=lambda e: change_label(e, _wire_format(report.partner)),
             op_labels=OP_LABELS,
+            china_time=china_time,
+            first_seen=FIRST_SEEN,
         )
     )
 
@@ -407,9 +418,9 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
             ],
         ),
         "待整改": (
-            ["实施编码", "事项名称", "类别", "原因", "首次发现", "首次发现的运行", "已持续（次运行）"],
+            ["实施编码", "事项名称", "类别", "原因", FIRST_SEEN, "首次发现的运行", "已持续（次运行）"],
             [
-                [o.task_code, o.name, o.kind_label, o.reason, o.first_seen, o.first_run, o.nights]
+                [o.task_code, o.name, o.kind_label, o.reason, china_time(o.first_seen), o.first_run, o.nights]
                 for o in report.outstanding
             ]
             + [
@@ -466,6 +477,7 @@ XLSX_COLUMN_WIDTH = 8.43  # a spreadsheet column's default width, in widths of t
 
 # columns of 实施编码 (31 characters each, with or without a field name after it): as wide as one code
 CODE_HEADINGS = frozenset({"实施编码", "原实施编码", "新实施编码", "实施编码或字段名"})
+RUN_HEADINGS = frozenset({"运行编号", "首次发现的运行"})  # columns of run ids: as wide as the longest
 
 
 def heading_width(heading: str) -> int:
@@ -474,9 +486,12 @@ def heading_width(heading: str) -> int:
     return 2 + sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in heading)
 
 
-def column_width(heading: str) -> int:
-    """The fixed width of the column under ``heading``: a code column shows a whole 实施编码, any other its
-    heading (the values wrap or spill over as the spreadsheet program likes)."""
+def column_width(heading: str, values: Iterable[Any] = ()) -> int:
+    """The fixed width of the column under ``heading``: a code column shows a whole 实施编码, a run-id column the
+    longest run id of its ``values`` (an Airflow run id is ASCII, 30 to 50 characters), any other its heading
+    (the values wrap or spill over as the spreadsheet program likes)."""
+    if heading in RUN_HEADINGS:
+        return max([heading_width(heading), *(len(str(v)) + 2 for v in values)])
     return max(heading_width(heading), TASK_CODE_LENGTH + 2 if heading in CODE_HEADINGS else 0)
 
 
@@ -493,7 +508,7 @@ def write_xlsx(report: PartnerReport, path: UPath) -> UPath:
     for title, (headings, rows) in _sheets(report).items():
         sheet = workbook.create_sheet(title)
         for number, heading in enumerate(headings, start=1):  # before the first row, as write-only sheets need
-            if (width := column_width(heading)) > XLSX_COLUMN_WIDTH:
+            if (width := column_width(heading, (row[number - 1] for row in rows))) > XLSX_COLUMN_WIDTH:
                 sheet.column_dimensions[get_column_letter(number)].width = width
         sheet.append([_xlsx_cell(sheet, h, bold) for h in headings])
         for row in rows:
