@@ -161,7 +161,7 @@ def test_the_dag_runs_on_s3_storage(s3: S3Server, tmp_path: Path, monkeypatch: p
     # the UI plugin's store, as the api-server builds it (ObjectStoragePath with the Connection)
     store = ReportStore(ObjectStoragePath(storage["TONGBAN_STORAGE_URL"], conn_id=S3_CONN_ID))
     [latest] = store.recent_runs(5)
-    assert latest.run_id == run_id and [p["partner"] for p in latest.partners] == PARTNERS
+    assert latest.run_id == run_id and [p.partner for p in latest.partners] == PARTNERS
     for division in PARTNERS:
         stats = store.gx_stats(run_id, division)
         assert stats is not None and stats.evaluated > 0

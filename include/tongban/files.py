@@ -60,9 +60,14 @@ class OutboundFile:
 
 @dataclass(frozen=True)
 class SummaryPartner:
-    """A partner's row of ``summary.json``, as the next run's summary reads it (its outbound trend)."""
+    """A partner's row of ``summary.json``, as the UI and the next run's summary (its outbound trend) read it."""
 
     partner: str
+    name: str = ""
+    status: Literal["ok", "held_back", "failed"] = "failed"  # failed: the partner wrote no report
+    counts: dict[str, int] | None = None  # report_model.Counts; None: no report
+    delivery: str | None = None  # DeliveryFile.status or not_delivered; None: no report
+    stale_since: str | None = None  # failed: when the platform's list was last refreshed from a pull (ISO)
     outbound: dict[str, Any] | None = None  # status, counts, trend; absent before the outbound side existed
 
 
@@ -72,3 +77,6 @@ class SummaryFile:
 
     run_id: str
     partners: list[SummaryPartner]
+    totals: dict[str, int] = field(default_factory=dict)  # summaries before every count class: some missing
+    failed: list[str] = field(default_factory=list)
+    max_critical_rate: float | None = None  # the hold-back threshold (summaries before it was recorded: None)

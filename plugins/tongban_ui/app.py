@@ -145,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/runs/{run_id}/", response_class=HTMLResponse)
     def run(run_id: str) -> HTMLResponse:
         summary = store.summary(run_id)
-        divisions = [str(p.get("partner")) for p in summary.partners]
+        divisions = [p.partner for p in summary.partners]
         gx = checks((run_id, d) for d in divisions)
         # the reports say why a partner was held back and list its 待整改 items
         reports = {d: store.report(run_id, d) for d in divisions}

@@ -11,12 +11,14 @@ import json
 import os
 import posixpath
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from upath import UPath
 
+from tongban.files import SummaryFile, SummaryPartner
 from tongban.layout import (
     FIVE_LEVEL,
     GX_RESULT,
@@ -28,6 +30,9 @@ from tongban.layout import (
     SUMMARY,
 )
 from tongban.report import DELIVERED
+from tongban.storage import read_json
+
+T = TypeVar("T")
 
 # Airflow's own run ids (manual__2026-11-28T13:35:01.915496+00:00) and its allowed_run_id_pattern
 # characters, minus anything that could name a parent folder.
@@ -49,21 +54,21 @@ class RunSummary:
 
     run_id: str
     finished: float  # POSIX time
-    partners: list[dict[str, Any]]
+    partners: list[SummaryPartner]
     totals: dict[str, int]
     failed: list[str]
     max_critical_rate: float | None = None  # the hold-back threshold (summaries before it was recorded: None)
 
     def status_count(self, status: str) -> int:
-        return sum(1 for p in self.partners if p.get("status") == status)
+        return sum(1 for p in self.partners if p.status == status)
 
-    def with_status(self, status: str) -> list[dict[str, Any]]:
-        return [p for p in self.partners if p.get("status") == status]
+    def with_status(self, status: str) -> list[SummaryPartner]:
+        return [p for p in self.partners if p.status == status]
 
     @property
-    def undelivered(self) -> list[dict[str, Any]]:
+    def undelivered(self) -> list[SummaryPartner]:
         """Partners whose report was written but is not delivered (summary.json's ``undelivered``)."""
-        return [p for p in self.partners if p.get("counts") and p.get("delivery") not in DELIVERED]
+        return [p for p in self.partners if p.counts and p.delivery not in DELIVERED]
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ class PartnerLatest:
     division: str
     name: str
     run_id: str
-    row: dict[str, Any]  # that run's summary row: status, counts, report
+    row: SummaryPartner  # that run's summary row: status, counts, report
     trend: list[TrendPoint]  # oldest first
     max_critical_rate: float | None = None  # the threshold of that run
 
@@ -97,11 +102,10 @@ def latest_by_partner(runs: Sequence[RunSummary]) -> list[PartnerLatest]:
     latest: dict[str, PartnerLatest] = {}
     for run in runs:
         for row in run.partners:
-            division = str(row.get("partner"))
+            division = row.partner
             if division not in latest:
-                name = str(row.get("name", ""))
-                latest[division] = PartnerLatest(division, name, run.run_id, row, [], run.max_critical_rate)
-            point = TrendPoint(run.run_id, str(row.get("status", "failed")), row.get("counts"))
+                latest[division] = PartnerLatest(division, row.name, run.run_id, row, [], run.max_critical_rate)
+            point = TrendPoint(run.run_id, row.status, row.counts)
             latest[division].trend.insert(0, point)
     return list(latest.values())
 
@@ -145,10 +149,13 @@ class ReportStore:
         return path
 
     def read(self, path: UPath) -> bytes:
-        try:
+        with _found(path):
             return path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-            raise NotFound(str(path)) from exc
+
+    def read_typed(self, path: UPath, file_type: type[T]) -> T:
+        """A file of the pipeline's as its ``tongban.files`` type (``storage.read_json``); NotFound when missing."""
+        with _found(path):
+            return read_json(path, file_type)
 
     def name(self, path: UPath) -> str:
         """A path of this store as the operator names it: relative to the root (``runs/<run>/<division>/…``)."""
@@ -188,21 +195,19 @@ class ReportStore:
 
     def summary(self, run_id: str) -> RunSummary:
         path = self.path(REPORTS, run_id, names=[SUMMARY])
-        data = json.loads(self.read(path))
-        partners = list(data.get("partners", []))
-        totals = dict(data.get("totals", {}))
-        for row in partners:  # summaries written before every count class was totalled
-            for key in row.get("counts") or {}:
+        data = self.read_typed(path, SummaryFile)
+        totals = dict(data.totals)
+        for row in data.partners:  # summaries written before every count class was totalled
+            for key in row.counts or {}:
                 if key not in totals:
-                    totals[key] = sum((r.get("counts") or {}).get(key, 0) for r in partners)
-        limit = data.get("max_critical_rate")
+                    totals[key] = sum((r.counts or {}).get(key, 0) for r in data.partners)
         return RunSummary(
             run_id=run_id,
             finished=path.stat().st_mtime,
-            partners=partners,
+            partners=data.partners,
             totals=totals,
-            failed=list(data.get("failed", [])),
-            max_critical_rate=float(limit) if limit is not None else None,
+            failed=data.failed,
+            max_critical_rate=data.max_critical_rate,
         )
 
     def recent_runs(self, limit: int) -> list[RunSummary]:
@@ -227,6 +232,15 @@ class ReportStore:
             successful=int(stats.get("successful_expectations", 0)),
             success=bool(result.get("success")),
         )
+
+
+@contextmanager
+def _found(path: UPath) -> Iterator[None]:
+    """A missing file (or a folder where a file should be) is NotFound, like a path that is not allowed."""
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        raise NotFound(str(path)) from exc
 
 
 def _inside(path: UPath, base: UPath) -> bool:
