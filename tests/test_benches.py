@@ -37,19 +37,21 @@ def test_national_bench_runs_every_stage_and_checks_the_platform(tmp_path: Path)
 
 
 def test_the_floor_dag_has_the_nightly_runs_shape() -> None:
-    """bench_nightly compares the DAG with an empty one: same tasks, dependencies, mapping, trigger rules, pools."""
+    """bench_nightly compares the DAG with an empty one: same tasks, dependencies, mapping, trigger rules, pools,
+    and rendered map indexes (each costs the run a call to Airflow's API per mapped task instance)."""
     from airflow.dag_processing.dagbag import DagBag
 
     real = DagBag(dag_folder=BENCH.parent / "dags").dags["cross_province_sync"]
     floor = DagBag(dag_folder=BENCH / "dags").dags["nightly_shape_floor"]
 
-    def shape(dag: object) -> dict[str, tuple[list[str], str, bool, str]]:
+    def shape(dag: object) -> dict[str, tuple[list[str], str, bool, str, str | None]]:
         return {
             t.task_id: (
                 sorted(t.upstream_task_ids),
                 str(t.trigger_rule),
                 bool(t.get_closest_mapped_task_group()),
                 t.pool,
+                t.map_index_template,
             )
             for t in dag.tasks  # type: ignore[attr-defined]
         }
