@@ -13,6 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "cross_province_sync"
+STORE_CONN = "AIRFLOW_CONN_TONGBAN_DB"  # the item store's Connection (tongban.store.DB_CONN_ID) as a variable
 # What a worker imports once, before it forks a process for each task, so that no task process imports it again
 # (docs/scaling.md): Airflow's side of running a task (the task runner, what parsing the DAG file takes) and
 # tongban's (tongban/preload.py, last: it freezes the GC's view of all of them). The one list, used twice:
@@ -83,6 +84,13 @@ def airflow_env(home: Path | None = None, extra: dict[str, str] | None = None) -
     # `make ui` (the same metadata database) would add a DAG version at every switch between the two.
     env["TONGBAN_DEADLINE_ALERT"] = "off"
     env.update(extra or {})
+    # The item store as a deployment names it, the `tongban_db` Connection (here the SQLite file under the home,
+    # which it follows like the rest), unless another store is given (TONGBAN_DB_URL or a Connection of another
+    # database). Without it every task asks Airflow's API for a Connection that is not there before it falls
+    # back to the same file: a round trip per task instance.
+    store_conn = env.get(STORE_CONN, "")
+    if not env.get("TONGBAN_DB_URL") and (not store_conn or store_conn.startswith("sqlite:")):
+        env[STORE_CONN] = f"sqlite:///{home / 'tongban.db'}"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # standalone runs `airflow …`
     airflow_home.mkdir(parents=True, exist_ok=True)
     passwords = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])

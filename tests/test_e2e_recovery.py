@@ -41,8 +41,8 @@ DAG_ID = "cross_province_sync"
 class Recovery(Deployment):
     def __init__(self, home: Path, urls: Any, db_url: str) -> None:
         super().__init__(home, urls)
-        self.env["TONGBAN_DB_URL"] = db_url
-        self.store = ItemStore(db_url)  # the DAG's, through TONGBAN_DB_URL
+        self.env["AIRFLOW_CONN_TONGBAN_DB"] = db_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+        self.store = ItemStore(db_url)  # the DAG's, through its Connection
 
     def ordinary(self) -> dict[str, Any]:
         return self.run({"partners": [PARTNER]})

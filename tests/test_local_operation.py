@@ -227,3 +227,28 @@ def test_make_ui_on_another_port_runs_its_tasks_through_that_port(
     assert ui_env(airflow_env(tmp_path, own), pool_slots=4)["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == (
         "http://api:9000/execution/"
     )
+
+
+def test_the_embedded_deployment_names_its_item_store_as_a_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run` and `make ui` define the `tongban_db` Connection (the SQLite file under the home), so each task
+    finds it in its environment instead of asking Airflow's API for one that is not there; another store given
+    (TONGBAN_DB_URL, or a Connection of another database) is left to win."""
+    from airflow.sdk import Connection
+
+    from scripts.localenv import STORE_CONN, airflow_env
+    from tongban.store import DB_CONN_ID, url_from_uri
+
+    monkeypatch.delenv("TONGBAN_DB_URL", raising=False)
+    monkeypatch.setenv(STORE_CONN, f"sqlite:///{tmp_path / 'elsewhere' / 'tongban.db'}")  # another home's
+    for home in (tmp_path / "a", tmp_path / "b"):
+        uri = Connection.from_uri(airflow_env(home)[STORE_CONN], conn_id=DB_CONN_ID).get_uri()
+        assert url_from_uri(uri) == f"sqlite:///{home / 'tongban.db'}"  # what a task reads: the home's file
+
+    postgres = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+    monkeypatch.delenv(STORE_CONN)
+    assert STORE_CONN not in airflow_env(tmp_path, {"TONGBAN_DB_URL": postgres})
+    monkeypatch.setenv(STORE_CONN, "postgresql://postgres@127.0.0.1:5432/test")
+    uri = Connection.from_uri(airflow_env(tmp_path)[STORE_CONN], conn_id=DB_CONN_ID).get_uri()
+    assert url_from_uri(uri) == postgres

@@ -23,6 +23,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 from alembic import command
@@ -40,10 +41,13 @@ def default_url(under: Path | None = None) -> str:
 
 
 def url_from_uri(uri: str) -> str:
-    """A SQLAlchemy URL from an Airflow Connection URI (``postgres://`` names no driver there)."""
+    """A SQLAlchemy URL from an Airflow Connection URI (``postgres://`` names no driver there; a SQLite file's
+    absolute path comes back percent-encoded as the Connection's host: ``sqlite:///%2Fvar%2Ftongban.db``)."""
     for scheme in ("postgres://", "postgresql://"):
         if uri.startswith(scheme):
             return "postgresql+psycopg2://" + uri[len(scheme) :]
+    if uri.startswith("sqlite:///"):
+        return "sqlite:///" + unquote(uri.removeprefix("sqlite:///"))
     return uri
 
 
