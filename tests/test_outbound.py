@@ -237,6 +237,21 @@ def test_the_partner_report_shows_the_section_in_json_html_and_xlsx(world: World
     outdated = [r for r in rows if r[0] == "版本落后"]
     assert len(outdated) == sum(len(c.changes) for c in loaded.outbound.outdated)
     assert outdated[0][1] == loaded.outbound.outdated[0].task_code and outdated[0][3] == change.label
+    # the partner reads every value and count in Chinese: no Python/JSON structure, English key or code
+    assert [r[3] for r in rows if r[0] == "汇总"] == [
+        "状态",
+        "提供",
+        "已正确配置",
+        "未配置",
+        "版本落后",
+        "已撤销仍在配置",
+        "办理模式不一致",
+        "本次发送",
+    ]
+    assert {r[4] for r in rows if r[0] == "本次发送"} <= {"已接受", "被拒绝"}
+    english = ("legal_limit", "promised_limit", "'form'", '"form"', "'name'", '"name"', "electronic", "paper")
+    for value in [v for r in outdated for v in r[4:]] + [html]:
+        assert not any(word in str(value) for word in english), value
 
 
 def test_the_summary_gives_every_partner_both_directions_with_a_trend(tmp_path: Path) -> None:

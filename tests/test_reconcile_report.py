@@ -293,3 +293,34 @@ def test_first_seen_is_beijing_time_and_run_id_columns_fit_a_run_id(tmp_path) ->
     assert row[4:6] == ("2026-11-30 02:14", first_run)
     assert sheet.column_dimensions["F"].width >= len(first_run)
     assert book["此前未报告的变更"].column_dimensions["A"].width >= len(first_run)  # 运行编号
+
+
+def test_changed_materials_and_time_limits_read_in_chinese_in_html_and_xlsx(tmp_path) -> None:
+    """A changed 申请材料 or 办结时限 is told as the partner wrote it, in Chinese: no Python or JSON structure with
+    English keys and codes (``{'legal_limit': …, 'promised_limit_unit': 'WD'}``, ``'form': 'paper'``)."""
+    from openpyxl import load_workbook
+
+    paper = {"name": "居民户口簿", "required": False, "form": "paper", "copies": 1, "source": "申请人自备"}
+    online = {"name": "居民身份证", "required": True, "form": "electronic", "copies": None, "source": "政府部门核发"}
+    was = {**B, "materials": [online, paper], "legal_limit": None, "legal_limit_unit": None, "promised_limit": 2}
+    now = {**was, "materials": [online], "promised_limit": 3, "item_type": "01", "version": "4"}
+    built, _ = _report(tmp_path, reconcile([now], [was]))
+    [changed] = built.changed
+    assert {c.element for c in changed.changes} == {"materials", "time_limit", "item_type"}
+    shown = {
+        "居民身份证（必要，电子，政府部门核发）；居民户口簿（非必要，纸质，1 份，申请人自备）",
+        "居民身份证（必要，电子，政府部门核发）",
+        "法定办结时限 无；承诺办结时限 2 个工作日",
+        "法定办结时限 无；承诺办结时限 3 个工作日",
+        "公共服务",
+        "行政许可",
+    }
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    rows = list(load_workbook(tmp_path / "report.xlsx")["变更"].iter_rows(min_row=2, values_only=True))
+    assert {v for row in rows for v in row[3:]} == shown
+    for text in shown:
+        assert text in html
+    for raw in ("legal_limit", "promised_limit_unit", "electronic", "&#39;form&#39;", "&#34;form&#34;"):
+        assert raw not in html
+    on_disk = {c["element"]: c for c in json.loads((tmp_path / "report.json").read_bytes())["changed"][0]["changes"]}
+    assert on_disk["materials"]["new"] == [online] and on_disk["time_limit"]["new"]["promised_limit"] == 3  # data

@@ -15,6 +15,8 @@ from typing import Any
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tongban.registry import label
+
 
 class Material(BaseModel):
     """One entry of 申请材料."""
@@ -141,3 +143,50 @@ MATERIAL_LABELS: dict[str, str] = {
     "copies": "份数",
     "source": "来源渠道",
 }
+
+# elements whose value is one canonical code, and the dictionary it belongs to
+_CODED_ELEMENTS: dict[str, str] = {
+    "item_type": "item_type",
+    "level": "level",
+    "handling_mode": "handling_mode",
+    "handle_type": "handle_type",
+}
+
+
+def element_text(element: str, value: Any) -> str:
+    """A compared element's value (:func:`element_value`) as a partner reads it in a report: codes as their
+    Chinese labels, 申请材料 one material after the other, 办结时限 with their units, 实施主体 with its code;
+    text as it is. A value of another shape than the element's is shown as JSON, never dropped."""
+    if value is None:
+        return ""
+    try:
+        if element in _CODED_ELEMENTS:
+            return label(_CODED_ELEMENTS[element], str(value))
+        if element == "service_objects":
+            return "、".join(label("service_object", str(code)) for code in value) or "（无）"
+        if element == "materials":
+            return "；".join(_material_text(m) for m in value) or "（无）"
+        if element == "time_limit":
+            return "；".join(
+                f"{name} {_limit_text(value[f'{kind}_limit'], value[f'{kind}_limit_unit'])}"
+                for kind, name in (("legal", "法定办结时限"), ("promised", "承诺办结时限"))
+            )
+        if element == "department":
+            return f"{value['dept_name']}（{value['dept_uscc']}）" if value.get("dept_uscc") else value["dept_name"]
+    except (AttributeError, KeyError, TypeError):
+        pass
+    return value if isinstance(value, str) else canonical_json(value).decode()
+
+
+def _limit_text(limit: Any, unit: Any) -> str:
+    return "无" if limit is None else f"{limit} 个{label('time_unit', unit)}"
+
+
+def _material_text(material: Mapping[str, Any]) -> str:
+    """``居民户口簿（必要，纸质，1 份，政府部门核发）``."""
+    parts = ["必要" if material["required"] else "非必要", label("material_form", material["form"])]
+    if material.get("copies") is not None:
+        parts.append(f"{material['copies']} 份")
+    if material.get("source"):
+        parts.append(material["source"])
+    return f"{material['name']}（{'，'.join(parts)}）"

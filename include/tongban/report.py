@@ -25,8 +25,9 @@ from tongban.codes import TASK_CODE_LENGTH
 from tongban.config import CHINA_TZ, max_critical_rate
 from tongban.files import DeliveryFile, OutboundFile, PublishFile
 from tongban.layout import DELIVERY, REPORT_HTML, REPORT_JSON, REPORT_XLSX, SUMMARY
-from tongban.model import COMPARED, LABELS
+from tongban.model import COMPARED, LABELS, element_text
 from tongban.normalise import WIDTH_ONLY, Duplicate, NormalisedValue, width_only_difference
+from tongban.outbound import report as outbound_texts
 from tongban.outbound.diff import COUNT_KEYS as OUTBOUND_KEYS
 from tongban.outbound.report import SECTION_TITLE, SHEET_HEADINGS, sheet_rows
 from tongban.outbound.report import section as outbound_section
@@ -350,6 +351,10 @@ def render_html(report: PartnerReport) -> str:
             op_labels=OP_LABELS,
             china_time=china_time,
             first_seen=FIRST_SEEN,
+            value_text=element_text,
+            outbound_count_labels=outbound_texts.COUNT_LABELS,
+            outbound_op_labels=outbound_texts.OP_LABELS,
+            outbound_sent_labels=outbound_texts.SENT_LABELS,
         )
     )
 
@@ -382,7 +387,17 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
         ),
         "变更": (
             ["实施编码", "事项名称", "要素", "原值", "新值"],
-            [[c.task_code, c.name, change_label(e, fmt), e.old, e.new] for c in report.changed for e in c.changes],
+            [
+                [
+                    c.task_code,
+                    c.name,
+                    change_label(e, fmt),
+                    element_text(e.element, e.old),
+                    element_text(e.element, e.new),
+                ]
+                for c in report.changed
+                for e in c.changes
+            ],
         ),
         "编码变更": (
             ["原实施编码", "新实施编码", "事项名称"],
@@ -445,7 +460,18 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
         ),
         "此前未报告的变更": (
             ["运行编号", "实施编码", "事项名称", "类别", "要素", "原值", "新值"],
-            [[e.run_id, e.task_code, e.name, e.kind_label, e.label, e.old, e.new] for e in report.earlier],
+            [
+                [
+                    e.run_id,
+                    e.task_code,
+                    e.name,
+                    e.kind_label,
+                    e.label,
+                    element_text(e.element, e.old),
+                    element_text(e.element, e.new),
+                ]
+                for e in report.earlier
+            ],
         ),
         "重复与多余字段": (
             ["类别", "位置", "实施编码或字段名", "说明"],

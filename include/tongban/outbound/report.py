@@ -18,7 +18,7 @@ from upath import UPath
 
 from tongban.files import OutboundFile, SummaryFile
 from tongban.layout import LIBRARY_CHECK, LIBRARY_CHECK_HTML, SUMMARY
-from tongban.model import LABELS
+from tongban.model import LABELS, element_text
 from tongban.reconcile import ElementChange
 from tongban.registry import label
 from tongban.storage import write_json
@@ -129,19 +129,44 @@ def section(outbound: OutboundFile) -> OutboundSection:
 
 
 OP_LABELS = {"upsert": "配置或更新", "delete": "撤销"}
+SENT_LABELS = {"accepted": "已接受", "rejected": "被拒绝"}
+# the counts of the section as its HTML table heads them (OutboundCounts, in its order)
+COUNT_LABELS = {
+    "offered": "提供",
+    "configured": "已正确配置",
+    "missing": "未配置",
+    "outdated": "版本落后",
+    "withdrawn": "已撤销仍在配置",
+    "mode_mismatch": "办理模式不一致",
+    "sent": "本次发送",
+}
 
 
 def sheet_rows(s: OutboundSection) -> list[list[Any]]:
     """The rows of the xlsx sheet 「沅江事项在贵地配置情况」 (headings: :data:`SHEET_HEADINGS`)."""
     rows: list[list[Any]] = [
         ["汇总", "", "", "状态", STATUS_LABELS.get(s.status, s.status), s.error or ""],
-        *[["汇总", "", "", key, value, ""] for key, value in s.counts.model_dump().items()],
+        *[["汇总", "", "", COUNT_LABELS[key], value, ""] for key, value in s.counts.model_dump().items()],
     ]
     rows += [["未配置", i.task_code, i.name, "办理模式", "", i.modes_label] for i in s.missing]
-    rows += [["版本落后", c.task_code, c.name, e.label, e.old, e.new] for c in s.outdated for e in c.changes]
+    rows += [
+        ["版本落后", c.task_code, c.name, e.label, element_text(e.element, e.old), element_text(e.element, e.new)]
+        for c in s.outdated
+        for e in c.changes
+    ]
     rows += [["已撤销仍在配置", i.task_code, i.name, "办理模式", i.modes_label, ""] for i in s.withdrawn]
     rows += [["办理模式不一致", m.task_code, m.name, "办理模式", m.configured, m.offered] for m in s.mode_mismatch]
-    rows += [["本次发送", o.task_code or "", "", OP_LABELS.get(o.op, o.op), o.status, o.reason or ""] for o in s.sent]
+    rows += [
+        [
+            "本次发送",
+            o.task_code or "",
+            "",
+            OP_LABELS.get(o.op, o.op),
+            SENT_LABELS.get(o.status, o.status),
+            o.reason or "",
+        ]
+        for o in s.sent
+    ]
     return rows
 
 
