@@ -159,3 +159,21 @@ def test_trace_cli_tells_what_happened_to_an_item_run_by_run(
         assert "增量拉取未包含" in skipped
         assert f"退回（关键校验，设定依据）：{CRITICAL}" in old  # the element in Chinese, as the report names it
     assert trace.main(["没有这个事项"]) == 1
+
+
+def test_a_full_pull_whose_removals_are_held_withdraws_nothing_from_the_list(nights: Nights) -> None:
+    """A full pull that lacks most of the catalogue (an answer cut short) has its removals held: the items it lacks
+    are not withdrawn, so an outstanding item it lacks stays open too, its history kept (it was closed as
+    「已撤回」, contradicting the held removals of the same report, and opened anew with its nights at 1)."""
+    division = nights.partner.division
+    items = [make_record(partner=division, catalog_code=f"0002{i:05d}000") for i in range(10)]
+    wrong = make_record(partner=division, catalog_code="000299999000")
+    first = nights.night(items, [wrong], full=True)
+    assert [o["task_code"] for o in first["outstanding"]] == [wrong["task_code"]]
+
+    cut = nights.night(items[:2], full=True)
+    assert cut["removal_guard"] and len(cut["removal_guard"]["held"]) == 8 and cut["counts"]["removed"] == 0
+    assert cut["resolved"] == []
+    assert [(o["task_code"], o["nights"], o["first_run"]) for o in cut["outstanding"]] == [
+        (wrong["task_code"], 2, first["run_id"])
+    ]

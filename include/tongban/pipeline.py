@@ -428,8 +428,10 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
     rejected = list(read_jsonl(run / REJECTED))
     recon = Reconciliation.from_dict(read_json(run / RECONCILIATION))
     published = read_json(run / PUBLISH, PublishFile)
-    pulled = None  # an incremental pull says nothing of the items it did not carry
-    if recon.full:
+    # an incremental pull says nothing of the items it did not carry; nor does a full pull whose removals the
+    # removal guard holds (its catalogue looks cut short: what it lacks was not withdrawn until confirmed)
+    pulled = None
+    if recon.full and not (recon.removal_guard or {}).get("held"):
         pulled = {r["task_code"] for r in read_jsonl(run / ITEMS)} | {q["task_code"] for q in quarantined}
     outstanding, resolved = store.track_outstanding(
         run_id,
