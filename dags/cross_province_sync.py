@@ -224,6 +224,14 @@ def _stale_fails() -> Iterator[None]:
         raise AirflowFailException(str(exc)) from exc
 
 
+def _planned(divisions: list[str] | None) -> list[str]:
+    """The partners ``plan`` chose, for the tasks that run whatever became of it (``ALL_DONE``): none when plan
+    failed (a bad param), and then they fail at once, without retries, sending the operator to plan's reason."""
+    if divisions is None:
+        raise AirflowFailException("plan failed, so nothing of this run was done: its log says why (a bad param)")
+    return divisions
+
+
 PARTNER_TASK = {"map_index_template": "{{ partner_label }}"}
 PARTNER_API_POOL = "partner_api"  # tongban.pools.PARTNER_API_POOL; one pool for all (see tongban/pools.py)
 
@@ -273,13 +281,13 @@ def cross_province_sync() -> None:
         registry = load_registry()
         params = get_current_context()["params"]
         wanted = params["partners"]
-        for division in wanted:
-            registry.partner(division)  # raises naming an unknown division
-        divisions = [p.division for p in registry.partners if not wanted or p.division in wanted]
         try:
+            for division in wanted:
+                registry.partner(division)  # raises naming an unknown division
+            divisions = [p.division for p in registry.partners if not wanted or p.division in wanted]
             check_confirmations(_storage(), params.get("confirm_removals", []), divisions)
-        except ValueError as exc:
-            raise AirflowFailException(str(exc)) from exc
+        except (KeyError, ValueError) as exc:  # a bad param: no retry makes it right
+            raise AirflowFailException(str(exc).strip("'\"")) from exc
         return divisions
 
     @task(**PARTNER_TASK)
@@ -330,7 +338,7 @@ def cross_province_sync() -> None:
         return pipeline.validate(_partner(normalised.partner), _run_dir(normalised.partner), _store())
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def province_five_level(divisions: list[str], validated: Any) -> list[ProvinceChecked]:
+    def province_five_level(divisions: list[str] | None, validated: Any) -> list[ProvinceChecked]:
         """五级N同 across the partners of each province (tongban.province), once every partner's own validation
         is done, whatever became of it: a partner not validated is compared through its published items.
         Returns one small summary per planned partner, in plan order (what the publishing group maps over)."""
@@ -343,7 +351,7 @@ def cross_province_sync() -> None:
         # the validate tasks that succeeded; Airflow hands over a lone mapped instance's value itself, not in a list
         summaries = [validated] if isinstance(validated, Validated) else [v for v in validated or [] if v]
         return province.check_run(
-            [registry.partner(d) for d in divisions],
+            [registry.partner(d) for d in _planned(divisions)],
             registry.partners,
             {v.partner: v for v in summaries},
             _storage() / RUNS / context["run_id"],
@@ -493,7 +501,7 @@ def cross_province_sync() -> None:
         deliver(reported)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
-    def summarise(divisions: list[str]) -> Summarised:
+    def summarise(divisions: list[str] | None) -> Summarised:
         """Run summary over all partners; fails the run (after writing it) if a partner failed."""
         from tongban import report as reports
         from tongban.layout import REPORTS
@@ -501,7 +509,7 @@ def cross_province_sync() -> None:
 
         registry = load_registry()
         run_id = get_current_context()["run_id"]
-        summary = reports.summarise(_storage() / REPORTS, run_id, [registry.partner(d) for d in divisions])
+        summary = reports.summarise(_storage() / REPORTS, run_id, [registry.partner(d) for d in _planned(divisions)])
         print(reports.summary_table(summary, extra=("ours",)))
         if summary["held_back"]:
             log.warning(

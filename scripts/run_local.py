@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -203,6 +204,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
+EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?\w*(?:Exception|Error): (.+)$")
+
+
+def task_failures(log: str) -> list[tuple[str, str]]:
+    """(task id, error) of each task of an `airflow dags test` log that failed, in order, each once: the last
+    exception line of its try (the one raised, not its cause), the first try's where every try says the same."""
+    failures: dict[tuple[str, str], None] = {}
+    task, error = "", ""
+    for line in [*log.splitlines(), "[DAG TEST] starting task_id=(end)"]:
+        started = TASK_START.search(line)
+        if started:
+            if task and error:
+                failures[(task, error)] = None
+            task, error = started.group(1), ""
+        elif found := EXCEPTION_LINE.match(line):
+            error = found.group(1)
+    return list(failures)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stop_on_signals()
@@ -249,8 +270,11 @@ def run(args: argparse.Namespace) -> int:
             result = dags_test(env, conf or None, stdout=fh, stderr=fh)
         summary_path = newest_summary(home / REPORTS, started)
         if summary_path is None:
-            print(log.read_text(errors="replace")[-6000:])
+            text = log.read_text(errors="replace")
+            print(text[-6000:])
             print(f"\nthe run wrote no summary (airflow exited {result.returncode}); full log: {log}")
+            for task_id, error in task_failures(text):
+                print(f"task {task_id} failed: {error}")
             return 1
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         store = ItemStore(default_url(home))

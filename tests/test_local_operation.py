@@ -90,6 +90,24 @@ def test_make_run_passes_partners_full_resync_and_dry_run(tmp_path: Path) -> Non
     assert fetch["mode"] == "full"
 
 
+@pytest.mark.e2e
+def test_make_run_with_a_bad_param_fails_at_once_saying_why(tmp_path: Path) -> None:
+    """A confirm_removals entry naming a run that never was: plan fails naming it, and the tasks that run whatever
+    became of plan (the province check, the summary) fail at once too, without retries (they crashed on plan's missing
+    result with a TypeError, the province check three times over 90 s), and make run prints each failed task's reason
+    (it printed only the log's tail and "the run wrote no summary")."""
+    started = time.monotonic()
+    proc = _make("run", tmp_path, "--partners 440100 --confirm-removals 440100@manual__nothing", stdout=subprocess.PIPE)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode != 0 and "the run wrote no summary" in out, out[-4000:]
+    assert "task plan failed: confirm_removals: run manual__nothing did not reconcile partner 440100" in out
+    assert "task province_five_level failed: plan failed, so nothing of this run was done" in out
+    assert "task summarise failed: plan failed" in out and "NoneType" not in out
+    [log] = (tmp_path / "logs").glob("dags-test-*.log")
+    assert log.read_text(errors="replace").count("[DAG TEST] starting task_id=province_five_level") == 1  # no retry
+    assert time.monotonic() - started < 300
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
