@@ -290,6 +290,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"summary: {summary_path}\nAirflow log: {log}")
     for line in attention(summary):
         print(line)
+    if result.returncode != 0:  # why, task by task, as the task logs say it
+        for task_id, error in task_failures(log.read_text(errors="replace")):
+            print(f"task {task_id} failed: {error}")
     for problem in problems:
         print(f"MISMATCH {problem}")
     if summary.get("outbound_failed"):

@@ -62,9 +62,11 @@ def test_make_run_says_what_needs_a_person() -> None:
     assert attention({"run_id": run, "failed": [], "held_back": [], "removals_held": [], "undelivered": []}) == []
 
 
-def _make(target: str, home: Path, args: str, **kwargs: object) -> subprocess.Popen[str]:
+def _make(target: str, home: Path, args: str, registry: Path | None = None, **kwargs: object) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "TONGBAN_"))}
     env |= {"TONGBAN_HOME": str(home), "AIRFLOW__API__PORT": str(_free_port())}  # not the 8080 of a `make ui`
+    if registry is not None:
+        env["TONGBAN_REGISTRY"] = str(registry)
     return subprocess.Popen(
         ["make", "--no-print-directory", "-C", str(REPO), target, f"ARGS={args}"],
         env=env,
@@ -106,6 +108,21 @@ def test_make_run_with_a_bad_param_fails_at_once_saying_why(tmp_path: Path) -> N
     [log] = (tmp_path / "logs").glob("dags-test-*.log")
     assert log.read_text(errors="replace").count("[DAG TEST] starting task_id=province_five_level") == 1  # no retry
     assert time.monotonic() - started < 300
+
+
+@pytest.mark.e2e
+def test_make_run_says_why_each_failed_partner_failed(tmp_path: Path) -> None:
+    """A partner whose pull fails: make run names it and prints its task's reason, the partner's own words included
+    (it printed only "FAILED partners: 370100", the reason being in fetch.json and the task log)."""
+    registry = tmp_path / "partners.yaml"
+    entry = '  - {division: "370100", name: 济南市, items: 40, format: pinyin_json, faults: [{kind: bad_signature}]}'
+    registry.write_text(f"home: {{division: '430981', name: 沅江市}}\nseed: 7\npartners:\n{entry}\n", encoding="utf-8")
+    home = tmp_path / "home"
+    proc = _make("run", home, "--partners 370100", stdout=subprocess.PIPE, registry=registry)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode != 0 and "FAILED partners: 370100" in out, out[-4000:]
+    assert "task partner.fetch failed: partner 370100 (济南市): GET http://127.0.0.1:" in out
+    assert "/partners/370100/api/sx/list {'limit': 100} answered HTTP 401: 签名校验失败" in out
 
 
 def _free_port() -> int:
