@@ -1,10 +1,10 @@
 """The floor of the nightly run: ``cross_province_sync``'s shape with empty task bodies (bench/bench_nightly.py).
 
 The same tasks, mapping, trigger rules, pools and rendered map indexes (each mapped task instance labelled by
-its partner, as the real DAG labels it with the partner's code and name): ``plan`` and ``outbound_library``, a mapped group of 4 tasks per
-partner, one province task over all of them, a mapped group of 5 tasks per partner, ``summarise`` (9 x
-partners + 4 task instances; tests/test_benches.py checks the shape against the DAG's). Every task only
-passes on a small dict, so what a run of it costs is Airflow's own per-task cost.
+its partner, as the real DAG labels it with the partner's code and name): ``plan`` and ``outbound_library``, a
+mapped group of 4 tasks per partner, one province task over all of them, a mapped group of 5 tasks per partner,
+``summarise`` (9 x partners + 4 task instances; tests/test_benches.py checks the shape against the DAG's).
+Every task only passes on a small dict, so what a run of it costs is Airflow's own per-task cost.
 """
 
 from __future__ import annotations
