@@ -9,10 +9,10 @@ one or both modes:
   task, as in a deployment), a dag-processor and an api-server (the tasks' Execution API), every run
   triggered through the REST API and timed from queued to finished as the metadata database records it.
 
-The floor is ``bench/dags/nightly_shape.py``: the same plan, mapping, trigger rules and pools with empty task
-bodies, so its time is what Airflow itself costs for the run's task instances (9 x partners + 4; the bench
-checks that both runs had as many). Prints every run's time, and per mode the medians and their ratio
-(issue 14's target: <= 1.5).
+The floor is ``bench/dags/nightly_shape.py``: the same plan, mapping, trigger rules, pools and rendered map
+indexes with empty task bodies, so its time is what Airflow itself costs for the run's task instances (9 x
+partners + 4; the bench checks that both runs had as many). Prints every run's time, and per mode the medians
+and their ratio (issue 14's target: <= 1.5).
 
     python bench/bench_nightly.py                        # all 16 partners, 2 rounds, both modes
     python bench/bench_nightly.py --partners 440100 --repeat 1 --mode dags-test
