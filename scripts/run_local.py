@@ -238,8 +238,15 @@ def run(args: argparse.Namespace) -> int:
     home = tongban_home()
     registry = load_registry()
     conf = dag_conf(args)
-    for division in conf.get("partners", []):  # type: ignore[attr-defined]
-        registry.partner(division)  # an unknown division: say so before starting anything
+    known = [p.division for p in registry.partners]
+    unknown = [d for d in conf.get("partners", []) if d not in known]  # type: ignore[attr-defined]
+    if unknown:  # say so before starting anything, as an error of the command line, not a traceback
+        print(
+            f"make run: --partners: {', '.join(unknown)} is not a partner in {registry.source} "
+            f"(partners: {' '.join(known)})",
+            file=sys.stderr,
+        )
+        return 2
     log_dir = home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     with running_simulators(home / "simulators") as urls:

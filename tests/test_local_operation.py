@@ -287,3 +287,14 @@ def test_the_embedded_deployment_names_its_item_store_as_a_connection(
     monkeypatch.setenv(STORE_CONN, "postgresql://postgres@127.0.0.1:5432/test")
     uri = Connection.from_uri(airflow_env(tmp_path)[STORE_CONN], conn_id=DB_CONN_ID).get_uri()
     assert url_from_uri(uri) == postgres
+
+
+def test_make_run_names_an_unknown_partner_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in --partners is an error of the command line: said at once, with the partners there are, before
+    any simulator or Airflow starts."""
+    from scripts.run_local import parse_args, run
+
+    assert run(parse_args(["--partners", "440100", "999999"])) == 2
+    err = capsys.readouterr().err
+    assert "999999 is not a partner" in err and "440100" in err.split("partners:")[-1]
+    assert "Traceback" not in err and "440100 is not" not in err
