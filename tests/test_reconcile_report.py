@@ -181,6 +181,20 @@ def test_incremental_pull_never_removes() -> None:
     assert [c.task_code for c in result.changed] == [B["task_code"]]
 
 
+def test_an_incremental_report_says_its_unchanged_items_include_those_not_pulled(tmp_path) -> None:
+    """拉取 1 beside 未变 2 on an incremental night: the label says the 2 include items the pull did not carry."""
+    from openpyxl import load_workbook
+
+    for full in (False, True):
+        built, _ = _report(tmp_path / str(full), reconcile([{**B, "result": "新证明"}], [A, B, C], full=full))
+        html = (tmp_path / str(full) / "report.html").read_text(encoding="utf-8")
+        sheet = load_workbook(tmp_path / str(full) / "report.xlsx")["汇总"]
+        labels = [row[0] for row in sheet.iter_rows(values_only=True)]
+        said = report.INCREMENTAL_UNCHANGED in html and report.INCREMENTAL_UNCHANGED in labels
+        assert said is not full and built.full_pull is full
+        assert ("未变（与平台上的版本相同）" in labels) is full
+
+
 def test_xlsx_holds_the_json_numbers_and_formulas_come_out_inert(tmp_path) -> None:
     from openpyxl import load_workbook
 

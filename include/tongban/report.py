@@ -66,7 +66,7 @@ COUNT_LABELS = {
     "added": "新增",
     "changed": "变更",
     "removed": "删除",
-    "unchanged": "未变",
+    "unchanged": "未变（与平台上的版本相同）",
     "published": "已推送",
     "warnings": "待核（警告）",
     "held": "保留平台原版本",
@@ -83,6 +83,13 @@ COUNT_LABELS = {
     "earlier_unreported": "此前运行已推送、未曾报告的变更",
 }
 CHANGE_LABELS = {"added": "新增", "changed": "变更", "removed": "删除", "recoded": "编码变更"}
+# an incremental pull carries only what changed: the items it did not carry count as unchanged too
+INCREMENTAL_UNCHANGED = "未变（平台上保持原样，含本次增量未拉取的事项）"
+
+
+def count_labels(report: PartnerReport) -> dict[str, str]:
+    """How the report's counts are named for this report's kind of pull (HTML and xlsx alike)."""
+    return COUNT_LABELS if report.full_pull else COUNT_LABELS | {"unchanged": INCREMENTAL_UNCHANGED}
 
 
 OP_LABELS = {"upsert": "新增或更新", "delete": "删除"}  # the platform's operations, as partners read them
@@ -344,7 +351,7 @@ def render_html(report: PartnerReport) -> str:
         .render(
             r=report,
             counts=report.counts.model_dump(),
-            count_labels=COUNT_LABELS,
+            count_labels=count_labels(report),
             page_span=page_span,
             shown_label=shown_label,
             change_label=lambda e: change_label(e, _wire_format(report.partner)),
@@ -379,7 +386,7 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
             ["类别", "数量"],
             [["合作地区", f"{report.partner_name}（{report.partner}）"], ["运行编号", report.run_id]]
             + [["提示", notice] for notice in notices(report)]
-            + [[COUNT_LABELS[k], v] for k, v in report.counts.model_dump().items()],
+            + [[count_labels(report)[k], v] for k, v in report.counts.model_dump().items()],
         ),
         "新增": (
             ["实施编码", "事项名称", "行使层级"],
