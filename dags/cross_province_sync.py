@@ -510,36 +510,34 @@ def cross_province_sync() -> None:
         registry = load_registry()
         run_id = get_current_context()["run_id"]
         summary = reports.summarise(_storage() / REPORTS, run_id, [registry.partner(d) for d in _planned(divisions)])
-        print(reports.summary_table(summary, extra=("ours",)))
-        if summary["held_back"]:
+        print(reports.summary_table(summary))
+        if summary.held_back:
             log.warning(
                 "HELD BACK this run (critical-failure rate above the threshold; the platform keeps their "
                 "previous lists): %s",
-                ", ".join(summary["held_back"]),
+                ", ".join(summary.held_back),
             )
-        if summary["removals_held"]:
+        if summary.removals_held:
             log.warning(
                 "REMOVALS HELD for confirmation (a pull would have removed too many published items; the platform "
                 "keeps them; see the reports and docs/runbook.md): %s",
-                ", ".join(summary["removals_held"]),
+                ", ".join(summary.removals_held),
             )
-        if summary["undelivered"]:
-            log.error(
-                "reports NOT delivered to: %s (see each partner's deliver task)", ", ".join(summary["undelivered"])
-            )
-        if summary["outbound_failed"]:
+        if summary.undelivered:
+            log.error("reports NOT delivered to: %s (see each partner's deliver task)", ", ".join(summary.undelivered))
+        if summary.outbound_failed:
             log.error(
                 "our items NOT brought in line at: %s (see each partner's offer task; retried next run)",
-                ", ".join(summary["outbound_failed"]),
+                ", ".join(summary.outbound_failed),
             )
-        if summary["failed"] or summary["undelivered"] or summary["outbound_failed"]:
+        if summary.failed or summary.undelivered or summary.outbound_failed:
             raise AirflowFailException(
-                f"partners failed this run (no report written): {', '.join(summary['failed']) or 'none'}; "
-                f"reports not delivered: {', '.join(summary['undelivered']) or 'none'}; our items not brought in line "
-                f"at: {', '.join(summary['outbound_failed']) or 'none'}. Failed partners' previous "
+                f"partners failed this run (no report written): {', '.join(summary.failed) or 'none'}; "
+                f"reports not delivered: {', '.join(summary.undelivered) or 'none'}; our items not brought in line "
+                f"at: {', '.join(summary.outbound_failed) or 'none'}. Failed partners' previous "
                 "lists stay on the platform. See each partner's task logs."
             )
-        return Summarised(run_id=run_id, totals=summary["totals"], failed=summary["failed"])
+        return Summarised(run_id=run_id, totals=summary.totals, failed=summary.failed)
 
     divisions = plan()
     library = outbound_library()  # the outbound side's own root: it waits for nothing of the inbound side

@@ -54,12 +54,14 @@ from scripts.netns import Topology, forward_command, worker_hosts
 from scripts.run_local import check_against_platform, check_outbound, newest_summary
 from scripts.seaweedfs import S3_CONN_ID, free_ports, running_seaweedfs
 from tongban.connections import simulator_connections
+from tongban.files import SummaryFile
 from tongban.layout import REPORT_JSON, REPORTS
 from tongban.publish import PlatformClient
 from tongban.registry import load_registry
 from tongban.report import summary_table
 from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.launcher import running_simulators
+from tongban.storage import read_json
 
 PG = {
     "host": os.environ.get("TONGBAN_CI_PGHOST", "127.0.0.1"),
@@ -325,7 +327,6 @@ def pushed(store: Any, run_id: str, planned: list[str], map_index: int) -> bool:
 def replays(root: UPath, run_id: str, ti: dict[str, Any]) -> str:
     """For a publish killed mid-run: how its retry sent each batch (replayed: applied once, by the first try)."""
     from tongban.layout import PUBLISH, run_dir
-    from tongban.storage import read_json
 
     if ti["task_id"] != "partner_publish.publish":
         return ""
@@ -334,7 +335,7 @@ def replays(root: UPath, run_id: str, ti: dict[str, Any]) -> str:
     return f"; its batches: {', '.join('replayed' if b.get('replayed') else 'sent' for b in batches) or 'none'}"
 
 
-def outcome_problems(summary: dict[str, Any], platform: PlatformClient, store_url: str, reports: UPath) -> list[str]:
+def outcome_problems(summary: SummaryFile, platform: PlatformClient, store_url: str, reports: UPath) -> list[str]:
     """Beyond the platform and outbound checks: nothing lost, nothing duplicated. Per partner, the ledger has no
     batch left pending, and its publish batches accepted exactly the operations the report lists as published;
     the platform holds each item once; the item store's current items are exactly the platform's."""
@@ -343,11 +344,11 @@ def outcome_problems(summary: dict[str, Any], platform: PlatformClient, store_ur
 
     store = ItemStore(store_url)
     problems = []
-    for row in summary["partners"]:
-        if row["status"] == "failed":
+    for row in summary.partners:
+        if row.status == "failed":
             continue
-        division = row["partner"]
-        ledger = store.ledger(summary["run_id"], division)
+        division = row.partner
+        ledger = store.ledger(summary.run_id, division)
         pending = [e["key"] for e in ledger if e["status"] != "acked"]
         if pending:
             problems.append(f"{division}: ledger batches never acknowledged: {pending}")
@@ -358,7 +359,7 @@ def outcome_problems(summary: dict[str, Any], platform: PlatformClient, store_ur
             for r in e["results"] or []
             if r["status"] == "accepted"
         ]
-        report = json.loads((reports / summary["run_id"] / division / REPORT_JSON).read_bytes())
+        report = json.loads((reports / summary.run_id / division / REPORT_JSON).read_bytes())
         published = sorted((p["op"], p["task_code"]) for p in report["published"])
         if sorted(accepted) != published:
             problems.append(
@@ -640,17 +641,19 @@ def main() -> int:
             table, per_worker, stats = task_table(tis)
             reports = s3.root("nightly") / REPORTS
             summary_path = newest_summary(reports, started)
-            summary = json.loads(summary_path.read_bytes()) if summary_path else None
+            summary = read_json(summary_path, SummaryFile) if summary_path else None
+            held: dict[str, int] = {}  # items the platform holds per partner
             failures = []
             if summary:
                 client = PlatformClient(urls.platform, **platform)
-                problems = check_against_platform(summary, client, reports, store)
-                problems += check_outbound(summary, urls.partners, s3.root("nightly"))
+                checked = check_against_platform(summary, client, reports, store)
+                held = checked.held
+                problems = checked.problems + check_outbound(summary, urls.partners, s3.root("nightly"))
                 problems += outcome_problems(summary, client, pg_url(STORE_DB), reports)
                 served = [
-                    (r["partner"], api.text(f"{URL_PREFIX}/runs/{quote(run_id, safe='')}/{r['partner']}/report.html"))
-                    for r in summary["partners"]
-                    if r["status"] != "failed"
+                    (r.partner, api.text(f"{URL_PREFIX}/runs/{quote(run_id, safe='')}/{r.partner}/report.html"))
+                    for r in summary.partners
+                    if r.status != "failed"
                 ]
                 problems += [
                     f"{d}: the UI plugin answered {code} for its report" for d, (code, _) in served if code != 200
@@ -703,15 +706,15 @@ def main() -> int:
         )
     if summary:
         print()
-        print(summary_table(summary, extra=("platform",)))
+        print(summary_table(summary, platform=held))
         print(f"summary: {summary_path}")
     for problem in problems:
         print(f"MISMATCH {problem}")
     workers_used = {h.split("@", 1)[0] for h in per_worker}
     if state != "success":
         failures.append(f"run {run_id} ended {state}")
-    if summary and summary["failed"]:
-        failures.append(f"failed partners: {', '.join(summary['failed'])}")
+    if summary and summary.failed:
+        failures.append(f"failed partners: {', '.join(summary.failed)}")
     if problems:
         failures.append("outcome check failed")
     if not args.no_kill and not killed:

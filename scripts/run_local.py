@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -24,12 +25,14 @@ from upath import UPath
 
 from scripts.localenv import DAG_ID, airflow_env, dags_test, ensure_pools, tongban_home, ui_env
 from tongban.connections import PLATFORM_CONN_ID, conn_env_var, simulator_connections
+from tongban.files import SummaryFile
 from tongban.layout import REPORT_JSON, REPORTS, SUMMARY
 from tongban.publish import PlatformClient, PublishError, drift
 from tongban.registry import load_registry
 from tongban.report import summary_table
 from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.launcher import running_simulators
+from tongban.storage import read_json
 from tongban.store import default_url
 from tongban.store.repo import ItemStore
 
@@ -40,7 +43,18 @@ def newest_summary(reports: Path | UPath, since: float) -> Path | UPath | None:
     return max((f for f in found if f[0] >= since - 1), key=lambda f: f[0], default=(0, None))[1]
 
 
-def check_against_platform(summary: dict, client: PlatformClient, reports: Path | UPath, store: ItemStore) -> list[str]:
+@dataclass(frozen=True)
+class PlatformCheck:
+    """``check_against_platform``'s answer: what does not match, and how many items the platform holds per partner
+    (the partners it checked)."""
+
+    problems: list[str]
+    held: dict[str, int] = field(default_factory=dict)
+
+
+def check_against_platform(
+    summary: SummaryFile, client: PlatformClient, reports: Path | UPath, store: ItemStore
+) -> PlatformCheck:
     """Each partner's platform list must be what its report (under ``reports``, local or object storage) says
     was kept, added or changed, hold item by item the content the item store says was published (content
     hashes), and leave no ledger row unsettled. A platform that does not answer is one problem, said as such
@@ -48,17 +62,19 @@ def check_against_platform(summary: dict, client: PlatformClient, reports: Path 
     try:
         return _check_against_platform(summary, client, reports, store)
     except (requests.RequestException, PublishError) as exc:
-        return [f"platform check not done: the platform at {client.base_url} did not answer: {str(exc)[:300]}"]
+        return PlatformCheck(
+            [f"platform check not done: the platform at {client.base_url} did not answer: {str(exc)[:300]}"]
+        )
 
 
 def _check_against_platform(
-    summary: dict, client: PlatformClient, reports: Path | UPath, store: ItemStore
-) -> list[str]:
-    problems = []
-    for row in summary["partners"]:
-        if row["status"] == "failed":
+    summary: SummaryFile, client: PlatformClient, reports: Path | UPath, store: ItemStore
+) -> PlatformCheck:
+    check = PlatformCheck([])
+    for row in summary.partners:
+        if row.status == "failed":
             continue
-        report = json.loads((reports / summary["run_id"] / row["partner"] / REPORT_JSON).read_bytes())
+        report = json.loads((reports / summary.run_id / row.partner / REPORT_JSON).read_bytes())
         removed = {r["task_code"] for r in report["removed"]}
         expected = {*report["unchanged"], *report["held"], *(c["task_code"] for c in report["changed"]), *removed}
         recoded = {r["old_code"]: r["task_code"] for r in report.get("recoded", [])}
@@ -68,60 +84,62 @@ def _check_against_platform(
             expected -= {c for c in [*removed, *recoded] if ("delete", c) not in refused}
             expected |= {a["task_code"] for a in report["added"] if ("upsert", a["task_code"]) not in refused}
             expected |= {new for new in recoded.values() if ("upsert", new) not in refused}
-        differs = {k: v for k, v in drift(client, row["partner"], store).items() if v}
-        held = {r["task_code"] for r in client.items(row["partner"])}
-        row["platform"] = len(held)
+        differs = {k: v for k, v in drift(client, row.partner, store).items() if v}
+        held = {r["task_code"] for r in client.items(row.partner)}
+        check.held[row.partner] = len(held)
         if held != expected:
-            problems.append(f"{row['partner']}: platform holds {len(held)} items, the report implies {len(expected)}")
+            check.problems.append(
+                f"{row.partner}: platform holds {len(held)} items, the report implies {len(expected)}"
+            )
         if differs:
             where = "; ".join(f"{k} {len(v)}: {', '.join(v[:3])}" for k, v in differs.items())
-            problems.append(f"{row['partner']}: platform and item store differ in content ({where})")
-        if unsettled := store.unsettled(row["partner"]):
-            problems.append(f"{row['partner']}: {len(unsettled)} publish ledger rows left unsettled")
-    return problems
+            check.problems.append(f"{row.partner}: platform and item store differ in content ({where})")
+        if unsettled := store.unsettled(row.partner):
+            check.problems.append(f"{row.partner}: {len(unsettled)} publish ledger rows left unsettled")
+    return check
 
 
-def check_outbound(summary: dict, partners_url: str, home: Path | UPath) -> list[str]:
+def check_outbound(summary: SummaryFile, partners_url: str, home: Path | UPath) -> list[str]:
     """Each partner's configured list of our items, read from the partner simulator itself, must equal what
     we offered it this run (unless the offer failed and says so)."""
     from tongban.outbound.diff import digest
     from tongban.outbound.library import offer_for
     from tongban.outbound.stages import home_run
 
-    run = home_run(UPath(home), summary["run_id"], load_registry())
+    run = home_run(UPath(home), summary.run_id, load_registry())
     problems = []
-    for row in summary["partners"]:
-        if row["outbound"]["status"] != "ok" or row["outbound"].get("dry_run"):
+    for row in summary.partners:
+        if not row.outbound or row.outbound["status"] != "ok" or row.outbound.get("dry_run"):
             continue
-        offer = {c: digest(r) for c, r in offer_for(run, row["partner"]).items()}
-        answer = requests.get(f"{partners_url}/admin/partners/{row['partner']}/offers", timeout=60)
+        offer = {c: digest(r) for c, r in offer_for(run, row.partner).items()}
+        answer = requests.get(f"{partners_url}/admin/partners/{row.partner}/offers", timeout=60)
         answer.raise_for_status()
         held = {r["task_code"]: digest(r) for r in answer.json()["items"]}
         if held != offer:
             differ = sorted(set(held.items()) ^ set(offer.items()))
-            problems.append(f"{row['partner']}: configures {len(held)} of ours, {len(offer)} offered; {differ[:3]}")
+            problems.append(f"{row.partner}: configures {len(held)} of ours, {len(offer)} offered; {differ[:3]}")
     return problems
 
 
-def attention(summary: dict) -> list[str]:
+def attention(summary: SummaryFile) -> list[str]:
     """What of the run needs a person, one line each, with what to do: failed and held-back partners, removals
     held for confirmation (with the `make run` that confirms them), reports not delivered."""
-    run_id, lines = summary["run_id"], []
-    if summary["failed"]:
-        lines.append(f"FAILED partners: {', '.join(summary['failed'])} (docs/runbook.md, A partner is down)")
-    if held := summary.get("held_back"):
+    run_id, lines = summary.run_id, []
+    if summary.failed:
+        lines.append(f"FAILED partners: {', '.join(summary.failed)} (docs/runbook.md, A partner is down)")
+    if held := summary.held_back:
         lines.append(
             f"HELD BACK, nothing of them published: {', '.join(held)} (critical-failure rate over the limit; the next"
             " run pulls again from the last published pull; docs/runbook.md, A partner is held back)"
         )
-    if guarded := summary.get("removals_held"):
+    if guarded := summary.removals_held:
         confirm = " ".join(f"{d}@{run_id}" for d in guarded)
         lines.append(
             f"REMOVALS HELD for confirmation: {', '.join(guarded)} (the platform keeps the items; if the partner really"
             f' withdrew them: make run ARGS="--partners {" ".join(guarded)} --confirm-removals {confirm}";'
             " docs/runbook.md, Removals held for confirmation)"
         )
-    if undelivered := summary.get("undelivered"):
+    if undelivered := summary.undelivered:
         lines.append(f"report NOT delivered to: {', '.join(undelivered)} (see delivery.json; the next report tells)")
     return lines
 
@@ -283,17 +301,17 @@ def run(args: argparse.Namespace) -> int:
             for task_id, error in task_failures(text):
                 print(f"task {task_id} failed: {error}")
             return 1
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        summary = read_json(summary_path, SummaryFile)
         store = ItemStore(default_url(home))
-        problems = check_against_platform(summary, PlatformClient(urls.platform, **platform), home / REPORTS, store)
-        problems += check_outbound(summary, urls.partners, home)
+        checked = check_against_platform(summary, PlatformClient(urls.platform, **platform), home / REPORTS, store)
+        problems = checked.problems + check_outbound(summary, urls.partners, home)
     print()
-    print(summary_table(summary, extra=("platform", "ours")))
+    print(summary_table(summary, platform=checked.held))
     print(
         "ours: 沅江's items the partner has configured as offered / offered to it, and the change since the last run"
         " (the first run: since this run found them)"
     )
-    print(f"\nrun {summary['run_id']}: reports in {summary_path.parent}/<division>/report.{{json,html,xlsx}}")
+    print(f"\nrun {summary.run_id}: reports in {summary_path.parent}/<division>/report.{{json,html,xlsx}}")
     print(f"summary: {summary_path}\nAirflow log: {log}")
     for line in attention(summary):
         print(line)
@@ -302,15 +320,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"task {task_id} failed: {error}")
     for problem in problems:
         print(f"MISMATCH {problem}")
-    if summary.get("outbound_failed"):
-        print(f"our items NOT brought in line at: {', '.join(summary['outbound_failed'])} (retried next run)")
+    if summary.outbound_failed:
+        print(f"our items NOT brought in line at: {', '.join(summary.outbound_failed)} (retried next run)")
     if not problems:
         print(
             "platform check: every partner's platform list matches its report (codes) and the item store (content),"
             " no publish ledger row left unsettled"
         )
         print("partner check: every partner configures exactly the items we offer it (read from the partner)")
-    return 0 if result.returncode == 0 and not problems and not summary["failed"] else 1
+    return 0 if result.returncode == 0 and not problems and not summary.failed else 1
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from upath import UPath
 from scripts.localenv import airflow, airflow_env, dags_test, ensure_pools
 from scripts.run_local import check_against_platform, check_outbound, newest_summary
 from tongban.connections import simulator_connections
+from tongban.files import SummaryFile
 from tongban.layout import FIVE_LEVEL, PROVINCES, REPORT_HTML, REPORTS, RUNS
 from tongban.model import content_hash
 from tongban.publish import PlatformClient
@@ -34,6 +35,7 @@ from tongban.simulators.credentials import (
     platform_credentials,
     secrets_from_env,
 )
+from tongban.storage import read_json
 from tongban.store import default_url
 from tongban.store.repo import ItemStore
 
@@ -71,21 +73,21 @@ class Deployment:
         self.output: list[str] = []  # what every `airflow dags test` printed
         self.store = ItemStore(default_url(home))
 
-    def run(self, conf: dict[str, Any] | None = None, *, succeeds: bool = True) -> dict[str, Any]:
+    def run(self, conf: dict[str, Any] | None = None, *, succeeds: bool = True) -> SummaryFile:
         started = time.time()
         done = dags_test(self.env, conf, capture_output=True)
         self.output.append(done.stdout + done.stderr)
         summary_path = newest_summary(self.home / REPORTS, started)
         assert (done.returncode == 0) is succeeds and summary_path, done.stdout[-4000:] + done.stderr[-4000:]
-        return json.loads(summary_path.read_text(encoding="utf-8"))
+        return read_json(summary_path, SummaryFile)
 
-    def report(self, summary: dict[str, Any], division: str) -> dict[str, Any]:
-        [row] = [r for r in summary["partners"] if r["partner"] == division]
-        return json.loads(UPath(row["report"]).read_bytes())
+    def report(self, summary: SummaryFile, division: str) -> dict[str, Any]:
+        [row] = [r for r in summary.partners if r.partner == division]
+        return json.loads(UPath(row.report).read_bytes())
 
-    def report_path(self, summary: dict[str, Any], division: str) -> str:
-        [row] = [r for r in summary["partners"] if r["partner"] == division]
-        return str(row["report"])
+    def report_path(self, summary: SummaryFile, division: str) -> str:
+        [row] = [r for r in summary.partners if r.partner == division]
+        return str(row.report)
 
     def map_labels(self, run_id: str) -> dict[str, set[str]]:
         """task id -> the rendered map indexes (partner labels) of its mapped instances in that run."""
@@ -139,29 +141,30 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 @pytest.fixture(scope="module")
-def first(deployment: Deployment) -> dict[str, Any]:
+def first(deployment: Deployment) -> SummaryFile:
     return deployment.run()
 
 
-def test_first_run_syncs_every_partner(deployment: Deployment, first: dict[str, Any]) -> None:
-    assert first["failed"] == []
-    assert [r["partner"] for r in first["partners"]] == [p.division for p in REGISTRY.partners]
-    assert first["totals"]["fetched"] == sum(p.items for p in REGISTRY.partners) == 2976
-    assert check_against_platform(first, deployment.platform, deployment.home / REPORTS, deployment.store) == []
+def test_first_run_syncs_every_partner(deployment: Deployment, first: SummaryFile) -> None:
+    assert first.failed == []
+    assert [r.partner for r in first.partners] == [p.division for p in REGISTRY.partners]
+    assert first.totals["fetched"] == sum(p.items for p in REGISTRY.partners) == 2976
+    checked = check_against_platform(first, deployment.platform, deployment.home / REPORTS, deployment.store)
+    assert checked.problems == [] and list(checked.held) == [p.division for p in REGISTRY.partners]
 
 
 def test_first_run_offers_our_99_items_and_every_partner_then_holds_its_offer(
-    deployment: Deployment, first: dict[str, Any]
+    deployment: Deployment, first: SummaryFile
 ) -> None:
     from tongban.outbound.client import LibraryClient
 
     library = [e for e in LibraryClient(deployment.platform).entries() if e["offer"]["offered"]]
     assert len(library) == 99
     keys = {"offered", "configured", "missing", "outdated", "withdrawn", "mode_mismatch", "sent"}
-    assert all(keys <= row["outbound"].keys() and row["outbound"]["status"] == "ok" for row in first["partners"])
-    assert sum(r["outbound"]["offered"] for r in first["partners"]) == sum(len(e["offer"]["regions"]) for e in library)
-    assert all(r["outbound"]["configured"] == r["outbound"]["offered"] for r in first["partners"])
-    drift = {k: sum(r["outbound"][k] for r in first["partners"]) for k in keys - {"offered", "configured"}}
+    assert all(keys <= row.outbound.keys() and row.outbound["status"] == "ok" for row in first.partners)
+    assert sum(r.outbound["offered"] for r in first.partners) == sum(len(e["offer"]["regions"]) for e in library)
+    assert all(r.outbound["configured"] == r.outbound["offered"] for r in first.partners)
+    drift = {k: sum(r.outbound[k] for r in first.partners) for k in keys - {"offered", "configured"}}
     assert all(drift.values()), drift  # the simulators' drift of every kind was found and sent
     assert drift["sent"] == drift["missing"] + drift["outdated"] + drift["withdrawn"] + drift["mode_mismatch"]
     assert check_outbound(first, deployment.urls.partners, deployment.home) == []  # read from the partners
@@ -169,7 +172,7 @@ def test_first_run_offers_our_99_items_and_every_partner_then_holds_its_offer(
 
 @pytest.mark.parametrize("division", [p.division for p in REGISTRY.partners])
 def test_nothing_lost_and_platform_holds_exactly_the_accepted_items(
-    deployment: Deployment, first: dict[str, Any], division: str
+    deployment: Deployment, first: SummaryFile, division: str
 ) -> None:
     report = deployment.report(first, division)
     counts = report["counts"]
@@ -191,7 +194,7 @@ def test_nothing_lost_and_platform_holds_exactly_the_accepted_items(
         assert quarantined["position"] and all(p["reason"] for p in quarantined["problems"])
 
 
-def test_no_secret_is_in_any_log_archive_report_or_xcom_of_a_run(deployment: Deployment, first: dict[str, Any]) -> None:
+def test_no_secret_is_in_any_log_archive_report_or_xcom_of_a_run(deployment: Deployment, first: SummaryFile) -> None:
     """Every file of the run's home (the simulators' logs, Airflow's database with its XComs, the raw archive,
     the run folders, the reports) and everything `airflow dags test` printed (the task logs), searched for
     each secret used: none."""
@@ -215,16 +218,16 @@ def test_no_secret_is_in_any_log_archive_report_or_xcom_of_a_run(deployment: Dep
     assert len(xcoms) > 20 and sum(len(out) for out in deployment.output) > 100_000  # the task logs
     for secret in deployment.secrets:
         assert not any(secret in x for x in xcoms) and not any(secret in out for out in deployment.output)
-    assert ODD_SECRET in deployment.secrets and first["failed"] == []  # the odd secrets worked end to end
+    assert ODD_SECRET in deployment.secrets and first.failed == []  # the odd secrets worked end to end
 
 
-def test_defects_in_partner_data_are_caught(first: dict[str, Any]) -> None:
-    totals = {k: sum(r["counts"][k] for r in first["partners"]) for k in ("quarantined", "rejected")}
+def test_defects_in_partner_data_are_caught(first: SummaryFile) -> None:
+    totals = {k: sum(r.counts[k] for r in first.partners) for k in ("quarantined", "rejected")}
     assert totals["quarantined"] > 0 and totals["rejected"] > 0
 
 
 def test_partners_disagreeing_within_a_province_are_caught_and_the_rest_published(
-    deployment: Deployment, first: dict[str, Any]
+    deployment: Deployment, first: SummaryFile
 ) -> None:
     """The simulator's province quirks, and nothing else, fail 五级N同 across partners: the quirky partner's
     items are rejected naming the element and a partner it differs from; the others' are on the platform."""
@@ -237,9 +240,9 @@ def test_partners_disagreeing_within_a_province_are_caught_and_the_rest_publishe
         if r["catalog_code"] == q.catalog_code
     }
     found = {
-        (row["partner"], rejected["task_code"]): finding
-        for row in first["partners"]
-        for rejected in deployment.report(first, row["partner"])["rejected"]
+        (row.partner, rejected["task_code"]): finding
+        for row in first.partners
+        for rejected in deployment.report(first, row.partner)["rejected"]
         for finding in rejected["findings"]
         if finding["expectation"] == "five_level_across_partners"
     }
@@ -254,7 +257,7 @@ def test_partners_disagreeing_within_a_province_are_caught_and_the_rest_publishe
         for division in quirk.holders:
             held = [r for r in deployment.platform.items(division) if r["catalog_code"] == quirk.catalog_code]
             assert bool(held) is (division != quirk.partner), (quirk, division)
-    runs = deployment.home / RUNS / first["run_id"] / PROVINCES
+    runs = deployment.home / RUNS / first.run_id / PROVINCES
     records = {p.name: json.loads((p / FIVE_LEVEL).read_text(encoding="utf-8")) for p in runs.iterdir()}
     assert sorted(records) == ["370000", "440000"]
     assert sum(len(r["findings"]) for r in records.values()) == len(expected)
@@ -262,25 +265,25 @@ def test_partners_disagreeing_within_a_province_are_caught_and_the_rest_publishe
 
 
 @pytest.fixture(scope="module")
-def second(deployment: Deployment, first: dict[str, Any]) -> dict[str, Any]:
+def second(deployment: Deployment, first: SummaryFile) -> SummaryFile:
     return deployment.run({"full_resync": True})  # a full pull: removals would show too
 
 
-def test_unchanged_rerun_publishes_nothing(first: dict[str, Any], second: dict[str, Any]) -> None:
-    assert second["run_id"] != first["run_id"]
-    assert second["failed"] == []
-    assert {k: second["totals"][k] for k in ("added", "changed", "removed", "published")} == dict.fromkeys(
+def test_unchanged_rerun_publishes_nothing(first: SummaryFile, second: SummaryFile) -> None:
+    assert second.run_id != first.run_id
+    assert second.failed == []
+    assert {k: second.totals[k] for k in ("added", "changed", "removed", "published")} == dict.fromkeys(
         ("added", "changed", "removed", "published"), 0
     )
-    assert all(r["outbound"]["sent"] == 0 and r["outbound"]["trend"] == 0 for r in second["partners"])
-    for before, after in zip(first["partners"], second["partners"], strict=True):
-        b, a = before["counts"], after["counts"]
+    assert all(r.outbound["sent"] == 0 and r.outbound["trend"] == 0 for r in second.partners)
+    for before, after in zip(first.partners, second.partners, strict=True):
+        b, a = before.counts, after.counts
         assert a["unchanged"] == b["added"] + b["changed"] + b["unchanged"]
         assert (a["quarantined"], a["rejected"]) == (b["quarantined"], b["rejected"])
 
 
 def test_one_changed_item_is_published_alone_with_old_and_new_values(
-    deployment: Deployment, second: dict[str, Any]
+    deployment: Deployment, second: SummaryFile
 ) -> None:
     target = next(r for r in deployment.unshared(CHANGED_PARTNER) if (r["promised_limit"] or 0) > 1)
     new_limit = target["promised_limit"] - 1
@@ -292,7 +295,7 @@ def test_one_changed_item_is_published_alone_with_old_and_new_values(
     patched.raise_for_status()
 
     third = deployment.run({"partners": [CHANGED_PARTNER]})
-    assert [r["partner"] for r in third["partners"]] == [CHANGED_PARTNER]
+    assert [r.partner for r in third.partners] == [CHANGED_PARTNER]
     report = deployment.report(third, CHANGED_PARTNER)
     assert report["counts"]["published"] == 1 and report["counts"]["changed"] == 1
     assert report["counts"]["added"] == report["counts"]["removed"] == 0
@@ -305,12 +308,12 @@ def test_one_changed_item_is_published_alone_with_old_and_new_values(
     assert report["published"] == [{"task_code": target["task_code"], "op": "upsert"}]
     now = {r["task_code"]: r for r in deployment.platform.items(CHANGED_PARTNER)}
     assert now[target["task_code"]]["promised_limit"] == new_limit
-    html = (UPath(third["partners"][0]["report"]).parent / REPORT_HTML).read_text(encoding="utf-8")
+    html = (UPath(third.partners[0].report).parent / REPORT_HTML).read_text(encoding="utf-8")
     assert target["task_code"] in html and "办结时限" in html
 
 
 def test_partner_above_the_critical_rate_is_held_back_while_others_publish(
-    deployment: Deployment, second: dict[str, Any]
+    deployment: Deployment, second: SummaryFile
 ) -> None:
     bad, good = "370300", "370100"
     before = {r["task_code"]: content_hash(r) for r in deployment.platform.items(bad)}
@@ -333,7 +336,7 @@ def test_partner_above_the_critical_rate_is_held_back_while_others_publish(
         summary = deployment.run({"partners": [bad, good], "full_resync": True})
     finally:
         del deployment.env["TONGBAN_MAX_CRITICAL_RATE"]
-    assert summary["held_back"] == [bad] and summary["failed"] == []
+    assert summary.held_back == [bad] and summary.failed == []
     held = deployment.report(summary, bad)
     assert held["held_back"] is True and held["counts"]["published"] == 0
     assert held["counts"]["rejected"] >= 20
@@ -342,14 +345,14 @@ def test_partner_above_the_critical_rate_is_held_back_while_others_publish(
     assert published["counts"]["published"] == 1
     assert [c["task_code"] for c in published["changed"]] == [target["task_code"]]
     # in Airflow's grid the held-back partner's publishing tasks say so (they succeed: no state tells it)
-    labels = deployment.map_labels(summary["run_id"])
+    labels = deployment.map_labels(summary.run_id)
     bad_name, good_name = REGISTRY.partner(bad).name, REGISTRY.partner(good).name
     for task in ("reconcile", "publish", "report", "deliver"):
         assert f"{bad} {bad_name} · 暂缓发布" in labels[f"partner_publish.{task}"]
         assert f"{good} {good_name}" in labels[f"partner_publish.{task}"]
 
 
-def test_a_partner_whose_pull_fails_does_not_block_the_others(deployment: Deployment, second: dict[str, Any]) -> None:
+def test_a_partner_whose_pull_fails_does_not_block_the_others(deployment: Deployment, second: SummaryFile) -> None:
     failing, other = "441300", "440800"
     faults = f"{deployment.urls.partners}/admin/partners/{failing}/faults"
     requests.put(faults, json=[{"kind": "bad_signature"}], timeout=30).raise_for_status()
@@ -357,17 +360,17 @@ def test_a_partner_whose_pull_fails_does_not_block_the_others(deployment: Deploy
         summary = deployment.run({"partners": [failing, other]}, succeeds=False)
     finally:
         requests.delete(faults, timeout=30).raise_for_status()
-    assert summary["failed"] == [failing]
+    assert summary.failed == [failing]
     report = deployment.report(summary, other)
     assert report["counts"]["fetched"] > 0 and report["counts"]["rejected"] == 0
-    province = deployment.home / RUNS / summary["run_id"] / PROVINCES / "440000" / FIVE_LEVEL
+    province = deployment.home / RUNS / summary.run_id / PROVINCES / "440000" / FIVE_LEVEL
     roles = json.loads(province.read_text(encoding="utf-8"))["partners"]
     assert roles[failing]["role"] == "not_validated" and roles[failing]["context"] > 0  # its published items
     assert roles[other]["role"] == "judged"
 
 
 def test_a_changed_item_of_ours_reaches_its_partners_and_a_failing_write_endpoint_blocks_nothing(
-    deployment: Deployment, second: dict[str, Any]
+    deployment: Deployment, second: SummaryFile
 ) -> None:
     """One of our items changes on the platform: the next run sends exactly that change to the partners it is
     offered to, each report showing old and new; one of them cannot take writes: its inbound side still
@@ -390,7 +393,7 @@ def test_a_changed_item_of_ours_reaches_its_partners_and_a_failing_write_endpoin
         summary = deployment.run({"partners": partners}, succeeds=False)
     finally:
         requests.delete(faults, timeout=30).raise_for_status()
-    assert summary["failed"] == [] and summary["outbound_failed"] == [failing]
+    assert summary.failed == [] and summary.outbound_failed == [failing]
     for division in partners:
         report = deployment.report(summary, division)  # written for every partner, the failing one too
         outbound = report["outbound"]
@@ -415,20 +418,20 @@ def test_a_changed_item_of_ours_reaches_its_partners_and_a_failing_write_endpoin
     assert "沅江事项在贵地配置情况" in html and new_result in html
 
     again = deployment.run({"partners": [failing]})
-    [row] = again["partners"]
-    assert row["outbound"]["status"] == "ok" and row["outbound"]["sent"] == 1 and row["outbound"]["trend"] == 1
+    [row] = again.partners
+    assert row.outbound["status"] == "ok" and row.outbound["sent"] == 1 and row.outbound["trend"] == 1
     assert check_outbound(again, deployment.urls.partners, deployment.home) == []
 
 
-def test_replay_cli_reproduces_a_real_dag_run(deployment: Deployment, first: dict[str, Any]) -> None:
+def test_replay_cli_reproduces_a_real_dag_run(deployment: Deployment, first: SummaryFile) -> None:
     """Issue 12.5: `python -m tongban.replay <run id>` on the folder a real DAG run wrote (it holds the province
     check's provinces/ beside the partners) replays every partner, identical to the run."""
     import subprocess
     import sys
 
-    assert (deployment.home / RUNS / first["run_id"] / PROVINCES).is_dir()
+    assert (deployment.home / RUNS / first.run_id / PROVINCES).is_dir()
     done = subprocess.run(
-        [sys.executable, "-m", "tongban.replay", first["run_id"]],
+        [sys.executable, "-m", "tongban.replay", first.run_id],
         env=deployment.env,
         capture_output=True,
         text=True,

@@ -18,6 +18,7 @@ import requests
 from scripts.localenv import airflow, ensure_pools
 from tests.conftest import webhook_receiver
 from tests.test_e2e import Deployment
+from tongban.files import SummaryFile
 from tongban.model import content_hash
 
 pytestmark = pytest.mark.e2e
@@ -60,12 +61,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
 def before(deployment: Guarded) -> dict[str, dict[str, str]]:
     """A clean first night of both partners; what the platform then holds of each."""
     first = deployment.run({"partners": [PAGED, CURSOR]})
-    assert first["failed"] == [] and first["held_back"] == []
+    assert first.failed == [] and first.held_back == []
     return {d: deployment.on_platform(d) for d in (PAGED, CURSOR)}
 
 
 @pytest.fixture(scope="module")
-def bad_night(deployment: Guarded, before: dict[str, dict[str, str]]) -> dict[str, Any]:
+def bad_night(deployment: Guarded, before: dict[str, dict[str, str]]) -> SummaryFile:
     """An empty catalogue from one partner, a cursor catalogue cut to 25 records without a total from the other."""
     deployment.faults(PAGED, {"kind": "empty_catalogue"})
     deployment.faults(CURSOR, {"kind": "total_shrinks", "total": 25, "omit_total": True})
@@ -77,10 +78,10 @@ def bad_night(deployment: Guarded, before: dict[str, dict[str, str]]) -> dict[st
 
 
 def test_bad_answers_leave_the_platform_unchanged_with_the_reason_and_an_alert(
-    deployment: Guarded, before: dict[str, dict[str, str]], bad_night: dict[str, Any]
+    deployment: Guarded, before: dict[str, dict[str, str]], bad_night: SummaryFile
 ) -> None:
-    assert bad_night["failed"] == [] and bad_night["held_back"] == []  # the run goes on: nothing failed
-    assert bad_night["removals_held"] == [PAGED, CURSOR]
+    assert bad_night.failed == [] and bad_night.held_back == []  # the run goes on: nothing failed
+    assert bad_night.removals_held == [PAGED, CURSOR]
     for division, size in ((PAGED, 0), (CURSOR, 25)):
         assert deployment.on_platform(division) == before[division], division
         report = deployment.report(bad_night, division)
@@ -88,22 +89,22 @@ def test_bad_answers_leave_the_platform_unchanged_with_the_reason_and_an_alert(
         assert report["counts"]["removed"] == 0 and report["counts"]["removals_held"] == guard["removals"] > 0
         assert {r["task_code"] for r in guard["held"]} == set(before[division]) - set(report["unchanged"])
         assert guard["size"] == size and guard["previous_size"] == len(deployment.served(division))
-        assert f"{division}@{bad_night['run_id']}" in guard["text"] and "> 20%" in guard["text"]
-        [alert] = [a for a in deployment.alerts("removals_held", bad_night["run_id"]) if LABELS[division] in a["text"]]
+        assert f"{division}@{bad_night.run_id}" in guard["text"] and "> 20%" in guard["text"]
+        [alert] = [a for a in deployment.alerts("removals_held", bad_night.run_id) if LABELS[division] in a["text"]]
         assert alert["error"].startswith(guard["text"]) and alert["task_id"] == "partner_publish.report"
-        assert f'"confirm_removals": ["{division}@{bad_night["run_id"]}"]' in alert["error"]
+        assert f'"confirm_removals": ["{division}@{bad_night.run_id}"]' in alert["error"]
 
 
 @pytest.fixture(scope="module")
-def withdrawn(deployment: Guarded, before: dict[str, dict[str, str]], bad_night: dict[str, Any]) -> list[str]:
+def withdrawn(deployment: Guarded, before: dict[str, dict[str, str]], bad_night: SummaryFile) -> list[str]:
     """The partner really withdraws 60 published items, and a person confirms the bad night's held removals."""
     codes = sorted(before[PAGED])[:60]
     for code in codes:
         url = f"{deployment.urls.partners}/admin/partners/{PAGED}/items/{code}"
         requests.delete(url, timeout=30).raise_for_status()
-    confirmed = deployment.run({"partners": [PAGED], "confirm_removals": [f"{PAGED}@{bad_night['run_id']}"]})
+    confirmed = deployment.run({"partners": [PAGED], "confirm_removals": [f"{PAGED}@{bad_night.run_id}"]})
     report = deployment.report(confirmed, PAGED)
-    assert report["full_pull"] and report["removal_guard"]["confirmed_run"] == bad_night["run_id"]
+    assert report["full_pull"] and report["removal_guard"]["confirmed_run"] == bad_night.run_id
     return codes
 
 
@@ -131,19 +132,19 @@ def test_a_partner_held_back_one_night_is_published_the_night_it_is_fixed(
         held = deployment.run({"partners": [PAGED]})
     finally:
         del deployment.env["TONGBAN_MAX_CRITICAL_RATE"]
-    assert held["held_back"] == [PAGED] and deployment.on_platform(PAGED) == kept
+    assert held.held_back == [PAGED] and deployment.on_platform(PAGED) == kept
     report = deployment.report(held, PAGED)
     assert not report["full_pull"] and report["hold_back"]["failing"] == 10
     assert f"10/{report['hold_back']['records']} = " in report["hold_back"]["text"]
     assert fine in {i["task_code"] for i in report["held_with_partner"]}
-    [alert] = deployment.alerts("partner_held_back", held["run_id"])
+    [alert] = deployment.alerts("partner_held_back", held.run_id)
     assert LABELS[PAGED] in alert["text"] and "> 50%" in alert["error"] and "请按" in alert["error"]
 
     for record in broken:  # the partner fixes its records and says what the result is now
         fix = {"legal_basis": record["legal_basis"], "result": "更正后的办理结果"}
         requests.patch(f"{patch}/{record['task_code']}", json=fix, timeout=30).raise_for_status()
     fixed = deployment.run({"partners": [PAGED]})
-    assert fixed["held_back"] == [] and fixed["failed"] == []
+    assert fixed.held_back == [] and fixed.failed == []
     report = deployment.report(fixed, PAGED)
     assert not report["full_pull"]  # an incremental pull from the last published one, not a full resync
     expected = sorted([*(r["task_code"] for r in broken), fine])

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from scripts.localenv import airflow, dags_test_command
 from tests.test_e2e import Deployment
 from tests.test_publish import PG_URL
+from tongban.files import SummaryFile
 from tongban.layout import DELIVERY, ITEMS, PUBLISH, REPORT_JSON, REPORTS, RUNS, SETTLE
 from tongban.model import content_hash
 from tongban.publish import drift
@@ -44,7 +45,7 @@ class Recovery(Deployment):
         self.env["AIRFLOW_CONN_TONGBAN_DB"] = db_url.replace("postgresql+psycopg2://", "postgresql://", 1)
         self.store = ItemStore(db_url)  # the DAG's, through its Connection
 
-    def ordinary(self) -> dict[str, Any]:
+    def ordinary(self) -> SummaryFile:
         return self.run({"partners": [PARTNER]})
 
     def killed(self, when: Callable[[Path], bool], *extra: str) -> str:
@@ -131,7 +132,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recovery]:
             migrated = airflow("db", "migrate", env=deployment.env, capture_output=True)
             assert migrated.returncode == 0, migrated.stderr[-3000:]
             first = deployment.ordinary()
-            assert first["failed"] == []
+            assert first.failed == []
             deployment.assert_all_agree()
             yield deployment
     finally:
@@ -179,11 +180,11 @@ def test_killed_at_each_stage_the_next_run_repairs_everything(deployment: Recove
     assert (on_platform[target["task_code"]]["result"] == value) is reached_platform
 
     summary = deployment.ordinary()
-    assert summary["failed"] == [] and summary["undelivered"] == []
+    assert summary.failed == [] and summary.undelivered == []
     report = deployment.report(summary, PARTNER)
     deployment.assert_all_agree()
     assert {r["task_code"]: r for r in deployment.platform.items(PARTNER)}[target["task_code"]]["result"] == value
-    settled = json.loads((deployment.home / RUNS / summary["run_id"] / PARTNER / SETTLE).read_text())
+    settled = json.loads((deployment.home / RUNS / summary.run_id / PARTNER / SETTLE).read_text())
     assert all(row["run_id"] == killed for row in settled["settled"])
     if stage == "publish":  # the batch the platform applied is acked under the killed run, not sent again
         assert [(s["was"], s["now"]) for s in settled["settled"]] == [("sent", "acked")]

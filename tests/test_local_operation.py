@@ -20,6 +20,8 @@ import pytest
 from upath import UPath
 
 from scripts.localenv import REPO
+from tongban.files import SummaryFile
+from tongban.storage import read_json
 
 
 def test_command_line_params_become_the_dags_params() -> None:
@@ -53,13 +55,12 @@ def test_make_run_says_what_needs_a_person() -> None:
     from scripts.run_local import attention, parse_args
 
     run = "manual__2026-11-30T07:20:52.187529+00:00"
-    summary = {"run_id": run, "failed": [], "held_back": ["440500"], "removals_held": ["440600"], "undelivered": []}
-    held, removals = attention(summary)
+    held, removals = attention(SummaryFile(run_id=run, partners=[], held_back=["440500"], removals_held=["440600"]))
     assert held.startswith("HELD BACK") and "440500" in held
     assert removals.startswith("REMOVALS HELD for confirmation: 440600")
     [args] = [part.split('"')[1] for part in removals.split("make run ARGS=")[1:]]
     assert parse_args(args.split()).confirm_removals == [f"440600@{run}"]
-    assert attention({"run_id": run, "failed": [], "held_back": [], "removals_held": [], "undelivered": []}) == []
+    assert attention(SummaryFile(run_id=run, partners=[])) == []
 
 
 def _make(target: str, home: Path, args: str, registry: Path | None = None, **kwargs: object) -> subprocess.Popen[str]:
@@ -82,13 +83,14 @@ def test_make_run_passes_partners_full_resync_and_dry_run(tmp_path: Path) -> Non
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-4000:]
     [summary_path] = (tmp_path / "reports").glob("*/summary.json")
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    assert [r["partner"] for r in summary["partners"]] == ["440100"]
-    [row] = summary["partners"]
-    report = json.loads(UPath(row["report"]).read_bytes())
+    summary = read_json(summary_path, SummaryFile)
+    assert [r.partner for r in summary.partners] == ["440100"]
+    [row] = summary.partners
+    assert row.report
+    report = json.loads(UPath(row.report).read_bytes())
     assert report["dry_run"] is True and report["full_pull"] is True and report["published"] == []
-    assert summary["totals"]["added"] > 0  # reconciled against an empty platform, pushed nothing
-    fetch = json.loads((tmp_path / "runs" / summary["run_id"] / "440100" / "fetch.json").read_text(encoding="utf-8"))
+    assert summary.totals["added"] > 0  # reconciled against an empty platform, pushed nothing
+    fetch = json.loads((tmp_path / "runs" / summary.run_id / "440100" / "fetch.json").read_text(encoding="utf-8"))
     assert fetch["mode"] == "full"
 
 

@@ -15,12 +15,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from scripts.seaweedfs import S3_CONN_ID, S3Server, running_seaweedfs
 from tongban import layout
+from tongban.files import SummaryFile
 from tongban.layout import REPORTS, RUNS
 from tongban.storage import read_json, read_jsonl, write_json, write_jsonl
 
@@ -132,13 +132,13 @@ def test_the_dag_runs_on_s3_storage(s3: S3Server, tmp_path: Path, monkeypatch: p
         root = s3.root("e2e")
         summary_path = newest_summary(root / REPORTS, started)
         assert summary_path is not None
-        summary: dict[str, Any] = json.loads(summary_path.read_bytes())
-        assert summary["failed"] == [] and [r["partner"] for r in summary["partners"]] == PARTNERS
-        assert summary["totals"]["published"] > 0
+        summary = read_json(summary_path, SummaryFile)
+        assert summary.failed == [] and [r.partner for r in summary.partners] == PARTNERS
+        assert summary.totals["published"] > 0
         client, store = PlatformClient(urls.platform, **platform), ItemStore(default_url(home))
-        assert check_against_platform(summary, client, root / REPORTS, store) == []
+        assert check_against_platform(summary, client, root / REPORTS, store).problems == []
 
-    run_id = summary["run_id"]
+    run_id = summary.run_id
     for division in PARTNERS:
         run = root / RUNS / run_id / division
         manifest = read_json(run / layout.RAW / layout.MANIFEST)

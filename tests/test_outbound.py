@@ -257,7 +257,8 @@ def test_the_partner_report_shows_the_section_in_json_html_and_xlsx(world: World
 def test_the_summary_gives_every_partner_both_directions_with_a_trend(tmp_path: Path) -> None:
     """summary.json: an ``outbound`` object per partner (not_run without an offer this run), the trend against the
     run before (or, without one, against what the partner held when this run started), the failed offers."""
-    from tongban.outbound.report import ours_cell, summary_rows
+    from tongban.files import SummaryPartner
+    from tongban.outbound.report import ours_cell, summary_outbound
     from tongban.storage import write_json
 
     root = UPath(tmp_path)
@@ -272,19 +273,20 @@ def test_the_summary_gives_every_partner_both_directions_with_a_trend(tmp_path: 
 
     offer("r1", "440100", 92)
     offer("r1", "440300", 90, "failed")
-    rows = [{"partner": "440100"}, {"partner": "440300"}, {"partner": "440600"}]
-    assert summary_rows(root, reports, "r1", rows) == ["440300", "440600"]
-    assert rows[0]["outbound"]["trend"] == 2 and rows[0]["ours"] == "92/92 +2"  # against the start of the run
-    assert rows[1]["outbound"]["status"] == "failed" and rows[1]["ours"] == "90/92 ±0 !"
-    assert rows[2]["outbound"]["status"] == "not_run" and rows[2]["outbound"]["sent"] is None
-    assert ours_cell(rows[2]["outbound"]) == "-"
+    found = summary_outbound(root, reports, "r1", ["440100", "440300", "440600"])
+    assert [d for d, o in found.items() if o["status"] != "ok"] == ["440300", "440600"]
+    assert found["440100"]["trend"] == 2 and ours_cell(found["440100"]) == "92/92 +2"  # against the start of the run
+    assert found["440300"]["status"] == "failed" and ours_cell(found["440300"]) == "90/92 ±0 !"
+    assert found["440600"]["status"] == "not_run" and found["440600"]["sent"] is None
+    assert ours_cell(found["440600"]) == "-"
+    rows = [SummaryPartner(partner=d, outbound=o) for d, o in found.items()]
     write_json(reports / "r1" / "summary.json", {"run_id": "r1", "partners": rows})
 
     offer("r2", "440100", 91, before=92)
     offer("r2", "440300", 92, before=90)
-    rows = [{"partner": "440100"}, {"partner": "440300"}]
-    assert summary_rows(root, reports, "r2", rows) == []
-    assert [r["outbound"]["trend"] for r in rows] == [-1, 2]  # against the end of r1
+    found = summary_outbound(root, reports, "r2", ["440100", "440300"])
+    assert [o["status"] for o in found.values()] == ["ok", "ok"]
+    assert [o["trend"] for o in found.values()] == [-1, 2]  # against the end of r1
 
 
 def test_a_dead_runs_offer_batches_are_settled_and_a_superseded_run_offers_nothing(world: World) -> None:

@@ -487,7 +487,8 @@ def test_platform_refuses_a_lower_publish_sequence(client, region) -> None:
 def test_make_run_checks_content_against_the_item_store_and_survives_a_dead_platform(
     client, store, region, tmp_path, simulators
 ) -> None:
-    from scripts.run_local import check_against_platform
+    from scripts.run_local import PlatformCheck, check_against_platform
+    from tongban.files import SummaryFile, SummaryPartner
 
     wanted = items(region, 3)
     publish(client, region, "run-1", reconcile(wanted, []), store)
@@ -495,12 +496,12 @@ def test_make_run_checks_content_against_the_item_store_and_survives_a_dead_plat
     report |= {"removed": [], "unchanged": [], "held": [], "changed": [], "recoded": []}
     (tmp_path / "run-1" / region).mkdir(parents=True)
     (tmp_path / "run-1" / region / "report.json").write_text(json.dumps(report), encoding="utf-8")
-    summary = {"run_id": "run-1", "partners": [{"partner": region, "status": "ok"}]}
-    assert check_against_platform(summary, client, tmp_path, store) == []
+    summary = SummaryFile(run_id="run-1", partners=[SummaryPartner(partner=region, status="ok")])
+    assert check_against_platform(summary, client, tmp_path, store) == PlatformCheck([], {region: 3})
     # the same codes, other content: changed on the platform behind our back
     client.push(region, f"{region}-edit", [{**wanted[0], "result": "在平台上被改动"}], [], 99)
-    assert check_against_platform(summary, client, tmp_path, store) == [
+    assert check_against_platform(summary, client, tmp_path, store).problems == [
         f"{region}: platform and item store differ in content (different 1: {wanted[0]['task_code']})"
     ]
-    [problem] = check_against_platform(summary, impatient(simulators, "http://127.0.0.1:9"), tmp_path, store)
+    [problem] = check_against_platform(summary, impatient(simulators, "http://127.0.0.1:9"), tmp_path, store).problems
     assert problem.startswith("platform check not done: the platform at http://127.0.0.1:9 did not answer: ")

@@ -8,10 +8,11 @@ from upath import UPath
 
 from tests.conftest import make_record
 from tongban import report
-from tongban.files import PublishFile
+from tongban.files import PublishFile, SummaryFile
 from tongban.reconcile import Reconciliation, reconcile
 from tongban.registry import load_registry
 from tongban.report_model import PartnerReport
+from tongban.storage import read_json
 
 
 def rec(catalog: str, **overrides):
@@ -153,11 +154,15 @@ def test_summary_marks_partners_without_report_failed(tmp_path) -> None:
     )
     report.write(built, UPath(tmp_path) / "r1" / "440100")
     summary = report.summarise(UPath(tmp_path), "r1", [partner, registry.partner("440300")])
-    assert summary["failed"] == ["440300"]
-    assert summary["totals"]["published"] == 1 and summary["totals"]["added"] == 1
-    assert (tmp_path / "r1" / "summary.json").exists()
+    assert summary.failed == ["440300"]
+    assert summary.totals["published"] == 1 and summary.totals["added"] == 1
+    assert read_json(UPath(tmp_path) / "r1" / "summary.json", SummaryFile) == summary  # the file is the model
     table = report.summary_table(summary)
-    assert "440300" in table and "failed" in table
+    assert "440300" in table and "failed" in table and "platform" not in table
+    # make run's column: the items the platform holds, per partner checked, and their total
+    [head, ok, failed, total] = report.summary_table(summary, platform={"440100": 7}).splitlines()
+    assert head.split()[-2:] == ["platform", "ours"]
+    assert ok.split()[-2:] == ["7", "-"] and failed.split()[-2:] == ["-", "-"] and total.split()[-1] == "7"
 
 
 def test_recode_is_matched_by_catalog_code_name_and_department() -> None:
@@ -276,8 +281,8 @@ def test_summary_lists_reports_that_were_not_delivered(tmp_path) -> None:
         report.write(built, folder)
         (folder / "delivery.json").write_text(json.dumps({"status": status}), encoding="utf-8")
     summary = report.summarise(UPath(tmp_path), "r2", partners)
-    assert summary["undelivered"] == ["440300"] and summary["failed"] == []
-    assert [r["delivery"] for r in summary["partners"]] == ["delivered", "failed"]
+    assert summary.undelivered == ["440300"] and summary.failed == []
+    assert [r.delivery for r in summary.partners] == ["delivered", "failed"]
 
 
 def test_first_seen_is_beijing_time_and_run_id_columns_fit_a_run_id(tmp_path) -> None:

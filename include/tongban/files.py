@@ -59,24 +59,43 @@ class OutboundFile:
 
 
 @dataclass(frozen=True)
+class ReportFile:
+    """A partner's ``report.json`` (``report.write``, the whole of it: ``report_model.PartnerReport``) as the run
+    summary reads it."""
+
+    counts: dict[str, int]  # report_model.Counts
+    held_back: bool = False
+
+
+@dataclass(frozen=True)
 class SummaryPartner:
-    """A partner's row of ``summary.json``, as the UI and the next run's summary (its outbound trend) read it."""
+    """A partner's row of ``summary.json`` (``report.summarise`` writes it; the UI, the next run's summary (its
+    outbound trend), ``make run`` and the Celery end-to-end run read it)."""
 
     partner: str
     name: str = ""
     status: Literal["ok", "held_back", "failed"] = "failed"  # failed: the partner wrote no report
     counts: dict[str, int] | None = None  # report_model.Counts; None: no report
+    report: str | None = None  # the path (URL on object storage) of its report.json; None: no report
     delivery: str | None = None  # DeliveryFile.status or not_delivered; None: no report
     stale_since: str | None = None  # failed: when the platform's list was last refreshed from a pull (ISO)
     outbound: dict[str, Any] | None = None  # status, counts, trend; absent before the outbound side existed
+    ours: str = "-"  # outbound.report.ours_cell of ``outbound``: 92/92 +4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SummaryFile:
-    """``summary.json`` (``report.summarise``): the run over all partners."""
+    """``summary.json`` (``report.summarise``): the run over all partners. The lists name divisions; a default marks
+    what summaries written before the field was added lack."""
 
     run_id: str
+    max_critical_rate: float | None = None  # the hold-back threshold (summaries before it was recorded: None)
     partners: list[SummaryPartner]
     totals: dict[str, int] = field(default_factory=dict)  # summaries before every count class: some missing
-    failed: list[str] = field(default_factory=list)
-    max_critical_rate: float | None = None  # the hold-back threshold (summaries before it was recorded: None)
+    failed: list[str] = field(default_factory=list)  # no report written
+    held_back: list[str] = field(default_factory=list)  # held back whole (critical-failure rate over the limit)
+    removals_held: list[str] = field(default_factory=list)  # removals the removal guard held for confirmation
+    undelivered: list[str] = field(default_factory=list)  # a report written and not delivered
+    stale: dict[str, str | None] = field(default_factory=dict)  # failed partner -> its stale_since
+    outbound_failed: list[str] = field(default_factory=list)  # our items not brought in line there
+    outbound_totals: dict[str, int] = field(default_factory=dict)  # outbound.diff.COUNT_KEYS summed over partners

@@ -23,15 +23,14 @@ from upath import UPath
 from tongban import guard, watermark
 from tongban.codes import TASK_CODE_LENGTH
 from tongban.config import CHINA_TZ, max_critical_rate
-from tongban.files import DeliveryFile, OutboundFile, PublishFile
+from tongban.files import DeliveryFile, OutboundFile, PublishFile, ReportFile, SummaryFile, SummaryPartner
 from tongban.layout import DELIVERY, REPORT_HTML, REPORT_JSON, REPORT_XLSX, SUMMARY
 from tongban.model import COMPARED, LABELS, element_text
 from tongban.normalise import WIDTH_ONLY, Duplicate, NormalisedValue, width_only_difference
 from tongban.outbound import report as outbound_texts
 from tongban.outbound.diff import COUNT_KEYS as OUTBOUND_KEYS
-from tongban.outbound.report import SECTION_TITLE, SHEET_HEADINGS, sheet_rows
+from tongban.outbound.report import SECTION_TITLE, SHEET_HEADINGS, ours_cell, sheet_rows, summary_outbound
 from tongban.outbound.report import section as outbound_section
-from tongban.outbound.report import summary_rows as outbound_summary
 from tongban.outstanding import KIND_LABELS, RESOLUTION_LABELS
 from tongban.reconcile import ElementChange, Reconciliation
 from tongban.registry import Partner, WireFormat, label, load_registry, wire_formats
@@ -572,67 +571,60 @@ def _delivery_status(folder: UPath) -> str:
     return read_json(path, DeliveryFile).status if path.exists() else "not_delivered"
 
 
-def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> dict[str, Any]:
-    """The run summary over all partners: their counts, or that no report was written (failed)."""
+def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> SummaryFile:
+    """The run summary over all partners, written to ``summary.json``: their counts, or that no report was written
+    (failed)."""
+    divisions = [p.division for p in partners]
+    outbound = summary_outbound(reports_root.parent, reports_root, run_id, divisions)  # our items, there
     rows = []
     for partner in partners:
         path = reports_root / run_id / partner.division / REPORT_JSON
+        found = outbound[partner.division]
+        row = SummaryPartner(partner=partner.division, name=partner.name, outbound=found, ours=ours_cell(found))
         if path.exists():
-            report = read_json(path)
-            rows.append(
-                {
-                    "partner": partner.division,
-                    "name": partner.name,
-                    "status": "held_back" if report.get("held_back") else "ok",
-                    "counts": report["counts"],
-                    "report": str(path),
-                    "delivery": _delivery_status(path.parent),
-                }
-            )
+            written = read_json(path, ReportFile)
+            status = "held_back" if written.held_back else "ok"
+            delivery = _delivery_status(path.parent)
+            rows.append(replace(row, status=status, counts=written.counts, report=str(path), delivery=delivery))
         else:
-            rows.append(
-                {"partner": partner.division, "name": partner.name, "status": "failed", "counts": None, "report": None}
-            )
             # stale: the platform's list of this partner is as of its last published pull (None: never)
-            rows[-1]["stale_since"] = watermark.stale_since(reports_root.parent, partner.division)
+            rows.append(replace(row, stale_since=watermark.stale_since(reports_root.parent, partner.division)))
     # every count class of the reports (older reports lack the newer ones: 0), the main ones first
     keys = [*COUNT_KEYS, *(k for k in COUNT_LABELS if k not in COUNT_KEYS)]
-    keys += sorted({k for r in rows if r["counts"] for k in r["counts"]} - set(keys))
-    totals = {k: sum(r["counts"].get(k, 0) for r in rows if r["counts"]) for k in keys}
-    outbound_failed = outbound_summary(reports_root.parent, reports_root, run_id, rows)  # our items, there
-    summary = {
-        "run_id": run_id,
-        "max_critical_rate": max_critical_rate(),  # the hold-back threshold the run's validation used
-        "partners": rows,
-        "totals": totals,
-        "failed": [r["partner"] for r in rows if r["status"] == "failed"],
-        "held_back": [r["partner"] for r in rows if r["status"] == "held_back"],
+    keys += sorted({k for r in rows if r.counts for k in r.counts} - set(keys))
+    summary = SummaryFile(
+        run_id=run_id,
+        max_critical_rate=max_critical_rate(),  # the hold-back threshold the run's validation used
+        partners=rows,
+        totals={k: sum(r.counts.get(k, 0) for r in rows if r.counts) for k in keys},
+        failed=[r.partner for r in rows if r.status == "failed"],
+        held_back=[r.partner for r in rows if r.status == "held_back"],
         # partners whose removals the removal guard held for confirmation (param confirm_removals)
-        "removals_held": [r["partner"] for r in rows if r["counts"] and r["counts"].get("removals_held")],
-        "undelivered": [r["partner"] for r in rows if r["counts"] and r["delivery"] not in DELIVERED],
-        "stale": {r["partner"]: r["stale_since"] for r in rows if r["status"] == "failed"},
-        "outbound_failed": outbound_failed,
-        "outbound_totals": {k: sum(r["outbound"][k] or 0 for r in rows) for k in OUTBOUND_KEYS},
-    }
+        removals_held=[r.partner for r in rows if r.counts and r.counts.get("removals_held")],
+        undelivered=[r.partner for r in rows if r.counts and r.delivery not in DELIVERED],
+        stale={r.partner: r.stale_since for r in rows if r.status == "failed"},
+        outbound_failed=[d for d, o in outbound.items() if o["status"] != "ok"],
+        outbound_totals={k: sum(o[k] or 0 for o in outbound.values()) for k in OUTBOUND_KEYS},
+    )
     write_json(reports_root / run_id / SUMMARY, summary)
     return summary
 
 
-def summary_table(summary: Mapping[str, Any], extra: Sequence[str] = ()) -> str:
-    """A plain-text table of the run summary (for logs and the terminal); ``extra``: more row keys to show."""
-    head = ["partner", "name", "status", *COUNT_KEYS, *extra]
+def summary_table(summary: SummaryFile, platform: Mapping[str, int] | None = None) -> str:
+    """A plain-text table of the run summary (for logs and the terminal): counts per partner, ``platform`` when
+    given (the items the platform holds per partner: ``make run``'s check) and ``ours`` (our items there)."""
+    shown = platform is not None
+    head = ["partner", "name", "status", *COUNT_KEYS, *(["platform"] if shown else []), "ours"]
     lines = [head]
-    for row in summary["partners"]:
-        counts = row["counts"] or {}
-        cells = [str(counts.get(k, "-")) for k in COUNT_KEYS] + [str(row.get(k, "-")) for k in extra]
-        lines.append([row["partner"], row["name"], row["status"], *cells])
-    totals = [str(summary["totals"][k]) for k in COUNT_KEYS]
-
-    def total(key: str) -> str:  # numbers add up; text columns (such as "ours": 92/92 +4) have no total
-        values = [r.get(key) for r in summary["partners"]]
-        return str(sum(v or 0 for v in values)) if all(isinstance(v, int | None) for v in values) else ""
-
-    lines.append(["total", "", "", *totals, *(total(k) for k in extra)])
+    held = [(platform or {}).get(r.partner) for r in summary.partners]
+    for row, on_platform in zip(summary.partners, held, strict=True):
+        counts = row.counts or {}
+        cells = [str(counts.get(k, "-")) for k in COUNT_KEYS] + (
+            ["-" if on_platform is None else str(on_platform)] if shown else []
+        )
+        lines.append([row.partner, row.name, row.status, *cells, row.ours])
+    totals = [str(summary.totals.get(k, 0)) for k in COUNT_KEYS] + ([str(sum(v or 0 for v in held))] if shown else [])
+    lines.append(["total", "", "", *totals, ""])  # ours (92/92 +4) is text: no total
     widths = [max(_width(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join(
         "  ".join(cell + " " * (w - _width(cell)) for cell, w in zip(line, widths, strict=True)) for line in lines

@@ -110,12 +110,12 @@ def test_a_partner_down_is_reported_stale_since_its_last_published_pull(partners
     ok = partners.registry.partner(PINYIN)
     write_json(store / REPORTS / "run-2" / PINYIN / "report.json", {"counts": dict.fromkeys(COUNT_KEYS, 1)})
     summary = summarise(store / REPORTS, "run-2", [partners.registry.partner(NATIONAL), ok])
-    rows = {r["partner"]: r for r in summary["partners"]}
-    assert rows[NATIONAL]["status"] == "failed" and rows[NATIONAL]["stale_since"] == pulled_at
-    assert "stale_since" not in rows[PINYIN] and summary["stale"] == {NATIONAL: pulled_at}
+    rows = {r.partner: r for r in summary.partners}
+    assert rows[NATIONAL].status == "failed" and rows[NATIONAL].stale_since == pulled_at
+    assert rows[PINYIN].stale_since is None and summary.stale == {NATIONAL: pulled_at}
     assert read_json(store / REPORTS / "run-2" / "summary.json")["stale"] == {NATIONAL: pulled_at}
 
 
 def test_a_partner_never_pulled_is_stale_since_never(store: UPath, partners: Partners) -> None:
     summary = summarise(store / REPORTS, "run-9", [partners.registry.partner(CSV)])
-    assert summary["stale"] == {CSV: None}
+    assert summary.stale == {CSV: None}

@@ -34,7 +34,7 @@ from scripts.localenv import REPO, airflow, airflow_env
 from tests.conftest import make_record
 from tongban import layout, pipeline, report
 from tongban import outstanding as outstanding_mod
-from tongban.files import PublishFile
+from tongban.files import PublishFile, SummaryFile
 from tongban.reconcile import Reconciliation
 from tongban.registry import Partner, load_registry
 from tongban.storage import write_json, write_jsonl
@@ -203,7 +203,7 @@ def _home(root: UPath) -> Path:
     return Path(root.path)
 
 
-def write_run(home: Path, run_id: str, specs: dict[str, Spec | None]) -> dict[str, Any]:
+def write_run(home: Path, run_id: str, specs: dict[str, Spec | None]) -> SummaryFile:
     """A finished run: a report per partner with a spec, none (failed) for None; returns summary.json."""
     registry = load_registry()
     root = UPath(home.as_uri())
@@ -224,7 +224,7 @@ PROVINCE_RESULT = "失业登记证明（深圳版）"
 LEAKY_PROVINCE = "370000"  # its GX result in the newer run is a symlink out of the storage root
 
 
-def make_home(home: Path) -> dict[str, dict[str, Any]]:
+def make_home(home: Path) -> dict[str, SummaryFile]:
     old = write_run(
         home,
         OLD_RUN,
@@ -280,7 +280,7 @@ class Server:
     base: str
     port: int
     token: str
-    summaries: dict[str, dict[str, Any]]
+    summaries: dict[str, SummaryFile]
     home: Path
 
     def get(

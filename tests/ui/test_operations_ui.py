@@ -75,8 +75,8 @@ def test_only_rates_above_the_threshold_are_red_and_the_threshold_is_shown(serve
 def test_outstanding_rejection_stays_listed_on_incremental_nights(server: Server, browser: Browser) -> None:
     code = _code(server, OLD_RUN, "440100", OUTSTANDING_ITEM)
     new = server.summaries[NEW_RUN]
-    row = next(r for r in new["partners"] if r["partner"] == "440100")
-    assert row["counts"]["rejected"] == 2 and row["counts"]["outstanding"] == 3  # 甲 is not in tonight's pull
+    row = next(r for r in new.partners if r.partner == "440100")
+    assert row.counts and row.counts["rejected"] == 2 and row.counts["outstanding"] == 3  # 甲 is not in tonight's pull
     run = browser.dom(run_path(NEW_RUN))
     [item] = re.findall(rf'<tr data-item="{code}">.*?</tr>', run, re.S)
     assert OUTSTANDING_ITEM in item and "退回" in item and re.search(r'<td class="n">2</td>', item)

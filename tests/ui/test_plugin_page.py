@@ -23,6 +23,7 @@ from tests.ui.conftest import (
     Server,
     run_path,
 )
+from tongban.files import SummaryFile, SummaryPartner
 
 COUNT_KEYS = ("fetched", "quarantined", "rejected", "added", "changed", "removed", "unchanged", "published")
 OVERVIEW_KEYS = ("fetched", "quarantined", "rejected", "outstanding", "added", "changed", "removed", "published")
@@ -68,8 +69,8 @@ class Rows(HTMLParser):
                 self._row[self._cell] += data.strip()
 
 
-def _row(summary: dict[str, Any], division: str) -> dict[str, Any]:
-    return next(r for r in summary["partners"] if r["partner"] == division)
+def _row(summary: SummaryFile, division: str) -> SummaryPartner:
+    return next(r for r in summary.partners if r.partner == division)
 
 
 def _rate(counts: dict[str, int]) -> str:
@@ -84,8 +85,8 @@ def test_sync_page_shows_each_partners_newest_run(server: Server, browser: Brows
         row, expected = page.rows[division], _row(new, division)
         assert row["run"] == NEW_RUN and row["data-status:ok"].startswith("成功")
         for key in OVERVIEW_KEYS:
-            assert row[f"data-count:{key}"] == str(expected["counts"][key]), (division, key)
-        assert row["data-rate:"] == _rate(expected["counts"])
+            assert row[f"data-count:{key}"] == str(expected.counts[key]), (division, key)
+        assert row["data-rate:"] == _rate(expected.counts)
     # concrete numbers, so the test cannot pass on two equal mistakes: 2 rejected of 12 - 2 parseable; 3 待整改
     # (the older run's rejection the incremental night did not carry again, and tonight's two)
     assert page.rows["440100"]["data-count:rejected"] == "2" and page.rows["440100"]["data-rate:"] == "20.00%"
@@ -106,16 +107,16 @@ def test_run_page_shows_that_runs_numbers_and_totals(server: Server, browser: Br
     page = Rows(browser.dom(run_path(OLD_RUN)))
     old = server.summaries[OLD_RUN]
     for division in ("440100", "440300", "370100"):
-        expected = _row(old, division)["counts"]
+        expected = _row(old, division).counts
         for key in COUNT_KEYS:
             assert page.rows[division][f"data-count:{key}"] == str(expected[key]), (division, key)
         assert page.rows[division]["data-rate:"] == _rate(expected)
     for key in COUNT_KEYS:
-        assert page.rows["total"][f"data-count:{key}"] == str(old["totals"][key])
+        assert page.rows["total"][f"data-count:{key}"] == str(old.totals[key])
     assert page.rows["440300"]["data-count:rejected"] == "2" and page.rows["440300"]["data-rate:"] == "25.00%"
     # every count class has its total, not "–" (issue 12.2): the extra ones in their own cell, non-zero ones
     new = Rows(browser.dom(run_path(NEW_RUN)))
-    totals = server.summaries[NEW_RUN]["totals"]
+    totals = server.summaries[NEW_RUN].totals
     assert totals["held"] == 0 and totals["outstanding"] == 3 + 1 + 4  # 440100, 440300, the held-back 440400
     assert new.rows["total"]["data-count:outstanding"] == "8"
     assert "–" not in [v for k, v in new.rows["total"].items() if k.startswith("data-count:")]
@@ -125,7 +126,7 @@ def test_trend_covers_the_recent_runs(server: Server) -> None:
     status, _, body = server.get("/tongban/")
     assert status == 200
     for run_id in (OLD_RUN, NEW_RUN):  # each bar's tooltip names its run and its numbers
-        counts = _row(server.summaries[run_id], "440100")["counts"]
+        counts = _row(server.summaries[run_id], "440100").counts
         assert f"{run_id}：已推送 {counts['published']}，退回 {counts['rejected']}" in body
     assert f"{NEW_RUN}：失败" in body  # 370100 failed in the newer run
     assert f"{NEW_RUN}：暂缓发布，已推送 0，退回 4" in body  # held back: a status of its own, not failed

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -194,10 +194,12 @@ def _previous_summary(reports_root: UPath, run_id: str) -> SummaryFile | None:
     return read_json(max(found, key=lambda p: (p.stat().st_mtime, p.parent.name)), SummaryFile)
 
 
-def summary_rows(root: UPath, reports_root: UPath, run_id: str, rows: list[dict[str, Any]]) -> list[str]:
-    """Give each partner row of a run summary its ``outbound`` object (the counts of ``COUNT_KEYS``, status,
-    error, ``trend``: configured now minus at the end of the previous run, or, without one, minus as found at
-    the start of this run); returns the partners whose offer failed."""
+def summary_outbound(
+    root: UPath, reports_root: UPath, run_id: str, divisions: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Each partner's ``outbound`` object of a run summary: the counts of ``COUNT_KEYS``, status, error, ``trend``
+    (configured now minus at the end of the previous run, or, without one, minus as found at the start of this
+    run); status ``not_run`` without an offer this run."""
     from tongban.outbound.diff import COUNT_KEYS
     from tongban.outbound.stages import outbound_of
 
@@ -207,22 +209,24 @@ def summary_rows(root: UPath, reports_root: UPath, run_id: str, rows: list[dict[
         for r in (previous.partners if previous else [])
         if r.outbound and r.outbound["configured"] is not None
     }
-    failed = []
-    for row in rows:
-        found = outbound_of(root, run_id, row["partner"])
+    found_by_partner: dict[str, dict[str, Any]] = {}
+    for division in divisions:
+        found = outbound_of(root, run_id, division)
         if found is None:
-            row["outbound"] = {"status": "not_run", **dict.fromkeys(COUNT_KEYS), "trend": None}
-        else:
-            counts = {k: found.counts[k] for k in COUNT_KEYS}
-            was = before.get(row["partner"], found.configured_before)
-            configured = counts["configured"]
-            trend = configured - was if was is not None and configured is not None else None
-            row["outbound"] = {"status": found.status, "error": found.error, **counts, "trend": trend}
-            row["outbound"]["dry_run"] = found.dry_run
-        if row["outbound"]["status"] != "ok":
-            failed.append(row["partner"])
-        row["ours"] = ours_cell(row["outbound"])
-    return failed
+            found_by_partner[division] = {"status": "not_run", **dict.fromkeys(COUNT_KEYS), "trend": None}
+            continue
+        counts = {k: found.counts[k] for k in COUNT_KEYS}
+        was = before.get(division, found.configured_before)
+        configured = counts["configured"]
+        trend = configured - was if was is not None and configured is not None else None
+        found_by_partner[division] = {
+            "status": found.status,
+            "error": found.error,
+            **counts,
+            "trend": trend,
+            "dry_run": found.dry_run,
+        }
+    return found_by_partner
 
 
 def ours_cell(outbound: Mapping[str, Any] | None) -> str:
