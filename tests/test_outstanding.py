@@ -133,6 +133,33 @@ def test_rejection_stays_outstanding_until_fixed_or_withdrawn(nights: Nights, tm
     assert {r["task_code"] for r in nights.store.outstanding(division)} == {b["task_code"], e_code}
 
 
+def test_a_new_item_the_platform_refuses_is_listed_by_name(nights: Nights, tmp_path) -> None:
+    """An item never published before, refused by the platform: its 待整改 row names it (the item store has no
+    earlier name for it; the platform answers code and reason only), in report.json and on the HTML report."""
+    import requests
+
+    division = nights.partner.division
+    ok, refused = (
+        make_record(partner=division, catalog_code=f"0002{i:05d}000", name=f"拒收测试事项{i}") for i in range(2)
+    )
+    faults = f"{nights.client.base_url}/admin/faults"
+    requests.put(
+        faults, json={"reject": {refused["task_code"]: "该事项未在省级目录中登记"}}, timeout=5
+    ).raise_for_status()
+    try:
+        night = nights.night([ok, refused], full=True)
+    finally:
+        requests.put(faults, json={}, timeout=5).raise_for_status()
+    assert night["counts"]["platform_rejected"] == 1 and night["counts"]["published"] == 1
+    [listed] = night["outstanding"]
+    assert (listed["task_code"], listed["kind"]) == (refused["task_code"], "platform_rejected")
+    assert listed["name"] == "拒收测试事项1" and listed["reason"] == "平台拒收：该事项未在省级目录中登记"
+    html = (tmp_path / "reports" / night["run_id"] / division / "report.html").read_text(encoding="utf-8")
+    section = html.split('<h2 id="outstanding">')[1].split("</table>")[0]  # 待整改
+    [row] = [r for r in section.split("<tr>") if refused["task_code"] in r]
+    assert "拒收测试事项1" in row
+
+
 def test_trace_cli_tells_what_happened_to_an_item_run_by_run(
     nights: Nights, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -38,7 +38,7 @@ def problems(
     for p in platform_rejected:
         if p.get("task_code") and p.get("op") == "upsert":
             reason = f"平台拒收：{p.get('reason') or '未说明原因'}"
-            found[str(p["task_code"])] = {"name": "", "kind": "platform_rejected", "reason": reason}
+            found[str(p["task_code"])] = {"name": p.get("name") or "", "kind": "platform_rejected", "reason": reason}
     return found
 
 

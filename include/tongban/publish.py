@@ -218,7 +218,10 @@ def publish(
         before_send=lambda: check_fence(store, division, run_id),  # a newer run may have started meanwhile
         recoded={r.task_code: r.old_code for r in recon.recoded},
     )
-    result.batches, result.accepted, result.rejected = sent.batches, sent.accepted, sent.rejected
+    result.batches, result.accepted = sent.batches, sent.accepted
+    # the platform answers code, op and reason: a refused item is named too (待整改 lists it by name)
+    names = {r["task_code"]: r.get("name") or "" for r in [*upserts, *recon.removed]}
+    result.rejected = [p | {"name": names.get(p.get("task_code"), "")} for p in sent.rejected]
     verify(client, division, recon, result, digests)
     return result
 
