@@ -158,6 +158,11 @@ def test_a_new_item_the_platform_refuses_is_listed_by_name(nights: Nights, tmp_p
     section = html.split('<h2 id="outstanding">')[1].split("</table>")[0]  # 待整改
     [row] = [r for r in section.split("<tr>") if refused["task_code"] in r]
     assert "拒收测试事项1" in row
+    refusals = html.split("<h2>平台拒收")[1].split("</table>")[0]  # and in the night's own 平台拒收 table
+    [row] = [r for r in refusals.split("<tr>") if refused["task_code"] in r]
+    assert "<th>事项名称</th>" in refusals and "拒收测试事项1" in row
+    [sent] = night["platform_rejected"]
+    assert sent["name"] == "拒收测试事项1"
 
 
 def test_trace_cli_tells_what_happened_to_an_item_run_by_run(

@@ -461,8 +461,8 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
             ],
         ),
         "平台拒收": (
-            ["实施编码", "操作", "原因"],
-            [[p.task_code or "", OP_LABELS.get(p.op, p.op), p.reason or ""] for p in report.platform_rejected],
+            ["实施编码", "事项名称", "操作", "原因"],
+            [[p.task_code or "", p.name, OP_LABELS.get(p.op, p.op), p.reason or ""] for p in report.platform_rejected],
         ),
         "此前未报告的变更": (
             ["运行编号", "实施编码", "事项名称", "类别", "要素", "原值", "新值"],

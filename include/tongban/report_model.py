@@ -87,6 +87,7 @@ class PlatformRejection(_Part):
     """An operation the provincial platform refused, with its reason."""
 
     task_code: str | None = None
+    name: str = Field("", description="事项名称 of the item sent (publish files of earlier versions: empty)")
     op: str
     status: str = "rejected"
     reason: str | None = None
