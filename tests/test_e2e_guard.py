@@ -19,6 +19,7 @@ from scripts.localenv import airflow, ensure_pools
 from tests.conftest import webhook_receiver
 from tests.test_e2e import Deployment
 from tongban.files import SummaryFile
+from tongban.guard import percent
 from tongban.model import content_hash
 
 pytestmark = pytest.mark.e2e
@@ -127,7 +128,8 @@ def test_a_partner_held_back_one_night_is_published_the_night_it_is_fixed(
     requests.patch(f"{patch}/{fine}", json={"result": "新的办理结果"}, timeout=30).raise_for_status()
     kept = deployment.on_platform(PAGED)
 
-    deployment.env["TONGBAN_MAX_CRITICAL_RATE"] = "0.5"
+    # an incremental night's rate is over the partner's catalogue (the 140 items left), not the 11 records pulled
+    deployment.env["TONGBAN_MAX_CRITICAL_RATE"] = "0.05"
     try:
         held = deployment.run({"partners": [PAGED]})
     finally:
@@ -135,10 +137,12 @@ def test_a_partner_held_back_one_night_is_published_the_night_it_is_fixed(
     assert held.held_back == [PAGED] and deployment.on_platform(PAGED) == kept
     report = deployment.report(held, PAGED)
     assert not report["full_pull"] and report["hold_back"]["failing"] == 10
-    assert f"10/{report['hold_back']['records']} = " in report["hold_back"]["text"]
+    assert (report["hold_back"]["records"], report["hold_back"]["catalogue"]) == (11, len(kept))
+    rate = f"10/{len(kept)} = {percent(10 / len(kept))} > 5%"
+    assert f"{rate}（分母为贵方事项目录 {len(kept)} 条：本次增量拉取 11 条" in report["hold_back"]["text"]
     assert fine in {i["task_code"] for i in report["held_with_partner"]}
     [alert] = deployment.alerts("partner_held_back", held.run_id)
-    assert LABELS[PAGED] in alert["text"] and "> 50%" in alert["error"] and "请按" in alert["error"]
+    assert LABELS[PAGED] in alert["text"] and "> 5%" in alert["error"] and "请按" in alert["error"]
 
     for record in broken:  # the partner fixes its records and says what the result is now
         fix = {"legal_basis": record["legal_basis"], "result": "更正后的办理结果"}
@@ -152,3 +156,27 @@ def test_a_partner_held_back_one_night_is_published_the_night_it_is_fixed(
     served = {r["task_code"]: content_hash(r) for r in deployment.served(PAGED)}
     after = deployment.on_platform(PAGED)
     assert all(after[code] == served[code] for code in expected)
+
+
+def test_one_bad_change_on_an_incremental_night_rejects_that_item_alone(deployment: Guarded) -> None:
+    """An incremental night pulls only the partner's changes: one of its 2 changes failing a critical check is 1 of
+    its whole catalogue, not 1 of 2 = 50% (which held the partner back whole, and again every night until that one
+    item was fixed, its other changes with it): the bad change alone is rejected, the other published."""
+    alone = deployment.unshared(PAGED)
+    bad, good = alone[0], alone[1]
+    patch = f"{deployment.urls.partners}/admin/partners/{PAGED}/items"
+    requests.patch(f"{patch}/{bad['task_code']}", json={"legal_basis": ""}, timeout=30).raise_for_status()
+    requests.patch(f"{patch}/{good['task_code']}", json={"result": "再次更新的办理结果"}, timeout=30).raise_for_status()
+    kept = deployment.on_platform(PAGED)
+
+    night = deployment.run({"partners": [PAGED]})
+    assert night.held_back == [] and night.failed == []
+    assert deployment.alerts("partner_held_back", night.run_id) == []
+    report = deployment.report(night, PAGED)
+    assert not report["full_pull"] and report["counts"]["fetched"] == 2 and report["hold_back"] is None
+    assert [r["task_code"] for r in report["rejected"]] == [bad["task_code"]]
+    assert [c["task_code"] for c in report["changed"]] == [good["task_code"]]
+    after = deployment.on_platform(PAGED)
+    assert after[bad["task_code"]] == kept[bad["task_code"]]  # the platform keeps the item's published version
+    served = {r["task_code"]: content_hash(r) for r in deployment.served(PAGED)}
+    assert after[good["task_code"]] == served[good["task_code"]] != kept[good["task_code"]]

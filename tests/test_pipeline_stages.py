@@ -6,7 +6,7 @@ import pytest
 from upath import UPath
 
 from tests.validation.item_fixtures import CITY_USCC, DISTRICT_USCC, make_record
-from tongban import layout, pipeline, report_model
+from tongban import layout, pipeline, province, report_model
 from tongban.registry import load_registry
 from tongban.storage import read_json, read_jsonl, write_json, write_jsonl
 from tongban.store.repo import ItemStore
@@ -89,3 +89,46 @@ def test_stage_files_are_read_through_their_types_and_a_missing_field_names_the_
         write_json(run / name, content)
         with pytest.raises(msgspec.ValidationError, match=rf"{name}: does not match {file_type.__name__}: .*{field}"):
             read_json(run / name, file_type)
+
+
+def test_one_bad_change_of_an_incremental_night_is_counted_over_the_catalogue_not_the_night(
+    run: UPath, store: ItemStore
+) -> None:
+    """1 of a night's 2 changed records fails a critical check: over the partner's 10 published items that is 1/10,
+    not 1/2 = 50% (which held the whole partner back every night until it fixed that one item); a full pull of the
+    same 2 records is the whole catalogue, and is held back (issue: hold-back rate of incremental nights)."""
+    published = [make_record(i) for i in range(1, 11)]
+    store.apply("run-0", PARTNER.division, published, [])
+    changed = {**published[0], "result": "新的办理结果"}
+    bad = {**published[1], "legal_basis": ""}
+    quarantined = {"position": "第1页第3条", "task_code": published[2]["task_code"], "problems": []}
+    write_json(run / layout.FETCH, {"mode": "incremental", "status": "ok"})
+    write_jsonl(run / layout.ITEMS, [changed, bad])
+    write_jsonl(run / layout.QUARANTINE, [quarantined])  # carried by the pull (records), not counted again
+
+    summary = pipeline.validate(PARTNER, run, store)
+    assert (summary.records, summary.catalogue, summary.rejected, summary.failing) == (3, 10, 1, 1)
+    assert (summary.critical_rate, summary.held_back) == (0.1, False)
+    assert read_json(run / layout.VALIDATION)["catalogue"] == 10
+    # the province check counts its rejections over the same catalogue
+    check = province.apply_findings(run, summary, [_critical(changed["task_code"])])
+    assert (check.catalogue, check.failing, check.critical_rate, check.held_back) == (10, 2, 0.2, False)
+
+    write_json(run / layout.FETCH, {"mode": "full", "status": "ok"})
+    full = pipeline.validate(PARTNER, run, store)
+    assert (full.catalogue, full.critical_rate, full.held_back) == (3, round(1 / 3, 6), True)
+    # an incremental pull of a partner with nothing published yet is its whole catalogue too
+    write_json(run / layout.FETCH, {"mode": "incremental", "status": "ok"})
+    empty = pipeline.validate(PARTNER, run, ItemStore(f"sqlite:///{run.parent / 'empty.db'}"))
+    assert (empty.catalogue, empty.held_back) == (3, True)
+
+
+def _critical(task_code: str) -> Finding:
+    return Finding(
+        row=None,
+        task_code=task_code,
+        element="result",
+        expectation="expect_province_elements_identical",
+        severity="critical",
+        message="与其他地区不一致",
+    )

@@ -22,7 +22,7 @@ from tests.ingest.conftest import FAST, Partners
 from tests.partner_texts import internal_in, report_texts
 from tests.simulators.conftest import serving
 from tongban import guard, layout, pipeline, province, watermark
-from tongban.guard import check_confirmations, parse_confirmations
+from tongban.guard import check_confirmations, parse_confirmations, percent
 from tongban.layout import report_dir, run_dir
 from tongban.model import content_hash
 from tongban.publish import PlatformClient
@@ -261,13 +261,16 @@ def test_a_held_back_night_does_not_advance_the_watermark(world: World, monkeypa
     for code in broken:
         world.partners.patch(PAGED, code, legal_basis="")
     world.partners.patch(PAGED, fine, result="新的办理结果")
-    monkeypatch.setenv("TONGBAN_MAX_CRITICAL_RATE", "0.5")  # 10 of 11 changed records fail
+    # 10 of 11 changed records fail: 10 of the 200 items of the catalogue (an incremental night's denominator)
+    monkeypatch.setenv("TONGBAN_MAX_CRITICAL_RATE", "0.04")
     held = world.night(PAGED)
     assert held.fetched.mode == "incremental" and held.report["held_back"]
     assert world.on_platform(PAGED) == before
     notice, pulled = held.report["hold_back"], held.fetched.fetched  # the 11 changed, and the overlap
-    assert notice["failing"] == 10 and notice["records"] == pulled and f"10/{pulled} = " in notice["text"]
-    assert "> 50%" in notice["text"] and "请按" in notice["text"]
+    assert notice["failing"] == 10 and notice["records"] == pulled and notice["catalogue"] == len(before)
+    rate = f"10/{len(before)} = {percent(10 / len(before))} > 4%"
+    assert f"{rate}（分母为贵方事项目录 {len(before)} 条：本次增量拉取 {pulled} 条" in notice["text"]
+    assert "请按" in notice["text"]
     passed = {i["task_code"] for i in held.report["held_with_partner"]}
     assert fine in passed and not passed & set(broken) and len(passed) == pulled - 10
     assert [n.event for n in held.notices] == ["partner_held_back"]

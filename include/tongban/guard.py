@@ -178,12 +178,20 @@ def recovered_notice(count: int) -> str:
     )
 
 
-def hold_back_notice(check: Mapping[str, Any], passed: int) -> str:
-    """The hold-back notice: the rate against the limit, what was held with the partner, what to do."""
-    failing, records = int(check["failing"]), int(check["records"])
+def hold_back_notice(check: Mapping[str, Any], passed: int, *, full: bool) -> str:
+    """The hold-back notice: the rate against the limit and what it is counted over (a full pull's records, or
+    the catalogue after an incremental pull), what was held with the partner, what to do."""
+    failing, records, catalogue = int(check["failing"]), int(check["records"]), int(check["catalogue"])
+    if full:
+        over = f"分母为本次全量拉取的 {records} 条记录"
+    else:
+        over = (
+            f"分母为贵方事项目录 {catalogue} 条：本次增量拉取 {records} 条，"
+            f"加上本次未变更、平台上已发布的 {catalogue - records} 项"
+        )
     return (
-        f"本次整体暂缓推送：未通过关键校验或无法识别的记录 {ratio(failing, records, check['max_critical_rate'])}"
-        f"（超过暂缓阈值），省一体化平台保留贵方上一版事项清单；"
+        f"本次整体暂缓推送：未通过关键校验或无法识别的记录 {ratio(failing, catalogue, check['max_critical_rate'])}"
+        f"（{over}；超过暂缓阈值），省一体化平台保留贵方上一版事项清单；"
         f"已通过校验的 {passed} 项也随之暂缓，见“随同暂缓”。请按“退回”和“隔离”所列原因更正后重新提供，"
         "下一次同步将重新拉取并推送更正后的事项。"
     )

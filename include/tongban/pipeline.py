@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from datetime import UTC, datetime
 from typing import Any
 
@@ -256,6 +256,7 @@ def validate(partner: Partner, run: UPath, store: ItemStore) -> Validated:
     # a quarantined record that names no 实施编码 cannot be held (nobody knows which item it is): it fails
     codes = [q.get("task_code") for q in read_jsonl(run / QUARANTINE)] if (run / QUARANTINE).exists() else []
     unidentified, pulled = codes.count(None) + codes.count(""), len(records) + len(codes)
+    catalogue = pulled + len(unchanged_codes(partner, run, [r["task_code"] for r in records] + codes, store))
     summary = Validated(
         partner=partner.division,
         **outcome.summary()
@@ -264,20 +265,31 @@ def validate(partner: Partner, run: UPath, store: ItemStore) -> Validated:
             "accepted": len(accepted),
             "rejected": len(rejected),
             "records": pulled,
+            "catalogue": catalogue,
             "unidentified": unidentified,
         }
-        | hold_back_rate(len(rejected) + unidentified, pulled).model_dump(),
+        | hold_back_rate(len(rejected) + unidentified, catalogue).model_dump(),
     )
     write_json(run / VALIDATION, summary)
     return summary
 
 
-def hold_back_rate(failing: int, records: int) -> HoldBackRate:
+def unchanged_codes(partner: Partner, run: UPath, pulled: Iterable[str | None], store: ItemStore) -> set[str]:
+    """For an incremental pull: 实施编码 of the partner's published items (the item store) that the pull did not
+    carry, its unchanged items; none for a full pull, which carries the whole catalogue."""
+    if is_full_pull(run):
+        return set()
+    return set(store.current_hashes(partner.division)) - set(pulled)
+
+
+def hold_back_rate(failing: int, catalogue: int) -> HoldBackRate:
     """The critical-failure rate of a pull and whether it holds the partner back (above
-    ``TONGBAN_MAX_CRITICAL_RATE``): ``failing`` records (rejected, or unreadable without a 实施编码) of the
-    ``records`` the pull delivered."""
+    ``TONGBAN_MAX_CRITICAL_RATE``): ``failing`` records of the pull (rejected, or unreadable without a 实施编码)
+    of the partner's ``catalogue`` (``Validated.catalogue``): the records of a full pull; after an incremental
+    one, its records and the published items it did not carry, so that one bad change among a night's few
+    does not hold back a whole list."""
     limit = max_critical_rate()
-    rate = round(failing / records, 6) if records else 0.0
+    rate = round(failing / catalogue, 6) if catalogue else 0.0
     return HoldBackRate(failing=failing, critical_rate=rate, max_critical_rate=limit, held_back=rate > limit)
 
 

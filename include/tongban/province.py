@@ -248,7 +248,7 @@ def apply_findings(run: UPath, summary: Validated, findings: Sequence[Finding]) 
         warned = list(own_warned.values())
     write_jsonl(run / layout.REJECTED, rejected)
     write_jsonl(run / layout.WARNINGS, warned)
-    rate = pipeline.hold_back_rate(len(rejected) + summary.unidentified, summary.records)
+    rate = pipeline.hold_back_rate(len(rejected) + summary.unidentified, summary.catalogue)
     check = ProvinceCheck(
         partner=summary.partner,
         validated_held_back=summary.held_back,
@@ -257,6 +257,7 @@ def apply_findings(run: UPath, summary: Validated, findings: Sequence[Finding]) 
         warned_codes=sorted(set(per_code) - critical),
         rejected=len(rejected),
         records=summary.records,
+        catalogue=summary.catalogue,
         **rate.model_dump() | {"held_back": summary.held_back or rate.held_back},
         by_code=per_code,
     )

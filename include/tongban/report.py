@@ -249,7 +249,9 @@ def build(
             )
             for o in resolved
         ],
-        hold_back=_hold_back(hold_back, len(held_with_partner)) if recon.held_back and hold_back else None,
+        hold_back=(
+            _hold_back(hold_back, len(held_with_partner), full=recon.full) if recon.held_back and hold_back else None
+        ),
         held_with_partner=[_brief(r) for r in held_with_partner] if recon.held_back else [],
         removal_guard=(
             _removal_hold(recon.removal_guard, partner.division, run_id, publish.dry_run)
@@ -304,16 +306,18 @@ def _outstanding(row: Mapping[str, Any]) -> OutstandingItem:
     )
 
 
-def _hold_back(check: Mapping[str, Any], passed: int) -> HoldBack:
+def _hold_back(check: Mapping[str, Any], passed: int, *, full: bool) -> HoldBack:
     records = int(check.get("records", int(check.get("accepted", 0)) + int(check["rejected"])))
     failing = int(check.get("failing", check["rejected"]))
-    numbers = {"failing": failing, "records": records, "max_critical_rate": check["max_critical_rate"]}
+    catalogue = int(check.get("catalogue", records))  # files before it: the rate was over the pull's records
+    numbers = {"failing": failing, "records": records, "catalogue": catalogue}
     return HoldBack(
         failing=failing,
         records=records,
+        catalogue=catalogue,
         rate=check["critical_rate"],
         limit=check["max_critical_rate"],
-        text=guard.hold_back_notice(numbers, passed),
+        text=guard.hold_back_notice(numbers | {"max_critical_rate": check["max_critical_rate"]}, passed, full=full),
     )
 
 

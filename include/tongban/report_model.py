@@ -123,6 +123,11 @@ class HoldBack(_Part):
 
     failing: int = Field(description="records rejected, or unreadable without a 实施编码")
     records: int = Field(description="records of the pull")
+    catalogue: int | None = Field(
+        default=None,
+        description="the rate's denominator: a full pull's records; after an incremental pull, its records and "
+        "the published items it did not carry (None: reports before it was recorded, the rate was over records)",
+    )
     rate: float
     limit: float = Field(description="TONGBAN_MAX_CRITICAL_RATE")
     text: str = Field(description="the notice in Chinese, with the numbers")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from tongban.validation.outcome import Finding
 
@@ -92,10 +92,17 @@ class Normalised(_Result):
 # -- partner.validate, province_five_level --------------------------------------------------------------------
 
 
+def _catalogue_of_records(data: Any) -> Any:
+    """A result written before ``catalogue`` was recorded counted the rate over the pull's ``records``."""
+    if isinstance(data, dict) and "catalogue" not in data and "records" in data:
+        return {**data, "catalogue": data["records"]}
+    return data
+
+
 class HoldBackRate(_Result):
     """The critical-failure rate of a pull and whether it holds the whole partner back this run
     (``pipeline.hold_back_rate``): ``failing`` records (rejected, or unreadable without a 实施编码) of the
-    ``records`` delivered, against ``TONGBAN_MAX_CRITICAL_RATE``."""
+    partner's ``catalogue`` (see ``Validated``), against ``TONGBAN_MAX_CRITICAL_RATE``."""
 
     failing: int
     critical_rate: float
@@ -120,11 +127,16 @@ class Validated(_Result):
     accepted: int
     rejected: int
     records: int  # records the pull delivered (items and quarantined)
+    # the hold-back rate's denominator, the partner's catalogue after the pull: a full pull's records; an
+    # incremental pull's records plus the published items it did not carry (results before it: records)
+    catalogue: int
     unidentified: int  # quarantined records without a 实施编码
     failing: int
     critical_rate: float
     max_critical_rate: float
     held_back: bool
+
+    _catalogue = model_validator(mode="before")(_catalogue_of_records)
 
 
 class ProvinceCheck(_Result):
@@ -139,11 +151,14 @@ class ProvinceCheck(_Result):
     warned_codes: list[str]
     rejected: int
     records: int
+    catalogue: int  # the rate's denominator (Validated.catalogue; files before it: records)
     failing: int
     critical_rate: float
     max_critical_rate: float
     held_back: bool
     by_code: dict[str, list[Finding]]
+
+    _catalogue = model_validator(mode="before")(_catalogue_of_records)
 
 
 class ProvinceChecked(_Result):
