@@ -81,6 +81,9 @@ class SummaryPartner:
     stale_since: str | None = None  # failed: when the platform's list was last refreshed from a pull (ISO)
     outbound: dict[str, Any] | None = None  # status, counts, trend; absent before the outbound side existed
     ours: str = "-"  # outbound.report.ours_cell of ``outbound``: 92/92 +4
+    # the hold-back rate (pipeline.hold_back_rate) and its denominator; None: no report, or summaries before them
+    critical_rate: float | None = None
+    catalogue: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -455,8 +455,7 @@ def write_report(partner: Partner, run: UPath, out: UPath, run_id: str, store: I
     )
     fetch_info = read_json(run / FETCH, FetchFile) if (run / FETCH).exists() else None
     outbound = read_json(run / OUTBOUND, OutboundFile) if (run / OUTBOUND).exists() else None  # this run's offer
-    checked = run / PROVINCE_CHECK if (run / PROVINCE_CHECK).exists() else run / VALIDATION
-    check = read_json(checked) if recon.held_back and checked.exists() else None  # why it was held back
+    check = report_mod.rate_check(run) if recon.held_back else None  # why it was held back
     report = report_mod.build(
         partner=partner,
         run_id=run_id,

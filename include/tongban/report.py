@@ -24,7 +24,16 @@ from tongban import guard, watermark
 from tongban.codes import TASK_CODE_LENGTH
 from tongban.config import CHINA_TZ, max_critical_rate
 from tongban.files import DeliveryFile, OutboundFile, PublishFile, ReportFile, SummaryFile, SummaryPartner
-from tongban.layout import DELIVERY, REPORT_HTML, REPORT_JSON, REPORT_XLSX, SUMMARY
+from tongban.layout import (
+    DELIVERY,
+    PROVINCE_CHECK,
+    REPORT_HTML,
+    REPORT_JSON,
+    REPORT_XLSX,
+    SUMMARY,
+    VALIDATION,
+    run_dir,
+)
 from tongban.model import COMPARED, LABELS, element_text
 from tongban.normalise import WIDTH_ONLY, Duplicate, NormalisedValue, width_only_difference
 from tongban.outbound import report as outbound_texts
@@ -575,6 +584,15 @@ def _delivery_status(folder: UPath) -> str:
     return read_json(path, DeliveryFile).status if path.exists() else "not_delivered"
 
 
+def rate_check(run: UPath) -> dict[str, Any] | None:
+    """The partner's hold-back rate of a run as last counted: ``province_check.json`` once the province check ran,
+    else ``validation.json`` (``results.ProvinceCheck``, ``results.Validated``); None before validation."""
+    for name in (PROVINCE_CHECK, VALIDATION):
+        if (run / name).exists():
+            return read_json(run / name)
+    return None
+
+
 def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> SummaryFile:
     """The run summary over all partners, written to ``summary.json``: their counts, or that no report was written
     (failed)."""
@@ -589,7 +607,10 @@ def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> 
             written = read_json(path, ReportFile)
             status = "held_back" if written.held_back else "ok"
             delivery = _delivery_status(path.parent)
-            rows.append(replace(row, status=status, counts=written.counts, report=str(path), delivery=delivery))
+            # the hold-back rate and its denominator (pipeline.hold_back_rate), as the UI shows it
+            check = rate_check(run_dir(reports_root.parent, run_id, partner.division)) or {}
+            rate = {"critical_rate": check.get("critical_rate"), "catalogue": check.get("catalogue")}
+            rows.append(replace(row, status=status, counts=written.counts, report=str(path), delivery=delivery, **rate))
         else:
             # stale: the platform's list of this partner is as of its last published pull (None: never)
             rows.append(replace(row, stale_since=watermark.stale_since(reports_root.parent, partner.division)))

@@ -22,6 +22,7 @@ import jinja2
 from markupsafe import Markup
 
 from tongban import layout
+from tongban.files import SummaryPartner
 from tongban.registry import divisions
 from tongban.report import COUNT_LABELS
 from tongban_ui.data_docs import DATA_DOCS_PAGE
@@ -106,6 +107,12 @@ def rate_of(counts: Mapping[str, int] | None) -> float | None:
     return critical_failure_rate(dict(counts) if counts else None)
 
 
+def row_rate(row: SummaryPartner) -> float | None:
+    """A partner's hold-back rate of a run, over its catalogue as the run counted it (``critical_rate`` of its
+    summary row); from the counts (rejected over the parsed records) for summaries written before it."""
+    return row.critical_rate if row.critical_rate is not None else rate_of(row.counts)
+
+
 def above(rate: float | None, limit: float | None) -> bool:
     """Whether a critical-failure rate is over the hold-back threshold (coloured, and held back)."""
     return rate is not None and limit is not None and rate > limit
@@ -173,6 +180,7 @@ def _env() -> jinja2.Environment:
         short=short,
         when=when,
         rate_of=rate_of,
+        row_rate=row_rate,
         above=above,
         extras=extras,
         trend_svg=trend_svg,

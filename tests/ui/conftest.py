@@ -111,8 +111,11 @@ def _write_partner(root: UPath, run_id: str, partner: Partner, spec: Spec) -> Pa
     write_jsonl(run / layout.REJECTED, rejected)
     write_jsonl(run / layout.WARNINGS, [])
     # the validation summary's hold-back numbers, as pipeline.validate writes them (the report quotes them)
+    # (an incremental night's catalogue: the records pulled and the published items it did not carry, "unchanged")
+    catalogue = spec.fetched + (0 if spec.full else spec.unchanged)
     check = {"partner": partner.division, "accepted": len(added), "rejected": len(rejected), "records": spec.fetched}
-    check |= pipeline.hold_back_rate(len(rejected), spec.fetched).model_dump() | {"held_back": spec.held_back}
+    check |= {"catalogue": catalogue} | pipeline.hold_back_rate(len(rejected), catalogue).model_dump()
+    check |= {"held_back": spec.held_back}
     write_json(run / layout.VALIDATION, check)
     write_json(run / layout.RECONCILIATION, recon.as_dict())
     write_json(run / layout.PUBLISH, publish)
