@@ -210,7 +210,7 @@ def test_a_resumed_superseded_run_changes_nothing_on_the_platform(deployment: Re
     deployment.change_an_item("旧运行的办理结果")
     old = deployment.killed(deployment.task_done("partner_publish.reconcile"))
     target = deployment.change_an_item("新运行的办理结果")
-    assert deployment.ordinary()["failed"] == []
+    assert deployment.ordinary().failed == []
     before = {r["task_code"]: content_hash(r) for r in deployment.platform.items(PARTNER)}
     assert {r["task_code"]: r for r in deployment.platform.items(PARTNER)}[target["task_code"]]["result"] == (
         "新运行的办理结果"
