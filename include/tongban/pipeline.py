@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Iterator, Mapping, Sequence, Set
 from datetime import UTC, datetime
 from typing import Any
 
@@ -210,24 +210,33 @@ def normalise_partner(partner: Partner, run: UPath, root: UPath | None = None) -
     )
 
 
-def five_level_context(
+def not_delivered(
     partner: Partner, run: UPath, records: list[dict[str, Any]], store: ItemStore
-) -> list[dict[str, Any]]:
-    """For an incremental pull: the published items that share a 基本编码 with a delivered one, so that
-    五级N同 is judged against the whole group, not only the part that changed."""
+) -> dict[str, dict[str, Any]]:
+    """For an incremental pull: the partner's published items (the item store) that the pull did not deliver, by
+    实施编码; none for a full pull, which carries the whole catalogue."""
     if is_full_pull(run):
-        return []
+        return {}
     delivered = {r["task_code"] for r in records}
+    return {code: r for code, r in sorted(store.current(partner.division).items()) if code not in delivered}
+
+
+def five_level_context(
+    records: list[dict[str, Any]], undelivered: Mapping[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Of the published items an incremental pull did not deliver (:func:`not_delivered`), those that share a
+    基本编码 with a delivered one, so that 五级N同 is judged against the whole group, not only the part that
+    changed."""
     groups = {r["catalog_code"] for r in records}
-    current = store.current(partner.division)
-    return [r for code, r in sorted(current.items()) if code not in delivered and r["catalog_code"] in groups]
+    return [r for r in undelivered.values() if r["catalog_code"] in groups]
 
 
 def validate(partner: Partner, run: UPath, store: ItemStore) -> Validated:
     from tongban.validation import validate_items  # GX is heavy: imported when validating only
 
     records = list(read_jsonl(run / ITEMS))
-    context = five_level_context(partner, run, records, store)
+    undelivered = not_delivered(partner, run, records, store)
+    context = five_level_context(records, undelivered)
     outcome = validate_items(records + context, partner)
     by_row: dict[int, list[Finding]] = {}
     for finding in outcome.findings:
@@ -256,7 +265,9 @@ def validate(partner: Partner, run: UPath, store: ItemStore) -> Validated:
     # a quarantined record that names no 实施编码 cannot be held (nobody knows which item it is): it fails
     codes = [q.get("task_code") for q in read_jsonl(run / QUARANTINE)] if (run / QUARANTINE).exists() else []
     unidentified, pulled = codes.count(None) + codes.count(""), len(records) + len(codes)
-    catalogue = pulled + len(unchanged_codes(partner, run, [r["task_code"] for r in records] + codes, store))
+    # the partner's catalogue after the pull: its records, and on an incremental night the published items it did
+    # not carry (unchanged; a quarantined record's published version is counted once, as the record)
+    catalogue = pulled + len(undelivered.keys() - set(codes))
     summary = Validated(
         partner=partner.division,
         **outcome.summary()
@@ -272,14 +283,6 @@ def validate(partner: Partner, run: UPath, store: ItemStore) -> Validated:
     )
     write_json(run / VALIDATION, summary)
     return summary
-
-
-def unchanged_codes(partner: Partner, run: UPath, pulled: Iterable[str | None], store: ItemStore) -> set[str]:
-    """For an incremental pull: 实施编码 of the partner's published items (the item store) that the pull did not
-    carry, its unchanged items; none for a full pull, which carries the whole catalogue."""
-    if is_full_pull(run):
-        return set()
-    return set(store.current_hashes(partner.division)) - set(pulled)
 
 
 def hold_back_rate(failing: int, catalogue: int) -> HoldBackRate:
