@@ -298,11 +298,11 @@ def hold_back_rate(failing: int, catalogue: int) -> HoldBackRate:
 
 def held_back(run: UPath) -> bool:
     """Whether validation held the whole partner back this run (too many critical failures), counting the
-    province check's rejections once it ran."""
-    path = run / PROVINCE_CHECK
-    if path.exists():
-        return ProvinceCheck.model_validate_json(path.read_bytes()).held_back
-    return bool(read_json(run / VALIDATION)["held_back"])
+    province check's rejections once it ran (``report.rate_check``: the check file last written)."""
+    check = report_mod.rate_check(run)
+    if check is None:
+        raise FileNotFoundError(f"{run / VALIDATION}: the partner was not validated in this run")
+    return bool(check["held_back"])
 
 
 def province_rejected(run: UPath) -> set[str]:
