@@ -14,9 +14,11 @@ No folder is shared: every file that passes between tasks goes through the S3 bu
 afterwards that none was written to a local folder. ``--same-host`` keeps the workers in this machine's
 network (loopback; no root needed), with everything else the same.
 
-It triggers ``cross_province_sync`` through the REST API and, unless ``--no-kill``, kills worker ``w2`` with
-SIGKILL (its whole process group, as a host that is lost) while it runs tasks of the publishing group. The
-scheduler finds those tasks' heartbeats gone and Airflow's retries run them on ``w1``. The run must still
+It triggers ``cross_province_sync`` through the REST API and, unless ``--no-kill``, kills a worker with SIGKILL
+(its whole process group, as a host that is lost) while it runs a ``publish`` between the platform's apply of a
+batch and its acknowledgement: the platform simulator hangs after applying each batch until the kill, so the
+moment is certain, whichever worker it falls to. The scheduler finds its tasks' heartbeats gone and Airflow's
+retries run them on the other worker, which must replay that batch, not apply it twice. The run must still
 succeed with the outcome unchanged: every partner's platform list exactly what its report says, the publish
 ledger complete (no batch left pending) and its accepted operations exactly the report's, the item store's
 current items exactly the platform's, and the report served by the UI plugin from the bucket. A task log of
@@ -72,7 +74,8 @@ METADATA_DB = "tongban_airflow_ci"
 STORE_DB = "tongban_store_ci"
 REDIS_URL = os.environ.get("TONGBAN_CI_REDIS_URL", "redis://127.0.0.1:6379/5")
 WORKERS = ("w1", "w2")
-VICTIM = "w2"  # the worker killed mid-run
+# the platform hangs after applying each batch (up to this many) until the kill, at most this long
+HANG_BATCHES, HANG_SECONDS = 10_000, 300
 UNFINISHED = (None, "scheduled", "queued", "running", "up_for_retry", "restarting", "deferred", "up_for_reschedule")
 HEARTBEAT_TIMEOUT = 45  # seconds without a task heartbeat before the scheduler fails the task (then retries it)
 URL_PREFIX = "/tongban"  # the UI plugin's (tongban_ui.settings.URL_PREFIX; plugins/ is not importable here)
@@ -257,37 +260,38 @@ def task_instances(api: Api, run_id: str) -> list[dict[str, Any]]:
             return tis
 
 
-def to_kill(tis: list[dict[str, Any]], pushing: Callable[[int], bool]) -> list[dict[str, Any]]:
-    """The task instances to kill ``VICTIM`` under, or none yet: what it runs of the publishing group, as soon as
-    one of them is a ``publish`` that has begun pushing its partner's batches (``pushing(map_index)``: the ledger
-    has a batch of it; the kill lands between the push and the end of the task, where the retry must replay the
-    batch, not apply it twice), or, once every ``publish`` has ended, whatever it runs of the group (so that
-    every run has its kill)."""
-    publish = "partner_publish.publish"
-    running = [
-        ti
-        for ti in tis
-        if ti["state"] == "running"
-        and (ti.get("hostname") or "").startswith(f"{VICTIM}@")
-        and ti["task_id"].startswith("partner_publish.")
-    ]
-    mid_push = any(ti["task_id"] == publish and pushing(ti["map_index"]) for ti in running)
-    publishing = any(ti["task_id"] == publish and ti["state"] in UNFINISHED for ti in tis)
-    return running if mid_push or not publishing else []
+PUBLISH_TASK = "partner_publish.publish"
+
+
+def worker_of(ti: dict[str, Any]) -> str:
+    return (ti.get("hostname") or "").split("@", 1)[0]
+
+
+def to_kill(tis: list[dict[str, Any]], pushing: Callable[[int], bool]) -> tuple[str, list[dict[str, Any]]] | None:
+    """The worker to kill and the task instances it runs then, or None yet. The platform hangs after applying
+    every batch until the kill (``hang_after_apply``), so a ``publish`` that has sent a batch (``pushing(map_index)``:
+    the ledger marked one ``sent``) stays running, between the platform's apply and its acknowledgement, until its
+    worker is killed: the retry elsewhere must replay that batch, not apply it twice. Whichever worker runs it is
+    the one killed; no task can finish in the meantime and leave the kill with nothing to recover."""
+    for ti in tis:
+        if ti["task_id"] == PUBLISH_TASK and ti["state"] == "running" and worker_of(ti) and pushing(ti["map_index"]):
+            victim = worker_of(ti)
+            return victim, [t for t in tis if t["state"] == "running" and worker_of(t) == victim]
+    return None
 
 
 RECOVERED = "recovered"  # a later try succeeded on another worker
-DONE_BEFORE_KILL = "done before the kill"  # the try seen running had succeeded on VICTIM by the time it was killed
+DONE_BEFORE_KILL = "done before the kill"  # the try seen running had succeeded on the victim before its kill
 LOST = "lost"
 
 
 def kill_outcomes(
-    killed: list[dict[str, Any]], tis: list[dict[str, Any]], killed_at: datetime
+    victim: str, killed: list[dict[str, Any]], tis: list[dict[str, Any]], killed_at: datetime
 ) -> list[tuple[dict[str, Any], str]]:
-    """Each task instance that ``VICTIM`` ran when it was killed (``killed``, as seen then), as it ended (from
-    ``tis``), and how. The kill follows the look at the task instances by a moment, so a short task seen running
-    may have succeeded on ``VICTIM`` first: the same try, succeeded there by ``killed_at``; anything else not
-    succeeded on another worker is lost."""
+    """Each task instance that worker ``victim`` ran when it was killed (``killed``, as seen then), as it ended
+    (from ``tis``), and how. The kill follows the look at the task instances by a moment, so a short task seen
+    running may have succeeded on ``victim`` first: the same try, succeeded there by ``killed_at``; anything else
+    not succeeded on another worker is lost."""
     by_key = {(t["task_id"], t.get("map_index", -1)): t for t in tis}
     outcomes = []
     for ti in killed:
@@ -295,7 +299,7 @@ def kill_outcomes(
         ended = ts(after.get("end_date"))
         if after["state"] != "success":
             outcome = LOST
-        elif not (after.get("hostname") or "").startswith(f"{VICTIM}@"):
+        elif worker_of(after) != victim:
             outcome = RECOVERED
         elif after.get("try_number") == ti.get("try_number") and ended is not None and ended <= killed_at:
             outcome = DONE_BEFORE_KILL
@@ -316,12 +320,21 @@ def plan_of(api: Api, run_path: str) -> list[str]:
 
 
 def pushed(store: Any, run_id: str, planned: list[str], map_index: int) -> bool:
-    """Whether a publish batch of the partner at ``map_index`` of the plan is in the ledger (pending or acked)."""
-    from tongban.outbound.stages import KEY_PREFIX as OFFER_KEY_PREFIX
+    """Whether the ledger marks a publish batch of the partner at ``map_index`` of the plan ``sent`` (its request
+    gone out, no answer applied yet)."""
+    from tongban.store.schema import PUBLISH, SENT
 
     if not 0 <= map_index < len(planned):
         return False
-    return any(not e["key"].startswith(OFFER_KEY_PREFIX) for e in store.ledger(run_id, planned[map_index]))
+    return any(e["direction"] == PUBLISH and e["status"] == SENT for e in store.ledger(run_id, planned[map_index]))
+
+
+def platform_faults(url: str, **faults: Any) -> None:
+    """Set the platform simulator's faults (none: the defaults, which also ends a hang)."""
+    req = urllib.request.Request(f"{url}/admin/faults", data=json.dumps(faults).encode(), method="PUT")
+    req.add_header("Content-Type", "application/json")
+    with NO_PROXY.open(req, timeout=30):
+        pass
 
 
 def replays(root: UPath, run_id: str, ti: dict[str, Any]) -> str:
@@ -389,7 +402,13 @@ NOT_PRELOADED = "task code not preloaded:"
 
 
 def log_problems(
-    api: Api, run_id: str, tis: list[dict[str, Any]], hosts: dict[str, Path], folder: str, preload: bool = True
+    api: Api,
+    run_id: str,
+    tis: list[dict[str, Any]],
+    hosts: dict[str, Path],
+    folder: str,
+    preload: bool = True,
+    victim: str = "",
 ) -> list[str]:
     """The log of one succeeded task of every worker is served by the api-server from the bucket (it cannot reach
     the workers), and no worker keeps the log of a try that ended there (the killed worker's own tries aside:
@@ -423,7 +442,7 @@ def log_problems(
     # logs may still be on their way when the run has already succeeded
     deadline = time.monotonic() + 60
     while True:
-        kept = [str(f) for w, d in hosts.items() if w != VICTIM for f in (d / "airflow" / "logs").rglob("*.log")]
+        kept = [str(f) for w, d in hosts.items() if w != victim for f in (d / "airflow" / "logs").rglob("*.log")]
         if not kept or time.monotonic() > deadline:
             break
         time.sleep(2)
@@ -449,7 +468,7 @@ def main() -> int:
     parser.add_argument(
         "--same-host", action="store_true", help="workers in this machine's network (no namespaces, no root)"
     )
-    parser.add_argument("--no-kill", action="store_true", help=f"do not kill worker {VICTIM} mid-run")
+    parser.add_argument("--no-kill", action="store_true", help="do not kill a worker mid-publish")
     parser.add_argument(
         "--no-preload",
         action="store_true",
@@ -472,6 +491,7 @@ def main() -> int:
     # CPU seconds of each worker (its processes and the task processes they reaped): started up, and in the run
     startup_cpu: dict[str, float] = {}
     worker_cpu: dict[str, float] = {}
+    victim = ""  # the worker killed mid-publish
     with contextlib.ExitStack() as stack:
         try:
             topology = Topology("127.0.0.1", {}) if args.same_host else stack.enter_context(worker_hosts(WORKERS))
@@ -592,6 +612,8 @@ def main() -> int:
 
             startup_cpu = {name: session_cpu({procs.procs[f"worker-{name}"].pid}) for name in WORKERS}
             step = time.monotonic()
+            if not args.no_kill:  # every publish hangs after its first batch until the kill (to_kill)
+                platform_faults(urls.platform, hang_after_apply=HANG_BATCHES, hang_seconds=HANG_SECONDS)
             api.call("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
             conf = {"partners": [d.strip() for d in args.partners.split(",") if d.strip()]} if args.partners else {}
             run = api.call("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
@@ -619,13 +641,15 @@ def main() -> int:
                     break
                 if not args.no_kill and not killed:
                     planned = planned or plan_of(api, run_path)  # what the publishing group maps over, in order
-                    killed = to_kill(task_instances(api, run_id), partial(pushed, store, run_id, planned))
-                    if killed:
-                        worker_cpu[VICTIM] = session_cpu({procs.procs[f"worker-{VICTIM}"].pid}) - startup_cpu[VICTIM]
-                        procs.kill(f"worker-{VICTIM}")
+                    chosen = to_kill(task_instances(api, run_id), partial(pushed, store, run_id, planned))
+                    if chosen:
+                        victim, killed = chosen
+                        worker_cpu[victim] = session_cpu({procs.procs[f"worker-{victim}"].pid}) - startup_cpu[victim]
+                        procs.kill(f"worker-{victim}")
                         killed_at = datetime.now(UTC)
+                        platform_faults(urls.platform)  # the other worker's publishes get their answers now
                         print(
-                            f"killed worker {VICTIM} (SIGKILL to its process group) while it ran "
+                            f"killed worker {victim} (SIGKILL to its process group) while it ran "
                             + ", ".join(f"{ti['task_id']}[{ti.get('map_index')}]" for ti in killed),
                             flush=True,
                         )
@@ -660,12 +684,14 @@ def main() -> int:
                 ]
             else:
                 problems = ["the run wrote no summary"]
-            problems += log_problems(api, run_id, tis, hosts, s3.url(LOGS_PREFIX), preload=not args.no_preload)
+            problems += log_problems(
+                api, run_id, tis, hosts, s3.url(LOGS_PREFIX), preload=not args.no_preload, victim=victim
+            )
             local = local_run_files([home, *hosts.values()])
             if local:
                 failures.append(f"run files written to local folders: {local}")
             if killed and killed_at:
-                outcomes = kill_outcomes(killed, tis, killed_at)
+                outcomes = kill_outcomes(victim, killed, tis, killed_at)
                 for after, outcome in outcomes:
                     name = f"{after['task_id']}[{after.get('map_index')}]"
                     if outcome == RECOVERED:
@@ -676,9 +702,9 @@ def main() -> int:
                     elif outcome == DONE_BEFORE_KILL:
                         print(f"not killed: {name} had succeeded on {after.get('hostname')} before the kill landed")
                     else:
-                        failures.append(f"{name} killed on {VICTIM} ended {after['state']} on {after.get('hostname')}")
+                        failures.append(f"{name} killed on {victim} ended {after['state']} on {after.get('hostname')}")
                 if all(outcome == DONE_BEFORE_KILL for _, outcome in outcomes):
-                    failures.append(f"every task seen running on {VICTIM} had ended before the kill: none recovered")
+                    failures.append(f"every task seen running on {victim} had ended before the kill: none recovered")
         finally:
             procs.stop_all()
             with contextlib.suppress(Exception):
@@ -718,8 +744,8 @@ def main() -> int:
     if problems:
         failures.append("outcome check failed")
     if not args.no_kill and not killed:
-        failures.append(f"worker {VICTIM} was never seen running a publishing task: not killed")
-    if not set(WORKERS) - {VICTIM} <= workers_used or not (killed or VICTIM in workers_used):
+        failures.append("no publish was seen with a batch sent: no worker killed")
+    if not set(WORKERS) - {victim} <= workers_used or not (killed or victim in workers_used):
         failures.append(f"tasks did not run on both workers: {sorted(per_worker)}")
     (base / "timings.json").write_text(
         json.dumps(
@@ -743,7 +769,7 @@ def main() -> int:
         f"OK: {DAG_ID} succeeded on the CeleryExecutor, workers {', '.join(WORKERS)} "
         + ("in their own network namespaces" if not args.same_host else "on this host")
         + f", storage on SeaweedFS S3, tasks spread over {', '.join(sorted(per_worker))}"
-        + (f"; {VICTIM} killed mid-run and its tasks retried elsewhere" if killed else "")
+        + (f"; {victim} killed mid-publish and its tasks retried elsewhere" if killed else "")
         + "; platform, ledger, item store and reports agree"
     )
     return 0

@@ -1,4 +1,4 @@
-"""When `make celery-e2e` kills worker w2 (issue 14.3): in a publish that is pushing, and in every run."""
+"""When `make celery-e2e` kills a worker (issue 14.3): the one whose publish has sent a batch, in every run."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from scripts.celery_local import VICTIM, to_kill
+from scripts.celery_local import to_kill
 
 PLANNED = ["440100", "370100"]
 
@@ -23,33 +23,40 @@ def ti(task: str, state: str | None, worker: str | None = None, division: str = 
     }
 
 
-def test_kills_when_the_victims_publish_has_begun_pushing() -> None:
+def test_kills_the_worker_whose_publish_has_sent_a_batch_with_all_it_runs() -> None:
     tis = [
-        ti("partner_publish.publish", "running", VICTIM, "440100"),
-        ti("partner_publish.reconcile", "running", VICTIM, "370100"),
-        ti("partner_publish.publish", "queued", None, "370100"),
+        ti("partner_publish.publish", "running", "w1", "370100"),
+        ti("partner_publish.publish", "running", "w2", "440100"),
+        ti("partner.validate", "running", "w2", "370100"),
+        ti("partner_publish.reconcile", "success", "w2", "370100"),
     ]
-    assert to_kill(tis, lambda i: PLANNED[i] == "440100") == tis[:2]
+    assert to_kill(tis, lambda i: PLANNED[i] == "440100") == ("w2", tis[1:3])
+    assert to_kill(tis, lambda i: True) == ("w1", tis[:1])
 
 
-def test_waits_while_the_victims_publish_has_not_pushed_yet() -> None:
-    tis = [ti("partner_publish.publish", "running", VICTIM, "440100")]
-    assert to_kill(tis, lambda i: False) == []
+def test_waits_while_no_publish_has_sent_a_batch() -> None:
+    tis = [ti("partner_publish.publish", "running", "w2", "440100"), ti("partner_publish.reconcile", "running", "w1")]
+    assert to_kill(tis, lambda i: False) is None
 
 
-def test_waits_while_a_publish_may_still_come_to_the_victim() -> None:
-    tis = [ti("partner_publish.reconcile", "running", VICTIM), ti("partner_publish.publish", None)]
-    assert to_kill(tis, lambda i: True) == []
+def test_never_for_a_publish_that_is_not_running() -> None:
+    tis = [ti("partner_publish.publish", "success", "w1"), ti("partner_publish.publish", "queued", None, "370100")]
+    assert to_kill(tis, lambda i: True) is None
 
 
-def test_kills_during_the_rest_of_the_group_once_every_publish_has_ended() -> None:
-    tis = [ti("partner_publish.publish", "success", "w1"), ti("partner_publish.report", "running", VICTIM)]
-    assert to_kill(tis, lambda i: False) == tis[1:]
+def test_the_ledger_says_pushing_only_once_a_publish_batch_is_marked_sent(tmp_path: Any) -> None:
+    from scripts.celery_local import pushed
+    from tongban.store.repo import ItemStore
+    from tongban.store.schema import OFFER
 
-
-def test_never_for_tasks_on_the_other_worker_or_outside_the_publishing_group() -> None:
-    tis = [ti("partner_publish.publish", "running", "w1"), ti("partner.validate", "running", VICTIM, "370100")]
-    assert to_kill(tis, lambda i: True) == []
+    store = ItemStore(f"sqlite:///{tmp_path / 'items.db'}")
+    store.ledger_plan("r1", "440100", [("k1", 1, None)], sequence=1)
+    store.ledger_plan("r1", "440100", [("o1", 1, None)], direction=OFFER)
+    store.ledger_sent("o1")
+    assert not pushed(store, "r1", PLANNED, 0)
+    store.ledger_sent("k1")
+    assert pushed(store, "r1", PLANNED, 0)
+    assert not pushed(store, "r1", PLANNED, 1) and not pushed(store, "r1", PLANNED, 5)
 
 
 def test_a_killed_publish_says_how_its_retry_sent_each_batch(tmp_path: Any) -> None:
@@ -94,18 +101,18 @@ def test_a_task_killed_with_its_worker_must_succeed_elsewhere_unless_it_had_alre
 
     killed_at = datetime(2026, 11, 30, 6, 20, tzinfo=UTC)
     seen = [
-        ti("partner_publish.publish", "running", VICTIM, "440100") | {"try_number": 1},
-        ti("partner_publish.offer", "running", VICTIM, "370100") | {"try_number": 1},
+        ti("partner_publish.publish", "running", "w2", "440100") | {"try_number": 1},
+        ti("partner_publish.offer", "running", "w2", "370100") | {"try_number": 1},
     ]
 
     def ended(task: dict[str, Any], worker: str, state: str, try_number: int, seconds: float) -> dict[str, Any]:
         end = (killed_at + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
         return task | {"state": state, "hostname": f"{worker}@host", "try_number": try_number, "end_date": end}
 
-    after = [ended(seen[0], "w1", "success", 2, 90), ended(seen[1], VICTIM, "success", 1, -0.2)]
-    assert [o for _, o in kill_outcomes(seen, after, killed_at)] == [RECOVERED, DONE_BEFORE_KILL]
-    lost = [ended(seen[0], "w1", "failed", 3, 200), ended(seen[1], VICTIM, "success", 2, 100)]
-    assert [o for _, o in kill_outcomes(seen, lost, killed_at)] == [LOST, LOST]
+    after = [ended(seen[0], "w1", "success", 2, 90), ended(seen[1], "w2", "success", 1, -0.2)]
+    assert [o for _, o in kill_outcomes("w2", seen, after, killed_at)] == [RECOVERED, DONE_BEFORE_KILL]
+    lost = [ended(seen[0], "w1", "failed", 3, 200), ended(seen[1], "w2", "success", 2, 100)]
+    assert [o for _, o in kill_outcomes("w2", seen, lost, killed_at)] == [LOST, LOST]
 
 
 def test_the_preload_leaves_nothing_open_and_prepares_what_every_task_would() -> None:
