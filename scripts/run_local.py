@@ -109,7 +109,7 @@ def check_outbound(summary: SummaryFile, partners_url: str, home: Path | UPath) 
     run = home_run(UPath(home), summary.run_id, load_registry())
     problems = []
     for row in summary.partners:
-        if not row.outbound or row.outbound["status"] != "ok" or row.outbound.get("dry_run"):
+        if not row.outbound or row.outbound.status != "ok" or row.outbound.dry_run:
             continue
         offer = {c: digest(r) for c, r in offer_for(run, row.partner).items()}
         answer = requests.get(f"{partners_url}/admin/partners/{row.partner}/offers", timeout=60)

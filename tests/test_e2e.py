@@ -161,10 +161,11 @@ def test_first_run_offers_our_99_items_and_every_partner_then_holds_its_offer(
     library = [e for e in LibraryClient(deployment.platform).entries() if e["offer"]["offered"]]
     assert len(library) == 99
     keys = {"offered", "configured", "missing", "outdated", "withdrawn", "mode_mismatch", "sent"}
-    assert all(keys <= row.outbound.keys() and row.outbound["status"] == "ok" for row in first.partners)
-    assert sum(r.outbound["offered"] for r in first.partners) == sum(len(e["offer"]["regions"]) for e in library)
-    assert all(r.outbound["configured"] == r.outbound["offered"] for r in first.partners)
-    drift = {k: sum(r.outbound[k] for r in first.partners) for k in keys - {"offered", "configured"}}
+    outbound = [row.outbound for row in first.partners if row.outbound]
+    assert len(outbound) == len(first.partners) and all(o.status == "ok" for o in outbound)
+    assert sum(o.offered or 0 for o in outbound) == sum(len(e["offer"]["regions"]) for e in library)
+    assert all(o.configured == o.offered for o in outbound)
+    drift = {k: sum(getattr(o, k) for o in outbound) for k in keys - {"offered", "configured"}}
     assert all(drift.values()), drift  # the simulators' drift of every kind was found and sent
     assert drift["sent"] == drift["missing"] + drift["outdated"] + drift["withdrawn"] + drift["mode_mismatch"]
     assert check_outbound(first, deployment.urls.partners, deployment.home) == []  # read from the partners
@@ -275,7 +276,7 @@ def test_unchanged_rerun_publishes_nothing(first: SummaryFile, second: SummaryFi
     assert {k: second.totals[k] for k in ("added", "changed", "removed", "published")} == dict.fromkeys(
         ("added", "changed", "removed", "published"), 0
     )
-    assert all(r.outbound["sent"] == 0 and r.outbound["trend"] == 0 for r in second.partners)
+    assert all(r.outbound and r.outbound.sent == 0 and r.outbound.trend == 0 for r in second.partners)
     for before, after in zip(first.partners, second.partners, strict=True):
         b, a = before.counts, after.counts
         assert a["unchanged"] == b["added"] + b["changed"] + b["unchanged"]
@@ -419,7 +420,7 @@ def test_a_changed_item_of_ours_reaches_its_partners_and_a_failing_write_endpoin
 
     again = deployment.run({"partners": [failing]})
     [row] = again.partners
-    assert row.outbound["status"] == "ok" and row.outbound["sent"] == 1 and row.outbound["trend"] == 1
+    assert row.outbound and row.outbound.status == "ok" and row.outbound.sent == 1 and row.outbound.trend == 1
     assert check_outbound(again, deployment.urls.partners, deployment.home) == []
 
 

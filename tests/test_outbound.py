@@ -274,10 +274,11 @@ def test_the_summary_gives_every_partner_both_directions_with_a_trend(tmp_path: 
     offer("r1", "440100", 92)
     offer("r1", "440300", 90, "failed")
     found = summary_outbound(root, reports, "r1", ["440100", "440300", "440600"])
-    assert [d for d, o in found.items() if o["status"] != "ok"] == ["440300", "440600"]
-    assert found["440100"]["trend"] == 2 and ours_cell(found["440100"]) == "92/92 +2"  # against the start of the run
-    assert found["440300"]["status"] == "failed" and ours_cell(found["440300"]) == "90/92 ±0 !"
-    assert found["440600"]["status"] == "not_run" and found["440600"]["sent"] is None
+    assert [d for d, o in found.items() if o.status != "ok"] == ["440300", "440600"]
+    assert found["440100"].trend == 2 and ours_cell(found["440100"]) == "92/92 +2"  # against the start of the run
+    assert found["440300"].status == "failed" and ours_cell(found["440300"]) == "90/92 ±0 !"
+    assert found["440300"].error == "HTTP 503" and found["440100"].missing == 2
+    assert found["440600"].status == "not_run" and found["440600"].sent is None
     assert ours_cell(found["440600"]) == "-"
     rows = [SummaryPartner(partner=d, outbound=o) for d, o in found.items()]
     write_json(reports / "r1" / "summary.json", {"run_id": "r1", "partners": rows})
@@ -285,8 +286,17 @@ def test_the_summary_gives_every_partner_both_directions_with_a_trend(tmp_path: 
     offer("r2", "440100", 91, before=92)
     offer("r2", "440300", 92, before=90)
     found = summary_outbound(root, reports, "r2", ["440100", "440300"])
-    assert [o["status"] for o in found.values()] == ["ok", "ok"]
-    assert [o["trend"] for o in found.values()] == [-1, 2]  # against the end of r1
+    assert [o.status for o in found.values()] == ["ok", "ok"]
+    assert [o.trend for o in found.values()] == [-1, 2]  # against the end of r1 (read back typed)
+
+
+def test_a_summary_rows_outbound_names_every_offer_count() -> None:
+    from dataclasses import fields
+
+    from tongban.files import SummaryOutbound
+    from tongban.outbound.diff import COUNT_KEYS
+
+    assert set(COUNT_KEYS) <= {f.name for f in fields(SummaryOutbound)}
 
 
 def test_a_dead_runs_offer_batches_are_settled_and_a_superseded_run_offers_nothing(world: World) -> None:

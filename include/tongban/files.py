@@ -68,6 +68,25 @@ class ReportFile:
 
 
 @dataclass(frozen=True)
+class SummaryOutbound:
+    """A summary row's ``outbound`` (``outbound.report.summary_outbound``): our items at the partner after the run.
+    The counts are ``outbound.diff.COUNT_KEYS`` (None: not run, or, for ``configured``, not read); ``trend``: the
+    change of ``configured`` since the previous run (None: nothing to compare with)."""
+
+    status: Literal["ok", "failed", "not_run"]
+    offered: int | None = None
+    configured: int | None = None
+    missing: int | None = None
+    outdated: int | None = None
+    withdrawn: int | None = None
+    mode_mismatch: int | None = None
+    sent: int | None = None
+    trend: int | None = None
+    error: str | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
 class SummaryPartner:
     """A partner's row of ``summary.json`` (``report.summarise`` writes it; the UI, the next run's summary (its
     outbound trend), ``make run`` and the Celery end-to-end run read it)."""
@@ -79,7 +98,7 @@ class SummaryPartner:
     report: str | None = None  # the path (URL on object storage) of its report.json; None: no report
     delivery: str | None = None  # DeliveryFile.status or not_delivered; None: no report
     stale_since: str | None = None  # failed: when the platform's list was last refreshed from a pull (ISO)
-    outbound: dict[str, Any] | None = None  # status, counts, trend; absent before the outbound side existed
+    outbound: SummaryOutbound | None = None  # absent before the outbound side existed
     ours: str = "-"  # outbound.report.ours_cell of ``outbound``: 92/92 +4
     # the hold-back rate (pipeline.hold_back_rate) and its denominator; None: no report, or summaries before them
     critical_rate: float | None = None

@@ -628,8 +628,8 @@ def summarise(reports_root: UPath, run_id: str, partners: Sequence[Partner]) -> 
         removals_held=[r.partner for r in rows if r.counts and r.counts.get("removals_held")],
         undelivered=[r.partner for r in rows if r.counts and r.delivery not in DELIVERED],
         stale={r.partner: r.stale_since for r in rows if r.status == "failed"},
-        outbound_failed=[d for d, o in outbound.items() if o["status"] != "ok"],
-        outbound_totals={k: sum(o[k] or 0 for o in outbound.values()) for k in OUTBOUND_KEYS},
+        outbound_failed=[d for d, o in outbound.items() if o.status != "ok"],
+        outbound_totals={k: sum(getattr(o, k) or 0 for o in outbound.values()) for k in OUTBOUND_KEYS},
     )
     write_json(reports_root / run_id / SUMMARY, summary)
     return summary

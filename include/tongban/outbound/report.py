@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from upath import UPath
 
-from tongban.files import OutboundFile, SummaryFile
+from tongban.files import OutboundFile, SummaryFile, SummaryOutbound
 from tongban.layout import LIBRARY_CHECK, LIBRARY_CHECK_HTML, SUMMARY
 from tongban.model import LABELS, element_text
 from tongban.reconcile import ElementChange
@@ -196,8 +196,8 @@ def _previous_summary(reports_root: UPath, run_id: str) -> SummaryFile | None:
 
 def summary_outbound(
     root: UPath, reports_root: UPath, run_id: str, divisions: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    """Each partner's ``outbound`` object of a run summary: the counts of ``COUNT_KEYS``, status, error, ``trend``
+) -> dict[str, SummaryOutbound]:
+    """Each partner's ``outbound`` of a run summary: status, error, the counts of ``COUNT_KEYS``, ``trend``
     (configured now minus at the end of the previous run, or, without one, minus as found at the start of this
     run); status ``not_run`` without an offer this run."""
     from tongban.outbound.diff import COUNT_KEYS
@@ -205,37 +205,32 @@ def summary_outbound(
 
     previous = _previous_summary(reports_root, run_id)
     before = {
-        r.partner: r.outbound["configured"]
+        r.partner: r.outbound.configured
         for r in (previous.partners if previous else [])
-        if r.outbound and r.outbound["configured"] is not None
+        if r.outbound and r.outbound.configured is not None
     }
-    found_by_partner: dict[str, dict[str, Any]] = {}
+    found_by_partner: dict[str, SummaryOutbound] = {}
     for division in divisions:
         found = outbound_of(root, run_id, division)
         if found is None:
-            found_by_partner[division] = {"status": "not_run", **dict.fromkeys(COUNT_KEYS), "trend": None}
+            found_by_partner[division] = SummaryOutbound(status="not_run")
             continue
         counts = {k: found.counts[k] for k in COUNT_KEYS}
         was = before.get(division, found.configured_before)
         configured = counts["configured"]
         trend = configured - was if was is not None and configured is not None else None
-        found_by_partner[division] = {
-            "status": found.status,
-            "error": found.error,
-            **counts,
-            "trend": trend,
-            "dry_run": found.dry_run,
-        }
+        found_by_partner[division] = SummaryOutbound(
+            status=found.status, error=found.error, trend=trend, dry_run=found.dry_run, **counts
+        )
     return found_by_partner
 
 
-def ours_cell(outbound: Mapping[str, Any] | None) -> str:
+def ours_cell(outbound: SummaryOutbound | None) -> str:
     """``92/92 +4``: our items the partner holds as offered, of those offered to it, and the change since the
     previous run; ``-`` when the offer did not run, ``!`` after the numbers when it failed."""
-    if not outbound or outbound.get("configured") is None:
+    if not outbound or outbound.configured is None:
         return "-"
-    trend = outbound.get("trend")
-    shown = f"{outbound['configured']}/{outbound['offered']}"
-    if trend is not None:
-        shown += f" {trend:+d}" if trend else " ±0"
-    return shown + ("" if outbound.get("status") == "ok" else " !")
+    shown = f"{outbound.configured}/{outbound.offered}"
+    if outbound.trend is not None:
+        shown += f" {outbound.trend:+d}" if outbound.trend else " ±0"
+    return shown + ("" if outbound.status == "ok" else " !")
