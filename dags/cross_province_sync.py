@@ -190,18 +190,22 @@ def _platform() -> Any:
     )
 
 
-def _store() -> Any:
-    """The item store: the `tongban_db` Connection when defined, else TONGBAN_DB_URL or SQLite."""
+def _connection_uri(conn_id: str) -> str | None:
+    """The Connection's URI as the task's secrets backends give it, ``None`` when it is not defined."""
     from airflow.sdk.exceptions import AirflowNotFoundException
 
-    from tongban.store import DB_CONN_ID, default_url, url_from_uri
+    try:
+        return BaseHook.get_connection(conn_id).get_uri()
+    except AirflowNotFoundException:
+        return None
+
+
+def _store() -> Any:
+    """The item store (tongban.store.store_url: the `tongban_db` Connection, else TONGBAN_DB_URL or SQLite)."""
+    from tongban.store import store_url
     from tongban.store.repo import ItemStore
 
-    try:
-        url = url_from_uri(BaseHook.get_connection(DB_CONN_ID).get_uri())
-    except AirflowNotFoundException:
-        url = default_url()
-    return ItemStore(url)
+    return ItemStore(store_url(_connection_uri))
 
 
 def _confirmed_run(division: str) -> str | None:

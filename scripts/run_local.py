@@ -33,7 +33,7 @@ from tongban.report import summary_table
 from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.launcher import running_simulators
 from tongban.storage import read_json
-from tongban.store import default_url
+from tongban.store import store_url
 from tongban.store.repo import ItemStore
 
 
@@ -302,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"task {task_id} failed: {error}")
             return 1
         summary = read_json(summary_path, SummaryFile)
-        store = ItemStore(default_url(home))
+        store = ItemStore(store_url(env=env))  # the store the DAG wrote, as the environment given to Airflow names it
         checked = check_against_platform(summary, PlatformClient(urls.platform, **platform), home / REPORTS, store)
         problems = checked.problems + check_outbound(summary, urls.partners, home)
     print()

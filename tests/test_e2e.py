@@ -36,7 +36,7 @@ from tongban.simulators.credentials import (
     secrets_from_env,
 )
 from tongban.storage import read_json
-from tongban.store import default_url
+from tongban.store import store_url
 from tongban.store.repo import ItemStore
 
 pytestmark = pytest.mark.e2e
@@ -71,7 +71,7 @@ class Deployment:
         self.platform = PlatformClient(urls.platform, **platform)
         self.secrets = [*secrets.values(), platform["secret"]]
         self.output: list[str] = []  # what every `airflow dags test` printed
-        self.store = ItemStore(default_url(home))
+        self.store = ItemStore(store_url(env=self.env))
 
     def run(self, conf: dict[str, Any] | None = None, *, succeeds: bool = True) -> SummaryFile:
         started = time.time()

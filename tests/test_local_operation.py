@@ -63,11 +63,19 @@ def test_make_run_says_what_needs_a_person() -> None:
     assert attention(SummaryFile(run_id=run, partners=[])) == []
 
 
-def _make(target: str, home: Path, args: str, registry: Path | None = None, **kwargs: object) -> subprocess.Popen[str]:
+def _make(
+    target: str,
+    home: Path,
+    args: str,
+    registry: Path | None = None,
+    environ: dict[str, str] | None = None,
+    **kwargs: object,
+) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "TONGBAN_"))}
     env |= {"TONGBAN_HOME": str(home), "AIRFLOW__API__PORT": str(_free_port())}  # not the 8080 of a `make ui`
     if registry is not None:
         env["TONGBAN_REGISTRY"] = str(registry)
+    env |= environ or {}
     return subprocess.Popen(
         ["make", "--no-print-directory", "-C", str(REPO), target, f"ARGS={args}"],
         env=env,
@@ -125,6 +133,39 @@ def test_make_run_says_why_each_failed_partner_failed(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "FAILED partners: 370100" in out, out[-4000:]
     assert "task partner.fetch failed: partner 370100 (济南市): GET http://127.0.0.1:" in out
     assert "/partners/370100/api/sx/list {'limit': 100} answered HTTP 401: 签名校验失败" in out
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+def test_make_run_checks_the_store_the_connection_names(tmp_path: Path) -> None:
+    """An operator's shell naming the item store as the `tongban_db` Connection (here a PostgreSQL schema): the DAG
+    writes there, and `make run` checks the platform against that store (it read the SQLite file under the home,
+    empty, and reported every published item as a mismatch)."""
+    import sqlalchemy as sa
+
+    from tests.test_publish import PG_URL
+    from tongban.store.repo import ItemStore
+
+    schema = f"tongban_make_run_{os.getpid()}"
+    store_url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        connection = {"AIRFLOW_CONN_TONGBAN_DB": store_url.replace("postgresql+psycopg2://", "postgresql://", 1)}
+        proc = _make("run", tmp_path, "--partners 370100", environ=connection, stdout=subprocess.PIPE)
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, out[-4000:]
+        assert "MISMATCH" not in out and "platform check: every partner's platform list matches" in out
+        [summary_path] = (tmp_path / "reports").glob("*/summary.json")
+        assert read_json(summary_path, SummaryFile).totals["published"] > 0
+        store = ItemStore(store_url)
+        assert store.current("370100") and store.unsettled("370100") == []  # the DAG wrote the Connection's store
+        assert not (tmp_path / "tongban.db").exists()  # and nothing opened the SQLite store under the home
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
 
 
 def _free_port() -> int:
@@ -275,20 +316,24 @@ def test_the_embedded_deployment_names_its_item_store_as_a_connection(
     from airflow.sdk import Connection
 
     from scripts.localenv import STORE_CONN, airflow_env
-    from tongban.store import DB_CONN_ID, url_from_uri
+    from tongban.store import DB_CONN_ID, store_url, url_from_uri
 
     monkeypatch.delenv("TONGBAN_DB_URL", raising=False)
     monkeypatch.setenv(STORE_CONN, f"sqlite:///{tmp_path / 'elsewhere' / 'tongban.db'}")  # another home's
     for home in (tmp_path / "a", tmp_path / "b"):
-        uri = Connection.from_uri(airflow_env(home)[STORE_CONN], conn_id=DB_CONN_ID).get_uri()
+        env = airflow_env(home)
+        uri = Connection.from_uri(env[STORE_CONN], conn_id=DB_CONN_ID).get_uri()
         assert url_from_uri(uri) == f"sqlite:///{home / 'tongban.db'}"  # what a task reads: the home's file
+        assert store_url(env=env) == url_from_uri(uri)  # and what `make run`'s check reads
 
     postgres = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
     monkeypatch.delenv(STORE_CONN)
-    assert STORE_CONN not in airflow_env(tmp_path, {"TONGBAN_DB_URL": postgres})
+    env = airflow_env(tmp_path, {"TONGBAN_DB_URL": postgres})
+    assert STORE_CONN not in env and store_url(env=env) == postgres
     monkeypatch.setenv(STORE_CONN, "postgresql://postgres@127.0.0.1:5432/test")
-    uri = Connection.from_uri(airflow_env(tmp_path)[STORE_CONN], conn_id=DB_CONN_ID).get_uri()
-    assert url_from_uri(uri) == postgres
+    env = airflow_env(tmp_path)
+    uri = Connection.from_uri(env[STORE_CONN], conn_id=DB_CONN_ID).get_uri()
+    assert url_from_uri(uri) == store_url(env=env) == postgres
 
 
 def test_make_run_names_an_unknown_partner_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:

@@ -100,7 +100,7 @@ def test_the_dag_runs_on_s3_storage(s3: S3Server, tmp_path: Path, monkeypatch: p
     from tongban.registry import load_registry
     from tongban.simulators.credentials import partner_secrets, platform_credentials
     from tongban.simulators.launcher import running_simulators
-    from tongban.store import default_url
+    from tongban.store import store_url
     from tongban.store.repo import ItemStore
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
@@ -135,7 +135,7 @@ def test_the_dag_runs_on_s3_storage(s3: S3Server, tmp_path: Path, monkeypatch: p
         summary = read_json(summary_path, SummaryFile)
         assert summary.failed == [] and [r.partner for r in summary.partners] == PARTNERS
         assert summary.totals["published"] > 0
-        client, store = PlatformClient(urls.platform, **platform), ItemStore(default_url(home))
+        client, store = PlatformClient(urls.platform, **platform), ItemStore(store_url(env=env))
         assert check_against_platform(summary, client, root / REPORTS, store).problems == []
 
     run_id = summary.run_id

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 CHINA_TZ = ZoneInfo("Asia/Shanghai")  # partner systems keep local time without an offset
 
 
-def home() -> Path:
-    return Path(os.environ.get("TONGBAN_HOME", "var")).resolve()
+def home(env: Mapping[str, str] | None = None) -> Path:
+    """``$TONGBAN_HOME`` of ``env`` (default: this process's environment)."""
+    return Path((os.environ if env is None else env).get("TONGBAN_HOME", "var")).resolve()
 
 
 def storage_url() -> str:

@@ -9,7 +9,6 @@ version). ``python -m tongban.trace <实施编码 or name>`` prints it; the UI p
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -224,15 +223,6 @@ def _outstanding_row(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "kind_label": KIND_LABELS.get(row["kind"], row["kind"]), "state": label}
 
 
-def store_url() -> str:
-    """The item store the DAG uses, seen from outside a task: the `tongban_db` Connection as an
-    AIRFLOW_CONN_ variable, else TONGBAN_DB_URL or the SQLite file under $TONGBAN_HOME."""
-    from tongban.store import DB_CONN_ID, default_url, url_from_uri
-
-    uri = os.environ.get(f"AIRFLOW_CONN_{DB_CONN_ID.upper()}")
-    return url_from_uri(uri) if uri else default_url()
-
-
 def format_text(result: Trace) -> str:
     if not result.items:
         return f"「{result.query}」：最近 {result.runs_searched} 次运行中没有找到该事项（实施编码或名称）"
@@ -257,6 +247,7 @@ def format_text(result: Trace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from tongban.config import storage_url
+    from tongban.store import store_url
 
     parser = argparse.ArgumentParser(prog="python -m tongban.trace", description=__doc__.splitlines()[0])
     parser.add_argument("query", help="实施编码, or part of an item name")

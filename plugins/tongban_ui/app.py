@@ -113,19 +113,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def not_found(request: Request, exc: NotFound) -> Response:
         return HTMLResponse(error_page(404, MESSAGES[404]), status_code=404)
 
-    def item_store() -> Any:
-        """The item store the DAG writes (the `tongban_db` Connection, else TONGBAN_DB_URL or SQLite)."""
+    def connection_uri(conn_id: str) -> str | None:
+        """The Connection's URI from Airflow's secrets backends, ``None`` when it is not defined."""
         from airflow.exceptions import AirflowNotFoundException
         from airflow.models.connection import Connection
 
-        from tongban.store import DB_CONN_ID, default_url, url_from_uri
+        try:
+            return Connection.get_connection_from_secrets(conn_id).get_uri()
+        except AirflowNotFoundException:
+            return None
+
+    def item_store() -> Any:
+        """The item store the DAG writes (tongban.store.store_url, asking Airflow for the Connection)."""
+        from tongban.store import store_url
         from tongban.store.repo import ItemStore
 
-        try:
-            url = url_from_uri(Connection.get_connection_from_secrets(DB_CONN_ID).get_uri())
-        except AirflowNotFoundException:
-            url = default_url()
-        return ItemStore(url)
+        return ItemStore(store_url(connection_uri))
 
     def checks(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], GxStats | None]:
         return {k: store.gx_stats(*k) for k in keys}

@@ -1,7 +1,8 @@
 """The item store: runs, pulls, current items and their history, reconciliations and the publish ledger.
 
-SQLite under ``$TONGBAN_HOME`` by default; PostgreSQL (or any SQLAlchemy URL) through
-``TONGBAN_DB_URL`` or the Airflow Connection ``tongban_db``. The schema is managed by Alembic.
+SQLite under ``$TONGBAN_HOME`` by default; PostgreSQL (or any SQLAlchemy URL) through the Airflow
+Connection ``tongban_db`` or, outside Airflow, ``TONGBAN_DB_URL`` (:func:`store_url` says which wins).
+The schema is managed by Alembic.
 
 On SQLite every connection runs in WAL mode with ``synchronous=NORMAL`` and a busy timeout
 (:func:`sqlite_pragmas`): readers and the one writer do not block each other, and a commit appends to the
@@ -16,14 +17,14 @@ network filesystem; several hosts share PostgreSQL.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import msgspec
 from alembic import command
@@ -33,21 +34,69 @@ from sqlalchemy import Engine, create_engine, event, text
 from tongban.config import home
 
 DB_CONN_ID = "tongban_db"
+DB_CONN_VAR = f"AIRFLOW_CONN_{DB_CONN_ID.upper()}"  # the Connection as an environment variable
 
 
-def default_url(under: Path | None = None) -> str:
-    """TONGBAN_DB_URL, else SQLite in ``under`` (default: ``$TONGBAN_HOME``)."""
-    return os.environ.get("TONGBAN_DB_URL") or f"sqlite:///{(under or home()) / 'tongban.db'}"
+def store_url(connection: Callable[[str], str | None] | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The item store's SQLAlchemy URL. One precedence, for the DAG's tasks, the UI, ``python -m tongban.trace``
+    and `make run`'s check alike, so that each reads the store the DAG writes:
+
+    1. the Airflow Connection ``tongban_db``: asked of Airflow through ``connection`` (conn id -> the Connection's
+       URI, ``None`` when it is not defined) by a caller running inside Airflow, so whatever secrets backend
+       Airflow uses answers (its environment variables first); otherwise read from ``AIRFLOW_CONN_TONGBAN_DB``
+       in ``env``, in URI or JSON form, as Airflow reads that variable;
+    2. ``TONGBAN_DB_URL`` in ``env``, a SQLAlchemy URL (the store of a process that names no Connection);
+    3. SQLite: ``tongban.db`` under ``TONGBAN_HOME`` in ``env``.
+
+    ``env`` defaults to this process's environment; a caller starting Airflow passes the environment it gives it.
+    Without ``connection``, a Connection defined only in a secrets backend other than the environment (the
+    metadata database, Vault, …) is not seen.
+    """
+    env = os.environ if env is None else env
+    if connection is not None:
+        uri = connection(DB_CONN_ID)
+    else:
+        uri = _connection_uri(env[DB_CONN_VAR]) if env.get(DB_CONN_VAR) else None
+    if uri:
+        return url_from_uri(uri)
+    return env.get("TONGBAN_DB_URL") or f"sqlite:///{home(env) / 'tongban.db'}"
+
+
+def _connection_uri(value: str) -> str:
+    """The URI Airflow's ``Connection.get_uri()`` gives for an ``AIRFLOW_CONN_<ID>`` value: a URI as it is (the
+    same store), the JSON form's fields assembled as Airflow assembles them."""
+    if not value.strip().startswith("{"):
+        return value.strip()
+    fields = json.loads(value)
+    conn_type = str(fields.get("conn_type") or "")
+    conn_type = "postgres" if conn_type == "postgresql" else conn_type.lower().replace("_", "-")
+    login, password = fields.get("login"), fields.get("password")
+    auth = "" if login is None else quote(login, safe="")
+    auth += "" if password is None else ":" + quote(password, safe="")
+    uri = f"{conn_type}://{auth}@" if auth else f"{conn_type}://"
+    uri += quote(fields.get("host") or "", safe="")
+    uri += f":{int(fields['port'])}" if fields.get("port") else ""
+    uri += f"/{quote(fields['schema'], safe='')}" if fields.get("schema") else ""
+    extra = fields.get("extra")
+    if extra:
+        as_text = extra if isinstance(extra, str) else json.dumps(extra)
+        values = json.loads(as_text)
+        query = urlencode(values)
+        if values != dict(parse_qsl(query, keep_blank_values=True)):
+            query = urlencode({"__extra__": as_text})
+        uri += ("?" if fields.get("schema") else "/?") + query
+    return uri
 
 
 def url_from_uri(uri: str) -> str:
     """A SQLAlchemy URL from an Airflow Connection URI (``postgres://`` names no driver there; a SQLite file's
-    absolute path comes back percent-encoded as the Connection's host: ``sqlite:///%2Fvar%2Ftongban.db``)."""
+    path comes back percent-encoded, as the Connection's schema from a URI, ``sqlite:///%2Fvar%2Ftongban.db``,
+    or as its host from the JSON form, ``sqlite://%2Fvar%2Ftongban.db``)."""
     for scheme in ("postgres://", "postgresql://"):
         if uri.startswith(scheme):
             return "postgresql+psycopg2://" + uri[len(scheme) :]
-    if uri.startswith("sqlite:///"):
-        return "sqlite:///" + unquote(uri.removeprefix("sqlite:///"))
+    if uri.startswith("sqlite://"):
+        return "sqlite:///" + unquote(uri.removeprefix("sqlite://").removeprefix("/"))
     return uri
 
 

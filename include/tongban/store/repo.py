@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from tongban.model import content_digests
 from tongban.reconcile import diff_elements
-from tongban.store import default_url, engine
+from tongban.store import engine, store_url
 from tongban.store.schema import (
     ACKED,
     PENDING,
@@ -46,7 +46,7 @@ _IN_CHUNK = 900  # codes per IN (...) query: below SQLite's old 999-parameter li
 
 class ItemStore:
     def __init__(self, url: str | None = None) -> None:
-        self.engine: Engine = engine(url or default_url())
+        self.engine: Engine = engine(url or store_url())
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
