@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from tongban.registry import load_registry
 
@@ -79,9 +80,6 @@ def test_airflow_environment(compose: dict[str, Any], service: str) -> None:
     assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:6379/")
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith("http://airflow-apiserver:8080/")
-    assert env["TONGBAN_DB_URL"].startswith("postgresql+psycopg2://") and env["TONGBAN_DB_URL"].endswith(
-        "@postgres/tongban"
-    )
     platform = json.loads(env["AIRFLOW_CONN_TONGBAN_PLATFORM"])
     assert platform["conn_type"] == "http" and platform["host"].startswith("http://platform-sim:")
 
@@ -115,6 +113,33 @@ def test_workers_import_the_task_code_before_they_fork_their_pool(compose: dict[
     assert TASK_PRELOAD[-1] == "tongban.preload"  # last: it freezes the GC's view of everything imported before
     assert env.get("AIRFLOW__CELERY__POOL", "prefork") == "prefork"
     assert compose["services"]["airflow-worker"]["command"] == "celery worker"
+
+
+@pytest.mark.parametrize("service", [*AIRFLOW, "airflow-init"])
+def test_the_item_store_is_the_tongban_db_connection(compose: dict[str, Any], service: str) -> None:
+    """Every Airflow service names the item store as the `tongban_db` Connection (no TONGBAN_DB_URL, the
+    fallback of processes outside Airflow): the postgres service's database `tongban`, its user, and its password
+    added at start-up by tongban.connections, so that any character survives; the tasks, the UI and the trace CLI
+    resolve it to that database (tongban.store.store_url)."""
+    from tongban.connections import with_secrets
+    from tongban.store import DB_CONN_VAR, store_url
+
+    env = env_of(compose, service)
+    postgres = compose["services"]["postgres"]["environment"]
+    assert "TONGBAN_DB_URL" not in env
+    conn = json.loads(env[DB_CONN_VAR])
+    assert conn["conn_type"] == "postgres" and conn["host"] == "postgres" and "password" not in conn
+    assert conn["login"] == postgres["POSTGRES_USER"] and env["TONGBAN_DB_SECRET"] == postgres["POSTGRES_PASSWORD"]
+    odd = "p@ss/wo:rd\"'#%密"  # what .env may hold: the password, as PostgreSQL takes it, reaches the URL intact
+    url = make_url(store_url(env=with_secrets({**env, "TONGBAN_DB_SECRET": odd})))
+    assert (url.drivername, url.username, url.password, url.host, url.port) == (
+        "postgresql+psycopg2",
+        "airflow",
+        odd,
+        "postgres",
+        5432,
+    )
+    assert url.database == conn["schema"] == "tongban"
 
 
 def test_item_store_database_is_created(compose: dict[str, Any]) -> None:
