@@ -51,7 +51,7 @@ from urllib.parse import quote, urlsplit
 
 from upath import UPath
 
-from scripts.localenv import DAG_ID, REPO, airflow, airflow_env, ensure_pools, tongban_home
+from scripts.localenv import DAG_ID, REPO, STORE_CONN, airflow, airflow_env, ensure_pools, tongban_home
 from scripts.netns import Topology, forward_command, worker_hosts
 from scripts.run_local import check_against_platform, check_outbound, newest_summary
 from scripts.seaweedfs import S3_CONN_ID, free_ports, running_seaweedfs
@@ -64,6 +64,7 @@ from tongban.report import summary_table
 from tongban.simulators.credentials import partner_secrets, platform_credentials
 from tongban.simulators.launcher import running_simulators
 from tongban.storage import read_json
+from tongban.store import store_url
 
 PG = {
     "host": os.environ.get("TONGBAN_CI_PGHOST", "127.0.0.1"),
@@ -87,6 +88,13 @@ NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def pg_url(db: str, driver: str = "postgresql+psycopg2", host: str | None = None) -> str:
     return f"{driver}://{PG_USER}@{host or PG['host']}:{PG['port']}/{db}"
+
+
+def store_connection(host: str | None = None) -> dict[str, str]:
+    """The item store as docker-compose.yaml names it, so that the e2e runs that form: the `tongban_db` Connection
+    in JSON, here STORE_DB of the PostgreSQL at ``host`` (the tasks', the UI's and the checks' store alike)."""
+    conn = {"conn_type": "postgres", "host": host or PG["host"], "port": PG["port"], "login": PG_USER}
+    return {STORE_CONN: json.dumps({**conn, "schema": STORE_DB})}
 
 
 def recreate_databases(*names: str, drop_only: bool = False) -> None:
@@ -348,14 +356,14 @@ def replays(root: UPath, run_id: str, ti: dict[str, Any]) -> str:
     return f"; its batches: {', '.join('replayed' if b.get('replayed') else 'sent' for b in batches) or 'none'}"
 
 
-def outcome_problems(summary: SummaryFile, platform: PlatformClient, store_url: str, reports: UPath) -> list[str]:
+def outcome_problems(summary: SummaryFile, platform: PlatformClient, store_db: str, reports: UPath) -> list[str]:
     """Beyond the platform and outbound checks: nothing lost, nothing duplicated. Per partner, the ledger has no
     batch left pending, and its publish batches accepted exactly the operations the report lists as published;
     the platform holds each item once; the item store's current items are exactly the platform's."""
     from tongban.outbound.stages import KEY_PREFIX as OFFER_KEY_PREFIX
     from tongban.store.repo import ItemStore
 
-    store = ItemStore(store_url)
+    store = ItemStore(store_db)
     problems = []
     for row in summary.partners:
         if row.status == "failed":
@@ -538,7 +546,7 @@ def main() -> int:
                 # a lost worker's tasks are found by their missing heartbeats (default 300 s) and retried
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
-                "TONGBAN_DB_URL": pg_url(STORE_DB),
+                **store_connection(),
                 # the production DAG, its 06:00 deadline alert included (no `airflow dags test` on this database)
                 "TONGBAN_DEADLINE_ALERT": "on",
                 **({"AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": "{}"} if args.no_preload else {}),
@@ -547,7 +555,8 @@ def main() -> int:
                 "no_proxy": "*",
             }
             env = airflow_env(home, extra)
-            print(f"metadata: {pg_url(METADATA_DB)}  item store: {pg_url(STORE_DB)}  broker: {REDIS_URL}")
+            store_db = store_url(env=env)  # what the tasks resolve the Connection to; the checks read it
+            print(f"metadata: {pg_url(METADATA_DB)}  item store: {store_db}  broker: {REDIS_URL}")
             print(f"storage: {s3.url('nightly')} (SeaweedFS S3 at {s3.endpoint})")
             print(f"simulators: partners {urls.partners}  platform {urls.platform}")
             if not args.same_host:
@@ -576,7 +585,7 @@ def main() -> int:
                     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url(METADATA_DB, host=ip),
                     "AIRFLOW__CELERY__BROKER_URL": redis._replace(netloc=f"{ip}:{redis.port or 6379}").geturl(),
                     "AIRFLOW__CELERY__RESULT_BACKEND": pg_url(METADATA_DB, "db+postgresql+psycopg2", host=ip),
-                    "TONGBAN_DB_URL": pg_url(STORE_DB, host=ip),
+                    **store_connection(ip),
                 }
                 (hosts[name] / "tmp").mkdir(parents=True)
                 procs.start(
@@ -627,7 +636,7 @@ def main() -> int:
             killed_at: datetime | None = None
             from tongban.store.repo import ItemStore
 
-            store = ItemStore(pg_url(STORE_DB))
+            store = ItemStore(store_db)
             planned: list[str] = []
             run_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}"
             deadline = time.monotonic() + args.timeout
@@ -673,7 +682,7 @@ def main() -> int:
                 checked = check_against_platform(summary, client, reports, store)
                 held = checked.held
                 problems = checked.problems + check_outbound(summary, urls.partners, s3.root("nightly"))
-                problems += outcome_problems(summary, client, pg_url(STORE_DB), reports)
+                problems += outcome_problems(summary, client, store_db, reports)
                 served = [
                     (r.partner, api.text(f"{URL_PREFIX}/runs/{quote(run_id, safe='')}/{r.partner}/report.html"))
                     for r in summary.partners

@@ -6,6 +6,8 @@ import json
 import logging
 from typing import Any
 
+import pytest
+
 from scripts.celery_local import to_kill
 
 PLANNED = ["440100", "370100"]
@@ -140,3 +142,24 @@ print(json.dumps({
     assert state["modules"] == ["great_expectations", "pandas", "openpyxl", "tongban.pipeline"]
     assert state["compiled"] == ["library_check.html.j2", "outbound_section.html.j2", "report.html.j2"]
     assert state["gx_docs_logger"] == logging.WARNING
+
+
+def test_every_process_names_the_item_store_as_the_connection(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """make celery-e2e names the item store as docker-compose.yaml does, the `tongban_db` Connection in JSON (no
+    TONGBAN_DB_URL): the machine's processes and each worker (at the machine's address on its link) resolve it
+    to the e2e's database, whatever TONGBAN_DB_URL the shell has, and the checks read that store."""
+    from airflow.sdk import Connection
+
+    from scripts.celery_local import STORE_DB, pg_url, store_connection
+    from scripts.localenv import STORE_CONN, airflow_env
+    from tongban.store import DB_CONN_ID, store_url, url_from_uri
+
+    monkeypatch.setenv("TONGBAN_DB_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/elsewhere")
+    env = airflow_env(tmp_path / "machine", store_connection())
+    worker = airflow_env(tmp_path / "w1", store_connection()) | store_connection("10.213.0.1")
+    assert store_url(env=env) == pg_url(STORE_DB)
+    assert store_url(env=worker) == pg_url(STORE_DB, host="10.213.0.1")
+    for named in (env, worker):  # what a task finds through Airflow is what the checks read
+        assert url_from_uri(Connection.from_json(named[STORE_CONN], conn_id=DB_CONN_ID).get_uri()) == store_url(
+            env=named
+        )
