@@ -1,8 +1,7 @@
 """The item store: runs, pulls, current items and their history, reconciliations and the publish ledger.
 
 SQLite under ``$TONGBAN_HOME`` by default; PostgreSQL (or any SQLAlchemy URL) through the Airflow
-Connection ``tongban_db`` or, outside Airflow, ``TONGBAN_DB_URL`` (:func:`store_url` says which wins).
-The schema is managed by Alembic.
+Connection ``tongban_db``, else ``TONGBAN_DB_URL`` (:func:`store_url`). The schema is managed by Alembic.
 
 On SQLite every connection runs in WAL mode with ``synchronous=NORMAL`` and a busy timeout
 (:func:`sqlite_pragmas`): readers and the one writer do not block each other, and a commit appends to the
@@ -56,13 +55,13 @@ def store_url(connection: Callable[[str], str | None] | None = None, env: Mappin
     if connection is not None:
         uri = connection(DB_CONN_ID)
     else:
-        uri = _connection_uri(env[DB_CONN_VAR]) if env.get(DB_CONN_VAR) else None
+        uri = _variable_uri(env[DB_CONN_VAR]) if env.get(DB_CONN_VAR) else None
     if uri:
         return url_from_uri(uri)
     return env.get("TONGBAN_DB_URL") or f"sqlite:///{home(env) / 'tongban.db'}"
 
 
-def _connection_uri(value: str) -> str:
+def _variable_uri(value: str) -> str:
     """The URI Airflow's ``Connection.get_uri()`` gives for an ``AIRFLOW_CONN_<ID>`` value: a URI as it is (the
     same store), the JSON form's fields assembled as Airflow assembles them."""
     if not value.strip().startswith("{"):
