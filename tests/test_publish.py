@@ -189,6 +189,9 @@ def test_recode_is_published_as_one_move(client, store, region) -> None:
     publish(client, region, "run-2", recon, store)
     assert_holds_exactly(client, region, [moved])
     assert [h["kind"] for h in store.history(region, moved["task_code"])] == ["recoded", "added"]
+    # the old code goes in a batch of its own, once the platform has taken the new one; numbered after it
+    ledger = [(r["batch_no"], r["size"], r["status"]) for r in store.ledger("run-2", region)]
+    assert ledger == [(1, 1, "acked"), (2, 1, "acked")]
 
 
 def count_content_hashes(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:

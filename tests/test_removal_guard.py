@@ -22,10 +22,11 @@ from tests.ingest.conftest import FAST, Partners
 from tests.partner_texts import internal_in, report_texts
 from tests.simulators.conftest import serving
 from tongban import guard, layout, pipeline, province, watermark
+from tongban.codes import make_task_code, make_uscc
 from tongban.guard import check_confirmations, parse_confirmations, percent
 from tongban.layout import report_dir, run_dir
 from tongban.model import content_hash
-from tongban.publish import PlatformClient
+from tongban.publish import PlatformClient, drift
 from tongban.reconcile import Reconciliation
 from tongban.registry import Registry, load_registry, wire_formats
 from tongban.results import Fetched, Notice
@@ -361,3 +362,44 @@ def test_the_removal_notice_of_a_dry_run_does_not_say_the_other_changes_were_pus
     assert published and "已正常推送" in published
     assert dry and "已正常推送" not in dry and "试运行" in dry
     assert guard.removal_notice({"held": [], "reasons": []}, "440100", "r1") is None
+
+
+# --- a re-coded item the platform refuses under its new code ------------------------------------------
+
+
+def test_a_recode_the_platform_refuses_keeps_the_item_under_its_old_code(world: World) -> None:
+    """A department gets a new USCC, so the partner sends an item under a new 实施编码 (a re-code: same 基本编码, name
+    and department); the platform refuses the new code. The move is not half made: the item stays on the platform
+    under its old code, item store alike; the next nights add the new code and a full pull removes the old one."""
+    before = published_first(world, PAGED)
+    old = next(r for r in world.partners.served(PAGED) if r["task_code"] == world.alone(PAGED)[0]["task_code"])
+    uscc = old["dept_uscc"]
+    body = next(b for b in ("99" + uscc[10:16], "98" + uscc[10:16]) if b != uscc[8:16])
+    new_uscc = make_uscc(uscc[0], uscc[1], uscc[2:8], body)
+    moved = {k: v for k, v in old.items() if k not in ("updated_at", "version")}
+    moved |= {"dept_uscc": new_uscc, "task_code": make_task_code(new_uscc, old["level"], old["catalog_code"])}
+    world.partners.delete(PAGED, old["task_code"])
+    requests.post(f"{world.partners.url}/admin/partners/{PAGED}/items", json=moved, timeout=10).raise_for_status()
+    faults = f"{world.platform.base_url}/admin/faults"
+    requests.put(faults, json={"reject": {moved["task_code"]: "实施主体统一社会信用代码未在省平台登记"}}, timeout=10)
+    try:
+        refused = world.night(PAGED, full=True)
+    finally:
+        requests.put(faults, json={}, timeout=10).raise_for_status()
+    [recode] = refused.report["recoded"]
+    assert (recode["old_code"], recode["task_code"]) == (old["task_code"], moved["task_code"])
+    assert [r["task_code"] for r in refused.report["platform_rejected"]] == [moved["task_code"]]
+    assert world.on_platform(PAGED) == before  # the old code kept, as it was
+    assert drift(world.platform, PAGED, world.store) == {"only_on_platform": [], "only_in_store": [], "different": []}
+
+    quiet = world.night(PAGED)  # the next night's changes since the last pull carry the new code: it is taken
+    assert quiet.fetched.mode == "incremental" and [r["task_code"] for r in quiet.report["added"]] == [
+        moved["task_code"]
+    ]
+    assert world.on_platform(PAGED).keys() == before.keys() | {moved["task_code"]}  # nothing removed on such a night
+
+    whole = world.night(PAGED, full=True)  # a full pull finds the old code withdrawn
+    assert [r["task_code"] for r in whole.report["removed"]] == [old["task_code"]]
+    after = world.on_platform(PAGED)
+    assert after.keys() == before.keys() - {old["task_code"]} | {moved["task_code"]}
+    assert drift(world.platform, PAGED, world.store) == {"only_on_platform": [], "only_in_store": [], "different": []}

@@ -30,7 +30,7 @@ from typing import Any
 
 import requests
 
-from tongban.batches import batch_key, readback_problems, send_batches
+from tongban.batches import Sent, batch_key, readback_problems, send_batches
 from tongban.connections import PLATFORM_AUTH, PLATFORM_SIGNATURE, SEQUENCE_HEADER
 from tongban.http import Answer, HttpClient, HttpFailure, HttpSettings, Signer, reason
 from tongban.model import content_digests
@@ -189,7 +189,9 @@ def publish(
     dry_run: bool = False,
 ) -> PublishResult:
     """Push upserts and deletes in batches, all noted in the ledger before the first is sent; then read back
-    (not when there is nothing to push).
+    (not when there is nothing to push). The old codes of re-coded items follow in batches of their own, once
+    the platform has answered: only those whose new code it accepted are deleted (a refused re-code leaves the
+    item on the platform under its old code).
 
     Each batch is marked ``sent`` just before its request and ``acked`` together with applying the answer
     to the item store. A batch the ledger holds as acknowledged is not sent again; one left ``pending`` or
@@ -201,23 +203,33 @@ def publish(
     if dry_run:
         return result
     sequence = check_fence(store, division, run_id)
-    upserts, deletes = recon.upserts(), recon.deletes()
-    if not upserts and not deletes:
+    upserts, removals = recon.upserts(), [r["task_code"] for r in recon.removed]
+    if not upserts and not removals:
         return result  # nothing to publish: the list reconcile has just read is the one the platform holds
     digests = content_digests(upserts)  # once per item: batch keys, item store, read-back
-    sent = send_batches(
-        store,
-        run_id,
-        division,
-        upserts,
-        deletes,
-        digests,
-        lambda key, ups, dels: client.push(division, key, ups, dels, sequence),
-        batch_size=batch_size,
-        sequence=sequence,
-        before_send=lambda: check_fence(store, division, run_id),  # a newer run may have started meanwhile
-        recoded={r.task_code: r.old_code for r in recon.recoded},
-    )
+    moves = {r.task_code: r.old_code for r in recon.recoded}  # new 实施编码 -> old
+
+    def send(ups: list[dict[str, Any]], dels: list[str], sent: Sent | None = None) -> Sent:
+        return send_batches(
+            store,
+            run_id,
+            division,
+            ups,
+            dels,
+            digests,
+            lambda key, batch_ups, batch_dels: client.push(division, key, batch_ups, batch_dels, sequence),
+            batch_size=batch_size,
+            sent=sent,
+            sequence=sequence,
+            before_send=lambda: check_fence(store, division, run_id),  # a newer run may have started meanwhile
+            recoded=moves,
+        )
+
+    sent = send(upserts, removals)
+    # A re-code's old code goes only once the platform holds the item under its new one: the platform answers
+    # each operation of a batch on its own, and a refused new code must not take the published item with it.
+    if moved := sorted(moves[a["task_code"]] for a in sent.accepted if a["op"] == "upsert" and a["task_code"] in moves):
+        send([], moved, sent)
     result.batches, result.accepted = sent.batches, sent.accepted
     # the platform answers code, op and reason: a refused item is named too (待整改 lists it by name)
     names = {r["task_code"]: r.get("name") or "" for r in [*upserts, *recon.removed]}

@@ -102,10 +102,6 @@ class Reconciliation:
         """Records the platform must hold anew: added, changed and re-coded items."""
         return [*self.added, *(c.record for c in self.changed), *(r.record for r in self.recoded)]
 
-    def deletes(self) -> list[str]:
-        """实施编码 the platform must drop: removed items and the old codes of re-coded ones."""
-        return [*(r["task_code"] for r in self.removed), *(r.old_code for r in self.recoded)]
-
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe; records are referenced, not copied (:meth:`Changed.as_dict`)."""
         return {

@@ -189,7 +189,8 @@ class ItemStore:
         direction: str = PUBLISH,
     ) -> None:
         """Note a call's batches ``pending`` before any is sent: (key, size, content to keep or None) each.
-        Keys the ledger holds already are left as they are."""
+        Keys the ledger holds already are left as they are; new ones are numbered after the run's earlier
+        batches for the partner (a publish sends a re-code's old codes in a call of their own)."""
         self.ensure_run(run_id)
         keys = [key for key, _, _ in batches]
         with self._session() as s, s.begin():
@@ -198,6 +199,10 @@ class ItemStore:
                 for start in range(0, len(keys), _IN_CHUNK)
                 for k in s.scalars(select(LedgerEntry.key).where(LedgerEntry.key.in_(keys[start : start + _IN_CHUNK])))
             }
+            first = 1
+            if not known:  # a call is planned whole or not at all: its batches are all known or none is
+                ran = (LedgerEntry.run_id == run_id, LedgerEntry.partner == partner, LedgerEntry.direction == direction)
+                first += s.scalar(select(func.coalesce(func.max(LedgerEntry.batch_no), 0)).where(*ran)) or 0
             s.add_all(
                 LedgerEntry(
                     key=key,
@@ -210,7 +215,7 @@ class ItemStore:
                     sequence=sequence,
                     body=None if body is None else dict(body),
                 )
-                for batch_no, (key, size, body) in enumerate(batches, start=1)
+                for batch_no, (key, size, body) in enumerate(batches, start=first)
                 if key not in known
             )
 
