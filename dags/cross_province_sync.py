@@ -306,14 +306,19 @@ def cross_province_sync() -> None:
     @task(**PARTNER_TASK, pool=PARTNER_API_POOL)
     def fetch(division: str) -> Fetched:
         """Pull one partner (full or incremental) into the raw archive. Retried by Airflow only when the
-        partner was unreachable; a refusal that will not change by itself fails the task at once."""
+        partner was unreachable; a refusal that will not change by itself fails the task at once. A superseded
+        run pulls nothing (its fetch cleared on its own): had the run published, its new pull would count as the
+        partner's latest and the next incremental pull would start after changes nobody published."""
         from tongban import pipeline
         from tongban.connections import base_url
         from tongban.ingest import FetchError
+        from tongban.publish import check_fence
 
         partner = _partner(division)
         conn = BaseHook.get_connection(partner.conn_id)
         context = get_current_context()
+        with _stale_fails():
+            check_fence(_store(), division, context["run_id"])
         try:
             return pipeline.fetch(
                 partner,

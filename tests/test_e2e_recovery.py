@@ -28,7 +28,7 @@ from scripts.localenv import airflow, dags_test_command
 from tests.test_e2e import Deployment
 from tests.test_publish import PG_URL
 from tongban.files import SummaryFile
-from tongban.layout import DELIVERY, ITEMS, PUBLISH, REPORT_JSON, REPORTS, RUNS, SETTLE
+from tongban.layout import DELIVERY, ITEMS, PUBLISH, REPORT_JSON, REPORTS, RUNS, SETTLE, STATE, WATERMARK
 from tongban.model import content_hash
 from tongban.publish import drift
 from tongban.store.repo import ItemStore
@@ -44,6 +44,7 @@ class Recovery(Deployment):
         super().__init__(home, urls)
         self.env["AIRFLOW_CONN_TONGBAN_DB"] = db_url.replace("postgresql+psycopg2://", "postgresql://", 1)
         self.store = ItemStore(db_url)  # the DAG's, through its Connection
+        self.first = ""  # the deployment's first run: published, superseded by every later run
 
     def ordinary(self) -> SummaryFile:
         return self.run({"partners": [PARTNER]})
@@ -133,6 +134,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recovery]:
             assert migrated.returncode == 0, migrated.stderr[-3000:]
             first = deployment.ordinary()
             assert first.failed == []
+            deployment.first = first.run_id
             deployment.assert_all_agree()
             yield deployment
     finally:
@@ -225,4 +227,23 @@ def test_a_resumed_superseded_run_changes_nothing_on_the_platform(deployment: Re
         assert f"run {old} is superseded for partner {PARTNER}" in output, (task_id, output[-3000:])
         assert {r["task_code"]: content_hash(r) for r in deployment.platform.items(PARTNER)} == before
     assert deployment.store.ledger(old, PARTNER) == []
+    deployment.assert_all_agree()
+
+
+def test_a_published_run_cleared_from_its_fetch_does_not_move_the_next_pull(deployment: Recovery) -> None:
+    """The first run published long ago; a newer one since. Its `partner.fetch` cleared (re-run without
+    `partner.settle`, as clearing that task in the grid does) would pull now, and the pull would count as the
+    partner's latest, its run having published: the next incremental pull would start after the latest change it
+    saw, none of them published, and miss the earlier ones until the weekly full pull. It fails at once instead,
+    leaving the partner's pull state as it was."""
+    assert deployment.ordinary().failed == []  # the first run is superseded now
+    state = deployment.home / STATE / PARTNER / WATERMARK
+    kept = state.read_bytes()
+    resumed = airflow(
+        "tasks", "test", DAG_ID, "partner.fetch", deployment.first, "--map-index", "0", env=deployment.env,
+        capture_output=True,
+    )  # fmt: skip
+    output = resumed.stdout + resumed.stderr
+    assert f"run {deployment.first} is superseded for partner {PARTNER}" in output, output[-3000:]
+    assert state.read_bytes() == kept  # the next run pulls every change since the newer run's pull
     deployment.assert_all_agree()
