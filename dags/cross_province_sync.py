@@ -31,7 +31,7 @@ from airflow.sdk import (
     task,
     task_group,
 )
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException, AirflowSkipException
 from airflow.sdk.serde import allow_class
 
 from tongban.results import (
@@ -172,6 +172,18 @@ def _partner(division: str, *, after_check: bool = False) -> Any:
             label += f" · {HELD_LABEL}"
     get_current_context()["partner_label"] = label  # type: ignore[literal-required]
     return partner
+
+
+def _partner_connection(partner: Any) -> Any:
+    """The partner's Connection. A missing one fails the task at once, naming it (no retry adds it; Airflow only
+    says the conn_id "isn't defined"): a partner just added to the registry whose Connection was forgotten."""
+    try:
+        return BaseHook.get_connection(partner.conn_id)
+    except AirflowNotFoundException as exc:
+        raise AirflowFailException(
+            f"partner {partner.division} ({partner.name}): no Airflow Connection {partner.conn_id} (type http, host ="
+            " its base URL, password = its secret; docs/runbook.md, Adding a partner)"
+        ) from exc
 
 
 def _run_dir(division: str) -> ObjectStoragePath:
@@ -315,7 +327,7 @@ def cross_province_sync() -> None:
         from tongban.publish import check_fence
 
         partner = _partner(division)
-        conn = BaseHook.get_connection(partner.conn_id)
+        conn = _partner_connection(partner)
         context = get_current_context()
         with _stale_fails():
             check_fence(_store(), division, context["run_id"])
@@ -421,7 +433,7 @@ def cross_province_sync() -> None:
 
         division = checked.partner
         partner = _partner(division)
-        conn = BaseHook.get_connection(partner.conn_id)
+        conn = _partner_connection(partner)
         context = get_current_context()
         with _stale_fails():
             summary = stages.offer_partner(
@@ -479,7 +491,7 @@ def cross_province_sync() -> None:
 
         division = reported.partner
         partner = _partner(division, after_check=True)
-        conn = BaseHook.get_connection(partner.conn_id)
+        conn = _partner_connection(partner)
         run_id = get_current_context()["run_id"]
         try:
             return pipeline.deliver(

@@ -168,6 +168,34 @@ def test_make_run_checks_the_store_the_connection_names(tmp_path: Path) -> None:
         admin.dispose()
 
 
+@pytest.mark.e2e
+def test_a_partner_without_its_connection_fails_at_once_naming_it_and_the_others_sync(tmp_path: Path) -> None:
+    """A partner added to the registry whose Connection was forgotten (docs/runbook.md, Adding a partner): its fetch
+    and offer fail at once, naming the Connection and what it needs (Airflow said only "The conn_id
+    `partner_370100` isn't defined", after two retries); the other partner of the run syncs as ever."""
+    registry = tmp_path / "partners.yaml"
+    entries = [
+        '  - {division: "370100", name: 济南市, items: 40, format: pinyin_json}',
+        '  - {division: "370300", name: 淄博市, items: 40, format: pinyin_json}',
+    ]
+    registry.write_text("home: {division: '430981', name: 沅江市}\nseed: 7\npartners:\n" + "\n".join(entries) + "\n")
+    home = tmp_path / "home"
+    # an empty variable is no Connection to Airflow, and make run keeps a partner Connection it finds set
+    proc = _make(
+        "run", home, "", stdout=subprocess.PIPE, registry=registry, environ={"AIRFLOW_CONN_PARTNER_370100": ""}
+    )
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode != 0 and "FAILED partners: 370100 " in out, out[-4000:]
+    needs = "no Airflow Connection partner_370100 (type http, host = its base URL, password = its secret;"
+    assert f"task partner.fetch failed: partner 370100 (济南市): {needs}" in out
+    assert f"task partner_publish.offer failed: partner 370100 (济南市): {needs}" in out
+    [log] = (home / "logs").glob("dags-test-*.log")
+    assert log.read_text(errors="replace").count("[DAG TEST] starting task_id=partner.fetch map_index=0") == 1
+    [summary_path] = (home / "reports").glob("*/summary.json")
+    rows = {r.partner: r for r in read_json(summary_path, SummaryFile).partners}
+    assert rows["370300"].status == "ok" and rows["370300"].delivery == "delivered"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
