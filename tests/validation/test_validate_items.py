@@ -325,9 +325,12 @@ def test_empty_and_malformed_input(partner: Partner) -> None:
     ],
 )
 def test_messages_quote_a_coded_element_in_the_partners_own_code_with_its_name(division: str, level: str) -> None:
-    """A partner finds the value in its own system: pinyin_json's 区县级 is 3, national_json's 4."""
+    """A partner finds the value in its own system: pinyin_json's 区县级 is 3, national_json's 4. The 19th digit is
+    quoted, and asked for, in the national code whatever the format (pinyin_json's message read 「3（地市级）」 against
+    「3（区县级）」, as if 3 differed from 3)."""
     partner = load_registry().partner(division)
     record = make_record(1, partner=division, task_code=make_task_code(CITY_USCC, "3", catalog_code(1)), level="4")
     [finding] = [f for f in validate_items([record], partner).findings if f.expectation == "task_code_level"]
     # the 19th digit of a national code stays the national code; the item's level is the partner's
     assert f"第 19 位行使层级「3（地市级）」与事项的行使层级「{level}」不一致" in finding.message
+    assert finding.message.endswith("第 19 位为国家标准行使层级代码，应为「4（区县级）」")

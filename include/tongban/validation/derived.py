@@ -173,6 +173,7 @@ def _task_code(task: pd.Series, uscc: pd.Series, level: pd.Series, catalog: pd.S
         **{f"_task_code_{k}": v for k, v in parts.items()},
         "_task_code_uscc_ok": skip | (parts["uscc"] == uscc),
         "_task_code_level_ok": skip | (parts["level"] == level),
+        "_task_code_level_expected": level,  # the 19th digit is the item's level in the national code
         "_task_code_catalog_ok": skip | (parts["catalog"] == catalog),
     }
 

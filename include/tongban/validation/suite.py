@@ -155,7 +155,7 @@ def expectation_parameters(partner: Partner) -> dict[str, Any]:
 
 # Message placeholders holding a digit inside a national code, and its dictionary (always a canonical code). The
 # item's own coded elements (registry.CODED_FIELDS) are quoted in the partner's codes instead.
-CANONICAL_CODED = {"_task_code_level": "level", "_catalog_type": "item_type"}
+CANONICAL_CODED = {"_task_code_level": "level", "_task_code_level_expected": "level", "_catalog_type": "item_type"}
 
 
 def coded_values(partner: Partner) -> dict[str, dict[str, str]]:
