@@ -403,3 +403,34 @@ def test_a_recode_the_platform_refuses_keeps_the_item_under_its_old_code(world: 
     after = world.on_platform(PAGED)
     assert after.keys() == before.keys() - {old["task_code"]} | {moved["task_code"]}
     assert drift(world.platform, PAGED, world.store) == {"only_on_platform": [], "only_in_store": [], "different": []}
+
+
+# --- an older version of an item, served again --------------------------------------------------------
+
+
+def test_a_restored_backup_does_not_revert_published_items(world: World) -> None:
+    """The partner restores last week's backup: its full answer is whole and well formed, but an item changed since
+    comes in its older version, with its older update time. It is rejected, the platform keeps the newer version;
+    a change the partner makes after the restore is published as usual."""
+    published_first(world, PAGED)
+    alone = [r["task_code"] for r in world.alone(PAGED)[:2]]
+    was = {r["task_code"]: r for r in world.partners.served(PAGED) if r["task_code"] in alone}
+    restored, edited = alone
+    world.partners.patch(PAGED, restored, result="一周内更新的办理结果")
+    assert [c["task_code"] for c in world.night(PAGED).report["changed"]] == [restored]
+    newer = world.on_platform(PAGED)
+
+    old = was[restored]
+    world.partners.patch(PAGED, restored, result=old["result"], updated_at=old["updated_at"], version=old["version"])
+    world.partners.patch(PAGED, edited, result="恢复备份之后更新的办理结果")
+    night = world.night(PAGED, full=True)
+    after = world.on_platform(PAGED)
+    assert after[restored] == newer[restored]  # not reverted
+    older = [r for r in night.report["rejected"] if r["findings"][0]["expectation"] == pipeline.OLDER_THAN_PUBLISHED]
+    [rejected] = older
+    [finding] = rejected["findings"]
+    assert rejected["task_code"] == restored
+    assert "早于省一体化平台上已发布版本的更新时间" in finding["message"] and finding["label"] == "更新时间"
+    assert [c["task_code"] for c in night.report["changed"]] == [edited] and after[edited] != newer[edited]
+    assert restored in {o["task_code"] for o in night.report["outstanding"]}  # 待整改 until the partner edits it
+    assert_partner_texts_clean(world, night, PAGED)

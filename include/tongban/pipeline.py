@@ -55,7 +55,7 @@ from tongban.layout import (
     WARNINGS,
     root_of,
 )
-from tongban.model import Item
+from tongban.model import Item, content_hash
 from tongban.normalise import Quarantined, normalise_catalogue
 from tongban.publish import PlatformClient, check_fence, publish, settle
 from tongban.reconcile import Reconciliation, reconcile
@@ -75,7 +75,7 @@ from tongban.results import (
 )
 from tongban.storage import read_json, read_jsonl, write_json, write_jsonl
 from tongban.store.repo import ItemStore
-from tongban.validation.outcome import Finding, FlaggedRecord
+from tongban.validation.outcome import Finding, FlaggedRecord, ValidationOutcome
 
 _log = logging.getLogger(__name__)
 
@@ -211,14 +211,54 @@ def normalise_partner(partner: Partner, run: UPath, root: UPath | None = None) -
 
 
 def not_delivered(
-    partner: Partner, run: UPath, records: list[dict[str, Any]], store: ItemStore
+    run: UPath, records: list[dict[str, Any]], published: Mapping[str, dict[str, Any]]
 ) -> dict[str, dict[str, Any]]:
-    """For an incremental pull: the partner's published items (the item store) that the pull did not deliver, by
-    实施编码; none for a full pull, which carries the whole catalogue."""
+    """For an incremental pull: the partner's ``published`` items (the item store's, by 实施编码) that the pull did
+    not deliver; none for a full pull, which carries the whole catalogue."""
     if is_full_pull(run):
         return {}
     delivered = {r["task_code"] for r in records}
-    return {code: r for code, r in sorted(store.current(partner.division).items()) if code not in delivered}
+    return {code: r for code, r in sorted(published.items()) if code not in delivered}
+
+
+OLDER_THAN_PUBLISHED = "older_than_published"  # the check's name in rejected.jsonl (not a GX expectation)
+
+
+def older_than_published(
+    records: list[dict[str, Any]], published: Mapping[str, dict[str, Any]], now: datetime
+) -> list[Finding]:
+    """A critical finding on each record that differs from the item's published version but is dated before it:
+    an older version (a partner serving a restored backup or a lagging copy). Published, it would revert the item
+    on the platform; rejected, the platform keeps the newer version. Both dates are the partner's own clock; a
+    published date after ``now`` proves nothing (a record dated in the future, ``fetch``) and is not compared."""
+    findings = []
+    for row, record in enumerate(records):
+        held = published.get(record["task_code"])
+        if held is None:
+            continue
+        delivered, newer = datetime.fromisoformat(record["updated_at"]), datetime.fromisoformat(held["updated_at"])
+        if delivered < newer <= now and content_hash(held) != content_hash(record):
+            shown = (
+                f"{delivered.astimezone(CHINA_TZ):%Y-%m-%d %H:%M:%S}",
+                f"{newer.astimezone(CHINA_TZ):%Y-%m-%d %H:%M:%S}",
+            )
+            message = (
+                f"本条记录的更新时间 {shown[0]} 早于省一体化平台上已发布版本的更新时间 {shown[1]}，内容却不同："
+                "疑为旧版本（如从备份恢复的数据），本次未推送，平台保留已发布的较新版本。"
+                "如确需修改，请在贵方系统中重新编辑保存后再提供。"
+            )
+            findings.append(
+                Finding(
+                    row=row,
+                    task_code=record["task_code"],
+                    element="updated_at",
+                    label="更新时间",
+                    expectation=OLDER_THAN_PUBLISHED,
+                    severity="critical",
+                    message=message,
+                )
+            )
+    return findings
 
 
 def five_level_context(
@@ -235,9 +275,12 @@ def validate(partner: Partner, run: UPath, store: ItemStore) -> Validated:
     from tongban.validation import validate_items  # GX is heavy: imported when validating only
 
     records = list(read_jsonl(run / ITEMS))
-    undelivered = not_delivered(partner, run, records, store)
+    published = store.current(partner.division)
+    undelivered = not_delivered(run, records, published)
     context = five_level_context(records, undelivered)
     outcome = validate_items(records + context, partner)
+    older = older_than_published(records, published, datetime.now(UTC))
+    outcome = ValidationOutcome(outcome.rows, [*outcome.findings, *older], outcome.gx_result)
     by_row: dict[int, list[Finding]] = {}
     for finding in outcome.findings:
         if finding.row is not None and finding.row < len(records):  # context rows were judged in earlier runs

@@ -114,7 +114,7 @@ def _brief(record: Mapping[str, Any]) -> Brief:
 
 def element_fields(fmt: WireFormat, element: str) -> str:
     """An element's fields as the partner's format names them (``SXMC``; ``FDBJSX、FDBJSXDW、…``)."""
-    fields = next((e.fields for e in COMPARED if e.key == element), ())
+    fields = next((e.fields for e in COMPARED if e.key == element), (element,))  # else a field of its own
     return "、".join(fmt.fields[f] for f in fields if f in fmt.fields)
 
 
@@ -128,7 +128,7 @@ def _flagged(entry: FlaggedRecord | Mapping[str, Any], fmt: WireFormat) -> Flagg
     with their element's label and fields."""
     flagged = _typed(FlaggedRecord, entry)
     findings = [
-        replace(f, label=LABELS.get(f.element, f.element), fields=element_fields(fmt, f.element))
+        replace(f, label=LABELS.get(f.element, f.label or f.element), fields=element_fields(fmt, f.element))
         for f in flagged.findings
     ]
     return Flagged(**_brief(flagged.record).model_dump(), findings=findings)
