@@ -250,6 +250,22 @@ def test_a_confirmed_mass_withdrawal_removes_exactly_the_withdrawn_items(world: 
     assert_partner_texts_clean(world, confirmed, PAGED)
 
 
+def test_removals_a_later_full_pull_published_whole_can_no_longer_be_confirmed(world: World) -> None:
+    """An empty answer held every removal; the next full pull was whole again and published. Weeks later an operator
+    acts on the old alert: had the confirmation been taken, a night whose answer is cut short again would remove
+    every item the old run held, unguarded. It is refused, naming the later pull (plan fails with it)."""
+    before = published_first(world, PAGED)
+    world.partners.faults(PAGED, {"kind": "empty_catalogue"})
+    bad = world.night(PAGED, full=True)
+    world.partners.faults(PAGED)
+    assert len(bad.report["removal_guard"]["held"]) == len(before)
+    assert check_confirmations(world.root, [f"{PAGED}@{bad.run_id}"], [PAGED]) == {PAGED: bad.run_id}  # pending
+    whole = world.night(PAGED, full=True)
+    assert whole.report["removal_guard"] is None and world.on_platform(PAGED) == before
+    with pytest.raises(ValueError, match=f"run {whole.run_id} pulled partner {PAGED} in full after run {bad.run_id}"):
+        check_confirmations(world.root, [f"{PAGED}@{bad.run_id}"], [PAGED])
+
+
 # --- held back: the watermark stays, the next night re-pulls ----------------------------------------
 
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from upath import UPath
 
+from tongban import watermark
 from tongban.config import max_removal_rate
-from tongban.layout import RECONCILIATION, run_dir
+from tongban.layout import FETCH, RECONCILIATION, run_dir
 from tongban.reconcile import Reconciliation
 from tongban.storage import read_json
 
@@ -74,12 +76,23 @@ def held_removals(root: UPath, division: str, run_id: str) -> list[str]:
 
 
 def check_confirmations(root: UPath, values: Sequence[str], divisions: Sequence[str]) -> dict[str, str]:
-    """The DAG param ``confirm_removals`` checked against the run's partners and the runs it names."""
+    """The DAG param ``confirm_removals`` checked against the run's partners and the runs it names: each must have
+    held removals of the partner that are still pending, i.e. no full pull of the partner published whole since
+    (that pull held every item it delivered: the old list is void, and confirming it would let a later answer cut
+    short remove what it held without the guard)."""
     confirmed = parse_confirmations(values)
     for division, run_id in confirmed.items():
         if division not in divisions:
             raise ValueError(f"confirm_removals names partner {division}, which is not in this run")
         held_removals(root, division, run_id)
+        pulled = datetime.fromisoformat(read_json(run_dir(root, run_id, division) / FETCH)["started_at"])
+        if later := [
+            p for p in watermark.complete_fulls(root, division) if datetime.fromisoformat(p["pulled_at"]) > pulled
+        ]:
+            raise ValueError(
+                f"confirm_removals: run {later[-1]['run_id']} pulled partner {division} in full after run {run_id} "
+                f"and published it without held removals: what {run_id} held is no longer pending, nothing to confirm"
+            )
     return confirmed
 
 

@@ -53,7 +53,8 @@ WATERMARK = "watermark.json"  # fetch records each good pull; read by fetch (pla
 SETTLE = "settle.json"  # settle: earlier runs' unsettled batches and how they were closed; read by people (runbook)
 RAW = "raw"  # fetch's folder
 MANIFEST = "manifest.json"  # raw/: fetch, every request with its answer's sha256; read by normalise, report, replay
-FETCH = "fetch.json"  # fetch: mode, counts, status; read by validate, province, reconcile, report, trace, replay
+FETCH = "fetch.json"  # fetch: mode, counts, status; read by validate, province, reconcile, report, trace, replay,
+#                       and a later run's confirm_removals (tongban.guard, plan: when the pull that held them ran)
 ITEMS = "items.jsonl"  # normalise: canonical items; read by validate, report (what a full pull held), trace
 QUARANTINE = "quarantine.jsonl"  # normalise: records not parsed or mapped; read by validate, reconcile, report, trace
 DUPLICATES = "duplicates.jsonl"  # normalise: exact copies counted once; read by report
