@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -242,11 +243,49 @@ def task_failures(log: str) -> list[tuple[str, str]]:
     return list(failures)
 
 
+class HomeInUse(RuntimeError):
+    """Another `make run` or `make ui` holds the home."""
+
+
+@contextlib.contextmanager
+def home_lock(home: Path, what: str) -> Iterator[None]:
+    """Hold ``$TONGBAN_HOME`` for one `make run` or `make ui` at a time. Both start their own simulators on the
+    same state folder and run the DAG on the same metadata and item store: a `make run` beside `make ui`'s
+    scheduler would run the same partners twice at once (the older run's publish fenced out by the newer run's
+    sequence, or its batch landing between the newer run's reconcile and its read-back). The lock is the
+    kernel's (``flock``): it ends with the process, however it ends."""
+    import fcntl
+
+    path = home / ".make-run.lock"
+    with path.open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise HomeInUse(
+                f"{what}: {home} is in use by {holder}; stop it first (they share the simulators' state, the "
+                "Airflow metadata and the item store), or give this one a home of its own with TONGBAN_HOME=…"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{what} (pid {os.getpid()})\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.truncate(0)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stop_on_signals()
     try:
         return run(args)
+    except HomeInUse as busy:
+        print(busy, file=sys.stderr)
+        return 3
     except KeyboardInterrupt as stopped:
         print(f"\n{stopped or 'interrupted'}: Airflow and the simulators were stopped", file=sys.stderr)
         return 130
@@ -267,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     log_dir = home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    with running_simulators(home / "simulators") as urls:
+    with home_lock(home, "make ui" if args.ui else "make run"), running_simulators(home / "simulators") as urls:
         divisions = [p.division for p in registry.partners]
         secrets = partner_secrets(home / "simulators", registry)
         platform = platform_credentials(home / "simulators")

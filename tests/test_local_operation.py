@@ -373,3 +373,35 @@ def test_make_run_names_an_unknown_partner_without_a_traceback(capsys: pytest.Ca
     err = capsys.readouterr().err
     assert "999999 is not a partner" in err and "440100" in err.split("partners:")[-1]
     assert "Traceback" not in err and "440100 is not" not in err
+
+
+def test_make_run_refuses_a_home_another_make_run_or_ui_holds_until_that_one_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make run` beside a `make ui` on the same home would run the same partners twice at once: it says so and
+    starts nothing. The lock goes with the process that held it, even one killed with SIGKILL."""
+    from scripts.run_local import home_lock, main
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from scripts.run_local import home_lock\n"
+            f"with home_lock(Path({str(tmp_path)!r}), 'make ui'):\n    print('held', flush=True); time.sleep(600)",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv("TONGBAN_HOME", str(tmp_path))
+        assert main(["--partners", "440100"]) == 3
+        err = capsys.readouterr().err
+        assert f"{tmp_path} is in use by make ui (pid {holder.pid})" in err
+        assert not (tmp_path / "simulators").exists()  # nothing was started
+    finally:
+        holder.kill()
+        holder.wait()
+    with home_lock(tmp_path, "make run"):
+        assert (tmp_path / ".make-run.lock").read_text().startswith("make run (pid ")
