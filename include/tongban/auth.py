@@ -42,7 +42,7 @@ ALGORITHMS: tuple[str, ...] = get_args(SignatureAlgorithm)
 
 
 class MissingSecret(ValueError):
-    """The endpoint needs a secret and the Connection has none."""
+    """The endpoint needs a secret and the Connection has none, or one its format cannot send."""
 
 
 class Refused(Exception):
@@ -133,6 +133,12 @@ def request_headers(
     of which those in ``auth.signed_headers`` are signed too."""
     if not secret:
         raise MissingSecret("signed requests need a secret in the Connection's password")
+    carried = {"api_key": auth.header, "bearer": "Authorization"}.get(auth.scheme)
+    if carried and not (secret.isascii() and secret.isprintable()):  # HTTP headers carry nothing else
+        raise MissingSecret(
+            f"the secret travels in the {carried} header too, so it must be printable ASCII; the Connection's password"
+            " has other characters"
+        )
     timestamp, once = str(int(clock())), nonce()
     out: dict[str, str] = {}
     if auth.scheme == "api_key":

@@ -181,6 +181,26 @@ def test_a_wrong_secret_fails_at_once(partners: Partners, store: UPath) -> None:
         pipeline.fetch(partner, partners.base(CSV), run, secret=None, root=store, run_id="r", settings=FAST)
 
 
+def test_a_secret_no_header_can_carry_fails_at_once_saying_so(partners: Partners, store: UPath) -> None:
+    """csv_gbk sends its secret as the bearer token too: a Connection password with a non-ASCII character crashed
+    the pull in requests' header encoding ('latin-1' codec can't encode …), retried by Airflow for minutes."""
+    run = run_dir(store, "run-1", CSV)
+    with pytest.raises(FetchError) as caught:
+        pipeline.fetch(
+            partners.registry.partner(CSV),
+            partners.base(CSV),
+            run,
+            secret="令牌",
+            root=store,
+            run_id="r",
+            settings=FAST,
+        )
+    assert not caught.value.retryable
+    assert "no credentials: the secret travels in the Authorization header too, so it must be printable ASCII" in str(
+        caught.value
+    )
+
+
 # --- paging faults ------------------------------------------------------------------------------
 
 
