@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,9 +100,12 @@ def _check_against_platform(
     return check
 
 
-def check_outbound(summary: SummaryFile, partners_url: str, home: Path | UPath) -> list[str]:
+def check_outbound(
+    summary: SummaryFile, partners_url: str, home: Path | UPath, real: Collection[str] = ()
+) -> list[str]:
     """Each partner's configured list of our items, read from the partner simulator itself, must equal what
-    we offered it this run (unless the offer failed and says so)."""
+    we offered it this run (unless the offer failed and says so). ``real``: partners on their own endpoint,
+    whose list the simulator does not hold (the offer task read theirs back after writing)."""
     from tongban.outbound.diff import digest
     from tongban.outbound.library import offer_for
     from tongban.outbound.stages import home_run
@@ -110,7 +113,7 @@ def check_outbound(summary: SummaryFile, partners_url: str, home: Path | UPath) 
     run = home_run(UPath(home), summary.run_id, load_registry())
     problems = []
     for row in summary.partners:
-        if not row.outbound or row.outbound.status != "ok" or row.outbound.dry_run:
+        if not row.outbound or row.outbound.status != "ok" or row.outbound.dry_run or row.partner in real:
             continue
         offer = {c: digest(r) for c, r in offer_for(run, row.partner).items()}
         answer = requests.get(f"{partners_url}/admin/partners/{row.partner}/offers", timeout=60)
@@ -343,7 +346,8 @@ def run(args: argparse.Namespace) -> int:
         summary = read_json(summary_path, SummaryFile)
         store = ItemStore(store_url(env=env))  # the store the DAG wrote, as the environment given to Airflow names it
         checked = check_against_platform(summary, PlatformClient(urls.platform, **platform), home / REPORTS, store)
-        problems = checked.problems + check_outbound(summary, urls.partners, home)
+        own = sorted(name.removeprefix("AIRFLOW_CONN_PARTNER_") for name in real)
+        problems = checked.problems + check_outbound(summary, urls.partners, home, own)
     print()
     print(summary_table(summary, platform=checked.held))
     print(
@@ -367,6 +371,11 @@ def run(args: argparse.Namespace) -> int:
             " no publish ledger row left unsettled"
         )
         print("partner check: every partner configures exactly the items we offer it (read from the partner)")
+    if own:  # the partner check reads the simulator's lists: a partner on its own endpoint is not in them
+        print(
+            f"partner check: not done for {', '.join(own)} (its own endpoint: the offer task read its list back"
+            " after writing, see its report)"
+        )
     return 0 if result.returncode == 0 and not problems and not summary.failed else 1
 
 

@@ -69,7 +69,7 @@ MATERIAL_CODES = {"is_need": {"1", "2"}, "material_form": {"1", "2", "3"}}
 
 
 def _record(n: int, updated: str) -> dict[str, Any]:
-    uscc = "11440100MB2C90387X"
+    uscc = "11440100MB2C90389P"  # a 广州 body; both check characters right (GB 32100, GB 11714)
     catalog = f"00010400{n:04d}"
     return {
         "task_code": f"{uscc}3{catalog}",

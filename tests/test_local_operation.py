@@ -20,6 +20,8 @@ import pytest
 from upath import UPath
 
 from scripts.localenv import REPO
+from tests.independent_partner import Partner as Independent
+from tests.independent_partner import serving
 from tongban.files import SummaryFile
 from tongban.storage import read_json
 
@@ -194,6 +196,36 @@ def test_a_partner_without_its_connection_fails_at_once_naming_it_and_the_others
     [summary_path] = (home / "reports").glob("*/summary.json")
     rows = {r.partner: r for r in read_json(summary_path, SummaryFile).partners}
     assert rows["370300"].status == "ok" and rows["370300"].delivery == "delivered"
+
+
+@pytest.mark.e2e
+def test_a_partner_built_from_the_docs_alone_is_onboarded_as_the_runbook_says(tmp_path: Path) -> None:
+    """The acceptance test of onboarding: a partner system written from docs/partner-formats.md alone
+    (tests/independent_partner.py, national_json, HMAC-SM3) added as 440900 茂名市, not in the shipped registry, by
+    docs/runbook.md's *Adding a partner*: a registry of our own, its Connection in the environment, make run. Its
+    catalogue is published whole, its report reaches it, it configures exactly what we offer it. make run's partner
+    check reads the simulator's lists, so it says it did not check this partner (it compared the simulator's own,
+    untouched list of 440900 with our offer and called that "read from the partner")."""
+    secret = "s3cret-maoming"
+    partner = Independent("440900", secret, "HMAC-SM3")
+    registry = tmp_path / "partners.yaml"
+    entry = '  - {division: "440900", name: 茂名市, items: 40, format: national_json, signature: HMAC-SM3}'
+    registry.write_text(f"home: {{division: '430981', name: 沅江市}}\nseed: 7\npartners:\n{entry}\n", encoding="utf-8")
+    home = tmp_path / "home"
+    with serving(partner) as url:
+        conn = json.dumps({"conn_type": "http", "host": url, "password": secret})
+        environ = {"AIRFLOW_CONN_PARTNER_440900": conn}
+        proc = _make("run", home, "--partners 440900", registry=registry, environ=environ, stdout=subprocess.PIPE)
+        out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    assert "AIRFLOW_CONN_PARTNER_440900: set in the environment, used as it is (not the simulator)" in out
+    [summary_path] = (home / "reports").glob("*/summary.json")
+    summary = read_json(summary_path, SummaryFile)
+    [row] = summary.partners
+    assert row.status == "ok" and row.counts and row.counts["published"] == len(partner.records), row
+    assert row.delivery == "delivered" and list(partner.reports) == [summary.run_id]
+    assert row.outbound and row.outbound.status == "ok" and len(partner.configured) == row.outbound.offered
+    assert "partner check: not done for 440900 (its own endpoint" in out
 
 
 def _free_port() -> int:
