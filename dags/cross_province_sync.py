@@ -175,15 +175,21 @@ def _partner(division: str, *, after_check: bool = False) -> Any:
 
 
 def _partner_connection(partner: Any) -> Any:
-    """The partner's Connection. A missing one fails the task at once, naming it (no retry adds it; Airflow only
-    says the conn_id "isn't defined"): a partner just added to the registry whose Connection was forgotten."""
+    """The partner's Connection. A missing one, or one without the secret every request is signed with, fails the
+    task at once, naming it (no retry adds it; Airflow only says the conn_id "isn't defined"): a partner just added
+    to the registry whose Connection was forgotten or given no password."""
+    needs = "(type http, host = its base URL, password = its secret; docs/runbook.md, Adding a partner)"
     try:
-        return BaseHook.get_connection(partner.conn_id)
+        conn = BaseHook.get_connection(partner.conn_id)
     except AirflowNotFoundException as exc:
         raise AirflowFailException(
-            f"partner {partner.division} ({partner.name}): no Airflow Connection {partner.conn_id} (type http, host ="
-            " its base URL, password = its secret; docs/runbook.md, Adding a partner)"
+            f"partner {partner.division} ({partner.name}): no Airflow Connection {partner.conn_id} {needs}"
         ) from exc
+    if not conn.password:
+        raise AirflowFailException(
+            f"partner {partner.division} ({partner.name}): Airflow Connection {partner.conn_id} has no password {needs}"
+        )
+    return conn
 
 
 def _run_dir(division: str) -> ObjectStoragePath:

@@ -142,3 +142,40 @@ def test_deadline_alert_fires_before_the_run_is_killed(dagbag) -> None:
     killed = pendulum.instance(logical + dag.dagrun_timeout).in_timezone("Asia/Shanghai")  # started on time
     assert (due.hour, due.minute) == (6, 0) and due.date() == pendulum.date(2026, 11, 30)
     assert killed > due
+
+
+def test_a_partner_connection_without_its_secret_fails_at_once_naming_it() -> None:
+    """Every request to a partner is signed with its Connection's password: a Connection without one fails the task
+    at once (AirflowFailException: no retry) naming it, as a missing Connection does."""
+    code = """
+import importlib.util, sys
+from types import SimpleNamespace
+from airflow.sdk.exceptions import AirflowFailException
+spec = importlib.util.spec_from_file_location("sync_dag", sys.argv[1])
+dag = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(dag)
+partner = SimpleNamespace(division="370100", name="济南市", conn_id="partner_370100")
+print(dag._partner_connection(partner).password)
+for conn_id in ("partner_370100_bare", "partner_370100_absent"):
+    try:
+        dag._partner_connection(SimpleNamespace(**{**vars(partner), "conn_id": conn_id}))
+    except AirflowFailException as exc:
+        print(exc)
+"""
+    env = airflow_env() | {
+        "AIRFLOW_CONN_PARTNER_370100": "http://:s3cret@partner.example:8443",
+        "AIRFLOW_CONN_PARTNER_370100_BARE": "http://partner.example:8443",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "dags" / "cross_province_sync.py")],
+        env=env,
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.splitlines()
+    needs = "(type http, host = its base URL, password = its secret; docs/runbook.md, Adding a partner)"
+    assert out[-3:] == [
+        "s3cret",
+        f"partner 370100 (济南市): Airflow Connection partner_370100_bare has no password {needs}",
+        f"partner 370100 (济南市): no Airflow Connection partner_370100_absent {needs}",
+    ]
