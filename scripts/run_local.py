@@ -315,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
         platform = platform_credentials(home / "simulators")
         simulated = simulator_connections(urls.partners, urls.platform, divisions, secrets, platform)
         real = sorted(k for k in simulated if k in os.environ and k != conn_env_var(PLATFORM_CONN_ID))
-        for name in real:  # a partner the operator pointed at its real endpoint (docs/partner-formats.md §10)
+        for name in real:  # a partner pointed at its real endpoint (docs/runbook.md, "Pointing one partner")
             print(f"{name}: set in the environment, used as it is (not the simulator)")
         env = airflow_env(home, {k: v for k, v in simulated.items() if k not in real})
         pool_slots = ensure_pools(env, divisions)

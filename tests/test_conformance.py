@@ -184,7 +184,7 @@ def test_the_kit_names_each_refused_write_of_an_unavailable_offer_endpoint(
     division: str,
     key_header: str,
 ) -> None:
-    """Its reads work, every write answers 503 (docs/partner-formats.md §8): the two write checks fail, each
+    """Its reads work, every write answers 503 (docs/simulators.md): the two write checks fail, each
     naming the answer, in every format (csv_gbk's writes are GBK CSV, its answers JSON); the rest passes."""
     partner = REGISTRY.partner(division)
     fault = [{"kind": "write_unavailable", "status": 503}]

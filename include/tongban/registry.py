@@ -229,7 +229,7 @@ FAULT_KINDS = (
     "truncated",  # a 200 whose body is cut in the middle
     "invalid_json",  # a 200 whose body is an HTML error page
     "wrong_encoding",  # the body in another encoding than the format's (UTF-8 <-> GBK)
-    "duplicate_page",  # one page served twice (docs/partner-formats.md: how, per paging kind)
+    "duplicate_page",  # one page served twice (docs/simulators.md: how, per paging kind)
     "missing_page",  # one page's records never served
     "schema_drift",  # fields renamed (``rename``) and/or added (``add``) in every record
     "oversized",  # the body padded to ``size`` bytes

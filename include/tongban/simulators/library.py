@@ -10,7 +10,7 @@ are ``withdrawn``: offered before, not any more (``withdrawn_items``).
 
 The platform serves it read-only (``GET /api/v1/library/items``: paging and ``updated_since``) and
 changes it through ``PATCH /admin/library/items/{task_code}`` (persisted in ``state_dir``); see
-docs/partner-formats.md §14.
+docs/platform-api.md, *沅江's item library*.
 """
 
 from __future__ import annotations
