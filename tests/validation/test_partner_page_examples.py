@@ -23,7 +23,7 @@ PAGE = Path(__file__).parents[2] / "docs" / "partner-formats.md"
 
 def _section_5_examples() -> dict[str, list[Any]]:
     text = PAGE.read_text(encoding="utf-8")
-    section = text[text.index("## 5. The three formats") : text.index("## 6. ")]
+    section = text[text.index("\n## 5. ") : text.index("\n## 6. ")]
     examples: dict[str, list[Any]] = {}
     for lang, block in re.findall(r"```(json|csv)\n(.*?)```", section, re.S):
         if lang == "csv":
