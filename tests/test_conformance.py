@@ -4,6 +4,8 @@ that ignores idempotency keys; the partner's configured list of 沅江's items i
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,6 +58,8 @@ def test_the_kit_passes_on_a_server_written_from_the_page_alone(
         code, out = run_kit(monkeypatch, capsys, "national_json", "440100", url, "--signature", algorithm)
     assert code == 0, out
     assert "0 项需修改" in out and "[需修改]" not in out and out.count("[通过]") >= 45
+    assert "内容结论：读取的 23 条记录都能通过每日同步的映射和校验。" in out and "[退回]" not in out
+    assert out.rstrip().endswith("接口符合约定，可以接入。")
     offer = [line for line in out.splitlines() if "沅江事项配置接口" in line]
     assert len(offer) >= 19 and all(line.startswith("[通过]") for line in offer), out
     assert '[通过]   沅江事项配置接口：同一幂等键、同一正文再次提交应答 200，正文 "replayed": true' in out
@@ -74,12 +78,83 @@ def test_the_kit_passes_on_every_simulator_format_and_algorithm(
     monkeypatch.setenv(conformance.SECRET_ENV, sim["secrets"][division])
     url = f"{sim['url']}/partners/{division}"
     found = configured(sim, division)
+    defects = requests.get(f"{sim['url']}/admin/partners/{division}/defects", timeout=10).json()["defects"]
     code, out = run_kit(monkeypatch, capsys, partner.format, division, url, "--signature", partner.signature)
-    assert code == 0, out
+    assert code == conformance.CONTENT_EXIT, out  # the interface conforms; the deliberate defects would not pass
     assert "[需修改]" not in out and "0 项需修改" in out
-    assert "数据：代码值都在约定的代码表中" in out  # a deliberate unmappable code is a remark, not a failure
     assert "[通过]   沅江事项配置接口：撤销测试事项的操作被接受" in out
     assert configured(sim, division) == found  # the test items are withdrawn again
+    # the content section lists each defect the nightly run would catch, and nothing else
+    expected = {c: "隔离" if kind == "unmappable_code" else "退回" for c, kind in defects.items()}
+    assert listed(out) == expected, out
+    assert f"将被退回 {sum(v == '退回' for v in expected.values())} 条" in out
+    assert f"内容结论：{len(expected)} 条记录在下一次同步时将被退回或隔离" in out
+    fmt = wire_formats()[partner.format]
+    assert internal_in(out, fmt, offer_names(fmt)) == [], out
+
+
+def listed(out: str) -> dict[str, str]:
+    """The records the kit's content section lists: 实施编码 -> 退回 or 隔离."""
+    found = {}
+    for line in out.splitlines():
+        if line.startswith("  [退回] "):
+            found[line.split()[1]] = "退回"
+        elif line.startswith("  [隔离] "):
+            found[line.split()[2]] = "隔离"
+    return found
+
+
+def wrong_check_character(record: dict[str, Any]) -> None:
+    """A national_json record whose 实施主体's USCC (and so its 实施编码) ends in a wrong check character."""
+    uscc = record["dept_code"]
+    wrong = uscc[:17] + ("Q" if uscc[17] != "Q" else "R")
+    record["dept_code"], record["task_code"] = wrong, wrong + record["task_code"][18:]
+
+
+def test_the_kit_imports_gx_only_to_check_content() -> None:
+    """GX is heavy: ``--help`` and a catalogue that cannot be read never wait for it."""
+    code = "import sys, tongban.conformance; print('great_expectations' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True, check=True)
+    assert out.stdout.strip() == "False", out
+
+
+@pytest.mark.parametrize("bad", [1, 23], ids=["one record", "every record"])
+def test_the_kit_lists_records_the_nightly_validation_would_reject(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], bad: int
+) -> None:
+    """A partner whose interface conforms but whose USCCs carry a wrong check character: the interface checks
+    pass as before, the content section names each record with its 实施编码, 事项名称, the partner's fields and
+    the reason, and the kit exits 3; every record wrong holds the whole partner back, and it says so."""
+    secret = "the partner's secret"
+    monkeypatch.setenv(conformance.SECRET_ENV, secret)
+    partner = Independent("440100", secret, "HMAC-SHA256")
+    for record in partner.records[:bad]:
+        wrong_check_character(record)
+    partner.records.sort(key=lambda r: r["task_code"])
+    wrong = [r for r in partner.records if r["dept_code"].endswith("Q")]
+    with independent(partner) as url:
+        code, out = run_kit(monkeypatch, capsys, "national_json", "440100", url, "--no-offer")
+    assert code == conformance.CONTENT_EXIT, out
+    assert "[需修改]" not in out and "0 项需修改" in out  # the interface verdict is as before
+    shown = wrong[: conformance.SHOWN_RECORDS]
+    assert listed(out) == {r["task_code"]: "退回" for r in shown}, out
+    first = wrong[0]
+    assert (
+        f"  [退回] {first['task_code']} {first['task_name']}\n"
+        "         实施主体（dept_name、dept_code）：实施主体统一社会信用代码"
+        f"「{first['dept_code']}」校验码错误：第 18 位应为「P」"
+    ) in out
+    assert f"读取 23 条：可以同步 {23 - bad} 条，将被退回 {bad} 条，将被隔离 0 条。" in out
+    assert "同省各合作地区之间的五级N同比对" in out and "与省一体化平台上已发布版本的比较" in out  # not run here
+    held = "下一次同步将整体暂缓推送"
+    if bad == 1:
+        assert held not in out and "接口符合约定，可以接入；1 条记录将被退回或隔离" in out
+    else:
+        assert "未通过关键校验或无法识别的记录 23/23 = 100% > 20%（超过暂缓阈值）" in out, out
+        assert out.rstrip().endswith(f"接口符合约定；但按目前的目录，{held}，请先更正上面“内容检查”所列的记录。")
+        assert f"（只列出前 {conformance.SHOWN_RECORDS} 条，共 23 条" in out
+    fmt = wire_formats()["national_json"]
+    assert internal_in(out, fmt) == [], out
 
 
 def test_the_kit_fails_on_a_partner_that_ignores_idempotency_keys(

@@ -9,9 +9,13 @@ codes, paging and the declared totals, incremental reads, error answers, answer 
 endpoint (§13: the configured list of 沅江's items read like the catalogue; signed, idempotent batch writes
 answered per operation, checked by reading back; ``--no-offer`` skips it for a partner that only provides the
 inbound side) and the report receiver (``POST /api/reports``). It prints a checklist in Chinese — what passes
-and what to fix — and exits 1 when anything is to be fixed. The report receiver gets a test report for a run
-named ``conformance__<time>``; a partner may discard those. The offer endpoint gets test items of 沅江
+and what to fix — and exits 1 when anything of the interface is to be fixed. The report receiver gets a test
+report for a run named ``conformance__<time>``; a partner may discard those. The offer endpoint gets test items of 沅江
 (``TEST_NAME``), withdrawn again at the end whatever failed, so the configured list is left as it was found.
+
+Then it runs the nightly run's own content checks on the catalogue it read (:class:`Content`: the normaliser and
+the partner's validation suite) and lists, as a separate verdict, the records the next nightly run would
+quarantine or reject and why; it exits 3 (``CONTENT_EXIT``) when the interface conforms but some would.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ from tongban.auth import ALGORITHMS, url_headers
 from tongban.codes import make_task_code, make_uscc
 from tongban.config import CHINA_TZ
 from tongban.delivery import CHECKSUM_HEADER, REPORT_PATH, RUN_HEADER
+from tongban.guard import ratio
 from tongban.http import Answer, HttpSettings, reason
 from tongban.ingest import PageError, ParsedPage, parse_page, updated_at
 from tongban.model import Item
-from tongban.normalise import Quarantined, normalise_catalogue
+from tongban.normalise import Normalised, Quarantined, normalise_catalogue
 from tongban.outbound.diff import digest
 from tongban.outbound.wire import (
     MODES,
@@ -51,8 +56,11 @@ from tongban.outbound.wire import (
     readback_format,
 )
 from tongban.registry import OfferEndpoint, Partner, WireFormat, load_registry, wire_formats
+from tongban.report_model import Flagged, QuarantinedRecord
+from tongban.results import HoldBackRate
 
 SECRET_ENV = "TONGBAN_PARTNER_SECRET"
+CONTENT_EXIT = 3  # the interface conforms, the content would not all pass (2 is a usage error)
 MAX_PAGES = 2_000
 SHOWN = 3  # examples shown per problem
 AHEAD = timedelta(hours=1)  # clocks differ; an update time further ahead is wrong
@@ -60,6 +68,12 @@ UNKNOWN_CODE = "不是约定的"  # what tongban.normalise says of a value its c
 OFFER_AREA = "沅江事项配置接口"
 TEST_NAME = "接口联调测试事项（可删除）"  # the offer checks' items of 沅江, withdrawn again at the end
 UNKNOWN_MODE = "9"  # a handling mode no format codes (canonical 1–3)
+SHOWN_RECORDS = 10  # records the content section lists (the nightly report lists every one)
+WHOLE = "整条记录"  # how the content section names the field of a problem with the whole record (``*``)
+NOT_CHECKED = (  # the nightly checks that need other partners' items or the platform's
+    "同省各合作地区之间的五级N同比对（需要其他合作地区的事项）",
+    "与省一体化平台上已发布版本的比较（更新时间更早而内容不同的旧版本记录将被退回；需要平台上已发布的版本）",
+)
 
 
 @dataclass
@@ -68,12 +82,69 @@ class Check:
     what: str
     ok: bool
     detail: str = ""
-    note: bool = False  # a remark on the data, not the interface: shown, never a failure
+    note: bool = False  # a remark, not a check of the interface: shown, never a failure
+
+
+@dataclass
+class Content:
+    """What the nightly run's own checks would do with the catalogue as the kit read it: the normaliser
+    (``tongban.normalise``: quarantine) and the partner's validation suite (``tongban.validation``: reject or
+    warn), as ``pipeline.normalise_partner`` and ``pipeline.validate`` run them on a full pull. A separate
+    verdict from the interface checks: the data is the partner's to correct, not its implementation."""
+
+    read: int  # records mapped or quarantined (exact copies counted once, as the nightly run counts them)
+    quarantined: list[QuarantinedRecord]
+    rejected: list[Flagged]
+    warned: int  # accepted with warnings (published; the report lists them as 待核)
+    rate: HoldBackRate  # over the records read, as on a full pull
+
+    @property
+    def failing(self) -> int:
+        """Records that would not reach the platform: quarantined or rejected."""
+        return len(self.quarantined) + len(self.rejected)
+
+    def render(self) -> list[str]:
+        from tongban.report import quarantined_rows, rejected_rows
+
+        lines = [
+            "内容检查（按每日同步的同一套映射和校验规则，逐条检查本次读取的目录）",
+            f"  读取 {self.read} 条：可以同步 {self.read - self.failing} 条，将被退回 {len(self.rejected)} 条，"
+            f"将被隔离 {len(self.quarantined)} 条"
+            + (f"；可以同步的记录中有 {self.warned} 条将在报告中列为待核（警告）" if self.warned else "")
+            + "。",
+        ]
+        quarantined = self.quarantined[:SHOWN_RECORDS]
+        for q in quarantined:  # the report's wording: its 隔离 and 退回 rows, under each record
+            lines.append(f"  [隔离] {q.position} {q.task_code or '（无实施编码）'} {q.name or '（无事项名称）'}")
+            lines += [f"         {WHOLE if f == '*' else f}：{why}" for *_, f, why in quarantined_rows([q])]
+        rejected = self.rejected[: SHOWN_RECORDS - len(quarantined)]
+        for item in rejected:
+            lines.append(f"  [退回] {item.task_code} {item.name}")
+            lines += [f"         {element}：{why}" for *_, element, why in rejected_rows([item])]
+        shown = len(quarantined) + len(rejected)
+        if self.failing > shown:
+            lines.append(f"  （只列出前 {shown} 条，共 {self.failing} 条；每日同步报告的“退回”和“隔离”逐条列出）")
+        if self.rate.held_back:
+            lines.append(
+                "  按目前的目录，下一次同步将整体暂缓推送：未通过关键校验或无法识别的记录 "
+                f"{ratio(self.rate.failing, self.read, self.rate.max_critical_rate)}（超过暂缓阈值），"
+                "贵方的事项一项也不会推送到省一体化平台。"
+            )
+        lines.append(f"  本工具无法进行、每日同步时才进行的检查：{'；'.join(NOT_CHECKED)}。")
+        if self.failing:
+            verdict = (
+                f"{self.failing} 条记录在下一次同步时将被退回或隔离，不会推送到省一体化平台；"
+                "请在贵方系统中更正后重新检查。"
+            )
+        else:
+            verdict = f"读取的 {self.read} 条记录都能通过每日同步的映射和校验。"
+        return [*lines, f"  内容结论：{verdict}"]
 
 
 @dataclass
 class Checklist:
     checks: list[Check] = field(default_factory=list)
+    content: Content | None = None  # None: no record of the catalogue was read, so no content was checked
 
     def add(self, area: str, what: str, ok: bool, detail: str = "", *, note: bool = False) -> bool:
         self.checks.append(Check(area, what, ok, detail, note))
@@ -88,10 +159,29 @@ class Checklist:
         for c in self.checks:
             mark = "[通过]  " if c.ok else ("[提示]  " if c.note else "[需修改]")
             lines.append(f"{mark} {c.area}：{c.what}" + (f"\n          {c.detail}" if c.detail else ""))
+        lines.append("")
+        lines += self.content.render() if self.content else ["内容检查：未进行（没有读到目录中的记录，见上面的检查）"]
         passed = sum(c.ok for c in self.checks)
-        verdict = "接口符合约定，可以接入。" if not self.failed else "请按上面的说明修改后重新检查。"
+        if self.failed:
+            verdict = "请按上面的说明修改后重新检查。"
+        elif self.content and self.content.rate.held_back:
+            verdict = "接口符合约定；但按目前的目录，下一次同步将整体暂缓推送，请先更正上面“内容检查”所列的记录。"
+        elif self.content_failing:
+            verdict = f"接口符合约定，可以接入；{self.content_failing} 条记录将被退回或隔离，见上面的“内容检查”。"
+        else:
+            verdict = "接口符合约定，可以接入。"
         lines += ["", f"结论：{passed} 项通过，{len(self.failed)} 项需修改。{verdict}"]
         return "\n".join(lines)
+
+    @property
+    def content_failing(self) -> int:
+        """Records that the next nightly run would quarantine or reject (0 when the content was not checked)."""
+        return self.content.failing if self.content else 0
+
+    def exit_code(self) -> int:
+        """1: the interface is to be fixed (whatever the content); 3: it conforms, but records would be
+        quarantined or rejected; 0: neither."""
+        return 1 if self.failed else CONTENT_EXIT if self.content_failing else 0
 
 
 @dataclass
@@ -146,6 +236,7 @@ class Kit:
         self.offer = offer  # False: --no-offer
         self.home = home_region(load_registry())  # 沅江, whose items the offer endpoint takes
         self.run_tag = uuid.uuid4().hex[:16]  # this run's idempotency keys are its own
+        self.catalogue: Normalised | None = None  # the catalogue as read and normalised, for the content check
 
     # -- plain requests, signed or not, for the checks of refusals --
 
@@ -213,6 +304,7 @@ class Kit:
             f"最慢的一次用了 {self.slowest:.1f} 秒" if self.slowest > self.max_seconds else "",
         )
         self.check_reports()
+        self.list.content = self.check_content()
         return self.list
 
     def check_auth(self) -> Answer | None:
@@ -315,23 +407,16 @@ class Kit:
 
     def _check_records(self, pages: list[tuple[int, list[Any]]], unexpected: set[str]) -> None:
         fmt = self.fmt
-        result = normalise_catalogue(pages, fmt, self.partner)
+        result = self.catalogue = normalise_catalogue(pages, fmt, self.partner)
         quarantined = [q for q in result.outcomes if isinstance(q, Quarantined)]
-        data = [q for q in quarantined if all(UNKNOWN_CODE in p.reason for p in q.problems)]
-        bad = [q for q in quarantined if q not in data]
+        # a code its table does not hold is the data's fault, not the interface's: the content check lists it
+        bad = [q for q in quarantined if not all(UNKNOWN_CODE in p.reason for p in q.problems)]
 
         def examples(records: list[Quarantined]) -> str:
             shown = "；".join(f"{q.position}：{q.problems[0].reason}" for q in records[:SHOWN])
             return f"{len(records)} 条不符，例如 {shown}" if records else ""
 
         self.list.add("字段", "每条记录含约定的全部字段，类型和时间格式正确", not bad, examples(bad))
-        self.list.add(
-            "数据",
-            "代码值都在约定的代码表中（不在其中的记录无法同步，每日报告中逐条列出）",
-            not data,
-            examples(data),
-            note=True,
-        )
         self.list.add(
             "字段",
             "没有约定之外的字段",
@@ -362,6 +447,28 @@ class Kit:
         copies = result.duplicates
         example = f"{len(copies)} 条重复，例如 {copies[0].position}：{copies[0].reason}" if copies else ""
         self.list.add("记录", "同一实施编码只出现一次，没有重复记录", not copies, example)
+
+    def check_content(self) -> Content | None:
+        """The nightly run's content checks on the catalogue as read (:class:`Content`); None when it was not
+        read or empty. Checks that need other partners or the platform cannot run here (``NOT_CHECKED``)."""
+        if self.catalogue is None or not self.catalogue.outcomes:
+            return None
+        from tongban.pipeline import hold_back_rate
+        from tongban.report import flagged, quarantined_record
+        from tongban.validation import validate_items  # GX is heavy: imported when there is a catalogue only
+
+        outcomes = self.catalogue.outcomes
+        records = [o.record() for o in outcomes if isinstance(o, Item)]
+        quarantined = [o for o in outcomes if isinstance(o, Quarantined)]
+        _, rejected, warned = validate_items(records, self.partner).split(records) if records else ([], [], [])
+        unidentified = sum(not q.task_code for q in quarantined)
+        return Content(
+            read=len(outcomes),
+            quarantined=[quarantined_record(q) for q in quarantined],
+            rejected=[flagged(r, self.fmt) for r in rejected],
+            warned=len(warned),
+            rate=hold_back_rate(len(rejected) + unidentified, len(outcomes)),
+        )
 
     def _check_paging(self, fmt: WireFormat, read: Pages, scope: str = "") -> None:
         rows = read.rows
@@ -857,7 +964,12 @@ def check(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tongban.conformance", description="跨省通办合作地区接口一致性检查")
+    parser = argparse.ArgumentParser(
+        prog="python -m tongban.conformance",
+        description="跨省通办合作地区接口一致性检查",
+        epilog=f"退出码：0 接口符合约定且读取的记录都能通过内容检查；1 接口需修改；"
+        f"{CONTENT_EXIT} 接口符合约定，但有记录将被退回或隔离；2 参数或密钥缺失。",
+    )
     parser.add_argument("--format", required=True, choices=sorted(wire_formats()), help="接口格式（见接口约定文档）")
     parser.add_argument("--division", required=True, help="贵方的 6 位行政区划代码")
     parser.add_argument("--signature", choices=ALGORITHMS, default="HMAC-SHA256", help="约定的签名算法")
@@ -878,7 +990,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fmt, args.base_url, args.division, secret, args.signature, max_seconds=args.max_seconds, offer=not args.no_offer
     )
     print(result.render(f"跨省通办接口一致性检查：{style_name(fmt)}，{args.base_url}，签名 {args.signature}"))
-    return 1 if result.failed else 0
+    return result.exit_code()
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ from tongban.results import (
 )
 from tongban.storage import read_json, read_jsonl, write_json, write_jsonl
 from tongban.store.repo import ItemStore
-from tongban.validation.outcome import Finding, FlaggedRecord, ValidationOutcome
+from tongban.validation.outcome import Finding, ValidationOutcome
 
 _log = logging.getLogger(__name__)
 
@@ -281,21 +281,7 @@ def validate(partner: Partner, run: UPath, store: ItemStore) -> Validated:
     outcome = validate_items(records + context, partner)
     older = older_than_published(records, published, datetime.now(UTC))
     outcome = ValidationOutcome(outcome.rows, [*outcome.findings, *older], outcome.gx_result)
-    by_row: dict[int, list[Finding]] = {}
-    for finding in outcome.findings:
-        if finding.row is not None and finding.row < len(records):  # context rows were judged in earlier runs
-            by_row.setdefault(finding.row, []).append(finding)
-    accepted: list[dict[str, Any]] = []
-    rejected: list[FlaggedRecord] = []
-    warned: list[FlaggedRecord] = []
-    for row, record in enumerate(records):
-        findings = by_row.get(row, [])
-        if row in outcome.rejected_rows:
-            rejected.append(FlaggedRecord(record, findings))
-        else:
-            accepted.append(record)
-            if findings:
-                warned.append(FlaggedRecord(record, findings))
+    accepted, rejected, warned = outcome.split(records)  # context rows were judged in earlier runs
     write_jsonl(run / ACCEPTED, accepted)
     # The partner's own outcome, kept apart for the province check, which rewrites REJECTED and WARNINGS
     # from it; until then (and without it) they are the same. A new validation voids the last province check.

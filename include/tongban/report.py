@@ -35,7 +35,7 @@ from tongban.layout import (
     run_dir,
 )
 from tongban.model import COMPARED, LABELS, element_text
-from tongban.normalise import WIDTH_ONLY, Duplicate, NormalisedValue, width_only_difference
+from tongban.normalise import WIDTH_ONLY, Duplicate, NormalisedValue, Quarantined, width_only_difference
 from tongban.outbound import report as outbound_texts
 from tongban.outbound.diff import COUNT_KEYS as OUTBOUND_KEYS
 from tongban.outbound.report import SECTION_TITLE, SHEET_HEADINGS, ours_cell, sheet_rows, summary_outbound
@@ -123,15 +123,41 @@ def _typed(row_type: type[T], row: T | Mapping[str, Any]) -> T:
     return row if isinstance(row, row_type) else msgspec.convert(row, row_type)
 
 
-def _flagged(entry: FlaggedRecord | Mapping[str, Any], fmt: WireFormat) -> Flagged:
+def flagged(entry: FlaggedRecord | Mapping[str, Any], fmt: WireFormat) -> Flagged:
     """A line of rejected.jsonl or warnings.jsonl (typed, or as read) as the report shows it: the findings
     with their element's label and fields."""
-    flagged = _typed(FlaggedRecord, entry)
+    record = _typed(FlaggedRecord, entry)
     findings = [
         replace(f, label=LABELS.get(f.element, f.label or f.element), fields=element_fields(fmt, f.element))
-        for f in flagged.findings
+        for f in record.findings
     ]
-    return Flagged(**_brief(flagged.record).model_dump(), findings=findings)
+    return Flagged(**_brief(record.record).model_dump(), findings=findings)
+
+
+def quarantined_record(entry: Quarantined | Mapping[str, Any]) -> QuarantinedRecord:
+    """A line of quarantine.jsonl (typed, or as read) as the report shows it."""
+    q = entry if isinstance(entry, Mapping) else vars(entry)
+    return QuarantinedRecord(
+        position=q["position"], task_code=q.get("task_code"), name=q.get("name"), problems=q["problems"]
+    )
+
+
+def rejected_rows(rejected: Iterable[Flagged]) -> list[list[str]]:
+    """The report's 退回 rows: one per critical finding, 实施编码, 事项名称, the element (its label and the partner's
+    own fields) and why."""
+    return [
+        [i.task_code, i.name, shown_label(f.label, f.fields), f.message]
+        for i in rejected
+        for f in i.findings
+        if f.severity == "critical"
+    ]
+
+
+def quarantined_rows(quarantined: Iterable[QuarantinedRecord]) -> list[list[str]]:
+    """The report's 隔离 rows: one per problem, 位置, 实施编码, 事项名称, the partner's own field and why."""
+    return [
+        [q.position, q.task_code or "", q.name or "", p.wire_field, p.reason] for q in quarantined for p in q.problems
+    ]
 
 
 def change_label(change: ElementChange, fmt: WireFormat | None) -> str:
@@ -224,14 +250,9 @@ def build(
         full_pull=recon.full,
         held_back=recon.held_back,
         fetched=fetched,
-        quarantined=[
-            QuarantinedRecord(
-                position=q["position"], task_code=q.get("task_code"), name=q.get("name"), problems=q["problems"]
-            )
-            for q in quarantined
-        ],
-        rejected=[_flagged(r, fmt) for r in rejected],
-        warnings=[_flagged(w, fmt) for w in warnings],
+        quarantined=[quarantined_record(q) for q in quarantined],
+        rejected=[flagged(r, fmt) for r in rejected],
+        warnings=[flagged(w, fmt) for w in warnings],
         added=[_brief(r) for r in recon.added],
         changed=[ChangedItem(task_code=c.task_code, name=c.name, changes=c.changes) for c in recon.changed],
         removed=[_brief(r) for r in recon.removed],
@@ -428,20 +449,11 @@ def _sheets(report: PartnerReport) -> dict[str, tuple[list[str], list[list[Any]]
         ),
         "退回": (
             ["实施编码", "事项名称", "要素", "原因"],
-            [
-                [i.task_code, i.name, shown_label(f.label, f.fields), f.message]
-                for i in report.rejected
-                for f in i.findings
-                if f.severity == "critical"
-            ],
+            rejected_rows(report.rejected),
         ),
         "隔离": (
             ["位置", "实施编码", "事项名称", "字段", "原因"],
-            [
-                [q.position, q.task_code or "", q.name or "", p.wire_field, p.reason]
-                for q in report.quarantined
-                for p in q.problems
-            ],
+            quarantined_rows(report.quarantined),
         ),
         "待核": (
             ["实施编码", "事项名称", "要素", "说明"],

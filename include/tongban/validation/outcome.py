@@ -10,6 +10,7 @@ whose pydantic models take them as fields).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -57,6 +58,29 @@ class ValidationOutcome:
 
     def __post_init__(self) -> None:
         self.rejected_rows = {f.row for f in self.findings if f.severity == "critical" and f.row is not None}
+
+    def split(
+        self, records: Sequence[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[FlaggedRecord], list[FlaggedRecord]]:
+        """``records``, the first rows validated (rows after them, context judged in earlier runs, are left out), as
+        accepted, rejected (a critical finding) and warned (accepted with warnings), each flagged record with every
+        finding on it."""
+        by_row: dict[int, list[Finding]] = {}
+        for finding in self.findings:
+            if finding.row is not None and finding.row < len(records):
+                by_row.setdefault(finding.row, []).append(finding)
+        accepted: list[dict[str, Any]] = []
+        rejected: list[FlaggedRecord] = []
+        warned: list[FlaggedRecord] = []
+        for row, record in enumerate(records):
+            findings = by_row.get(row, [])
+            if row in self.rejected_rows:
+                rejected.append(FlaggedRecord(record, findings))
+            else:
+                accepted.append(record)
+                if findings:
+                    warned.append(FlaggedRecord(record, findings))
+        return accepted, rejected, warned
 
     @property
     def success(self) -> bool:
