@@ -71,7 +71,7 @@ def test_the_kit_passes_on_a_server_written_from_the_page_alone(
 
 
 @pytest.mark.parametrize("division", ["440100", "440600", "440300", "441900", "441300", "440800"])
-def test_the_kit_passes_on_every_simulator_format_and_algorithm(
+def test_the_kit_passes_the_interface_of_every_simulator_format_and_lists_its_defects(
     sim: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], division: str
 ) -> None:
     partner = REGISTRY.partner(division)
