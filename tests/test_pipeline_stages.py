@@ -73,7 +73,7 @@ def test_stage_files_are_read_through_their_types_and_a_missing_field_names_the_
 
     from tongban.files import DeliveryFile, FetchFile, OutboundFile, PublishFile, SummaryFile
 
-    write_json(run / layout.FETCH, {"mode": "incremental", "status": "ok", "fetched": 3, "started_at": "…"})
+    write_json(run / layout.FETCH, {"mode": "incremental", "status": "ok", "fetched": 3, "pages": 1})
     assert read_json(run / layout.FETCH, FetchFile) == FetchFile(mode="incremental", status="ok", fetched=3)
     assert pipeline.is_full_pull(run) is False
     write_json(run / layout.FETCH, {"pull_mode": "incremental", "status": "ok"})  # a writer renamed `mode`

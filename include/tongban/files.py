@@ -19,6 +19,7 @@ class FetchFile:
 
     mode: Literal["full", "incremental"]
     status: Literal["ok", "failed"]
+    started_at: str | None = None  # when the pull began (ISO); read by a later run's confirm_removals (guard)
     error: str | None = None  # a failed pull's
     fetched: int | None = None  # distinct records (an ok pull's)
     declared_total: int | None = None  # what the partner said it holds (None: its format does not say)

@@ -29,6 +29,7 @@ from upath import UPath
 
 from tongban import watermark
 from tongban.config import max_removal_rate
+from tongban.files import FetchFile
 from tongban.layout import FETCH, RECONCILIATION, run_dir
 from tongban.reconcile import Reconciliation
 from tongban.storage import read_json
@@ -85,10 +86,13 @@ def check_confirmations(root: UPath, values: Sequence[str], divisions: Sequence[
         if division not in divisions:
             raise ValueError(f"confirm_removals names partner {division}, which is not in this run")
         held_removals(root, division, run_id)
-        pulled = datetime.fromisoformat(read_json(run_dir(root, run_id, division) / FETCH)["started_at"])
-        if later := [
-            p for p in watermark.complete_fulls(root, division) if datetime.fromisoformat(p["pulled_at"]) > pulled
-        ]:
+        started = read_json(run_dir(root, run_id, division) / FETCH, FetchFile).started_at
+        pulled = datetime.fromisoformat(started) if started else None
+        if pulled and (
+            later := [
+                p for p in watermark.complete_fulls(root, division) if datetime.fromisoformat(p["pulled_at"]) > pulled
+            ]
+        ):
             raise ValueError(
                 f"confirm_removals: run {later[-1]['run_id']} pulled partner {division} in full after run {run_id} "
                 f"and published it without held removals: what {run_id} held is no longer pending, nothing to confirm"
