@@ -23,6 +23,7 @@ from markupsafe import Markup
 
 from tongban import layout
 from tongban.files import SummaryPartner
+from tongban.outbound.report import COUNT_LABELS as OURS_LABELS
 from tongban.registry import divisions
 from tongban.report import COUNT_LABELS
 from tongban_ui.data_docs import DATA_DOCS_PAGE
@@ -176,6 +177,7 @@ def _env() -> jinja2.Environment:
         STATUS=STATUS,
         DASH=DASH,
         COUNT_LABELS=COUNT_LABELS,
+        OURS_LABELS=OURS_LABELS,  # the ours column's counts, named as the report's 沅江事项 section names them
         layout=layout,  # file names in links (the app serves a file under its own name; URL folders are its routes)
         short=short,
         when=when,

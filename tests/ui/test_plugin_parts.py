@@ -205,3 +205,19 @@ def test_make_chromium_installs_a_cjk_font_with_the_browser(tmp_path: Path) -> N
         Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc").exists()
         or not Path("/usr/bin/chromium").exists()
     ), "Chromium without the CJK font: run `make chromium`"
+
+
+def test_the_ours_cell_names_each_offer_count_as_the_report_does() -> None:
+    """The 沅江事项 cell: configured / offered with the trend, and a tooltip naming every drift count in the words
+    of the report's 沅江事项在贵地配置情况 section (outbound.report.COUNT_LABELS), the error when the offer failed."""
+    from tongban.files import SummaryOutbound
+    from tongban_ui.pages import _env
+
+    cell = _env().get_template("macros.html.j2").module.ours_cell  # type: ignore[attr-defined]
+    counts = {"offered": 92, "configured": 90, "missing": 1, "outdated": 1, "withdrawn": 0, "mode_mismatch": 0}
+    failed = str(cell(SummaryOutbound(status="failed", sent=2, trend=-2, error="HTTP 503", **counts)))
+    title = "未配置 1，版本落后 1，已撤销仍在配置 0，办理模式不一致 0，本次发送 2；未完成：HTTP 503"
+    assert f'title="{title}">90/92（-2）！</td>' in failed and 'class="n bad"' in failed
+    ok = str(cell(SummaryOutbound(status="ok", sent=0, trend=0, **counts)))
+    assert 'title="未配置 1，版本落后 1，已撤销仍在配置 0，办理模式不一致 0，本次发送 0">90/92（±0）</td>' in ok
+    assert "–" in str(cell(SummaryOutbound(status="not_run")))
